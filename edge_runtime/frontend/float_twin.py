@@ -1,0 +1,34 @@
+"""float64 twin of the fixed-point front end: the same algorithm without any rounding.
+
+Used only to measure the integer path's error (``bench/frontend.py``) and to train the
+'float front end' comparison row; never on the device. Output is in the same units as the
+integer features (log2 values times ``2**frac_bits``), unrounded.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .config import FrontendConfig
+from .fixed_point import frame_signal
+from .tables import make_tables
+
+
+def compute_features_float(pcm: np.ndarray, cfg: FrontendConfig) -> np.ndarray:
+    """Float64 features of int16 ``pcm`` (same frames and units as :func:`compute_features`)."""
+    t = make_tables(cfg)
+    frames = frame_signal(np.asarray(pcm), cfg).astype(np.float64) / 32768.0
+    spec = np.fft.rfft(frames * t.window_f, axis=1)
+    mel_t = t.mel
+    p = (spec.real**2 + spec.imag**2)[:, mel_t.bin_lo : mel_t.bin_hi]
+    seg = np.repeat(np.arange(cfg.n_mels + 1), mel_t.seg_len)
+    weights = np.zeros((p.shape[1], cfg.n_mels))
+    cols = np.arange(p.shape[1])
+    rise_ok = seg < cfg.n_mels
+    weights[cols[rise_ok], seg[rise_ok]] = mel_t.rise_f[rise_ok]
+    fall_ok = seg > 0
+    weights[cols[fall_ok], seg[fall_ok] - 1] = 1.0 - mel_t.rise_f[fall_ok]
+    mel = p @ weights
+    with np.errstate(divide="ignore"):
+        logmel = np.maximum(np.log2(mel), cfg.log_floor)
+    out = logmel if cfg.output == "logmel" else logmel @ t.dct_f.T
+    return out * (1 << cfg.frac_bits)

@@ -1,0 +1,156 @@
+"""``ser-edge run``: classify a file, raw PCM on stdin, or the microphone; JSON lines on stdout.
+
+Examples::
+
+    ser-edge run clip.wav
+    arecord -q -f S16_LE -r 16000 -c 1 -t raw | ser-edge run --stdin
+    ser-edge run --mic --smooth 3 --min-confidence 0.5 --udp 127.0.0.1:5005
+
+Each window prints one JSON object per line (flushed immediately), e.g.::
+
+    {"time": 1.52, "label": "happy", "index": 2, "probs": {...}, "scores_int8": [...],
+     "latency_ms": 0.61, "window": 3, "t_start": 0.5, "t_end": 1.52, "confidence": 0.71, ...}
+
+A summary (windows, real-time factor, latency) goes to stderr at the end.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+
+
+def add_cli(subparsers) -> argparse.ArgumentParser:
+    """Register the ``run`` subcommand on an argparse ``subparsers`` object."""
+    p = subparsers.add_parser(
+        "run", help="classify audio in real time (file, stdin or microphone) -> JSON lines",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("file", nargs="?", help="WAV (or FLAC with soundfile) file to classify")
+    src.add_argument("--stdin", action="store_true", help="read raw S16_LE mono PCM from stdin")
+    src.add_argument("--mic", action="store_true", help="record from the microphone (needs sounddevice)")
+    p.add_argument("--model", help="model .tflite with ser_edge metadata (default: the shipped model)")
+    p.add_argument("--backend", choices=["litert", "tflite_runtime", "tensorflow", "tflm"],
+                   help="interpreter (default: $SER_EDGE_BACKEND, else the first installed)")
+    p.add_argument("--threads", type=int, default=1, help="interpreter threads (default 1)")
+    p.add_argument("--realtime", action="store_true", help="pace a file at real time (simulate a mic)")
+    p.add_argument("--rate", type=int, default=None,
+                   help="sample rate of --stdin PCM (default: the model's); other rates are resampled")
+    p.add_argument("--device", default=None, help="microphone device index or name (--mic)")
+    p.add_argument("--chunk-ms", type=float, default=64.0, help="audio chunk size (default 64 ms)")
+    p.add_argument("--gate-dbfs", type=float, default=-45.0,
+                   help="windows quieter than this RMS level are 'silence' (default -45; 'off' via --no-gate)")
+    p.add_argument("--no-gate", action="store_true", help="disable the energy gate")
+    p.add_argument("--frame-gate-dbfs", type=float, default=None,
+                   help="also require --min-voiced of a window's frames above this level")
+    p.add_argument("--min-voiced", type=float, default=0.2, help="fraction of voiced frames (default 0.2)")
+    p.add_argument("--smooth", type=int, default=1, metavar="N", help="smooth over the last N windows (default off)")
+    p.add_argument("--smooth-mode", choices=["ema", "majority"], default="ema")
+    p.add_argument("--min-confidence", type=float, default=0.0, metavar="P",
+                   help="label 'uncertain' when the top probability is below P")
+    p.add_argument("--udp", metavar="HOST:PORT", help="also send each JSON line as a UDP datagram")
+    p.add_argument("--quiet", action="store_true", help="no JSON on stdout (use with --udp)")
+    p.add_argument("--info", action="store_true", help="print the model/engine info as JSON and exit")
+    p.set_defaults(func=run_command)
+    return p
+
+
+def _udp_sender(spec: str):
+    import socket
+
+    host, _, port = spec.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"--udp wants HOST:PORT, got {spec!r}")
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+    addr = (host.strip("[]"), int(port))
+    return lambda data: sock.sendto(data, addr)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Handler of ``ser-edge run``; returns the process exit code."""
+    from .audio_sources import AudioInputError, FileSource, MicSource, StdinSource
+    from .classifier import StreamingClassifier
+    from .frontend import FrontendInputError
+    from .interpreter import BackendUnavailableError
+    from .model_metadata import ModelFileError
+
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+                            stream=sys.stderr, format="ser-edge: %(message)s")
+    try:
+        clf = StreamingClassifier.from_model(
+            args.model, backend=args.backend, num_threads=args.threads,
+            gate_dbfs=None if args.no_gate else args.gate_dbfs, frame_gate_dbfs=args.frame_gate_dbfs,
+            min_voiced=args.min_voiced, smooth=args.smooth, smooth_mode=args.smooth_mode,
+            min_confidence=args.min_confidence,
+        )
+        if args.info:
+            print(json.dumps(clf.info()))
+            return 0
+        rate = clf.cfg.sample_rate
+        if not (args.file or args.stdin or args.mic):
+            raise ValueError("give an audio FILE, --stdin or --mic")
+        if args.stdin:
+            source = StdinSource(rate=args.rate or rate, sample_rate=rate, chunk_ms=args.chunk_ms)
+        elif args.mic:
+            dev = int(args.device) if args.device and args.device.isdigit() else args.device
+            source = MicSource(sample_rate=rate, device=dev, chunk_ms=args.chunk_ms)
+        else:
+            source = FileSource(args.file, sample_rate=rate, chunk_ms=args.chunk_ms, realtime=args.realtime)
+        send = _udp_sender(args.udp) if args.udp else None
+    except (ModelFileError, AudioInputError, FrontendInputError, BackendUnavailableError,
+            FileNotFoundError, ValueError) as e:
+        print(f"ser-edge run: error: {e}", file=sys.stderr)
+        return 2
+
+    labels = clf.labels
+    n, latencies = 0, []
+    t0 = time.perf_counter()
+    try:
+        for r in clf.stream(source):
+            d = {"time": round(r.t_end_s, 4), **r.to_json_dict(labels)}
+            line = json.dumps(d)
+            if not args.quiet:
+                sys.stdout.write(line + "\n")
+                sys.stdout.flush()
+            if send is not None:
+                send(line.encode())
+            n += 1
+            latencies.append(r.latency_ms)
+    except KeyboardInterrupt:
+        pass
+    except BrokenPipeError:  # the consumer went away: not an error for a pipeline
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the exit-time flush does not fail again
+        return 0
+    except (AudioInputError, FrontendInputError, ValueError) as e:
+        print(f"ser-edge run: error: {getattr(source, 'name', 'input')}: {e}", file=sys.stderr)
+        return 2
+    wall = time.perf_counter() - t0
+    audio_s = clf._frontend.samples_seen / rate
+    if latencies:
+        lat = sorted(latencies)
+        msg = (f"{n} windows, {audio_s:.1f} s audio in {wall:.2f} s, latency p50 "
+               f"{lat[len(lat) // 2]:.2f} ms, max {lat[-1]:.2f} ms, backend {clf.model.backend}")
+    else:
+        msg = f"no complete window ({audio_s:.2f} s of audio; a window needs " \
+              f"{((clf.window_frames - 1) * clf.cfg.hop_length + clf.cfg.frame_length) / rate:.2f} s)"
+    print(f"ser-edge run: {msg}", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone entry: ``python -m edge_runtime.run_cli run ...``."""
+    parser = argparse.ArgumentParser(prog="ser-edge")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_cli(sub)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

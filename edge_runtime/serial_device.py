@@ -1,0 +1,544 @@
+"""Device side of the serial link: answer a host over a UART/USB serial port (docs/protocol.md).
+
+``SerialDevice(transport, engine)`` reads frames from ``transport`` (anything with ``read(n)``
+returning ``b""`` on timeout and ``write(data)``: a pyserial ``Serial``, or :class:`TtyTransport`,
+which needs only os/termios so the Pi does not need pyserial), and:
+
+* HELLO → INFO, PING → PONG, GET_STATS → STATS, START/STOP → ACK (or ERROR);
+* AUDIO / FEATURES → ``engine.push_audio`` / ``engine.push_features`` → one RESULT per window;
+* bad requests (wrong mode, wrong feature dims, malformed payload, unknown type) → ERROR;
+* gaps in the stream (a lost AUDIO/FEATURES frame, seen as a jump of the offset field) are filled
+  with zeros so time stays aligned, and every window overlapping a gap is flagged GAP;
+* with an ``audio_source`` (an iterable of int16 chunks, e.g. the microphone) it can classify its
+  own audio and push RESULTs unasked (START mode MIC_PUSH, or ``push_on_boot=True`` for a robot).
+
+No pyserial, no model code imported here: the engine is passed in (``StreamingClassifier``).
+"""
+from __future__ import annotations
+
+import os
+import select
+import termios
+import threading
+import time
+import tty
+from typing import Any, Iterable, Protocol
+
+import numpy as np
+
+from .protocol import (INFO_FLAG_BOOT, MAX_PAYLOAD, NO_SEQ, PROTOCOL_VERSION, Accepts, Ack, Audio,
+                       Error, ErrorCode, Features, FrameDecoder, GetStats, Hello, Info, Message,
+                       Mode, MsgType, Ping, Pong, Result, ResultFlags, Sequencer, Start, Stats,
+                       Stop)
+from .results import UNCERTAIN_LABEL, WindowResult
+
+__all__ = ["Engine", "SerialDevice", "TtyTransport", "add_cli", "result_to_message"]
+
+
+class Engine(Protocol):
+    """What :class:`SerialDevice` needs from a classifier (``StreamingClassifier`` implements it)."""
+
+    def info(self) -> dict: ...
+    def reset(self) -> None: ...
+    def push_audio(self, pcm: np.ndarray) -> list[WindowResult]: ...
+    def push_features(self, frames_int8: np.ndarray) -> list[WindowResult]: ...
+
+
+class Transport(Protocol):
+    def read(self, n: int) -> bytes: ...
+    def write(self, data: bytes) -> Any: ...
+
+
+# ---------------------------------------------------------------------------------- transport
+def _baud_constant(baud: int) -> int:
+    name = f"B{int(baud)}"
+    if not hasattr(termios, name):
+        raise ValueError(f"baud rate {baud} is not a standard termios speed on this system")
+    return getattr(termios, name)
+
+
+class TtyTransport:
+    """A serial port opened with os/termios only: raw 8N1, no flow control, given baud rate.
+
+    ``read(n)`` waits up to ``timeout`` seconds and returns ``b""`` when nothing arrived.
+    """
+
+    def __init__(self, path: str, baud: int = 921600, timeout: float = 0.02):
+        self.path = path
+        self.timeout = timeout
+        self.fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        try:
+            tty.setraw(self.fd)
+            attrs = termios.tcgetattr(self.fd)
+            attrs[2] = (attrs[2] & ~(termios.PARENB | termios.CSTOPB | termios.CSIZE
+                                     | getattr(termios, "CRTSCTS", 0))
+                        | termios.CS8 | termios.CLOCAL | termios.CREAD)
+            attrs[0] &= ~(termios.IXON | termios.IXOFF | termios.IXANY)
+            speed = _baud_constant(baud)
+            attrs[4] = attrs[5] = speed
+            attrs[6][termios.VMIN] = 0
+            attrs[6][termios.VTIME] = 0
+            termios.tcsetattr(self.fd, termios.TCSANOW, attrs)
+            termios.tcflush(self.fd, termios.TCIFLUSH)  # a booting device starts with an empty FIFO
+        except Exception:
+            os.close(self.fd)
+            raise
+
+    def read(self, n: int = 4096) -> bytes:
+        r, _, _ = select.select([self.fd], [], [], self.timeout)
+        if not r:
+            return b""
+        try:
+            return os.read(self.fd, n)
+        except BlockingIOError:
+            return b""
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(data)
+        while view:
+            try:
+                k = os.write(self.fd, view)
+            except BlockingIOError:
+                k = 0
+            if k == 0:
+                select.select([], [self.fd], [], 1.0)
+            view = view[k:]
+        return len(data)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+# ---------------------------------------------------------------------------------- helpers
+def result_to_message(r: WindowResult, session: int, extra_flags: int = 0,
+                      latency_us: int | None = None) -> Result:
+    """The RESULT message for one :class:`WindowResult`."""
+    flags = extra_flags
+    if r.gated:
+        flags |= ResultFlags.SILENCE
+    if r.label == UNCERTAIN_LABEL:
+        flags |= ResultFlags.UNCERTAIN
+    scores = tuple(int(v) for v in np.asarray(r.scores_int8, dtype=np.int8).ravel())
+    if latency_us is None:
+        latency_us = int(round(r.latency_ms * 1000))
+    return Result(
+        window_index=int(r.window_index), session=session & 0xFFFF, label_index=int(r.label_index),
+        flags=int(flags), t_start_ms=int(round(r.t_start_s * 1000)),
+        t_end_ms=int(round(r.t_end_s * 1000)), latency_us=max(0, int(latency_us)), scores=scores)
+
+
+def info_message(info: dict, *, accepts: int, mode: int, max_payload: int, reply_to: int,
+                 boot: bool) -> Info:
+    """Build INFO from ``engine.info()`` (extra optional keys: frame_hop_samples, output_scale,
+    output_zero_point)."""
+    return Info(
+        protocol_version=PROTOCOL_VERSION, flags=INFO_FLAG_BOOT if boot else 0, accepts=accepts,
+        mode=mode, max_payload=max_payload, reply_to=reply_to,
+        sample_rate=int(info["sample_rate"]), window_frames=int(info["window_frames"]),
+        hop_frames=int(info["hop_frames"]), n_features=int(info["n_features"]),
+        frame_hop_samples=int(info.get("frame_hop_samples", 0) or 0),
+        input_scale=float(info["input_scale"]), input_zero_point=int(info["input_zero_point"]),
+        output_zero_point=int(info.get("output_zero_point", 0) or 0),
+        output_scale=float(info.get("output_scale", 0.0) or 0.0),
+        version=str(info.get("version", "")), model_hash=str(info.get("model_hash", "")),
+        frontend_hash=str(info.get("frontend_hash", "")),
+        labels=tuple(str(x) for x in info["labels"]))
+
+
+_STREAM_WRAP = 1 << 32
+
+
+class SerialDevice:
+    """Serve one serial link. Call :meth:`serve` (blocking) or :meth:`poll` from your own loop.
+
+    ``max_payload``: largest payload accepted (advertised in INFO). ``max_gap_s``: a stream gap up
+    to this long is zero-filled; a longer one resets the stream (ERROR STREAM_RESET).
+    """
+
+    def __init__(self, transport: Transport, engine: Engine, *, max_payload: int = MAX_PAYLOAD,
+                 audio_source: Iterable[np.ndarray] | None = None, push_on_boot: bool = False,
+                 max_gap_s: float = 10.0, announce: bool = True, read_size: int = 4096):
+        self.transport = transport
+        self.engine = engine
+        self.max_payload = min(max_payload, MAX_PAYLOAD)
+        self.audio_source = audio_source
+        self.read_size = read_size
+        self._info = dict(engine.info())
+        self.sample_rate = int(self._info["sample_rate"])
+        self.n_features = int(self._info["n_features"])
+        self.window_frames = int(self._info["window_frames"])
+        self.hop_frames = int(self._info["hop_frames"])
+        self.zero_point = int(self._info["input_zero_point"])
+        self.max_gap_samples = int(max_gap_s * self.sample_rate)
+        fhs = int(self._info.get("frame_hop_samples", 0) or 0)
+        self.max_gap_frames = int(max_gap_s * self.sample_rate / fhs) if fhs else 1000
+        self.accepts = Accepts.AUDIO | Accepts.FEATURES | (Accepts.MIC_PUSH if audio_source is not None else 0)
+        self.decoder = FrameDecoder(self.max_payload, on_drop=self._on_drop)
+        self.tx = Sequencer()
+        self._tx_lock = threading.Lock()
+        self._engine_lock = threading.Lock()
+        self.mode = Mode.IDLE
+        self.session = 0
+        self._next_offset = 0  # expected offset of the next AUDIO sample / FEATURES frame
+        self._base = 0  # stream offset of the engine's t = 0
+        self._gaps: list[tuple[int, int]] = []  # [start, end) in engine units (samples/frames)
+        self._push_thread: threading.Thread | None = None
+        self._push_stop = threading.Event()
+        self._stop = threading.Event()
+        self.counters = {"tx_frames": 0, "results": 0, "errors": 0, "gap_samples": 0,
+                         "gap_frames": 0, "stale": 0, "sessions": 0}
+        if announce:
+            self._send(info_message(self._info, accepts=int(self.accepts), mode=int(self.mode),
+                                    max_payload=self.max_payload, reply_to=NO_SEQ, boot=True))
+        if push_on_boot:
+            if audio_source is None:
+                raise ValueError("push_on_boot needs an audio_source")
+            self._start_push(session=0)
+
+    # ------------------------------------------------------------------ main loop
+    def serve(self, stop: threading.Event | None = None, duration: float | None = None) -> None:
+        """Read and answer frames until ``stop`` is set (or ``duration`` seconds pass)."""
+        stop = stop or self._stop
+        t_end = None if duration is None else time.monotonic() + duration
+        try:
+            while not stop.is_set() and (t_end is None or time.monotonic() < t_end):
+                self.poll()
+        finally:
+            self._stop_push()
+
+    def stop(self) -> None:
+        """Ask :meth:`serve` (running in another thread) to return."""
+        self._stop.set()
+
+    def poll(self) -> int:
+        """Read once (the transport's timeout bounds the wait) and handle complete frames."""
+        data = self.transport.read(self.read_size)
+        if not data:
+            return 0
+        received = self.decoder.feed(data)
+        for seq, msg in received:
+            t_rx = time.perf_counter()
+            try:
+                self._handle(seq, msg, t_rx)
+            except Exception as exc:  # never let one request kill the device loop
+                self._error(ErrorCode.ENGINE, seq, msg.TYPE, f"{type(exc).__name__}: {exc}")
+        return len(received)
+
+    def stats(self) -> dict:
+        """Device counters (decoder drops by reason, tx, results, errors, gaps)."""
+        s = self.decoder.stats
+        d = {"rx_frames": s.frames_ok, "rx_seq_lost": s.seq_lost, "rx_bytes": s.bytes_in}
+        d.update({f"rx_{k}": v for k, v in s.dropped.items()})
+        d.update(self.counters)
+        return d
+
+    # ------------------------------------------------------------------ sending
+    def _send(self, msg: Message) -> None:
+        with self._tx_lock:
+            _, frame = self.tx.encode(msg)
+            self.transport.write(frame)
+            self.counters["tx_frames"] += 1
+
+    def _error(self, code: int, ref_seq: int = NO_SEQ, ref_type: int = 0, text: str = "") -> None:
+        self.counters["errors"] += 1
+        self._send(Error(int(code), ref_seq, int(ref_type), text))
+
+    def _on_drop(self, reason: str, seq: int | None, mtype: int | None) -> None:
+        # Only frames that passed the CRC have a trustworthy seq/type worth answering.
+        if seq is None:
+            return
+        code = {"unknown_type": ErrorCode.UNKNOWN_TYPE, "payload": ErrorCode.BAD_PAYLOAD,
+                "oversize": ErrorCode.TOO_LARGE, "version": ErrorCode.VERSION,
+                "length": ErrorCode.BAD_PAYLOAD}.get(reason)
+        if code is not None:
+            text = {"version": f"this device speaks protocol version {PROTOCOL_VERSION}",
+                    "oversize": f"max payload is {self.max_payload} bytes"}.get(reason, reason)
+            self._error(code, seq, mtype or 0, text)
+
+    def _send_results(self, results: list[WindowResult], t_rx: float, extra_flags: int = 0) -> None:
+        for r in results:
+            flags = extra_flags | (ResultFlags.GAP if self._overlaps_gap(r) else 0)
+            lat = int((time.perf_counter() - t_rx) * 1e6)
+            self._send(result_to_message(r, self.session, flags, latency_us=lat))
+            self.counters["results"] += 1
+
+    # ------------------------------------------------------------------ requests
+    def _handle(self, seq: int, msg: Message, t_rx: float) -> None:
+        t = msg.TYPE
+        if t == MsgType.AUDIO:
+            self._on_audio(seq, msg, t_rx)
+        elif t == MsgType.FEATURES:
+            self._on_features(seq, msg, t_rx)
+        elif t == MsgType.PING:
+            self._send(Pong(msg.data))
+        elif t == MsgType.HELLO:
+            self._send(info_message(self._info, accepts=int(self.accepts), mode=int(self.mode),
+                                    max_payload=self.max_payload, reply_to=seq, boot=False))
+        elif t == MsgType.START:
+            self._on_start(seq, msg)
+        elif t == MsgType.STOP:
+            self._stop_push()
+            self.mode = Mode.IDLE
+            self._send(Ack(seq, MsgType.STOP))
+        elif t == MsgType.GET_STATS:
+            self._send(Stats(seq, self.stats()))
+        elif t in (MsgType.PONG, MsgType.ACK):
+            pass  # answers to nothing we asked; harmless
+        else:
+            self._error(ErrorCode.UNKNOWN_TYPE, seq, t, f"{t.name} is not a request")
+
+    def _on_start(self, seq: int, msg: Start) -> None:
+        try:
+            mode = Mode(msg.mode)
+        except ValueError:
+            self._error(ErrorCode.UNSUPPORTED, seq, MsgType.START, f"unknown mode {msg.mode}")
+            return
+        if mode == Mode.MIC_PUSH and self.audio_source is None:
+            self._error(ErrorCode.UNSUPPORTED, seq, MsgType.START, "this device has no audio source")
+            return
+        self._stop_push()
+        self.session = msg.session
+        self._reset_stream(msg.start_offset)
+        self.mode = mode
+        self.counters["sessions"] += 1
+        self._send(Ack(seq, MsgType.START))
+        if mode == Mode.MIC_PUSH:
+            self._start_push(msg.session)
+        elif mode == Mode.IDLE:
+            pass
+
+    def _reset_stream(self, offset: int) -> None:
+        with self._engine_lock:
+            self.engine.reset()
+        self._next_offset = offset & 0xFFFFFFFF
+        self._base = self._next_offset
+        self._gaps.clear()
+
+    def _check_session(self, seq: int, want: Mode, got_type: MsgType) -> bool:
+        if self.mode == want:
+            return True
+        if self.mode == Mode.IDLE:
+            self._error(ErrorCode.NO_SESSION, seq, got_type, "send START first")
+        else:
+            self._error(ErrorCode.WRONG_MODE, seq, got_type,
+                        f"session is {self.mode.name}, got {got_type.name}")
+        return False
+
+    def _align(self, seq: int, mtype: MsgType, offset: int, n: int, max_gap: int) -> int | None:
+        """How many leading items of a chunk at ``offset`` (``n`` items) to skip, after filling any
+        gap before it; None = drop the whole chunk."""
+        diff = (offset - self._next_offset) % _STREAM_WRAP
+        if diff == 0:
+            return 0
+        if diff >= _STREAM_WRAP // 2:  # behind: a duplicate or an overlap
+            behind = _STREAM_WRAP - diff
+            if behind >= n:
+                self.counters["stale"] += 1
+                return None
+            return behind
+        if diff > max_gap:
+            self._error(ErrorCode.STREAM_RESET, seq, mtype,
+                        f"gap of {diff} {'samples' if mtype == MsgType.AUDIO else 'frames'} is too long "
+                        "to fill; stream state reset at the new offset (window numbering restarts)")
+            self._reset_stream(offset)
+            return 0
+        start = (self._next_offset - self._base) % _STREAM_WRAP
+        self._gaps.append((start, start + diff))
+        return -diff  # negative: fill this many items first
+
+    def _on_audio(self, seq: int, msg: Audio, t_rx: float) -> None:
+        if not self._check_session(seq, Mode.AUDIO, MsgType.AUDIO):
+            return
+        pcm = msg.pcm
+        skip = self._align(seq, MsgType.AUDIO, msg.offset, pcm.size, self.max_gap_samples)
+        if skip is None:
+            return
+        results: list[WindowResult] = []
+        with self._engine_lock:
+            if skip < 0:
+                self.counters["gap_samples"] += -skip
+                results += self.engine.push_audio(np.zeros(-skip, np.int16))
+                self._next_offset = (self._next_offset - skip) % _STREAM_WRAP
+            pcm = pcm[max(skip, 0):]
+            results += self.engine.push_audio(pcm)
+        self._next_offset = (self._next_offset + pcm.size) % _STREAM_WRAP
+        self._send_results(results, t_rx)
+
+    def _on_features(self, seq: int, msg: Features, t_rx: float) -> None:
+        if not self._check_session(seq, Mode.FEATURES, MsgType.FEATURES):
+            return
+        fr = msg.frames
+        if fr.shape[1] != self.n_features:
+            self._error(ErrorCode.BAD_DIMS, seq, MsgType.FEATURES,
+                        f"got {fr.shape[1]} features per frame, this model takes {self.n_features}")
+            return
+        skip = self._align(seq, MsgType.FEATURES, msg.offset, fr.shape[0], self.max_gap_frames)
+        if skip is None:
+            return
+        results: list[WindowResult] = []
+        with self._engine_lock:
+            if skip < 0:
+                self.counters["gap_frames"] += -skip
+                fill = np.full((-skip, self.n_features), self.zero_point, np.int8)
+                results += self.engine.push_features(fill)
+                self._next_offset = (self._next_offset - skip) % _STREAM_WRAP
+            fr = fr[max(skip, 0):]
+            results += self.engine.push_features(fr)
+        self._next_offset = (self._next_offset + fr.shape[0]) % _STREAM_WRAP
+        self._send_results(results, t_rx)
+
+    def _overlaps_gap(self, r: WindowResult) -> bool:
+        if not self._gaps:
+            return False
+        if self.mode == Mode.FEATURES:
+            lo = r.window_index * self.hop_frames
+            hi = lo + self.window_frames
+        else:
+            lo = int(r.t_start_s * self.sample_rate)
+            hi = int(np.ceil(r.t_end_s * self.sample_rate))
+        # windows come in order: gaps that end before this window can be forgotten
+        self._gaps = [g for g in self._gaps if g[1] > lo]
+        return any(g[0] < hi and lo < g[1] for g in self._gaps)
+
+    # ------------------------------------------------------------------ push mode (robot)
+    def _start_push(self, session: int) -> None:
+        self.session = session
+        self.mode = Mode.MIC_PUSH
+        with self._engine_lock:
+            self.engine.reset()
+        self._push_stop.clear()
+        self._push_thread = threading.Thread(target=self._push_loop, name="serial-push", daemon=True)
+        self._push_thread.start()
+
+    def _stop_push(self) -> None:
+        th = self._push_thread
+        if th is not None:
+            self._push_stop.set()
+            if th is not threading.current_thread():
+                th.join(timeout=2)
+            self._push_thread = None
+
+    def _push_loop(self) -> None:
+        try:
+            for chunk in self.audio_source:
+                if self._push_stop.is_set():
+                    break
+                t0 = time.perf_counter()
+                with self._engine_lock:
+                    results = self.engine.push_audio(np.asarray(chunk, dtype=np.int16).ravel())
+                self._send_results(results, t0, ResultFlags.PUSH)
+        except Exception as exc:  # report, do not die silently
+            try:
+                self._error(ErrorCode.ENGINE, NO_SEQ, 0, f"audio source: {type(exc).__name__}: {exc}")
+            except OSError:
+                pass
+        finally:
+            if self.mode == Mode.MIC_PUSH and not self._push_stop.is_set():
+                self.mode = Mode.IDLE  # source exhausted
+
+
+# ---------------------------------------------------------------------------------- sources + CLI
+def mic_source(sample_rate: int, block: int = 512, device: str | int | None = None):
+    """Yield int16 mono blocks from the default (or given) input device (needs ``sounddevice``)."""
+    try:
+        import sounddevice as sd
+    except ImportError:
+        raise SystemExit("--push-mic needs the sounddevice package: pip install 'ser-edge[mic]'") from None
+    import queue
+
+    q: queue.Queue = queue.Queue(maxsize=64)
+
+    def cb(indata, frames, t, status):  # runs in the audio thread: just hand over the block
+        try:
+            q.put_nowait(indata[:, 0].copy())
+        except queue.Full:
+            pass
+
+    with sd.InputStream(samplerate=sample_rate, channels=1, dtype="int16", blocksize=block,
+                        device=device, callback=cb):
+        while True:
+            yield q.get()
+
+
+def wav_source(path: str, sample_rate: int, block: int = 512, realtime: bool = True, loop: bool = False):
+    """Yield int16 blocks of a mono 16-bit WAV file (stdlib ``wave``), paced in real time."""
+    import wave
+
+    with wave.open(path, "rb") as w:
+        if w.getsampwidth() != 2 or w.getnchannels() != 1 or w.getframerate() != sample_rate:
+            raise SystemExit(f"{path}: need mono 16-bit PCM at {sample_rate} Hz, got "
+                             f"{w.getnchannels()} ch, {8 * w.getsampwidth()} bit, {w.getframerate()} Hz")
+        pcm = np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.int16)
+    while True:
+        t0 = time.monotonic()
+        for i in range(0, pcm.size, block):
+            if realtime:
+                time.sleep(max(0.0, t0 + i / sample_rate - time.monotonic()))
+            yield pcm[i:i + block]
+        if not loop:
+            return
+
+
+def serve_port(port: str, baud: int, engine: Engine, *, audio_source=None, push_on_boot=False,
+               max_payload: int = MAX_PAYLOAD, stop: threading.Event | None = None,
+               log=print) -> None:
+    """Open ``port`` and serve it; if the port fails (USB unplugged), reopen with backoff."""
+    stop = stop or threading.Event()
+    backoff = 0.1
+    while not stop.is_set():
+        try:
+            tr = TtyTransport(port, baud)
+        except OSError as exc:
+            log(f"serve: cannot open {port}: {exc}; retrying in {backoff:.1f} s")
+            stop.wait(backoff)
+            backoff = min(backoff * 2, 5.0)
+            continue
+        backoff = 0.1
+        log(f"serve: listening on {port} at {baud} baud")
+        try:
+            dev = SerialDevice(tr, engine, max_payload=max_payload, audio_source=audio_source,
+                               push_on_boot=push_on_boot)
+            dev.serve(stop)
+        except OSError as exc:
+            log(f"serve: {port} failed ({exc}); reopening")
+        finally:
+            tr.close()
+
+
+def _cmd_serve(args) -> int:
+    from .classifier import StreamingClassifier  # heavy (interpreter) import only here
+
+    engine = StreamingClassifier.from_model(args.model)
+    info = engine.info()
+    source = None
+    if args.push_wav:
+        source = wav_source(args.push_wav, int(info["sample_rate"]), loop=True)
+    elif args.push_mic:
+        source = mic_source(int(info["sample_rate"]))
+    print(f"serve: model {info.get('model_hash')} labels {info['labels']}", flush=True)
+    try:
+        serve_port(args.port, args.baud, engine, audio_source=source,
+                   push_on_boot=source is not None, max_payload=args.max_payload,
+                   log=lambda s: print(s, flush=True))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def add_cli(subparsers) -> None:
+    """Add the ``serve`` subcommand (device side of the serial link)."""
+    p = subparsers.add_parser(
+        "serve", help="answer a host over a serial port (binary protocol, docs/protocol.md)",
+        description="Classify audio/features sent by a host over UART/USB serial and send RESULT "
+                    "frames back; with --push-mic, classify the device microphone and push results.")
+    p.add_argument("--port", required=True, help="serial device, e.g. /dev/ttyAMA0 or /dev/ttyGS0")
+    p.add_argument("--baud", type=int, default=921600, help="baud rate (default 921600)")
+    p.add_argument("--model", default=None, help=".tflite model (default: the shipped model)")
+    p.add_argument("--push-mic", action="store_true",
+                   help="classify the device microphone and push RESULTs unasked (robot mode)")
+    p.add_argument("--push-wav", default=None, help="like --push-mic but replay a WAV file (testing)")
+    p.add_argument("--max-payload", type=int, default=MAX_PAYLOAD,
+                   help=f"largest frame payload accepted (default {MAX_PAYLOAD})")
+    p.set_defaults(func=_cmd_serve)

@@ -1,0 +1,42 @@
+"""Deterministic test signals (int16, 16 kHz) for demos, golden vectors and benchmarks."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def harmonic_vowel(seconds: float = 1.0, f0: float = 140.0, level_dbfs: float = -12.0, sr: int = 16000, seed: int = 0) -> np.ndarray:
+    """A crude voiced sound: harmonics of ``f0`` with a -12 dB/octave tilt and vibrato, plus a little noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    f = f0 * (1 + 0.03 * np.sin(2 * np.pi * 5 * t))
+    phase = 2 * np.pi * np.cumsum(f) / sr
+    x = sum(np.sin(k * phase) / k**2 for k in range(1, int(sr / 2 / f0)))
+    x = x / np.max(np.abs(x)) * 10 ** (level_dbfs / 20) + 1e-3 * rng.standard_normal(t.size)
+    return np.round(np.clip(x, -1, 1) * 32767).astype(np.int16)
+
+
+def tone_sweep(seconds: float = 2.0, f_lo: float = 50.0, f_hi: float = 7900.0, level_dbfs: float = -1.0, sr: int = 16000) -> np.ndarray:
+    """Linear chirp from ``f_lo`` to ``f_hi``."""
+    t = np.arange(int(seconds * sr)) / sr
+    x = np.sin(2 * np.pi * (f_lo * t + (f_hi - f_lo) / (2 * seconds) * t**2)) * 10 ** (level_dbfs / 20)
+    return np.round(x * 32767).astype(np.int16)
+
+
+def white_noise(seconds: float = 2.0, level_dbfs: float = -12.0, sr: int = 16000, seed: int = 0) -> np.ndarray:
+    """Gaussian white noise at an RMS of ``level_dbfs``, clipped to int16."""
+    x = np.random.default_rng(seed).standard_normal(int(seconds * sr)) * 10 ** (level_dbfs / 20)
+    return np.round(np.clip(x, -1, 1) * 32767).astype(np.int16)
+
+
+def quiet_speechlike(seconds: float = 2.0, peak_dbfs: float = -40.0, sr: int = 16000, seed: int = 1) -> np.ndarray:
+    """A harmonic vowel scaled so that its peak is at ``peak_dbfs`` (default -40 dBFS, peak ~328)."""
+    x = harmonic_vowel(seconds, level_dbfs=0.0, sr=sr, seed=seed).astype(np.float64)
+    x *= 10 ** (peak_dbfs / 20) * 32767 / np.max(np.abs(x))
+    return np.round(x).astype(np.int16)
+
+
+def dithered_silence(seconds: float = 2.0, sr: int = 16000, seed: int = 2) -> np.ndarray:
+    """Digital silence plus triangular dither of +-1 LSB."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * sr)
+    return (rng.integers(0, 2, n) - rng.integers(0, 2, n)).astype(np.int16)

@@ -1,0 +1,618 @@
+"""Host side of the serial link (pyserial): talk to a device running ``ser-edge serve`` or firmware.
+
+``DeviceClient(port, baud)`` opens the port, handshakes (HELLO → INFO), starts sessions, streams
+AUDIO or FEATURES in chunks, and delivers RESULTs (iterator :meth:`DeviceClient.results` or an
+``on_result`` callback). A reader thread decodes everything the device sends; garbled frames are
+dropped and counted (:meth:`DeviceClient.counters`).
+
+Recovery: if the port fails (USB unplugged) the reader reopens it with exponential backoff; if the
+device restarts (unsolicited boot INFO, or ERROR NO_SESSION while streaming) or goes silent (no
+frame for ``liveness_s`` while we are streaming, e.g. a pulled cable), a recovery worker re-HELLOs
+and, when the device lost its session, re-STARTs it with a new session id at the current stream
+offset. RESULTs of any other session are discarded (counted ``stale_results``), so a result from
+before a restart is never taken for a current one.
+
+Link speed: :func:`audio_baud_needed` / :func:`plan_link` say whether raw 16 kHz audio fits the
+baud rate; if not, :class:`HostFeatures` computes the features on the host with the same
+fixed-point front end and int8 quantisation as the device, and the client sends FEATURES.
+"""
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+import queue
+import struct
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+
+from edge_runtime.protocol import (MAX_PAYLOAD, NO_SEQ, Accepts, Ack, Audio, Error, ErrorCode,
+                                   Features, FrameDecoder, GetStats, Hello, Info, Message, Mode,
+                                   MsgType, Ping, Pong, Result, ResultFlags, Sequencer, Start,
+                                   Stats, Stop, cobs_encode)
+from edge_runtime.protocol.framing import CRC_SIZE, HEADER_SIZE
+
+__all__ = ["DeviceClient", "DeviceError", "DeviceResult", "HostFeatures", "LinkPlan",
+           "audio_baud_needed", "features_baud_needed", "frame_wire_bytes", "plan_link"]
+
+BITS_PER_BYTE = 10  # 8N1: start + 8 data + stop
+STANDARD_BAUDS = (9600, 19200, 38400, 57600, 115200, 230400, 460800, 500000, 576000, 921600,
+                  1000000, 1500000, 2000000, 3000000)
+
+
+class DeviceError(RuntimeError):
+    """The device answered a request with ERROR, or did not answer in time."""
+
+    def __init__(self, message: str, code: int | None = None):
+        super().__init__(message)
+        self.code = code
+
+
+# ---------------------------------------------------------------------------------- link budget
+def frame_wire_bytes(payload_len: int) -> int:
+    """Bytes on the wire for one frame: header + payload + CRC, COBS overhead, delimiter."""
+    raw = HEADER_SIZE + payload_len + CRC_SIZE
+    return raw + raw // 254 + 1 + 1
+
+
+def audio_baud_needed(sample_rate: int = 16000, chunk_samples: int = 512) -> int:
+    """Baud rate (8N1) that carries int16 mono audio in AUDIO frames of ``chunk_samples``."""
+    frames_per_s = sample_rate / chunk_samples
+    return int(math.ceil(frames_per_s * frame_wire_bytes(4 + 2 * chunk_samples) * BITS_PER_BYTE))
+
+
+def features_baud_needed(n_features: int, frame_hop_samples: int, sample_rate: int = 16000,
+                         frames_per_msg: int = 1) -> int:
+    """Baud rate that carries int8 feature frames (``frames_per_msg`` per FEATURES message)."""
+    msgs_per_s = sample_rate / frame_hop_samples / frames_per_msg
+    return int(math.ceil(msgs_per_s * frame_wire_bytes(8 + n_features * frames_per_msg) * BITS_PER_BYTE))
+
+
+@dataclass(frozen=True)
+class LinkPlan:
+    mode: Mode
+    baud: int
+    audio_baud_needed: int
+    features_baud_needed: int | None
+    reason: str
+
+
+def plan_link(baud: int, info: Info | None = None, *, sample_rate: int = 16000, n_features: int = 40,
+              frame_hop_samples: int = 256, chunk_samples: int = 512, headroom: float = 0.85,
+              prefer: str = "auto") -> LinkPlan:
+    """Choose AUDIO or FEATURES for a link of ``baud`` (using at most ``headroom`` of it).
+
+    Raises ``ValueError`` saying which baud rate is needed when neither fits (or ``prefer`` asks
+    for a mode that does not fit).
+    """
+    if info is not None:
+        sample_rate, n_features = info.sample_rate, info.n_features
+        frame_hop_samples = info.frame_hop_samples or frame_hop_samples
+    need_a = audio_baud_needed(sample_rate, chunk_samples)
+    need_f = features_baud_needed(n_features, frame_hop_samples, sample_rate)
+    usable = baud * headroom
+    acc_a = info is None or bool(info.accepts & Accepts.AUDIO)
+    acc_f = info is None or bool(info.accepts & Accepts.FEATURES)
+    fits_a, fits_f = acc_a and need_a <= usable, acc_f and need_f <= usable
+    std = next((b for b in STANDARD_BAUDS if b * headroom >= need_a), None)
+    if prefer == "audio" and not fits_a:
+        raise ValueError(f"raw {sample_rate} Hz int16 audio needs >= {need_a} baud of link (8N1, "
+                         f"incl. framing; use {std or 'a faster link'}); {baud} baud is too slow. "
+                         "Send features instead (--mode features)")
+    if prefer == "features" and not fits_f:
+        raise ValueError(f"features need >= {need_f} baud; {baud} baud is too slow")
+    if fits_a and prefer in ("auto", "audio"):
+        return LinkPlan(Mode.AUDIO, baud, need_a, need_f,
+                        f"raw audio needs {need_a} baud, link has {baud}: sending AUDIO")
+    if fits_f:
+        return LinkPlan(Mode.FEATURES, baud, need_a, need_f,
+                        f"raw audio needs {need_a} baud (> {headroom:.0%} of {baud}): computing "
+                        f"features on the host and sending FEATURES ({need_f} baud)")
+    raise ValueError(f"{baud} baud carries neither raw audio (needs {need_a}) nor features "
+                     f"(needs {need_f}); raise the baud rate")
+
+
+# ---------------------------------------------------------------------------------- host features
+class HostFeatures:
+    """The device's front end + int8 quantisation, run on the host (for FEATURES mode).
+
+    The front-end configuration comes from ``model_path`` (its metadata) or, if its hash matches
+    the device's ``frontend_hash``, the runtime's default; anything else is refused, because
+    features from a different front end would be silently wrong.
+    """
+
+    def __init__(self, info: Info, model_path: str | None = None):
+        from edge_runtime.frontend import DEFAULT_CONFIG, StreamingFrontend
+        from edge_runtime.interpreter import FeatureQuantizer
+
+        if model_path is not None:
+            from edge_runtime.model_metadata import read_metadata
+
+            cfg = read_metadata(model_path).frontend_config()
+        else:
+            cfg = DEFAULT_CONFIG
+        if info.frontend_hash and cfg.hash != info.frontend_hash:
+            src = model_path or "the host's default front end"
+            raise ValueError(f"front-end mismatch: device runs {info.frontend_hash}, {src} is "
+                             f"{cfg.hash}; pass --model with the device's model file")
+        if cfg.n_features != info.n_features:
+            raise ValueError(f"device expects {info.n_features} features, front end gives {cfg.n_features}")
+        self.cfg = cfg
+        self.frontend = StreamingFrontend(cfg)
+        self.quantizer = FeatureQuantizer(2.0 ** -cfg.frac_bits, info.input_scale, info.input_zero_point)
+
+    def reset(self) -> None:
+        self.frontend.reset()
+
+    def push(self, pcm: np.ndarray) -> np.ndarray:
+        """int16 audio → int8 frames ``(k, n_features)`` completed by it."""
+        feats = self.frontend.push(pcm)
+        if len(feats) == 0:
+            return np.zeros((0, self.cfg.n_features), np.int8)
+        return np.asarray(self.quantizer(feats), dtype=np.int8)
+
+
+# ---------------------------------------------------------------------------------- results
+@dataclass(frozen=True)
+class DeviceResult:
+    """A RESULT as received: the message plus host-side context."""
+
+    msg: Result
+    label: str  # label name; "silence" / "uncertain" when flagged
+    t_rx: float  # time.monotonic() at reception
+    seq: int
+    stream_offset_s: float = 0.0  # START offset of its session, in seconds
+
+    @property
+    def window_index(self) -> int:
+        return self.msg.window_index
+
+    @property
+    def reliable(self) -> bool:
+        """False when the window overlapped input lost on the link (GAP flag)."""
+        return not self.msg.flags & ResultFlags.GAP
+
+    def to_json_dict(self, labels: list[str] | tuple[str, ...] | None = None) -> dict:
+        m = self.msg
+        d = {"window": m.window_index, "t_start": round(self.stream_offset_s + m.t_start_ms / 1000, 3),
+             "t_end": round(self.stream_offset_s + m.t_end_ms / 1000, 3), "label": self.label,
+             "index": m.label_index, "scores_int8": list(m.scores),
+             "device_latency_ms": round(m.latency_us / 1000, 3), "session": m.session}
+        flags = [f.name.lower() for f in ResultFlags if m.flags & f]
+        if flags:
+            d["flags"] = flags
+        return d
+
+
+# ---------------------------------------------------------------------------------- client
+class _Waiter:
+    __slots__ = ("event", "value")
+
+    def __init__(self):
+        self.event = threading.Event()
+        self.value = None
+
+
+class DeviceClient:
+    """Talk to a ser-edge device over a serial port. Use as a context manager::
+
+        with DeviceClient("/dev/ttyUSB0", 921600) as dev:
+            print(dev.info.labels)
+            dev.start(Mode.AUDIO)
+            dev.send_audio(pcm)
+            for r in dev.results(timeout=2.0): print(r.label)
+    """
+
+    def __init__(self, port: str, baud: int = 921600, *, timeout: float = 1.0, retries: int = 3,
+                 reconnect: bool = True, liveness_s: float = 1.0, max_backoff: float = 2.0,
+                 on_result: Callable[[DeviceResult], None] | None = None,
+                 accept_push: bool = False, client_name: str = "ser-edge-host",
+                 open_timeout: float = 10.0, serial_factory: Callable | None = None):
+        self.port = port
+        self.baud = baud
+        self.timeout = timeout
+        self.retries = retries
+        self.reconnect = reconnect
+        self.liveness_s = liveness_s
+        self.max_backoff = max_backoff
+        self.on_result = on_result
+        self.accept_push = accept_push
+        self.client_name = client_name
+        self.open_timeout = open_timeout
+        self._serial_factory = serial_factory
+        self.info: Info | None = None
+        self.decoder = FrameDecoder()
+        self.tx = Sequencer()
+        self._ser = None
+        self._tx_lock = threading.Lock()
+        self._state_lock = threading.RLock()
+        self._waiters: dict[tuple, _Waiter] = {}
+        self._results: queue.Queue[DeviceResult] = queue.Queue()
+        self.errors: list[Error] = []
+        self._stop = threading.Event()
+        self._reader: threading.Thread | None = None
+        self._recovering = threading.Lock()
+        self._recover_needed = threading.Event()
+        self._recovery_thread: threading.Thread | None = None
+        self._connected = threading.Event()
+        self._last_rx = time.monotonic()
+        self._last_ping = 0.0
+        self._ping_ids = itertools.count(1)
+        # session state (what we would restore after a device restart)
+        self.mode = Mode.IDLE
+        self.session = 0
+        self._session_offsets: dict[int, int] = {}  # session -> START offset (stream units)
+        self.offset = 0  # next stream offset (samples for AUDIO, frames for FEATURES)
+        self._counters = {"reconnects": 0, "device_restarts": 0, "recoveries": 0,
+                          "stale_results": 0, "results": 0, "gap_results": 0, "errors_rx": 0,
+                          "tx_frames": 0, "tx_dropped": 0, "timeouts": 0, "pings": 0}
+
+    # ------------------------------------------------------------------ lifecycle
+    def open(self) -> "DeviceClient":
+        """Open the port (retrying up to ``open_timeout``), start the reader and handshake."""
+        self._stop.clear()
+        self._open_port(deadline=time.monotonic() + self.open_timeout)
+        self._reader = threading.Thread(target=self._read_loop, name="serial-host-rx", daemon=True)
+        self._reader.start()
+        self._recovery_thread = threading.Thread(target=self._recovery_loop, name="serial-host-recover",
+                                                 daemon=True)
+        self._recovery_thread.start()
+        self.hello()
+        return self
+
+    def close(self) -> None:
+        """Stop the threads and close the port."""
+        self._stop.set()
+        self._recover_needed.set()
+        for th in (self._reader, self._recovery_thread):
+            if th is not None and th is not threading.current_thread():
+                th.join(timeout=3)
+        self._close_port()
+
+    def __enter__(self) -> "DeviceClient":
+        return self.open()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _make_serial(self):
+        if self._serial_factory is not None:
+            return self._serial_factory(self.port, self.baud)
+        import serial  # pyserial
+
+        return serial.Serial(self.port, self.baud, timeout=0.02, write_timeout=2.0)
+
+    def _open_port(self, deadline: float) -> None:
+        backoff = 0.05
+        while True:
+            try:
+                ser = self._make_serial()
+                break
+            except (OSError, ValueError) as exc:  # SerialException is an OSError subclass
+                if time.monotonic() + backoff > deadline or self._stop.is_set():
+                    raise ConnectionError(f"cannot open {self.port}: {exc}") from exc
+                time.sleep(backoff)
+                backoff = min(backoff * 2, self.max_backoff)
+        with contextlib.suppress(Exception):
+            ser.reset_input_buffer()
+        self._ser = ser
+        self.decoder.reset()
+        self._last_rx = time.monotonic()
+        self._connected.set()
+        self._write_raw(b"\x00")  # flush any partial frame in the device's decoder
+
+    def _close_port(self) -> None:
+        self._connected.clear()
+        ser, self._ser = self._ser, None
+        if ser is not None:
+            with contextlib.suppress(Exception):
+                ser.close()
+
+    # ------------------------------------------------------------------ sending
+    def _write_raw(self, data: bytes) -> bool:
+        ser = self._ser
+        if ser is None:
+            return False
+        try:
+            ser.write(data)
+            return True
+        except Exception:  # port gone or write timeout: the reader will reconnect
+            self._port_failed()
+            return False
+
+    def send(self, msg: Message) -> int | None:
+        """Send one message; returns its seq, or None if the link is down (counted tx_dropped)."""
+        with self._tx_lock:
+            seq, frame = self.tx.encode(msg)
+            ok = self._write_raw(frame)
+        if ok:
+            self._counters["tx_frames"] += 1
+            return seq
+        self._counters["tx_dropped"] += 1
+        return None
+
+    def _request(self, msg: Message, key_fn: Callable[[int], tuple], timeout: float | None = None,
+                 retries: int | None = None):
+        """Send ``msg`` and wait for the reply keyed by ``key_fn(seq)``; retry on timeout."""
+        timeout = self.timeout if timeout is None else timeout
+        retries = self.retries if retries is None else retries
+        last = None
+        for _ in range(retries + 1):
+            if not self._connected.wait(timeout):
+                last = "link down"
+                continue
+            with self._tx_lock:
+                seq, frame = self.tx.encode(msg)
+                key = key_fn(seq)
+                w = self._waiters[key] = _Waiter()
+                self._waiters[("err", seq)] = w
+                ok = self._write_raw(frame)
+            if ok:
+                self._counters["tx_frames"] += 1
+            try:
+                if ok and w.event.wait(timeout):
+                    if isinstance(w.value, Error):
+                        e = w.value
+                        raise DeviceError(f"device refused {msg.TYPE.name}: "
+                                          f"{_error_name(e.code)}: {e.message}", e.code)
+                    return w.value
+            finally:
+                self._waiters.pop(key, None)
+                self._waiters.pop(("err", seq), None)
+            self._counters["timeouts"] += 1
+            last = "timeout"
+        raise DeviceError(f"no answer to {msg.TYPE.name} from {self.port} after {retries + 1} tries ({last})")
+
+    # ------------------------------------------------------------------ requests
+    def hello(self, timeout: float | None = None) -> Info:
+        """HELLO → INFO; stores and returns the device's :class:`Info`."""
+        info = self._request(Hello(1, MAX_PAYLOAD, self.client_name), lambda s: ("info", s), timeout)
+        self.info = info
+        return info
+
+    def ping(self, timeout: float | None = None) -> float:
+        """Round-trip time of a PING in seconds."""
+        token = next(self._ping_ids) & 0xFFFFFFFF
+        t0 = time.perf_counter()
+        self._request(Ping(struct.pack("<IQ", token, time.monotonic_ns())), lambda s: ("pong", token),
+                      timeout)
+        return time.perf_counter() - t0
+
+    def start(self, mode: Mode | int, start_offset: int = 0) -> int:
+        """START a session (resets the device's stream state); returns the new session id."""
+        with self._state_lock:
+            old = (self.mode, self.session)
+            session = (self.session + 1) & 0xFFFF
+            # switch before sending, so results of the old session are discarded from now on
+            self.mode, self.session = Mode(mode), session
+            self._session_offsets[session] = start_offset
+            self.offset = start_offset
+            try:
+                self._request(Start(int(mode), session, start_offset), lambda s: ("ack", s))
+            except Exception:
+                self.mode, self.session = old
+                raise
+        return session
+
+    def stop(self) -> None:
+        """STOP the session."""
+        with self._state_lock:
+            self.mode = Mode.IDLE
+            self._request(Stop(), lambda s: ("ack", s))
+
+    def get_stats(self) -> dict:
+        """The device's counters (STATS)."""
+        return self._request(GetStats(), lambda s: ("stats", s)).counters
+
+    @property
+    def max_payload(self) -> int:
+        return min(self.info.max_payload if self.info else 1024, MAX_PAYLOAD)
+
+    def send_audio(self, pcm: np.ndarray, chunk_samples: int | None = None) -> int:
+        """Send int16 audio as AUDIO frames (stream offsets advance); returns frames sent."""
+        pcm = np.asarray(pcm)
+        if pcm.dtype != np.int16 or pcm.ndim != 1:
+            raise ValueError("audio must be 1-D int16")
+        chunk = chunk_samples or (self.max_payload - 4) // 2
+        chunk = min(chunk, (self.max_payload - 4) // 2)
+        sent = 0
+        for i in range(0, pcm.size, chunk):
+            piece = pcm[i:i + chunk]
+            if self.send(Audio(self.offset, piece)) is not None:
+                sent += 1
+            self.offset = (self.offset + piece.size) & 0xFFFFFFFF
+        return sent
+
+    def send_features(self, frames: np.ndarray, frames_per_msg: int | None = None) -> int:
+        """Send int8 feature frames ``(n, n_features)`` as FEATURES frames; returns frames sent."""
+        fr = np.asarray(frames)
+        if fr.dtype != np.int8 or fr.ndim != 2:
+            raise ValueError("features must be int8 of shape (n, n_features)")
+        per = frames_per_msg or max(1, (self.max_payload - 8) // max(1, fr.shape[1]))
+        sent = 0
+        for i in range(0, len(fr), per):
+            piece = fr[i:i + per]
+            if self.send(Features(self.offset, piece)) is not None:
+                sent += 1
+            self.offset = (self.offset + len(piece)) & 0xFFFFFFFF
+        return sent
+
+    def results(self, timeout: float | None = None, count: int | None = None) -> Iterator[DeviceResult]:
+        """Yield RESULTs as they arrive; stop after ``timeout`` s without one or ``count`` results."""
+        n = 0
+        while count is None or n < count:
+            try:
+                r = self._results.get(timeout=timeout)
+            except queue.Empty:
+                return
+            n += 1
+            yield r
+
+    def drain_results(self) -> list[DeviceResult]:
+        """All RESULTs received so far and not yet consumed."""
+        out = []
+        while True:
+            try:
+                out.append(self._results.get_nowait())
+            except queue.Empty:
+                return out
+
+    def counters(self) -> dict:
+        """Host-side counters: decoder drops by reason, lost frames by seq, reconnects, ..."""
+        d = dict(self._counters)
+        d.update({f"rx_{k}": v for k, v in self.decoder.stats.as_dict().items()})
+        return d
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    # ------------------------------------------------------------------ receiving
+    def _read_loop(self) -> None:
+        while not self._stop.is_set():
+            ser = self._ser
+            if ser is None:
+                if not self.reconnect:
+                    return
+                try:
+                    self._open_port(deadline=time.monotonic() + 3600)
+                except ConnectionError:
+                    continue
+                self._counters["reconnects"] += 1
+                self._recover_needed.set()
+                continue
+            try:
+                data = ser.read(min(65536, ser.in_waiting or 1))
+            except Exception:
+                self._port_failed()
+                continue
+            now = time.monotonic()
+            if data:
+                for seq, msg in self.decoder.feed(data):
+                    self._last_rx = now
+                    self._dispatch(seq, msg, now)
+            self._check_liveness(now)
+
+    def _port_failed(self) -> None:
+        if self._ser is not None:
+            self._close_port()
+
+    def _check_liveness(self, now: float) -> None:
+        if self.mode == Mode.IDLE or self.mode == Mode.MIC_PUSH and not self.liveness_s:
+            return
+        silent = now - self._last_rx
+        if silent > self.liveness_s and now - self._last_ping > self.liveness_s / 2:
+            self._last_ping = now
+            self._counters["pings"] += 1
+            self.send(Ping(b"keepalive"))
+        if silent > 3 * self.liveness_s:
+            self._last_rx = now  # one recovery attempt per silent period
+            self._recover_needed.set()
+
+    def _dispatch(self, seq: int, msg: Message, now: float) -> None:
+        t = msg.TYPE
+        if t == MsgType.RESULT:
+            self._on_result(seq, msg, now)
+        elif t == MsgType.INFO:
+            if msg.boot:
+                self._counters["device_restarts"] += 1
+                self.decoder.reset_seq()
+                if self.info is not None:
+                    self._recover_needed.set()
+            self._resolve(("info", msg.reply_to), msg)
+        elif t == MsgType.PONG:
+            if len(msg.data) >= 4 and msg.data != b"keepalive":
+                self._resolve(("pong", struct.unpack_from("<I", msg.data)[0]), msg)
+        elif t == MsgType.ACK:
+            self._resolve(("ack", msg.ref_seq), msg)
+        elif t == MsgType.STATS:
+            self._resolve(("stats", msg.ref_seq), msg)
+        elif t == MsgType.ERROR:
+            self._counters["errors_rx"] += 1
+            self.errors.append(msg)
+            if len(self.errors) > 1000:
+                del self.errors[:500]
+            if not self._resolve(("err", msg.ref_seq), msg):
+                if msg.code == ErrorCode.NO_SESSION and self.mode in (Mode.AUDIO, Mode.FEATURES):
+                    self._recover_needed.set()  # the device lost our session (restart)
+        elif t == MsgType.PING:
+            self.send(Pong(msg.data))
+
+    def _resolve(self, key: tuple, value) -> bool:
+        w = self._waiters.get(key)
+        if w is None:
+            return False
+        w.value = value
+        w.event.set()
+        return True
+
+    def _on_result(self, seq: int, msg: Result, now: float) -> None:
+        push = bool(msg.flags & ResultFlags.PUSH)
+        if not ((push and self.accept_push) or (msg.session == self.session and self.mode != Mode.IDLE)):
+            self._counters["stale_results"] += 1
+            return
+        labels = self.info.labels if self.info else ()
+        if msg.flags & ResultFlags.SILENCE:
+            label = "silence"
+        elif msg.flags & ResultFlags.UNCERTAIN:
+            label = "uncertain"
+        elif msg.label_index < len(labels):
+            label = labels[msg.label_index]
+        else:
+            label = str(msg.label_index)
+        off = self._session_offsets.get(msg.session, 0)
+        unit = self._unit_seconds()
+        r = DeviceResult(msg, label, now, seq, off * unit)
+        self._counters["results"] += 1
+        if msg.flags & ResultFlags.GAP:
+            self._counters["gap_results"] += 1
+        if self.on_result is not None:
+            try:
+                self.on_result(r)
+            except Exception:
+                pass
+        else:
+            self._results.put(r)
+
+    def _unit_seconds(self) -> float:
+        if self.info is None or not self.info.sample_rate:
+            return 0.0
+        if self.mode == Mode.FEATURES:
+            return (self.info.frame_hop_samples or 0) / self.info.sample_rate
+        return 1.0 / self.info.sample_rate
+
+    # ------------------------------------------------------------------ recovery
+    def _recovery_loop(self) -> None:
+        while not self._stop.is_set():
+            self._recover_needed.wait()
+            if self._stop.is_set():
+                return
+            self._recover_needed.clear()
+            try:
+                self._recover()
+            except Exception:
+                time.sleep(0.1)
+                if self.mode != Mode.IDLE or self.info is None:
+                    self._recover_needed.set()  # try again (device still away)
+
+    def _recover(self) -> None:
+        """Re-handshake; restart the session if the device lost it."""
+        self._counters["recoveries"] += 1
+        info = self.hello(timeout=max(0.2, self.timeout / 2))
+        with self._state_lock:
+            if self.mode in (Mode.AUDIO, Mode.FEATURES, Mode.MIC_PUSH) and info.mode != self.mode:
+                session = (self.session + 1) & 0xFFFF
+                self._request(Start(int(self.mode), session, self.offset), lambda s: ("ack", s))
+                self.session = session
+                self._session_offsets[session] = self.offset
+
+
+def _error_name(code: int) -> str:
+    try:
+        return ErrorCode(code).name
+    except ValueError:
+        return f"code {code}"
