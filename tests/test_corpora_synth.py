@@ -92,7 +92,7 @@ def test_simple_classifier_beats_chance_on_unseen_speakers(corpus):
         pred = np.array(RAVDESS8)[np.argmin(((Z[te][:, None] - cents[None]) ** 2).sum(-1), axis=1)]
         correct += int((pred == y[te]).sum())
     acc = correct / len(y)
-    assert 0.3 < acc < 0.95, acc; print("ACC", acc)  # chance is 0.125; learnable but not trivial
+    assert 0.3 < acc < 0.95, acc  # chance is 0.125; learnable but not trivial
 
 
 def test_write_corpus_reads_back_with_folder_loader(tmp_path):

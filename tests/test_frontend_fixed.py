@@ -49,8 +49,8 @@ def test_fft_stage_matches_exact_dft_of_its_input():
     xr, xi = eng.real_split(*eng.fft(re.copy(), im.copy()))
     err = np.abs((xr + 1j * xi).T - exact)
     # unnormalised butterflies amplify early rounding by up to sqrt(2) per later stage
-    assert err.max() < 64, err.max()  # values reach 2^28: relative error < 2^-22
-    assert np.abs(exact).max() > 2**26
+    assert err.max() < 64, err.max()  # values reach 2^24..2^28: relative error < 2^-18
+    assert np.abs(exact).max() > 2**24
 
 
 @pytest.mark.parametrize(

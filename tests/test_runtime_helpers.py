@@ -48,7 +48,7 @@ def build_int8_lstm(window: int = WINDOW, n_features: int = 13, n_labels: int = 
     inp = keras.Input(shape=(window, n_features), batch_size=1)
     x = keras.layers.LSTM(units, recurrent_initializer=keras.initializers.RandomNormal(0, 1.0))(inp)
     out = keras.layers.Dense(n_labels, activation="softmax",
-                             kernel_initializer=keras.initializers.RandomNormal(0, 2.0))(x)
+                             kernel_initializer=keras.initializers.RandomNormal(0, 0.7))(x)
     model = keras.Model(inp, out)
     rng = np.random.default_rng(seed)
 

@@ -165,6 +165,12 @@ class Info(Message):
     labels: tuple[str, ...]
     _S: ClassVar[struct.Struct] = struct.Struct("<BBBBHHIHHHHfbbBxf")  # 32 bytes
 
+    def __post_init__(self) -> None:
+        # The wire carries float32: store what a decoder will see, so encode/decode round-trips.
+        for k in ("input_scale", "output_scale"):
+            object.__setattr__(self, k, float(np.float32(getattr(self, k))))
+        object.__setattr__(self, "labels", tuple(self.labels))
+
     @property
     def boot(self) -> bool:
         return bool(self.flags & INFO_FLAG_BOOT)

@@ -107,8 +107,9 @@ def _clip_prosody(label: str, strength: float, rng: np.random.Generator) -> Pros
     return Prosody(**fields)
 
 
-def synthesize(p: Prosody, spk: SynthSpeaker, duration_s: float, rng: np.random.Generator, sr: int = SR) -> np.ndarray:
-    """One utterance of ``duration_s`` seconds as float32 in [-1, 1)."""
+def synthesize(p: Prosody, spk: SynthSpeaker, duration_s: float, rng: np.random.Generator) -> np.ndarray:
+    """One utterance of ``duration_s`` seconds at 16 kHz as float32 in [-1, 1)."""
+    sr = SR
     n = int(round(duration_s * sr))
     t = np.arange(n) / sr
     lead, tail = rng.uniform(0.08, 0.25, size=2)
@@ -198,7 +199,7 @@ def generate_corpus(n_speakers: int = 6, clips_per_label: int = 48, labels: tupl
     the same clips. Odd-numbered repetitions are "strong" (1.5x further from neutral).
     Not emotional speech: see the module docstring.
     """
-    from model_build.audio_io import to_int16
+    from model_build.audio_io import resample, to_int16
 
     unknown = [lab for lab in labels if lab not in PROFILES]
     if unknown:
@@ -215,7 +216,8 @@ def generate_corpus(n_speakers: int = 6, clips_per_label: int = 48, labels: tupl
             strong = label != "neutral" and rep % 2 == 1
             strength = (1.5 if strong else 1.0) * rng.uniform(0.7, 1.15)
             dur = rng.uniform(*duration)
-            audio = to_int16(synthesize(_clip_prosody(label, strength, rng), spk, dur, rng, sr))
+            y = synthesize(_clip_prosody(label, strength, rng), spk, dur, rng)
+            audio = to_int16(resample(y, SR, sr))  # filters are designed at 16 kHz
             clip = Clip(path=f"{label}/{spk.id}_{label}_{k:03d}.wav", corpus="synth", speaker=spk.id,
                         emotion=label, label=label, sex=spk.sex, intensity="strong" if strong else "normal",
                         repetition=f"{rep + 1:02d}")

@@ -1,0 +1,185 @@
+"""Front-end benchmark: fixed-point vs float64 twin (SNR), vs librosa (correlation), and speed.
+
+    python bench/frontend.py [--clips 120] [--repeats 7]
+
+Writes bench/results/frontend.json (+ frontend.png) and prints a Markdown table. Speed is measured
+on one core, the same audio for every implementation, interleaved repeats, medians.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import DATA, interleaved_medians, machine, markdown_table, pin_one_core, write_result  # noqa: E402
+
+pin_one_core()
+
+import numpy as np  # noqa: E402
+
+
+def load_speech(n_clips: int) -> list[tuple[str, np.ndarray]]:
+    import soundfile as sf
+
+    rav = sorted((DATA / "ravdess").glob("Actor_*/*.flac"))
+    tess = sorted((DATA / "tess").glob("*/*.flac"))
+    if not rav or not tess:
+        raise SystemExit(f"speech corpora not found under {DATA} (set SER_EDGE_DATA)")
+    rng = np.random.default_rng(0)
+    half = n_clips // 2
+    pick = [rav[i] for i in rng.choice(len(rav), half, replace=False)] + [tess[i] for i in rng.choice(len(tess), n_clips - half, replace=False)]
+    out = []
+    for p in pick:
+        x, sr = sf.read(str(p), dtype="int16")
+        assert sr == 16000 and x.ndim == 1, p
+        out.append((str(p.relative_to(DATA)), x))
+    return out
+
+
+def snr_db(fixed: np.ndarray, twin: np.ndarray) -> float:
+    return float(10 * np.log10(np.sum(twin**2) / max(np.sum((fixed - twin) ** 2), 1e-300)))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--clips", type=int, default=120)
+    ap.add_argument("--repeats", type=int, default=7)
+    args = ap.parse_args()
+
+    import kaldi_native_fbank as knf
+    import librosa
+
+    from edge_runtime.frontend import FrontendConfig, StreamingFrontend, compute_features, compute_features_float, compute_features_many
+    from edge_runtime.test_signals import dithered_silence, quiet_speechlike, tone_sweep, white_noise
+
+    cfg = FrontendConfig()
+    speech = load_speech(args.clips)
+    print(f"{len(speech)} speech clips, {sum(x.size for _, x in speech) / 16000:.1f} s", file=sys.stderr)
+
+    # --- accuracy: fixed vs float64 twin ---------------------------------------------------------
+    synthetic = {
+        "white_noise": white_noise(5.0, level_dbfs=-12),
+        "tone_sweep": tone_sweep(5.0),
+        "quiet_-40dBFS": quiet_speechlike(5.0, peak_dbfs=-40),
+        "silence_dither": dithered_silence(5.0),
+    }
+    snr = {}
+    for name, x in synthetic.items():
+        snr[name] = snr_db(compute_features(x, cfg), compute_features_float(x, cfg))
+    speech_snr = [snr_db(compute_features(x, cfg), compute_features_float(x, cfg)) for _, x in speech]
+    snr["speech_min"] = float(np.min(speech_snr))
+    snr["speech_median"] = float(np.median(speech_snr))
+    logmel_cfg = FrontendConfig(output="logmel")
+    snr["speech_logmel_min"] = float(np.min([snr_db(compute_features(x, logmel_cfg), compute_features_float(x, logmel_cfg)) for _, x in speech[:40]]))
+
+    # --- agreement with librosa (different conventions: correlation, not equality) ---------------
+    lib_kw = dict(sr=cfg.sample_rate, n_fft=cfg.frame_length, hop_length=cfg.hop_length, n_mels=cfg.n_mels,
+                  n_mfcc=cfg.n_mfcc, fmin=cfg.fmin, fmax=cfg.fmax, center=False)
+    corrs = []
+    for _, x in speech:
+        ours = compute_features(x, cfg).astype(np.float64)
+        ref = librosa.feature.mfcc(y=x.astype(np.float32) / 32768, **lib_kw).T
+        n = min(len(ours), len(ref))
+        for c in range(cfg.n_mfcc):
+            a, b = ours[:n, c], ref[:n, c]
+            if a.std() > 0 and b.std() > 0:
+                corrs.append(np.corrcoef(a, b)[0, 1])
+    corr_librosa = float(np.mean(corrs))
+
+    # --- speed: one core, same audio ---------------------------------------------------------------
+    clips = [x for _, x in speech]
+    clips_f = [x.astype(np.float32) / 32768 for x in clips]
+    seconds = sum(x.size for x in clips) / cfg.sample_rate
+    kopts = knf.MfccOptions()
+    kopts.frame_opts.samp_freq = cfg.sample_rate
+    kopts.frame_opts.frame_length_ms = cfg.frame_ms
+    kopts.frame_opts.frame_shift_ms = cfg.hop_ms
+    kopts.frame_opts.dither = 0.0
+    kopts.frame_opts.snip_edges = True
+    kopts.mel_opts.num_bins = cfg.n_mels
+    kopts.mel_opts.low_freq = cfg.fmin
+    kopts.mel_opts.high_freq = cfg.fmax
+    kopts.num_ceps = cfg.n_mfcc
+
+    def run_kaldi():
+        for x in clips_f:
+            m = knf.OnlineMfcc(kopts)
+            m.accept_waveform(cfg.sample_rate, x * 32768)
+            m.input_finished()
+            np.array([m.get_frame(i) for i in range(m.num_frames_ready)])
+
+    fns = {
+        "numpy_batch": lambda: compute_features_many(clips, cfg),
+        "numpy_per_clip": lambda: [compute_features(x, cfg) for x in clips],
+        "librosa": lambda: [librosa.feature.mfcc(y=x, **lib_kw) for x in clips_f],
+        "kaldi_native_fbank": run_kaldi,
+    }
+    med = interleaved_medians(fns, args.repeats)
+    rtf = {k: seconds / v for k, v in med.items()}
+
+    # --- streaming == batch ----------------------------------------------------------------------
+    rng = np.random.default_rng(1)
+    stream_ok = True
+    for x in clips[:20]:
+        sf_ = StreamingFrontend(cfg)
+        cuts = np.sort(rng.integers(0, x.size, rng.integers(1, 30)))
+        parts = [sf_.push(p) for p in np.split(x, cuts)]
+        stream_ok &= bool(np.array_equal(np.concatenate(parts), compute_features(x, cfg)))
+
+    result = {
+        "snr_db_min": round(min(snr.values()), 2),
+        "snr_db_quiet": round(snr["quiet_-40dBFS"], 2),
+        "snr_db": {k: round(v, 2) for k, v in snr.items()},
+        "corr_librosa": round(corr_librosa, 4),
+        "rtf_numpy": round(rtf["numpy_batch"], 1),
+        "rtf_numpy_per_clip": round(rtf["numpy_per_clip"], 1),
+        "rtf_librosa": round(rtf["librosa"], 1),
+        "rtf_kaldi_native_fbank": round(rtf["kaldi_native_fbank"], 1),
+        "ratio_vs_librosa": round(rtf["numpy_batch"] / rtf["librosa"], 3),
+        "ratio_vs_kaldi": round(rtf["numpy_batch"] / rtf["kaldi_native_fbank"], 3),
+        "streaming_equals_batch": stream_ok,
+        "speech_clips": len(speech),
+        "speech_seconds": round(seconds, 1),
+        "repeats": args.repeats,
+        "frontend_hash": cfg.hash,
+        "frontend": cfg.to_dict(),
+        "machine": machine(),
+        "goals": {"snr_db_min": ">= 66", "rtf_numpy": ">= 0.5 x rtf_librosa and >= 1 x rtf_kaldi_native_fbank"},
+    }
+    path = write_result("frontend", result)
+    _plot(snr, speech_snr, speech[0][1], cfg, path.with_suffix(".png"))
+    rows = [(k, f"{v:.1f}") for k, v in snr.items()]
+    print(markdown_table(rows, ("input", "SNR fixed vs float64 twin (dB)")))
+    print()
+    print(markdown_table([(k, f"{v:.0f}x") for k, v in rtf.items()], ("implementation (1 core)", "real-time factor")))
+    print()
+    print(f"corr_librosa = {corr_librosa:.4f}; streaming_equals_batch = {stream_ok}; wrote {path}")
+
+
+def _plot(snr, speech_snr, clip, cfg, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from edge_runtime.frontend import FrontendConfig, compute_features, compute_features_float
+
+    lm = FrontendConfig(output="logmel")
+    fixed, twin = compute_features(clip, lm) / 2**16, compute_features_float(clip, lm) / 2**16
+    fig, ax = plt.subplots(1, 3, figsize=(15, 3.8), constrained_layout=True)
+    ax[0].barh(list(snr), list(snr.values()), color="tab:blue")
+    ax[0].axvline(66, color="r", ls="--", label="goal 66 dB")
+    ax[0].set_xlabel("SNR fixed vs float64 twin (dB)")
+    ax[0].legend()
+    ax[1].hist(speech_snr, bins=30)
+    ax[1].set_xlabel("SNR per speech clip (dB)")
+    im = ax[2].imshow(fixed.T, aspect="auto", origin="lower", cmap="magma")
+    ax[2].set_title(f"fixed-point log-mel (max |err| {np.abs(fixed - twin).max():.1e} log2)")
+    fig.colorbar(im, ax=ax[2])
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()

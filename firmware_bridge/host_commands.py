@@ -1,0 +1,348 @@
+"""Host subcommands for the serial link: ``stream``, ``listen``, ``validate``.
+
+``register_commands(subparsers)`` adds them (wired into ``firmware_bridge/cli.py``). Heavy imports
+(pyserial, soundfile, sounddevice, the classifier) happen inside the handlers.
+"""
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+AUDIO_EXTS = (".wav", ".flac", ".ogg")
+
+
+# ---------------------------------------------------------------------------------- helpers
+def load_pcm(path: str | Path, sample_rate: int) -> np.ndarray:
+    """Mono int16 audio of a WAV/FLAC file at ``sample_rate`` (resampled with scipy if needed)."""
+    import soundfile as sf
+
+    try:
+        x, sr = sf.read(str(path), dtype="int16", always_2d=True)
+    except Exception as exc:
+        raise ValueError(f"{path}: cannot read audio ({exc})") from None
+    x = x.mean(axis=1) if x.shape[1] > 1 else x[:, 0]
+    if sr != sample_rate:
+        try:
+            from math import gcd
+
+            from scipy.signal import resample_poly
+        except ImportError:
+            raise ValueError(f"{path}: {sr} Hz, device needs {sample_rate} Hz (install scipy to resample)") from None
+        g = gcd(sr, sample_rate)
+        x = resample_poly(x.astype(np.float64), sample_rate // g, sr // g)
+    return np.clip(np.round(x), -32768, 32767).astype(np.int16)
+
+
+def _live_line(r, labels) -> str:
+    m = r.msg
+    bar = "#" * max(0, min(20, (int(max(m.scores)) + 128) * 20 // 255)) if m.scores else ""
+    flags = " gap" if not r.reliable else ""
+    t = r.stream_offset_s + m.t_end_ms / 1000
+    return f"\r[{t:8.2f} s] window {m.window_index:5d}  {r.label:<12s} {bar:<20s} {m.latency_us / 1000:6.2f} ms{flags}  "
+
+
+def _open_client(args, **kw):
+    from .serial_host import DeviceClient
+
+    return DeviceClient(args.port, args.baud, timeout=args.timeout, **kw).open()
+
+
+def _choose_mode(args, dev):
+    """Mode + host feature pipeline for this link (prints the decision to stderr)."""
+    from edge_runtime.protocol import Mode
+
+    from .serial_host import HostFeatures, plan_link
+
+    plan = plan_link(args.baud, dev.info, prefer=args.mode)
+    print(f"link: {plan.reason}", file=sys.stderr)
+    feats = HostFeatures(dev.info, getattr(args, "model", None)) if plan.mode == Mode.FEATURES else None
+    return plan.mode, feats
+
+
+class _Sender:
+    """Send audio (or host-computed features) in ``chunk`` sample pieces, optionally in real time;
+    remembers when each window's last input left the host (for latency)."""
+
+    def __init__(self, dev, mode, feats, chunk: int, realtime: bool):
+        self.dev, self.mode, self.feats, self.chunk, self.realtime = dev, mode, feats, chunk, realtime
+        self.sent_at: list[tuple[int, float]] = []  # (samples sent so far, time.monotonic())
+
+    def send(self, pcm: np.ndarray, t0: float | None = None, base: int = 0) -> None:
+        from edge_runtime.protocol import Mode
+
+        sr = self.dev.info.sample_rate
+        t0 = time.monotonic() if t0 is None else t0
+        for i in range(0, pcm.size, self.chunk):
+            piece = pcm[i:i + self.chunk]
+            if self.realtime:
+                time.sleep(max(0.0, t0 + (base + i + piece.size) / sr - time.monotonic()))
+            if self.mode == Mode.AUDIO:
+                self.dev.send_audio(piece)
+            else:
+                fr = self.feats.push(piece)
+                if len(fr):
+                    self.dev.send_features(fr)
+            self.sent_at.append((base + i + piece.size, time.monotonic()))
+
+    def time_sent(self, sample: int) -> float | None:
+        """When the chunk containing stream sample ``sample - 1`` was handed to the port."""
+        for n, t in self.sent_at:
+            if n >= sample:
+                return t
+        return None
+
+
+def _add_link_args(p, mode=True) -> None:
+    p.add_argument("--port", required=True, help="serial port of the device (e.g. /dev/ttyUSB0)")
+    p.add_argument("--baud", type=int, default=921600, help="baud rate (default 921600)")
+    p.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for each reply")
+    if mode:
+        p.add_argument("--mode", choices=("auto", "audio", "features"), default="auto",
+                       help="send raw AUDIO or host-computed FEATURES (auto: AUDIO if the baud rate "
+                            "carries it, else FEATURES)")
+        p.add_argument("--model", default=None,
+                       help="the device's .tflite (host front end for FEATURES mode / reference)")
+
+
+# ---------------------------------------------------------------------------------- stream
+def _cmd_stream(args) -> int:
+    from edge_runtime.protocol import Mode
+
+    done = threading.Event()
+    labels = []
+
+    def on_result(r):
+        print(json.dumps(r.to_json_dict()), flush=True)
+        if not args.quiet:
+            print(_live_line(r, labels), end="", file=sys.stderr, flush=True)
+
+    dev = _open_client(args, on_result=on_result)
+    try:
+        labels[:] = dev.info.labels
+        print(f"device: {dev.info.version} model {dev.info.model_hash} labels {list(dev.info.labels)}",
+              file=sys.stderr)
+        mode, feats = _choose_mode(args, dev)
+        dev.start(mode)
+        sr = dev.info.sample_rate
+        chunk = args.chunk or (512 if mode == Mode.AUDIO else dev.info.frame_hop_samples or 256)
+        sender = _Sender(dev, mode, feats, chunk, realtime=args.realtime or args.input == "mic")
+        try:
+            if args.input == "mic":
+                from edge_runtime.serial_device import mic_source
+
+                t0, n = time.monotonic(), 0
+                for block in mic_source(sr, block=chunk):
+                    sender.send(block, t0, n)
+                    n += block.size
+            else:
+                sender.send(load_pcm(args.input, sr))
+                time.sleep(args.tail)
+        except KeyboardInterrupt:
+            pass
+        dev.stop()
+        if not args.quiet:
+            print("\n" + json.dumps({"host": dev.counters()}), file=sys.stderr)
+    finally:
+        done.set()
+        dev.close()
+    return 0
+
+
+# ---------------------------------------------------------------------------------- listen
+def _cmd_listen(args) -> int:
+    from edge_runtime.protocol import Mode
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM) if args.udp else None
+
+    def on_result(r):
+        line = json.dumps(r.to_json_dict())
+        if sock is not None:
+            sock.sendto(line.encode(), (args.host, args.udp))
+        if not args.quiet or sock is None:
+            print(line, flush=True)
+
+    dev = _open_client(args, on_result=on_result, accept_push=True, liveness_s=0)
+    try:
+        print(f"listening to {args.port}: labels {list(dev.info.labels)}"
+              + (f", forwarding to udp://{args.host}:{args.udp}" if sock else ""), file=sys.stderr)
+        if args.start:
+            dev.start(Mode.MIC_PUSH)
+        t_end = None if args.seconds is None else time.monotonic() + args.seconds
+        while t_end is None or time.monotonic() < t_end:
+            time.sleep(0.1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        dev.close()
+        if sock is not None:
+            sock.close()
+    return 0
+
+
+# ---------------------------------------------------------------------------------- validate
+def _percentiles(xs: list[float]) -> dict:
+    if not xs:
+        return {}
+    a = np.asarray(xs)
+    return {f"p{q}": round(float(np.percentile(a, q)), 3) for q in (50, 90, 99)} | {"max": round(float(a.max()), 3)}
+
+
+def _clip_label(path: Path, root: Path, labels) -> str | None:
+    """Ground truth from the folder structure: the first directory name below ``root`` that is a label."""
+    for part in path.relative_to(root).parts[:-1]:
+        if part in labels:
+            return part
+    stem = path.stem.lower()
+    hits = [lab for lab in labels if lab.lower() in stem.split("_") or stem.startswith(lab.lower())]
+    return hits[0] if len(hits) == 1 else None
+
+
+def validate_corpus(dev, clf, files: list[Path], root: Path, *, mode, feats=None,
+                    realtime: bool = False, timeout: float = 2.0, log=None) -> dict:
+    """Send each file through the device and compare every RESULT with the host's int8 prediction."""
+    from edge_runtime.protocol import Mode
+
+    labels = list(dev.info.labels)
+    sr = dev.info.sample_rate
+    n_win = n_agree = n_scores_equal = n_missing = n_gap = 0
+    clip_ok = clip_total = 0
+    dev_lat, link_lat = [], []
+    per_file = []
+    chunk = 512 if mode == Mode.AUDIO else (dev.info.frame_hop_samples or 256)
+    for path in files:
+        try:
+            pcm = load_pcm(path, sr)
+        except ValueError as exc:
+            if log:
+                log(f"skip: {exc}")
+            continue
+        ref = clf.classify(pcm)
+        if feats is not None:
+            feats.reset()
+        dev.drain_results()
+        dev.start(mode)
+        sender = _Sender(dev, mode, feats, chunk, realtime)
+        sender.send(pcm)
+        got = {}
+        for r in dev.results(timeout=timeout, count=len(ref)):
+            got[r.window_index] = r
+        f_agree = 0
+        votes = np.zeros(len(labels))
+        for w in ref:
+            r = got.get(w.window_index)
+            n_win += 1
+            if r is None:
+                n_missing += 1
+                continue
+            if not r.reliable:
+                n_gap += 1
+            same = r.msg.label_index == w.label_index
+            n_agree += same
+            f_agree += same
+            n_scores_equal += tuple(r.msg.scores) == tuple(int(v) for v in w.scores_int8)
+            dev_lat.append(r.msg.latency_us / 1000)
+            ts = sender.time_sent(int(round(r.msg.t_end_ms * sr / 1000)))
+            if ts is not None:
+                link_lat.append((r.t_rx - ts) * 1000)
+            if not w.gated:
+                votes[r.msg.label_index] += 1
+        truth = _clip_label(path, root, labels)
+        pred = labels[int(np.argmax(votes))] if votes.any() else "silence"
+        if truth is not None:
+            clip_total += 1
+            clip_ok += pred == truth
+        per_file.append({"file": str(path.relative_to(root)), "windows": len(ref), "received": len(got),
+                         "agree": f_agree, "truth": truth, "pred": pred})
+        if log:
+            log(f"{path.relative_to(root)}: {f_agree}/{len(ref)} windows agree, pred {pred}"
+                + (f" (truth {truth})" if truth else ""))
+    dev.stop()
+    return {
+        "files": len(per_file), "windows": n_win, "missing": n_missing, "gap_flagged": n_gap,
+        "agreement": round(n_agree / n_win, 4) if n_win else None,
+        "scores_identical": round(n_scores_equal / n_win, 4) if n_win else None,
+        "clip_accuracy": round(clip_ok / clip_total, 4) if clip_total else None,
+        "labelled_clips": clip_total,
+        "device_latency_ms": _percentiles(dev_lat), "label_latency_ms": _percentiles(link_lat),
+        "mode": Mode(mode).name.lower(), "baud": dev.baud, "per_file": per_file,
+    }
+
+
+def _cmd_validate(args) -> int:
+    from edge_runtime.classifier import StreamingClassifier
+
+    root = Path(args.corpus)
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_EXTS)
+    if not files:
+        print(f"validate: no {'/'.join(AUDIO_EXTS)} files under {root}", file=sys.stderr)
+        return 2
+    if args.limit:
+        files = files[:args.limit]
+    clf = StreamingClassifier.from_model(args.model)
+    dev = _open_client(args)
+    try:
+        host_hash = clf.info()["model_hash"]
+        if dev.info.model_hash != host_hash:
+            print(f"validate: WARNING device model {dev.info.model_hash} != host model {host_hash}; "
+                  "disagreement is expected", file=sys.stderr)
+        mode, feats = _choose_mode(args, dev)
+        rep = validate_corpus(dev, clf, files, root, mode=mode, feats=feats, realtime=args.realtime,
+                              timeout=max(2.0, args.timeout), log=lambda s: print(s, file=sys.stderr))
+        rep["link"] = dev.counters()
+    finally:
+        dev.close()
+    summary = {k: v for k, v in rep.items() if k != "per_file"}
+    print(json.dumps(summary, indent=2))
+    if args.out:
+        Path(args.out).write_text(json.dumps(rep, indent=2))
+    print("\n| metric | value |\n|---|---|", file=sys.stderr)
+    for k in ("files", "windows", "missing", "agreement", "scores_identical", "clip_accuracy"):
+        print(f"| {k} | {rep[k]} |", file=sys.stderr)
+    for k in ("device_latency_ms", "label_latency_ms"):
+        print(f"| {k} p50/p90 | {rep[k].get('p50')} / {rep[k].get('p90')} |", file=sys.stderr)
+    return 0 if rep["agreement"] == 1.0 and rep["missing"] == 0 else 1
+
+
+# ---------------------------------------------------------------------------------- registration
+def register_commands(subparsers) -> None:
+    """Add ``stream``, ``listen`` and ``validate`` to the ``ser-edge`` CLI."""
+    p = subparsers.add_parser("stream", help="stream a file or the host mic to a serial device",
+                              description="Send audio (or host-computed features, on slow links) to a "
+                                          "device running `ser-edge serve`/firmware; print one JSON "
+                                          "line per RESULT on stdout and a live view on stderr.")
+    _add_link_args(p)
+    p.add_argument("input", help="WAV/FLAC file, or 'mic' for the host microphone")
+    p.add_argument("--realtime", action="store_true", help="pace a file at real time")
+    p.add_argument("--chunk", type=int, default=0, help="samples per send (default 512 / one hop)")
+    p.add_argument("--tail", type=float, default=1.0, help="seconds to wait for the last results")
+    p.add_argument("--quiet", action="store_true", help="JSON lines only (no live view)")
+    p.set_defaults(func=_cmd_stream)
+
+    p = subparsers.add_parser("listen", help="print/forward labels a device pushes on its own",
+                              description="Receive RESULTs a device sends unasked (serve --push-mic, "
+                                          "robot mode); JSON lines on stdout and/or UDP.")
+    _add_link_args(p, mode=False)
+    p.add_argument("--udp", type=int, default=None, help="also forward JSON lines to udp://HOST:PORT")
+    p.add_argument("--host", default="127.0.0.1", help="UDP destination host (default 127.0.0.1)")
+    p.add_argument("--start", action="store_true", help="send START MIC_PUSH first")
+    p.add_argument("--seconds", type=float, default=None, help="stop after this long")
+    p.add_argument("--quiet", action="store_true", help="with --udp: do not print to stdout")
+    p.set_defaults(func=_cmd_listen)
+
+    p = subparsers.add_parser("validate", help="compare device RESULTs with host int8 predictions",
+                              description="Send every audio file of a corpus folder through the device "
+                                          "and compare each RESULT with the host's prediction of the same "
+                                          "int8 model on the same audio: agreement, accuracy (labels "
+                                          "from folder names), latency percentiles.")
+    _add_link_args(p)
+    p.add_argument("corpus", help="folder of WAV/FLAC files (label = a folder name that is a label)")
+    p.add_argument("--realtime", action="store_true", help="pace audio at real time")
+    p.add_argument("--limit", type=int, default=0, help="at most this many files")
+    p.add_argument("--out", default=None, help="write the full report (per file) as JSON")
+    p.set_defaults(func=_cmd_validate)

@@ -1,0 +1,191 @@
+"""Write a build's report directory: report.json, report.md and PNG plots (matplotlib, Agg)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+ROW_TITLES = {
+    "keras_float_twin": "Keras float, float64-twin features",
+    "keras_float_fixed": "Keras float, fixed-point features",
+    "int8_litert": "int8 LiteRT, fixed-point features",
+    "int8_tflm": "int8 TFLite Micro, fixed-point features",
+}
+REPORT_KEYS = ("config", "labels", "frontend", "speakers", "model", "training", "validation", "metadata")
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_confusions(rows: dict, labels: list[str], path: Path) -> Path:
+    """All rows' confusion matrices side by side (row-normalised colours, counts printed)."""
+    plt = _plt()
+    n = len(rows)
+    fig, axes = plt.subplots(1, n, figsize=(3.6 * n + 0.5, 3.9), squeeze=False)
+    for ax, (name, r) in zip(axes[0], rows.items()):
+        cm = np.asarray(r["confusion"], float)
+        norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+        ax.imshow(norm, vmin=0, vmax=1, cmap="Blues")
+        for i in range(cm.shape[0]):
+            for j in range(cm.shape[1]):
+                if cm[i, j]:
+                    ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
+                            color="white" if norm[i, j] > 0.5 else "black")
+        ax.set_xticks(range(len(labels)), labels, rotation=60, fontsize=7)
+        ax.set_yticks(range(len(labels)), labels if ax is axes[0][0] else [], fontsize=7)
+        ax.set_title(f"{ROW_TITLES.get(name, name)}\nUAR {r['uar']:.3f}", fontsize=8)
+        ax.set_xlabel("predicted", fontsize=7)
+    axes[0][0].set_ylabel("true", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_training(history: dict, best_epoch: int, path: Path) -> Path:
+    """Loss and accuracy/UAR per epoch; the restored (best) epoch marked."""
+    plt = _plt()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
+    ep = np.arange(1, len(history.get("loss", [])) + 1)
+    a.plot(ep, history.get("loss", []), label="train loss")
+    if history.get("val_loss"):
+        a.plot(ep, history["val_loss"], label="val loss")
+    b.plot(ep, history.get("accuracy", []), label="train acc (windows)")
+    if history.get("val_uar"):
+        b.plot(ep, history["val_uar"], label="val UAR (clips)")
+    for ax in (a, b):
+        ax.axvline(best_epoch, color="grey", ls=":", lw=1)
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_per_class(rows: dict, labels: list[str], path: Path) -> Path:
+    """Per-class F1 of each row, grouped bars."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(labels) + 2), 3.2))
+    w = 0.8 / max(len(rows), 1)
+    for k, (name, r) in enumerate(rows.items()):
+        ax.bar(np.arange(len(labels)) + k * w, [r["per_class"][lab]["f1"] for lab in labels], w,
+               label=ROW_TITLES.get(name, name))
+    ax.set_xticks(np.arange(len(labels)) + 0.4 - w / 2, labels, rotation=30, fontsize=8)
+    ax.set_ylabel("F1")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _pct(v) -> str:
+    return f"{100 * v:.1f}%"
+
+
+def render_markdown(r: dict) -> str:
+    """The human-readable report."""
+    val = r["validation"]
+    rows = val["rows"]
+    m = r["model"]
+    labels = r["labels"]
+    L = []
+    L.append(f"# ser-edge build report: `{r['metadata']['model_name']}`\n")
+    L.append(f"Corpus **{r.get('corpus', '?')}**; labels: {', '.join(labels)}. Speakers never split: "
+             f"train {len(r['speakers']['train'])}, validation {r['speakers']['validation']}, "
+             f"test {r['speakers']['test']} ({val['n_clips']} test clips, {val['n_windows']} windows).")
+    if r.get("corpus") == "synth":
+        L.append("\n> The built-in corpus is synthetic prosody, not emotional speech: these numbers check "
+                 "the pipeline end to end, they do not measure emotion recognition.")
+    L.append(f"\nFront end: `{r['frontend']['output']}` x{r['metadata']['n_features']}, hash "
+             f"`{r['frontend_hash']}`; window {m['window_frames']} frames, hop {m['hop_frames']} frames.\n")
+    L.append("## Float vs int8 on the same held-out speakers\n")
+    L.append("| system | accuracy | UAR | macro F1 | clip top-1 agreement vs float | window top-1 agreement vs float | window agreement vs float (fixed-point) |")
+    L.append("|---|---|---|---|---|---|---|")
+    for name, row in rows.items():
+        L.append(f"| {ROW_TITLES.get(name, name)} | {row['accuracy']:.3f} | {row['uar']:.3f} | "
+                 f"{row['macro_f1']:.3f} | {_pct(row['clip_agreement_vs_float'])} | "
+                 f"{_pct(row['window_agreement_vs_float'])} | {_pct(row['window_agreement_vs_float_fixed'])} |")
+    L.append("\n'float' = Keras float on float64-twin features (first row); the last column compares with "
+             "the Keras float model on the same fixed-point features, i.e. the cost of int8 alone.\n")
+    if "tflm_vs_litert" in val:
+        t = val["tflm_vs_litert"]
+        L.append("## TFLite Micro vs LiteRT (int8 scores, same inputs)\n")
+        L.append(f"- windows bit-exact: {_pct(t['bit_exact_fraction'])}; max difference {t['max_abs_lsb']} LSB; "
+                 f"scores differing: {_pct(t['fraction_scores_differing'])}; top-1 agreement {_pct(t['top1_agreement'])}.")
+        L.append("- Why not bit-exact: TFLM runs the portable reference kernels; LiteRT on x86 runs optimised "
+                 "kernels (XNNPACK / ruy for conv and fully-connected, its own integer LSTM), which round the "
+                 "int32 accumulator requantisation and the gate sigmoid/tanh approximations differently; the "
+                 "differences are 1-LSB and move a top-1 decision only when two logits are within an LSB.\n")
+    L.append("## Model\n")
+    L.append(f"- `{m['path']}`: **{m['bytes']} bytes** int8, {m['params']} parameters, arch `{m['arch']}`")
+    if "arena_bytes" in m:
+        L.append(f"- TFLite Micro tensor arena: **{m['arena_bytes']} bytes** minimum (bisection); "
+                 f"allocator's recorded total {m.get('recorded_arena_bytes')}")
+    g = m["graph"]
+    L.append(f"- ops: {', '.join(f'{k} x{v}' for k, v in g['op_counts'].items())}; fused LSTM: {g['fused_lstm']}; "
+             f"tensor types: {g['tensor_types']}")
+    q = m["quant"]
+    L.append(f"- input int8 scale {q['input_scale']:.6g}, zero point {q['input_zero_point']}; output (logits) "
+             f"scale {q['output_scale']:.6g}, zero point {q['output_zero_point']}")
+    L.append(f"- feature normalisation: {r['metadata']['feature_norm']['kind']} "
+             f"(folded into `{r['metadata']['feature_norm']['folded_into']}`)\n")
+    tr = r["training"]
+    L.append("## Training\n")
+    L.append(f"{len(tr['history']['loss'])} epochs in {tr['seconds']} s; weights restored from epoch "
+             f"{tr['best_epoch']} (best validation-speaker UAR).\n")
+    L.append("![training curves](training_curves.png)\n")
+    L.append("## Confusion matrices (test clips)\n")
+    L.append("![confusion matrices](confusion_matrices.png)\n")
+    L.append("## Per class (test clips)\n")
+    L.append("| class | " + " | ".join(f"{ROW_TITLES.get(n, n)} P / R / F1" for n in rows) + " | support |")
+    L.append("|---|" + "---|" * (len(rows) + 1))
+    for lab in labels:
+        cells = [f"{rw['per_class'][lab]['precision']:.2f} / {rw['per_class'][lab]['recall']:.2f} / "
+                 f"{rw['per_class'][lab]['f1']:.2f}" for rw in rows.values()]
+        sup = next(iter(rows.values()))["per_class"][lab]["support"]
+        L.append(f"| {lab} | " + " | ".join(cells) + f" | {sup} |")
+    L.append("\n![per-class F1](per_class_f1.png)\n")
+    L.append(f"Trained on: {r['metadata']['trained_on']}. Licence: {r['metadata'].get('licence', '')}.\n")
+    return "\n".join(L) + "\n"
+
+
+def _jsonable(o):
+    if isinstance(o, dict):
+        return {str(k): _jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_jsonable(v) for v in o]
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return o
+
+
+def write_report(r: dict, out_dir) -> dict[str, Path]:
+    """Write report.json, report.md and the PNGs into ``out_dir``; returns their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = r["validation"]["rows"]
+    paths = {
+        "confusion": plot_confusions(rows, r["labels"], out / "confusion_matrices.png"),
+        "training": plot_training(r["training"]["history"], r["training"]["best_epoch"], out / "training_curves.png"),
+        "per_class": plot_per_class(rows, r["labels"], out / "per_class_f1.png"),
+    }
+    r = dict(r)
+    r["files"] = {k: p.name for k, p in paths.items()}
+    (out / "report.json").write_text(json.dumps(_jsonable(r), indent=1) + "\n")
+    (out / "report.md").write_text(render_markdown(r))
+    paths["json"] = out / "report.json"
+    paths["md"] = out / "report.md"
+    return paths

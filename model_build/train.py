@@ -1,0 +1,119 @@
+"""Train a window classifier with tf-keras; early stopping on the validation speakers' clip UAR.
+
+Early stopping on validation *loss* stopped RAVDESS runs far too early (UAR 0.40 vs 0.48 when
+stopping on the validation speakers' unweighted average recall), so the monitored quantity is the
+clip-level UAR of held-out validation speakers (windows aggregated by mean probability), and the
+best epoch's weights are restored.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .models import ModelConfig, build_model
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 40
+    batch_size: int = 32
+    lr: float = 2e-3
+    patience: int = 10
+    class_weight: bool = True
+    label_smoothing: float = 0.0
+    seed: int = 0
+    verbose: bool = True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    model: object  # the trained tf-keras model (dynamic batch, with normaliser and softmax)
+    history: dict = field(default_factory=dict)  # per-epoch lists: loss, acc, val_loss, val_uar...
+    best_epoch: int = 0
+    seconds: float = 0.0
+    mean: np.ndarray | None = None
+    std: np.ndarray | None = None
+
+
+def feature_stats(X: np.ndarray, min_std: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
+    """Global per-feature mean/std over all frames of the training windows (float64)."""
+    flat = np.asarray(X, np.float64).reshape(-1, X.shape[-1])
+    return flat.mean(0), np.maximum(flat.std(0), min_std)
+
+
+def _uar(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
+    rec = [np.mean(y_pred[y_true == c] == c) for c in range(n_classes) if np.any(y_true == c)]
+    return float(np.mean(rec)) if rec else 0.0
+
+
+def train(X: np.ndarray, y: np.ndarray, n_classes: int, model_cfg: ModelConfig, cfg: TrainConfig,
+          val: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None, log=None) -> TrainResult:
+    """Train on windows ``X`` (N, T, F) float log2 units with labels ``y`` (N,).
+
+    ``val = (Xv, clip_index_v, clip_labels_v)``: validation windows, their clip index and the
+    clips' labels; its clip-level UAR drives early stopping. Without it, training runs all epochs.
+    """
+    import tf_keras
+
+    log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    tf_keras.utils.set_random_seed(cfg.seed)
+    mean, std = feature_stats(X)
+    model = build_model(model_cfg, X.shape[1], X.shape[2], n_classes, mean=mean, std=std)
+    loss = tf_keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing)
+    model.compile(optimizer=tf_keras.optimizers.Adam(cfg.lr), loss=loss, metrics=["accuracy"])
+    cw = None
+    if cfg.class_weight:
+        counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+        cw = {c: float(len(y) / (n_classes * counts[c])) if counts[c] else 0.0 for c in range(n_classes)}
+    Y = tf_keras.utils.to_categorical(y, n_classes)
+    hist: dict[str, list] = {"loss": [], "accuracy": [], "val_loss": [], "val_uar": [], "val_acc": []}
+    best = (-1.0, 0, None)
+    t0 = time.time()
+    rng = np.random.default_rng(cfg.seed)
+    ds_X = np.asarray(X, np.float32)
+    wait = 0
+    for ep in range(cfg.epochs):
+        perm = rng.permutation(len(ds_X))
+        h = model.fit(ds_X[perm], Y[perm], batch_size=cfg.batch_size, epochs=1, verbose=0,
+                      class_weight=cw, shuffle=False)
+        hist["loss"].append(float(h.history["loss"][-1]))
+        hist["accuracy"].append(float(h.history["accuracy"][-1]))
+        msg = f"epoch {ep + 1:3d}/{cfg.epochs}  loss {hist['loss'][-1]:.3f}  acc {hist['accuracy'][-1]:.3f}"
+        if val is not None:
+            Xv, civ, yv_clip = val
+            pv = model.predict(np.asarray(Xv, np.float32), batch_size=256, verbose=0)
+            yv_win = np.asarray(yv_clip)[civ]
+            vloss = float(np.mean(-np.log(np.maximum(pv[np.arange(len(pv)), yv_win], 1e-7))))
+            from .windows import aggregate
+
+            pc = aggregate(pv, civ, len(yv_clip)).argmax(1)
+            vuar = _uar(np.asarray(yv_clip), pc, n_classes)
+            vacc = float(np.mean(pc == np.asarray(yv_clip)))
+            hist["val_loss"].append(vloss)
+            hist["val_uar"].append(vuar)
+            hist["val_acc"].append(vacc)
+            msg += f"  val_loss {vloss:.3f}  val_uar {vuar:.3f}"
+            if vuar > best[0] + 1e-9:
+                best = (vuar, ep, model.get_weights())
+                wait = 0
+                msg += " *"
+            else:
+                wait += 1
+        if cfg.verbose:
+            log(msg + f"  [{time.time() - t0:.0f}s]")
+        if val is not None and wait >= cfg.patience:
+            if cfg.verbose:
+                log(f"early stop: no val UAR gain for {cfg.patience} epochs; best epoch {best[1] + 1}")
+            break
+    best_epoch = len(hist["loss"]) - 1
+    if best[2] is not None:
+        model.set_weights(best[2])
+        best_epoch = best[1]
+    return TrainResult(model=model, history=hist, best_epoch=best_epoch, seconds=time.time() - t0,
+                       mean=mean, std=std)
