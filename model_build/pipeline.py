@@ -172,11 +172,40 @@ def train_and_convert(train_feats, train_labels, labels, fe_cfg, model_cfg: Mode
     if out_path is not None:
         path = write_model(out_path, raw, md)
         model_bytes = path.read_bytes()
+        save_float(path, res.model, X, n_calib, model_cfg, len(labels))
     else:
         path, model_bytes = None, embed(raw, md)
     return TrainedModel(keras_model=res.model, model_bytes=model_bytes, metadata=md, graph=graph,
                         history=res.history, best_epoch=res.best_epoch, params=params,
                         train_seconds=res.seconds, path=path)
+
+
+def save_float(model_path: Path, keras_model, X: np.ndarray, n_calib: int, model_cfg: ModelConfig,
+               n_classes: int) -> Path:
+    """Save the float weights and the calibration windows next to the model, so
+    ``ser-edge convert`` can redo the int8 conversion without retraining."""
+    from .convert import representative_dataset
+
+    calib = np.stack([w[0][0] for w in representative_dataset(X, n_calib)()])
+    p = Path(model_path).with_name(Path(model_path).stem + "_float.npz")
+    ws = {f"w{i:03d}": w for i, w in enumerate(keras_model.get_weights())}
+    np.savez_compressed(p, calib=calib.astype(np.float32), model_config=json.dumps(model_cfg.to_dict()),
+                        n_classes=n_classes, **ws)
+    return p
+
+
+def load_float(float_npz) -> tuple[object, ModelConfig, np.ndarray]:
+    """``(keras_model, model_cfg, calib_windows)`` from :func:`save_float`'s file."""
+    from .models import build_model
+
+    with np.load(float_npz) as z:
+        mcfg = ModelConfig(**json.loads(str(z["model_config"])))
+        calib = z["calib"]
+        n_classes = int(z["n_classes"])
+        ws = [z[k] for k in sorted(k for k in z.files if k.startswith("w"))]
+    m = build_model(mcfg, calib.shape[1], calib.shape[2], n_classes)
+    m.set_weights(ws)
+    return m, mcfg, calib
 
 
 def _arch_string(m: ModelConfig) -> str:

@@ -13,7 +13,7 @@ from edge_runtime.protocol import (Ack, Audio, Error, ErrorCode, Features, Frame
                                    Sequencer, Start, Stats, Stop, encode_frame)
 from edge_runtime.serial_device import SerialDevice, result_to_message  # noqa: E402
 from firmware_bridge.ptylink import PtyLink  # noqa: E402
-from test_serial_helpers import (LABELS, EnergyEngine, expected_labels, running_device,  # noqa: E402
+from tests.test_serial_helpers import (LABELS, EnergyEngine, expected_labels, running_device,  # noqa: E402
                                  test_audio)
 
 
@@ -152,6 +152,8 @@ def test_lost_audio_frame_is_zero_filled_and_flagged(link):
                 assert bool(r.flags & ResultFlags.GAP) == overlaps, (r.window_index, lo, hi)
                 if not overlaps:
                     assert r.label_index == want[r.window_index]
+            host.send(Ping(b"sync"))  # answered after the stale frame was handled
+            host.recv(1, types={MsgType.PONG})
             st = dev.stats()
             assert st["gap_samples"] == 1024 and st["stale"] == 1
     finally:
@@ -187,7 +189,7 @@ def test_device_importable_without_pyserial():
     code = ("import sys; sys.modules['serial'] = None; sys.modules['cobs'] = None\n"
             "import edge_runtime.serial_device as d, edge_runtime.protocol as p\n"
             "assert p.COBS_BACKEND == 'python'\n"
-            "f = p.encode_message(p.Ping(b'x' * 300), 1); assert p.FrameDecoder().feed(f)[0].msg.data == b'x' * 300\n"
+            "f = p.encode_message(p.Audio(0, __import__('numpy').zeros(300, 'int16')), 1); assert p.FrameDecoder().feed(f)[0].msg.pcm.size == 300\n"
             "print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(
         __import__("pathlib").Path(__file__).resolve().parents[1]))
