@@ -65,11 +65,15 @@ class Resampler:
         up, down, K = self.up, self.down, half_taps
         n = 2 * K * up
         fc = 0.5 / max(up, down)  # cut-off, cycles per sample at the upsampled rate
-        t = np.arange(n) - (n - 1) / 2.0
-        h = 2 * fc * np.sinc(2 * fc * t) * np.kaiser(n, beta) * up
+        # Centre the filter on a whole number of output samples so the delay compensation is exact.
+        self._delay = int(round((n - 1) / 2.0 / down))  # group delay in output samples
+        c = self._delay * down
+        t = np.arange(n) - c
+        half = max(c, n - 1 - c) + 1
+        win = np.i0(beta * np.sqrt(np.clip(1 - (t / half) ** 2, 0, 1))) / np.i0(beta)
+        h = 2 * fc * np.sinc(2 * fc * t) * win * up
         self._phases = h.reshape(2 * K, up).T.copy()  # [p, i] = h[p + up*i]
         self._ntaps = 2 * K
-        self._delay = int(round((n - 1) / 2.0 / down))  # group delay in output samples
         self.reset()
 
     def reset(self) -> None:

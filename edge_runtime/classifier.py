@@ -39,12 +39,9 @@ _FULL_SCALE_SQ = 32768 * 32768
 
 
 def _version() -> str:
-    try:
-        from importlib.metadata import version
+    from . import __version__
 
-        return version("ser-edge")
-    except Exception:  # not installed (running from a checkout)
-        return "0.1.0+src"
+    return __version__
 
 
 def _sumsq_threshold(n_samples: int, dbfs: float) -> int:
@@ -127,6 +124,9 @@ class StreamingClassifier:
             "input_scale": m.input_scale,
             "input_zero_point": m.input_zero_point,
             "version": _version(),
+            "output_scale": m.output_scale,
+            "output_zero_point": m.output_zero_point,
+            "frame_hop_samples": self.cfg.hop_length,
             "backend": self.model.backend,
             "model_name": m.model_name,
         }
@@ -139,6 +139,7 @@ class StreamingClassifier:
         self._fe_ns[:] = 0
         self._tail = np.zeros(0, np.int16)  # mirrors the front end's carried-over samples
         self.frames_total = 0
+        self._push_first_frame = 0
         self.windows_emitted = 0
         self._history: deque[np.ndarray] = deque(maxlen=self.smooth)
         self._ema: np.ndarray | None = None
@@ -218,6 +219,7 @@ class StreamingClassifier:
 
     def _add_frames(self, q: np.ndarray, energy: np.ndarray, fe_ns: np.ndarray) -> list[WindowResult]:
         W, H = self.window_frames, self.hop_frames
+        self._push_first_frame = self.frames_total
         out: list[WindowResult] = []
         i = 0
         n = len(q)
@@ -244,8 +246,10 @@ class StreamingClassifier:
         s = self.frames_total % W
         window = self._frames[s:s + W]
         energy = self._energy[s:s + W]
-        # front-end cost of the frames that are new in this window (the incremental work per hop)
-        new = min(W, self.hop_frames if k else W)
+        # Latency = what the caller waits for after handing in the audio that completes this window:
+        # the front end of this window's frames that arrived in the same push, plus inference.
+        # (Earlier frames were computed when their audio arrived.)
+        new = max(0, min(W, self.frames_total - self._push_first_frame))
         fe_ns = int(self._fe_ns[s + W - new:s + W].sum())
         t0 = time.perf_counter_ns()
         scores = self.model.predict_window(window)

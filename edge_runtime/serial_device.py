@@ -440,45 +440,10 @@ class SerialDevice:
 
 
 # ---------------------------------------------------------------------------------- sources + CLI
-def mic_source(sample_rate: int, block: int = 512, device: str | int | None = None):
-    """Yield int16 mono blocks from the default (or given) input device (needs ``sounddevice``)."""
-    try:
-        import sounddevice as sd
-    except ImportError:
-        raise SystemExit("--push-mic needs the sounddevice package: pip install 'ser-edge[mic]'") from None
-    import queue
-
-    q: queue.Queue = queue.Queue(maxsize=64)
-
-    def cb(indata, frames, t, status):  # runs in the audio thread: just hand over the block
-        try:
-            q.put_nowait(indata[:, 0].copy())
-        except queue.Full:
-            pass
-
-    with sd.InputStream(samplerate=sample_rate, channels=1, dtype="int16", blocksize=block,
-                        device=device, callback=cb):
-        while True:
-            yield q.get()
-
-
-def wav_source(path: str, sample_rate: int, block: int = 512, realtime: bool = True, loop: bool = False):
-    """Yield int16 blocks of a mono 16-bit WAV file (stdlib ``wave``), paced in real time."""
-    import wave
-
-    with wave.open(path, "rb") as w:
-        if w.getsampwidth() != 2 or w.getnchannels() != 1 or w.getframerate() != sample_rate:
-            raise SystemExit(f"{path}: need mono 16-bit PCM at {sample_rate} Hz, got "
-                             f"{w.getnchannels()} ch, {8 * w.getsampwidth()} bit, {w.getframerate()} Hz")
-        pcm = np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.int16)
+def looped(source: Iterable[np.ndarray]):
+    """Iterate an audio source forever (a file replayed for the push mode)."""
     while True:
-        t0 = time.monotonic()
-        for i in range(0, pcm.size, block):
-            if realtime:
-                time.sleep(max(0.0, t0 + i / sample_rate - time.monotonic()))
-            yield pcm[i:i + block]
-        if not loop:
-            return
+        yield from source
 
 
 def serve_port(port: str, baud: int, engine: Engine, *, audio_source=None, push_on_boot=False,
@@ -507,16 +472,22 @@ def serve_port(port: str, baud: int, engine: Engine, *, audio_source=None, push_
             tr.close()
 
 
+def _device_arg(dev: str | None):
+    return int(dev) if dev is not None and dev.isdigit() else dev
+
+
 def _cmd_serve(args) -> int:
     from .classifier import StreamingClassifier  # heavy (interpreter) import only here
 
     engine = StreamingClassifier.from_model(args.model)
     info = engine.info()
     source = None
-    if args.push_wav:
-        source = wav_source(args.push_wav, int(info["sample_rate"]), loop=True)
-    elif args.push_mic:
-        source = mic_source(int(info["sample_rate"]))
+    if args.push_wav or args.push_mic:
+        from .audio_sources import FileSource, MicSource
+
+        sr = int(info["sample_rate"])
+        source = (looped(FileSource(args.push_wav, sr, chunk_ms=32, realtime=True)) if args.push_wav
+                  else MicSource(sr, device=_device_arg(args.mic_device), chunk_ms=32))
     print(f"serve: model {info.get('model_hash')} labels {info['labels']}", flush=True)
     try:
         serve_port(args.port, args.baud, engine, audio_source=source,
@@ -538,7 +509,8 @@ def add_cli(subparsers) -> None:
     p.add_argument("--model", default=None, help=".tflite model (default: the shipped model)")
     p.add_argument("--push-mic", action="store_true",
                    help="classify the device microphone and push RESULTs unasked (robot mode)")
-    p.add_argument("--push-wav", default=None, help="like --push-mic but replay a WAV file (testing)")
+    p.add_argument("--push-wav", default=None, help="like --push-mic but replay an audio file in a loop")
+    p.add_argument("--mic-device", default=None, help="sounddevice input device (name or index)")
     p.add_argument("--max-payload", type=int, default=MAX_PAYLOAD,
                    help=f"largest frame payload accepted (default {MAX_PAYLOAD})")
     p.set_defaults(func=_cmd_serve)

@@ -233,6 +233,7 @@ class DeviceClient:
         self._waiters: dict[tuple, _Waiter] = {}
         self._results: queue.Queue[DeviceResult] = queue.Queue()
         self.errors: list[Error] = []
+        self._early: list[tuple[int, Result, float]] = []
         self._stop = threading.Event()
         self._reader: threading.Thread | None = None
         self._recovering = threading.Lock()
@@ -249,7 +250,8 @@ class DeviceClient:
         self.offset = 0  # next stream offset (samples for AUDIO, frames for FEATURES)
         self._counters = {"reconnects": 0, "device_restarts": 0, "recoveries": 0,
                           "stale_results": 0, "results": 0, "gap_results": 0, "errors_rx": 0,
-                          "tx_frames": 0, "tx_dropped": 0, "timeouts": 0, "pings": 0}
+                          "tx_frames": 0, "tx_dropped": 0, "timeouts": 0, "pings": 0,
+                          "session_restarts": 0}
 
     # ------------------------------------------------------------------ lifecycle
     def open(self) -> "DeviceClient":
@@ -261,7 +263,11 @@ class DeviceClient:
         self._recovery_thread = threading.Thread(target=self._recovery_loop, name="serial-host-recover",
                                                  daemon=True)
         self._recovery_thread.start()
-        self.hello()
+        try:
+            self.hello()
+        except BaseException:
+            self.close()
+            raise
         return self
 
     def close(self) -> None:
@@ -372,6 +378,9 @@ class DeviceClient:
         """HELLO → INFO; stores and returns the device's :class:`Info`."""
         info = self._request(Hello(1, MAX_PAYLOAD, self.client_name), lambda s: ("info", s), timeout)
         self.info = info
+        early, self._early = self._early, []
+        for seq, msg, t in early:  # pushed results that arrived before we knew the label names
+            self._on_result(seq, msg, t)
         return info
 
     def ping(self, timeout: float | None = None) -> float:
@@ -551,6 +560,10 @@ class DeviceClient:
         return True
 
     def _on_result(self, seq: int, msg: Result, now: float) -> None:
+        if self.info is None:  # before the handshake: keep (bounded) until INFO names the labels
+            if len(self._early) < 256:
+                self._early.append((seq, msg, now))
+            return
         push = bool(msg.flags & ResultFlags.PUSH)
         if not ((push and self.accept_push) or (msg.session == self.session and self.mode != Mode.IDLE)):
             self._counters["stale_results"] += 1
@@ -606,9 +619,11 @@ class DeviceClient:
         with self._state_lock:
             if self.mode in (Mode.AUDIO, Mode.FEATURES, Mode.MIC_PUSH) and info.mode != self.mode:
                 session = (self.session + 1) & 0xFFFF
-                self._request(Start(int(self.mode), session, self.offset), lambda s: ("ack", s))
+                off = self.offset  # frames sent from now on start here (a racing one is zero-filled)
+                self._session_offsets[session] = off
                 self.session = session
-                self._session_offsets[session] = self.offset
+                self._request(Start(int(self.mode), session, off), lambda s: ("ack", s))
+                self._counters["session_restarts"] += 1
 
 
 def _error_name(code: int) -> str:

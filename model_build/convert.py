@@ -7,6 +7,7 @@ The fused LSTM's internal int16 / int32 tensors (cell state, gate intermediates,
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
@@ -162,7 +163,9 @@ def convert_int8(batch1_model, calib_windows: np.ndarray, n_calib: int = 300,
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     conv.inference_input_type = tf.int8
     conv.inference_output_type = tf.int8
-    model_bytes = conv.convert()
+    with warnings.catch_warnings():  # "Statistics for quantized inputs were expected": harmless here
+        warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
+        model_bytes = conv.convert()
     if not check:
         return model_bytes, None
     if require_fused_lstm is None:

@@ -117,4 +117,5 @@ def validate(keras_model, model_bytes: bytes, inputs: EvalInputs, labels, quant:
     out = {"rows": rows, "n_windows": int(len(Xq)), "n_clips": int(n_clips)}
     if s_tflm is not None:
         out["tflm_vs_litert"] = compare_int8(s_lite, s_tflm)
+        out["tflm_vs_litert_builtin"] = compare_int8(_litert(model_bytes, Xq, kernels="builtin"), s_tflm)
     return out

@@ -154,3 +154,16 @@ def test_default_model_missing_message(monkeypatch, tmp_path):
     monkeypatch.setattr(classifier_mod, "DEFAULT_MODEL", tmp_path / "models" / "default.tflite")
     with pytest.raises(FileNotFoundError, match="no default model.*--model"):
         StreamingClassifier.from_model()
+
+
+def test_shared_tiny_model(request, clip):
+    """The model_build engineer's shared fixture model (when tests/conftest.py provides it)."""
+    try:
+        path = request.getfixturevalue("tiny_model_path")
+    except pytest.FixtureLookupError:
+        pytest.skip("shared tiny_model_path fixture not available yet")
+    clf = StreamingClassifier.from_model(path)
+    whole = clf.classify(clip)
+    chunked = clf.classify(clip, chunk=1237)
+    assert whole and [_key(r) for r in chunked] == [_key(r) for r in whole]
+    assert set(r.label for r in whole) <= set(clf.labels) | {SILENCE_LABEL, UNCERTAIN_LABEL}

@@ -146,7 +146,7 @@ def speechlike(seconds: float, sr: int = 16000, seed: int = 0, level: float = 0.
     rng = np.random.default_rng(seed)
     n = int(seconds * sr)
     t = np.arange(n) / sr
-    f0 = 140 + 40 * np.sin(2 * np.pi * 0.7 * t) + 20 * rng.standard_normal() 
+    f0 = 140 + 40 * np.sin(2 * np.pi * 0.7 * t) + 20 * rng.standard_normal()
     phase = 2 * np.pi * np.cumsum(f0) / sr
     x = sum(np.sin(k * phase) / k for k in range(1, 8))
     env = (0.55 + 0.45 * np.sin(2 * np.pi * 3.0 * t + rng.uniform(0, 6))) ** 2

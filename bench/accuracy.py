@@ -1,0 +1,178 @@
+"""Accuracy benchmark on the real corpora (not run in CI; tens of minutes on 2 cores).
+
+RAVDESS-8: actor-grouped 5-fold cross-validation over actors 01-20 (each fold: test actors,
+validation actors for early stopping on clip UAR, the rest train). Float = Keras float model on
+float64-twin features; int8 = the converted model in LiteRT on the fixed-point front end (the
+device path). TESS-7: leave-one-speaker-out both ways (OAF -> YAF and YAF -> OAF), int8.
+
+Writes bench/results/accuracy.json (updated after every fold) and prints a Markdown table.
+
+    python bench/accuracy.py [--data ../shared/data] [--epochs 30] [--augment 1] [--folds 0,1,2,3,4]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "accuracy.json"
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run_split(name, clips, audios, feats, twin, labels, tr, va, te, fe, args, W, H, TH, mcfg, tcfg):
+    from model_build.evaluate import EvalInputs, validate
+    from model_build.features import augmented_copies, fixed_point_features, to_real
+    from model_build.pipeline import train_and_convert
+    from model_build.windows import make_windows, silence_frame
+
+    lab = {l: i for i, l in enumerate(labels)}
+    y = np.array([lab[c.label] for c in clips])
+    tr_feats, tr_y = [feats[i] for i in tr], list(y[tr])
+    if args.augment:
+        copies = augmented_copies([audios[i] for i in tr], args.augment, seed=args.seed)
+        tr_feats += fixed_point_features([a for cs in copies for a in cs], fe, progress=True)
+        tr_y += [y[i] for i in tr for _ in range(args.augment)]
+    tm = train_and_convert(tr_feats, tr_y, labels, fe, mcfg, tcfg, window_frames=W, hop_frames=H,
+                           train_hop_frames=TH, val_feats=[feats[i] for i in va], val_labels=y[va],
+                           out_path=Path(args.out) / f"{name}.tflite", model_name=name,
+                           trained_on=name, n_calib=args.n_calib, log=log)
+    pad = silence_frame(fe)
+    Qf, ci, _ = make_windows([feats[i] for i in te], W, H, pad)
+    Qt, _, _ = make_windows([twin[i] for i in te], W, H, pad.astype(np.float64))
+    inputs = EvalInputs(X_twin=to_real(Qt, fe), X_fixed=to_real(Qf, fe), Q_fixed=Qf, clip_index=ci, y_clip=y[te])
+    md = tm.metadata
+    quant = {k: md[k] for k in ("input_scale", "input_zero_point", "output_scale", "output_zero_point")}
+    val = validate(tm.keras_model, tm.model_bytes, inputs, list(labels), quant, fe.frac_bits,
+                   run_tflm=args.tflm, progress=log)
+    return tm, val
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    ap.add_argument("--out", default="runs/bench_accuracy")
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--patience", type=int, default=8)
+    ap.add_argument("--augment", type=int, default=1)
+    ap.add_argument("--feature", default="logmel")
+    ap.add_argument("--window", type=float, default=2.0)
+    ap.add_argument("--train-hop", type=float, default=0.25)
+    ap.add_argument("--folds", default="0,1,2,3,4")
+    ap.add_argument("--n-calib", type=int, default=1000)
+    ap.add_argument("--no-tess", action="store_true")
+    ap.add_argument("--tflm", action="store_true", help="also run every test window in TFLM (slower)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    from edge_runtime.frontend import FrontendConfig
+    from model_build.corpora import leave_one_speaker_out, load_corpus, open_corpus, speaker_folds
+    from model_build.features import fixed_point_features, float_twin_features
+    from model_build.models import ModelConfig
+    from model_build.tflm import min_arena_size
+    from model_build.train import TrainConfig
+
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    fe = FrontendConfig(output=args.feature)
+    W = int(round(args.window * fe.sample_rate / fe.hop_length))
+    H = W // 2
+    TH = max(1, int(round(args.train_hop * fe.sample_rate / fe.hop_length)))
+    mcfg = ModelConfig(arch="crnn", conv1=32, conv2=64, lstm=64, dropout=0.3)
+    tcfg = TrainConfig(epochs=args.epochs, patience=args.patience, seed=args.seed)
+    res: dict = {"config": {**vars(args), "frontend": fe.to_dict(), "window_frames": W, "hop_frames": H,
+                            "model": mcfg.to_dict(), "train": tcfg.to_dict()}, "ravdess_folds": []}
+
+    def save():
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(res, indent=1) + "\n")
+
+    t0 = time.time()
+    idx = open_corpus(Path(args.data) / "ravdess")
+    clips, audios, _ = load_corpus(idx, progress=True)
+    labels = tuple(idx.labels)
+    feats = fixed_point_features(audios, fe)
+    twin = float_twin_features(audios, fe)
+    folds = speaker_folds(clips, k=5, seed=args.seed)
+    agree, uar_f, uar_fx, uar_q, accs = [], [], [], [], []
+    for f in [int(v) for v in args.folds.split(",")]:
+        train_all, te = folds[f]
+        rest = [clips[i] for i in train_all]
+        tr_rel, va_rel = speaker_folds(rest, k=5, seed=args.seed + 1 + f)[0]
+        tr, va = train_all[tr_rel], train_all[va_rel]
+        log(f"== RAVDESS fold {f}: test {sorted({clips[i].speaker for i in te})}, "
+            f"val {sorted({clips[i].speaker for i in va})} [{time.time() - t0:.0f}s]")
+        tm, val = run_split(f"ravdess_fold{f}", clips, audios, feats, twin, labels, tr, va, te, fe, args, W, H, TH,
+                            mcfg, tcfg)
+        rows = val["rows"]
+        fold = {"fold": f, "test_speakers": sorted({clips[i].speaker for i in te}),
+                "uar_float": rows["keras_float_twin"]["uar"], "uar_float_fixed": rows["keras_float_fixed"]["uar"],
+                "uar_int8": rows["int8_litert"]["uar"], "acc_int8": rows["int8_litert"]["accuracy"],
+                "window_agreement_int8_vs_float_fixed": rows["int8_litert"]["window_agreement_vs_float_fixed"],
+                "window_agreement_int8_vs_float": rows["int8_litert"]["window_agreement_vs_float"],
+                "clip_agreement_int8_vs_float": rows["int8_litert"]["clip_agreement_vs_float"],
+                "per_class_recall_int8": {k: v["recall"] for k, v in rows["int8_litert"]["per_class"].items()},
+                "best_epoch": tm.best_epoch + 1, "epochs_run": len(tm.history["loss"]),
+                "model_bytes": len(tm.model_bytes)}
+        if "tflm_vs_litert" in val:
+            fold["tflm_vs_litert"] = val["tflm_vs_litert"]
+        res["ravdess_folds"].append(fold)
+        uar_f.append(fold["uar_float"]); uar_fx.append(fold["uar_float_fixed"]); uar_q.append(fold["uar_int8"])
+        agree.append(fold["window_agreement_int8_vs_float_fixed"]); accs.append(fold["acc_int8"])
+        res.update({"ravdess8_uar_float": float(np.mean(uar_f)), "ravdess8_uar_float_fixed": float(np.mean(uar_fx)),
+                    "ravdess8_uar_int8": float(np.mean(uar_q)), "ravdess8_acc_int8": float(np.mean(accs)),
+                    "int8_float_agreement": float(np.mean(agree)), "model_bytes": len(tm.model_bytes),
+                    "params": tm.params, "n_folds_done": len(uar_q)})
+        if "tflm_arena_bytes" not in res:
+            res["tflm_arena_bytes"] = min_arena_size(tm.model_bytes)["arena_bytes"]
+        save()
+        log(f"fold {f}: UAR float {fold['uar_float']:.3f} float-fixed {fold['uar_float_fixed']:.3f} "
+            f"int8 {fold['uar_int8']:.3f}; agreement {fold['window_agreement_int8_vs_float_fixed']:.4f} "
+            f"[{time.time() - t0:.0f}s]")
+
+    if not args.no_tess:
+        tidx = open_corpus(Path(args.data) / "tess")
+        tclips, taudios, _ = load_corpus(tidx, progress=True)
+        tlabels = tuple(lab for lab in tidx.labels if lab in {c.label for c in tclips})
+        tfeats = fixed_point_features(taudios, fe)
+        ttwin = float_twin_features(taudios, fe)
+        tess = []
+        for spk, tr_all, te in leave_one_speaker_out(tclips):
+            # one speaker trains: hold out 20% of its *words* for early stopping (same voice, other words)
+            words = sorted({tclips[i].statement for i in tr_all})
+            rng = np.random.default_rng(args.seed)
+            vw = set(rng.choice(words, max(1, len(words) // 5), replace=False))
+            va = np.array([i for i in tr_all if tclips[i].statement in vw])
+            tr = np.array([i for i in tr_all if tclips[i].statement not in vw])
+            log(f"== TESS: test {spk} [{time.time() - t0:.0f}s]")
+            tm, val = run_split(f"tess_test_{spk.split('/')[-1]}", tclips, taudios, tfeats, ttwin, tlabels, tr, va,
+                                te, fe, args, W, H, TH, mcfg, tcfg)
+            tess.append({"test_speaker": spk, "acc_int8": val["rows"]["int8_litert"]["accuracy"],
+                         "acc_float": val["rows"]["keras_float_twin"]["accuracy"],
+                         "uar_int8": val["rows"]["int8_litert"]["uar"]})
+            res["tess_loso"] = tess
+            res["tess7_acc_int8"] = float(np.mean([t["acc_int8"] for t in tess]))
+            save()
+    res["seconds"] = round(time.time() - t0)
+    save()
+    keys = ("ravdess8_uar_float", "ravdess8_uar_float_fixed", "ravdess8_uar_int8", "tess7_acc_int8",
+            "int8_float_agreement", "model_bytes", "tflm_arena_bytes", "params")
+    print("| metric | value |\n|---|---|")
+    for k in keys:
+        if k in res:
+            v = res[k]
+            print(f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,323 @@
+"""Firmware benchmark: C front end bit-exactness on real speech, its speed, Cortex-M4 size and cycle
+estimate, and a real int8 model in TFLite Micro vs LiteRT.
+
+    python bench/firmware.py [--clips 120] [--repeats 7] [--no-tflm]
+
+Writes bench/results/firmware.json and prints Markdown tables. Speed: one core, the same clips for
+every implementation, interleaved repeats, medians (bench/common.py). The C front end is called
+through ctypes once per clip (ser_fe_compute), so Python overhead is negligible.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import ROOT, interleaved_medians, machine, markdown_table, pin_one_core, write_result  # noqa: E402
+
+pin_one_core()
+
+import numpy as np  # noqa: E402
+
+CPU_HZ = 80_000_000
+
+# Cortex-M4 cycle costs assumed by the estimate (ARM Cortex-M4 TRM, 0-wait-state SRAM / flash with
+# an ART-style accelerator): SMULL/SMLAL/UMULL 1 cycle, MUL 1, ALU/shift 1, LDR 2 (not counting the
+# pipelining of back-to-back loads), STR 1, loop / conditional branch 3 (compare + taken branch).
+CYCLES = {"mul64": 1, "mul32": 1, "alu": 1, "shift": 1, "load": 2, "store": 1, "branch": 3}
+
+
+def op_counts(cfg) -> dict:
+    """Operations per frame of ser_frontend.c, from its loop counts (per-iteration tallies read off
+    the C: a 64-bit add = 2 ALU ops, a 64-bit shift whose low word is kept = 2 shift ops)."""
+    from edge_runtime.frontend import make_tables
+
+    t = make_tables(cfg)
+    n, m = cfg.frame_length, cfg.frame_length // 2
+    k = t.mel.bin_hi - t.mel.bin_lo
+    L, D = cfg.n_mels, cfg.n_features
+    stages = max(int(np.log2(m)) - 1, 0)
+
+    def per(count, **ops):
+        return {"iterations": int(count), **{o: float(v) * count for o, v in ops.items()}}
+
+    rows = {
+        # ring copy of the hop's new samples (ser_fe_push)
+        "push (hop samples)": per(cfg.hop_length, load=1, store=1, alu=3, branch=1),
+        # pass 1: |x w| as int64 and running max
+        "window + peak": per(n, load=2, mul64=1, alu=10, branch=1),
+        # pass 2: x w again, rounded shift to int32
+        "window + shift": per(n, load=2, mul64=1, alu=4, shift=4, store=1, branch=0.5),
+        "fft butterflies (twiddled)": per(stages * m // 2, load=4, store=4, mul64=3, alu=11, shift=4, branch=1),
+        "fft twiddle loads": per(m - 2, load=2, alu=3, branch=1),
+        "fft last stage (W=1)": per(m // 2, load=4, store=4, alu=4, branch=1),
+        # real split (4 SMULL/SMLAL), power (2), mel split (3), two mel accumulations (int64 RMW)
+        "split + power + mel": per(k, load=13, store=4, mul64=8, mul32=1, alu=24, shift=14, branch=3),
+        "log2 (per mel)": per(L, load=4, store=3, mul32=1, alu=13, shift=6, branch=3),
+        "dct (MACs)" if cfg.output == "mfcc" else "logmel rescale": (
+            per(D * L, load=2, mul64=1, branch=1) if cfg.output == "mfcc" else per(L, load=1, store=1, alu=2, branch=1)),
+    }
+    if cfg.output == "mfcc":
+        rows["dct rows"] = per(D, alu=4, shift=2, store=1, branch=1)
+    total = {o: sum(r.get(o, 0.0) for r in rows.values()) for o in CYCLES}
+    for r in rows.values():
+        r["cycles"] = sum(r.get(o, 0.0) * c for o, c in CYCLES.items())
+    cycles = sum(r["cycles"] for r in rows.values())
+    fps = cfg.sample_rate / cfg.hop_length
+    return {"per_frame": rows, "total_ops_per_frame": total, "cycles_per_frame": round(cycles),
+            "frames_per_second": fps, "cycles_per_second": round(cycles * fps),
+            "cpu_percent_at_80mhz": round(100 * cycles * fps / CPU_HZ, 2), "assumptions": CYCLES}
+
+
+def m4_sizes(cfg) -> dict | None:
+    """arm-none-eabi section sizes: the front-end code, the protocol code, the exported tables of
+    ``cfg`` and the caller-owned state (one ser_fe_state_t + one ser_decoder_t as globals)."""
+    from firmware_bridge.cbuild import cross_compile_m4
+    from firmware_bridge.export import export_c
+
+    tmp = Path(tempfile.mkdtemp(prefix="ser_fw_bench_"))
+    export_c(None, cfg, tmp, copy_sources=False)
+    (tmp / "state.c").write_text('#include "ser_frontend.h"\n#include "ser_protocol.h"\n'
+                                 "ser_fe_state_t g_fe;\nser_decoder_t g_rx;\n")
+    res = cross_compile_m4(tmp, sources=("ser_frontend.c", "ser_protocol.c", tmp / "ser_model.c", tmp / "state.c"),
+                           include_dirs=(tmp,))
+    return res
+
+
+def synthetic_signals() -> dict[str, np.ndarray]:
+    from edge_runtime.test_signals import dithered_silence, harmonic_vowel, quiet_speechlike, tone_sweep, white_noise
+    from tests.golden.regen_frontend_golden import golden_signal
+
+    i = np.arange(48000)
+    return {
+        "white_noise": white_noise(3.0, level_dbfs=-12), "tone_sweep": tone_sweep(3.0),
+        "quiet_-40dBFS": quiet_speechlike(3.0, peak_dbfs=-40), "silence_dither": dithered_silence(3.0),
+        "vowel": harmonic_vowel(2.0), "golden": golden_signal(),
+        "full_scale_square": np.where((i // 20) % 2, 32767, -32768).astype(np.int16),
+        "full_scale_noise": np.random.default_rng(0).integers(-32768, 32768, 48000).astype(np.int16),
+        "digital_silence": np.zeros(16000, np.int16),
+    }
+
+
+def check_bit_exact(clips: list[np.ndarray], cfgs) -> dict:
+    """Every frame of every clip, batch (ser_fe_compute) and streaming (ser_fe_push/pop with random
+    chunks) against the numpy front end."""
+    from edge_runtime.frontend import compute_features
+    from firmware_bridge.cbuild import CFrontend
+
+    rng = np.random.default_rng(1)
+    out = {"frames": 0, "mismatched_frames": 0, "clips_mismatched": 0, "streamed_clips": 0}
+    for cfg in cfgs:
+        fe = CFrontend(cfg)
+        for j, x in enumerate(clips):
+            want = compute_features(x, cfg)
+            got = fe.compute(x)
+            bad = int(np.sum(np.any(got != want, axis=1))) if got.shape == want.shape else max(len(want), 1)
+            if j % 4 == 0:  # streaming on a quarter of the clips
+                s = fe.stream()
+                cuts = np.sort(rng.integers(0, x.size, rng.integers(1, 40)))
+                parts = [s.push(p) for p in np.split(x, cuts)]
+                st = np.concatenate(parts) if parts else np.zeros((0, cfg.n_features), np.int32)
+                bad = max(bad, int(not np.array_equal(st, want)))
+                out["streamed_clips"] += 1
+            out["frames"] += len(want)
+            out["mismatched_frames"] += bad
+            out["clips_mismatched"] += int(bad > 0)
+    out["c_bit_exact"] = out["mismatched_frames"] == 0
+    return out
+
+
+def speed(clips: list[np.ndarray], repeats: int) -> dict:
+    import kaldi_native_fbank as knf
+    import librosa
+
+    from edge_runtime.frontend import FrontendConfig, compute_features_many
+    from firmware_bridge.cbuild import CFrontend
+
+    cfg = FrontendConfig()
+    fe = CFrontend(cfg)
+    clips_f = [x.astype(np.float32) / 32768 for x in clips]
+    seconds = sum(x.size for x in clips) / cfg.sample_rate
+    lib_kw = dict(sr=cfg.sample_rate, n_fft=cfg.frame_length, hop_length=cfg.hop_length, n_mels=cfg.n_mels,
+                  n_mfcc=cfg.n_mfcc, fmin=cfg.fmin, fmax=cfg.fmax, center=False)
+    kopts = knf.MfccOptions()
+    kopts.frame_opts.samp_freq = cfg.sample_rate
+    kopts.frame_opts.frame_length_ms = cfg.frame_ms
+    kopts.frame_opts.frame_shift_ms = cfg.hop_ms
+    kopts.frame_opts.dither = 0.0
+    kopts.frame_opts.snip_edges = True
+    kopts.mel_opts.num_bins = cfg.n_mels
+    kopts.mel_opts.low_freq = cfg.fmin
+    kopts.mel_opts.high_freq = cfg.fmax
+    kopts.num_ceps = cfg.n_mfcc
+
+    def run_kaldi():
+        for x in clips_f:
+            m = knf.OnlineMfcc(kopts)
+            m.accept_waveform(cfg.sample_rate, x * 32768)
+            m.input_finished()
+            np.array([m.get_frame(i) for i in range(m.num_frames_ready)])
+
+    fns = {
+        "c": lambda: [fe.compute(x) for x in clips],
+        "numpy_batch": lambda: compute_features_many(clips, cfg),
+        "librosa": lambda: [librosa.feature.mfcc(y=x, **lib_kw) for x in clips_f],
+        "kaldi_native_fbank": run_kaldi,
+    }
+    med = interleaved_medians(fns, repeats)
+    frames = sum(cfg.n_frames(x.size) for x in clips)
+    return {"rtf": {k: seconds / v for k, v in med.items()}, "seconds_audio": seconds,
+            "c_us_per_frame": 1e6 * med["c"] / frames}
+
+
+def _windows(feats: list[np.ndarray], w: int, hop: int, pad_value: int) -> np.ndarray:
+    out = []
+    for f in feats:
+        if len(f) < w:
+            f = np.concatenate([f, np.full((w - len(f), f.shape[1]), pad_value, f.dtype)])
+        for a in range(0, len(f) - w + 1, hop):
+            out.append(f[a:a + w])
+    return np.stack(out)
+
+
+def tflm_section(clips: list[np.ndarray], max_windows: int = 160) -> dict:
+    """A real int8 model: the shipped default when present, else the default architecture (crnn,
+    2 s of log-mels) with random weights, converted to int8 with real calibration features. Its
+    inputs are produced by the C front end and the C quantiser (the device path); TFLM and LiteRT
+    run the same int8 windows, each after a state reset."""
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from edge_runtime.frontend import FrontendConfig
+    from firmware_bridge.cbuild import CFrontend, quantize
+    from firmware_bridge.export import quantize_multiplier
+    from model_build import tflm
+
+    default = ROOT / "edge_runtime" / "models" / "default.tflite"
+    if default.exists():
+        from edge_runtime.model_metadata import read_metadata
+
+        model = default.read_bytes()
+        md = read_metadata(model)
+        cfg, w, hop = md.frontend_config(), md.window_frames, md.hop_frames
+        scale, zp, source = md.input_scale, md.input_zero_point, str(default.relative_to(ROOT))
+        feats = [CFrontend(cfg).compute(x) for x in clips]
+    else:
+        from model_build.convert import convert_int8, io_quant
+        from model_build.models import ModelConfig, build_model
+
+        import tf_keras
+
+        cfg = FrontendConfig(output="logmel")
+        w = int(round(2.0 * cfg.sample_rate / cfg.hop_length))
+        hop = w // 2
+        fe = CFrontend(cfg)
+        feats = [fe.compute(x) for x in clips]
+        calib = _windows(feats[: len(feats) // 2], w, hop, int(cfg.log_floor * 2**cfg.frac_bits)) / 2.0**cfg.frac_bits
+        tf_keras.utils.set_random_seed(0)
+        km = build_model(ModelConfig(), w, cfg.n_features, 8, batch_size=1, fold_norm=True, with_softmax=False)
+        model, _ = convert_int8(km, calib.astype(np.float32), n_calib=200)
+        q = io_quant(model)
+        scale, zp = q["input_scale"], q["input_zero_point"]
+        source = "default crnn architecture, random weights (no trained model in the tree yet)"
+    m0, shift = quantize_multiplier(2.0 ** -cfg.frac_bits / scale)
+    wins = _windows(feats[len(feats) // 2:], w, hop, int(cfg.log_floor * 2**cfg.frac_bits))[:max_windows]
+    xq = quantize(wins, m0, 31 - shift, zp)  # C quantiser (ser_fe_quantize)
+    a_tflm = tflm.run_tflm(model, xq)
+    a_lite = tflm.run_litert(model, xq)
+    cmp = tflm.compare_int8(a_tflm, a_lite)
+    arena = tflm.min_arena_size(model)
+    return {"model": source, "model_bytes": len(model), "window_frames": w, "n_features": cfg.n_features,
+            "tflm_arena_bytes": arena["arena_bytes"], "tflm_recorded_arena_bytes": arena["recorded_arena_bytes"],
+            "compare": cmp,
+            # matches: same top-1 on every window and at most 1 LSB apart (see model_build/tflm.py)
+            "tflm_matches_litert": bool(cmp["top1_agreement"] == 1.0 and cmp["max_abs_lsb"] <= 1),
+            "tflm_bit_exact_litert": bool(cmp["bit_exact_fraction"] == 1.0)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--clips", type=int, default=120)
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--no-tflm", action="store_true")
+    args = ap.parse_args()
+
+    from bench.frontend import load_speech
+    from edge_runtime.frontend import FrontendConfig
+
+    speech = load_speech(args.clips)
+    clips = [x for _, x in speech]
+    synth = synthetic_signals()
+    print(f"{len(clips)} speech clips ({sum(x.size for x in clips) / 16000:.1f} s) + {len(synth)} synthetic",
+          file=sys.stderr)
+
+    cfgs = [FrontendConfig(), FrontendConfig(output="logmel"),
+            FrontendConfig(frame_length=256, hop_length=128, n_mels=24)]
+    exact = check_bit_exact(clips + list(synth.values()), cfgs)
+    sp = speed(clips, args.repeats)
+    cfg = FrontendConfig()
+    ops = op_counts(cfg)
+    sizes = m4_sizes(cfg)
+    tfl = None if args.no_tflm else tflm_section(clips)
+
+    from firmware_bridge.cbuild import load_library
+
+    lib = load_library()
+    result = {
+        "c_bit_exact": exact["c_bit_exact"],
+        "clips_tested": len(clips) + len(synth),
+        "speech_clips": len(clips),
+        "synthetic_signals": sorted(synth),
+        "configs_tested": [c.hash for c in cfgs],
+        "frames_compared": exact["frames"],
+        "mismatched_frames": exact["mismatched_frames"],
+        "streamed_clips": exact["streamed_clips"],
+        "rtf_c": round(sp["rtf"]["c"], 1),
+        "rtf_numpy": round(sp["rtf"]["numpy_batch"], 1),
+        "rtf_librosa": round(sp["rtf"]["librosa"], 1),
+        "rtf_kaldi_native_fbank": round(sp["rtf"]["kaldi_native_fbank"], 1),
+        "ratio_c_vs_librosa": round(sp["rtf"]["c"] / sp["rtf"]["librosa"], 2),
+        "ratio_c_vs_kaldi": round(sp["rtf"]["c"] / sp["rtf"]["kaldi_native_fbank"], 2),
+        "c_us_per_frame_host": round(sp["c_us_per_frame"], 2),
+        "speech_seconds": round(sp["seconds_audio"], 1),
+        "m4_toolchain": sizes is not None,
+        "m4_text_bytes": sizes["ser_frontend.c"]["text"] if sizes else None,
+        "m4_protocol_text_bytes": sizes["ser_protocol.c"]["text"] if sizes else None,
+        "m4_tables_bytes": sizes["ser_model.c"]["text"] + sizes["ser_model.c"]["data"] if sizes else None,
+        "m4_bss_bytes": sizes["state.c"]["bss"] if sizes else None,
+        "m4_frontend_bss_data_bytes": (sizes["ser_frontend.c"]["bss"] + sizes["ser_frontend.c"]["data"]) if sizes else None,
+        "m4_undefined_symbols": sizes["undefined"] if sizes else None,
+        "m4_flags": sizes["flags"] if sizes else None,
+        "host_state_bytes_max_config": int(lib.ser_fe_state_size()),
+        "m4_cycles_per_frame_est": ops["cycles_per_frame"],
+        "m4_cycles_per_second_est": ops["cycles_per_second"],
+        "m4_cpu_percent_at_80mhz_est": ops["cpu_percent_at_80mhz"],
+        "op_counts": ops,
+        "tflm_arena_bytes": tfl["tflm_arena_bytes"] if tfl else None,
+        "tflm_matches_litert": tfl["tflm_matches_litert"] if tfl else None,
+        "tflm": tfl,
+        "repeats": args.repeats,
+        "frontend_hash": cfg.hash,
+        "machine": machine(),
+    }
+    path = write_result("firmware", result)
+    print(markdown_table([
+        ("C bit-exact vs numpy", f"{result['c_bit_exact']} ({exact['frames']} frames, {result['clips_tested']} clips, 3 configs)"),
+        ("RTF C front end (1 core)", f"{result['rtf_c']}x"),
+        ("RTF numpy / librosa / kaldi-native-fbank", f"{result['rtf_numpy']}x / {result['rtf_librosa']}x / {result['rtf_kaldi_native_fbank']}x"),
+        ("M4 .text front end / protocol (-Os)", f"{result['m4_text_bytes']} / {result['m4_protocol_text_bytes']} B"),
+        ("M4 tables (const) / state .bss", f"{result['m4_tables_bytes']} / {result['m4_bss_bytes']} B"),
+        ("M4 cycles per s of audio (est.)", f"{result['m4_cycles_per_second_est']:,} ({result['m4_cpu_percent_at_80mhz_est']}% of 80 MHz)"),
+        ("TFLM arena", f"{result['tflm_arena_bytes']} B" if tfl else "not run"),
+        ("TFLM matches LiteRT", f"{result['tflm_matches_litert']} ({tfl['compare']})" if tfl else "not run"),
+    ], ("metric", "value")))
+    print()
+    print(markdown_table([(k, r["iterations"], f"{r['cycles']:.0f}") for k, r in ops["per_frame"].items()],
+                         ("M4 stage (per frame)", "iterations", "est. cycles")))
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,458 @@
+"""Serial link benchmark: label latency, audio throughput, loss and corruption handling.
+
+    python bench/serial_link.py [--model M.tflite] [--latency-seconds 20] [--rtf-seconds 10] [--repeats 3]
+
+Everything runs on real kernel ptys: the host is ``firmware_bridge.serial_host.DeviceClient``
+(pyserial), the device is ``ser-edge serve`` in its own process (termios transport), and the two are
+joined by ``firmware_bridge.ptylink.PtyLink``, which paces bytes at the baud rate (10 bits/byte,
+8N1), drops bytes on receiver overrun (no flow control) and injects faults.
+
+Engine: ``--model``, else ``edge_runtime/models/default.tflite``, else the shipped architecture
+converted with random weights (``bench/runtime.py``'s reference model; speed does not depend on the
+weights), else -- no TensorFlow -- a synthetic numpy engine (reported as such in the JSON).
+
+Metrics (goal):
+
+* ``label_latency_ms_p50_115200`` (<= 20): FEATURES mode at 115200 baud, features computed on the
+  host and sent one frame per message in real time; from the write of the frame that completes a
+  window to that window's RESULT arriving (wire time both ways + device inference), median;
+* ``audio_rtf_921600`` (>= 1.0): raw AUDIO mode at 921600 baud, audio sent as fast as the link
+  takes it; seconds of audio per wall second until the last RESULT (median of repeats);
+* ``frames_lost_921600`` (0): frames lost in those runs (decoder drops + sequence gaps on both
+  sides, incl. receiver overruns) + RESULTs that never arrived;
+* ``corrupted_frames_detected_ratio`` (1.0): 1 % byte error rate (one random bit flipped in 1 % of
+  the bytes), a mix of FEATURES/RESULT/AUDIO/PING frames; share of damaged frames the decoder
+  rejected (ground truth from the link's fault log);
+* ``wrong_labels_accepted`` (0): FEATURES mode with 1 % byte errors both ways through the device:
+  RESULTs the host accepted as reliable (CRC ok, no GAP flag) whose label differs from the host's
+  own int8 prediction for the same audio.
+
+Writes bench/results/serial_link.json and prints a Markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import ROOT, machine, markdown_table, write_result  # noqa: E402
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+DEFAULT_MODEL = ROOT / "edge_runtime" / "models" / "default.tflite"
+GOALS = {"label_latency_ms_p50_115200": ("<=", 20.0), "audio_rtf_921600": (">=", 1.0),
+         "frames_lost_921600": ("==", 0), "corrupted_frames_detected_ratio": ("==", 1.0),
+         "wrong_labels_accepted": ("==", 0)}
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------- engines
+class SyntheticEngine:
+    """numpy-only stand-in when no model can be had: 13 log band energies per 256-sample hop,
+    windows of 125 frames every 62, label = band with the largest mean (deterministic)."""
+
+    W, H, F, HOP = 125, 62, 13, 256
+
+    def __init__(self):
+        self.reset()
+
+    def info(self) -> dict:
+        return {"model_hash": "synthetic", "frontend_hash": "synthetic", "labels": [f"b{i}" for i in range(6)],
+                "sample_rate": 16000, "window_frames": self.W, "hop_frames": self.H, "n_features": self.F,
+                "input_scale": 0.1, "input_zero_point": 0, "version": "synthetic",
+                "frame_hop_samples": self.HOP, "output_scale": 1 / 256, "output_zero_point": -128}
+
+    def reset(self) -> None:
+        self._buf = np.zeros(0, np.int16)
+        self._frames: list[np.ndarray] = []
+        self.total = self.windows = 0
+
+    @classmethod
+    def features(cls, pcm: np.ndarray) -> np.ndarray:
+        n = pcm.size // cls.HOP
+        x = pcm[:n * cls.HOP].astype(np.float64).reshape(n, cls.HOP)
+        spec = np.abs(np.fft.rfft(x, axis=1))[:, 1:1 + cls.F * 9].reshape(n, cls.F, 9).mean(axis=2)
+        return np.clip(np.round(np.log2(1 + spec) * 6), -128, 127).astype(np.int8)
+
+    def push_audio(self, pcm):
+        buf = np.concatenate([self._buf, np.asarray(pcm, np.int16)])
+        n = buf.size // self.HOP
+        self._buf = buf[n * self.HOP:]
+        return self.push_features(self.features(buf[:n * self.HOP])) if n else []
+
+    def push_features(self, frames):
+        from edge_runtime.results import WindowResult
+
+        out = []
+        for row in np.asarray(frames, np.int8):
+            self._frames.append(row)
+            self._frames = self._frames[-self.W:]
+            self.total += 1
+            if self.total == self.windows * self.H + self.W:
+                t0 = time.perf_counter()
+                s = np.clip(np.array(self._frames, np.float64).mean(axis=0)[:6] - 64, -128, 127).astype(np.int8)
+                k = self.windows
+                self.windows += 1
+                idx = int(np.argmax(s))
+                out.append(WindowResult(k, k * self.H * self.HOP / 16000, (k * self.H + self.W) * self.HOP / 16000,
+                                        f"b{idx}", idx, s, np.full(6, 1 / 6), (time.perf_counter() - t0) * 1e3))
+        return out
+
+    def classify(self, pcm):
+        self.reset()
+        return self.push_audio(pcm)
+
+
+class _SyntheticFeatures:
+    def __init__(self):
+        self._buf = np.zeros(0, np.int16)
+
+    def reset(self):
+        self._buf = np.zeros(0, np.int16)
+
+    def push(self, pcm):
+        buf = np.concatenate([self._buf, pcm])
+        n = buf.size // SyntheticEngine.HOP
+        self._buf = buf[n * SyntheticEngine.HOP:]
+        return SyntheticEngine.features(buf[:n * SyntheticEngine.HOP])
+
+
+def _device_child(port: str, baud: int) -> None:
+    """``--device-child``: serve the synthetic engine (the real model uses `ser-edge serve`)."""
+    from edge_runtime.serial_device import serve_port
+
+    serve_port(port, baud, SyntheticEngine(), log=lambda s: None)
+
+
+def resolve_model(arg: Path | None, tmp: Path) -> tuple[str | None, str]:
+    if arg is not None:
+        return str(arg), f"{arg.name} (--model)"
+    if DEFAULT_MODEL.is_file():
+        return str(DEFAULT_MODEL), "edge_runtime/models/default.tflite"
+    try:
+        aff = os.sched_getaffinity(0)
+        from bench.runtime import build_reference_model  # pins the process to one core on import
+
+        os.sched_setaffinity(0, aff)  # host, link and device each need a core here
+        p = tmp / "reference_crnn.tflite"
+        log("no model given and no default model: converting the shipped architecture (random weights)")
+        build_reference_model(p)
+        return str(p), "shipped crnn architecture, random weights (bench/runtime.py reference; no trained model found)"
+    except Exception as exc:  # no TensorFlow on this machine
+        log(f"cannot build a reference model ({exc}); using the SYNTHETIC engine")
+        return None, "SYNTHETIC numpy engine (no model, no TensorFlow): numbers do not include LiteRT inference"
+
+
+@contextlib.contextmanager
+def device_process(port: str, baud: int, model: str | None):
+    if model is not None:
+        cmd = [sys.executable, "-m", "edge_runtime.cli", "serve", "--port", port, "--baud", str(baud), "--model", model]
+    else:
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--device-child", "--port", port, "--baud", str(baud)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _client(port: str, baud: int, **kw):
+    from firmware_bridge.serial_host import DeviceClient
+
+    # generous: the device process may still be loading the model when we say HELLO
+    return DeviceClient(port, baud, timeout=1.0, retries=30, **kw).open()
+
+
+def _host_features(info, model):
+    if model is None:
+        return _SyntheticFeatures()
+    from firmware_bridge.serial_host import HostFeatures
+
+    return HostFeatures(info, model)
+
+
+def _reference(model):
+    if model is None:
+        return SyntheticEngine()
+    from edge_runtime.classifier import StreamingClassifier
+
+    return StreamingClassifier.from_model(model)
+
+
+def speech_like(seconds: float, sr: int = 16000, seed: int = 1) -> np.ndarray:
+    """Deterministic voiced-speech-like audio with pauses (same recipe as bench/runtime.py)."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * sr)
+    t = np.arange(n) / sr
+    f0 = 150 + 50 * np.sin(2 * np.pi * 0.5 * t)
+    ph = 2 * np.pi * np.cumsum(f0) / sr
+    x = sum(np.sin(k * ph) / k for k in range(1, 10))
+    env = np.clip(np.sin(2 * np.pi * 0.3 * t), 0, None) ** 0.5 * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t))
+    x = x * env + 0.01 * rng.standard_normal(n)
+    return np.round(0.3 * 32767 * x / np.abs(x).max()).astype(np.int16)
+
+
+def _lost(dev, before: dict, after: dict, host_before: dict) -> int:
+    keys = ("rx_crc", "rx_cobs", "rx_short", "rx_length", "rx_version", "rx_oversize", "rx_unknown_type",
+            "rx_payload", "rx_seq_lost")
+    dev_lost = sum(after.get(k, 0) - before.get(k, 0) for k in keys)
+    h = dev.counters()
+    host_lost = (h["rx_dropped_total"] - host_before["rx_dropped_total"]) + (h["rx_seq_lost"] - host_before["rx_seq_lost"])
+    return dev_lost + host_lost
+
+
+# ---------------------------------------------------------------------------------- measurements
+def measure_latency(model, seconds: float) -> dict:
+    from edge_runtime.protocol import Mode
+    from firmware_bridge.ptylink import PtyLink
+
+    pcm = speech_like(seconds, seed=2)
+    with PtyLink(baud=115200) as link, device_process(link.port_b, 115200, model):
+        dev = _client(link.port_a, 115200)
+        try:
+            info = dev.info
+            W, H = info.window_frames, info.hop_frames
+            hop = info.frame_hop_samples or 256
+            feats = _host_features(info, model)
+            sent_at: dict[int, float] = {}  # frames sent so far -> time the last one was handed to the port
+            lat: list[float] = []
+
+            def on_result(r):
+                t = time.monotonic()
+                end_frame = r.msg.window_index * H + W
+                if end_frame in sent_at:
+                    lat.append((t - sent_at[end_frame]) * 1000)
+
+            dev.on_result = on_result
+            dev.start(Mode.FEATURES)
+            n = 0
+            t0 = time.monotonic()
+            for i in range(0, pcm.size, hop):  # a live stream: one hop of audio at a time, real time
+                time.sleep(max(0.0, t0 + (i + hop) / info.sample_rate - time.monotonic()))
+                for row in feats.push(pcm[i:i + hop]):
+                    n += 1
+                    sent_at[n] = time.monotonic()
+                    dev.send_features(row[None, :], frames_per_msg=1)
+            time.sleep(1.0)
+            n_windows = max(0, (n - W) // H + 1)
+            dev.stop()
+        finally:
+            dev.close()
+    a = np.array(lat)
+    from firmware_bridge.serial_host import features_baud_needed
+
+    return {"label_latency_ms_p50_115200": round(float(np.median(a)), 2) if a.size else None,
+            "label_latency_ms_p90_115200": round(float(np.percentile(a, 90)), 2) if a.size else None,
+            "label_latency_windows": int(a.size), "label_latency_windows_expected": n_windows,
+            "features_baud_needed": features_baud_needed(info.n_features, hop, info.sample_rate)}
+
+
+def measure_rtf(model, seconds: float, repeats: int) -> dict:
+    from edge_runtime.protocol import Mode
+    from firmware_bridge.ptylink import PtyLink
+    from firmware_bridge.serial_host import audio_baud_needed
+
+    pcm = speech_like(seconds, seed=3)
+    ref = _reference(model)
+    want = len(ref.classify(pcm))
+    rtfs, lost_total, missing_total, overrun = [], 0, 0, 0
+    with PtyLink(baud=921600, overrun="drop") as link, device_process(link.port_b, 921600, model):
+        dev = _client(link.port_a, 921600)
+        try:
+            for rep in range(repeats):
+                before, hb = dev.get_stats(), dev.counters()
+                dev.start(Mode.AUDIO)
+                dev.drain_results()
+                t0 = time.monotonic()
+                dev.send_audio(pcm, chunk_samples=512)
+                got = list(dev.results(timeout=3.0, count=want))
+                t_last = got[-1].t_rx if got else time.monotonic()
+                rtfs.append(pcm.size / 16000 / (t_last - t0))
+                time.sleep(0.1)
+                lost_total += _lost(dev, before, dev.get_stats(), hb)
+                missing_total += want - len(got)
+                log(f"  rtf run {rep + 1}: {rtfs[-1]:.2f}x, {len(got)}/{want} results")
+            dev.stop()
+            overrun = link.counters["a_to_b"]["overrun_dropped"] + link.counters["b_to_a"]["overrun_dropped"]
+        finally:
+            dev.close()
+    link_max = 921600 / audio_baud_needed(16000, 512)
+    return {"audio_rtf_921600": round(float(np.median(rtfs)), 3), "audio_rtf_921600_runs": [round(x, 3) for x in rtfs],
+            "audio_rtf_link_limit_921600": round(link_max, 3),
+            "frames_lost_921600": int(lost_total + missing_total), "overrun_bytes_921600": int(overrun),
+            "audio_baud_needed": audio_baud_needed(16000, 512)}
+
+
+def measure_corruption(n_frames: int = 6000, seed: int = 7) -> dict:
+    """Decoder-level: a frame mix through 1 % byte errors; which damaged frames got through?"""
+    import serial
+
+    from edge_runtime.protocol import Audio, Features, FrameDecoder, Ping, Result, encode_message
+    from firmware_bridge.ptylink import Faults, PtyLink
+
+    rng = np.random.default_rng(seed)
+    msgs = []
+    for i in range(n_frames):
+        k = i % 4
+        if k == 0:
+            msgs.append(Features(i, rng.integers(-128, 128, (1, 13)).astype(np.int8)))
+        elif k == 1:
+            msgs.append(Result(i, 1, int(rng.integers(0, 6)), 0, i, i + 2000, 900, tuple(int(v) for v in rng.integers(-128, 128, 6))))
+        elif k == 2:
+            msgs.append(Audio(i, rng.integers(-3000, 3000, 32).astype(np.int16)))
+        else:
+            msgs.append(Ping(rng.bytes(8)))
+    frames = [encode_message(m, i & 0xFFFF) for i, m in enumerate(msgs)]
+    bounds, pos = [], 0
+    for f in frames:
+        bounds.append((pos, pos + len(f)))
+        pos += len(f)
+    starts = np.array([b[0] for b in bounds])
+    with PtyLink(faults=Faults(bit_error_rate=0.01), seed=seed, record_events=True, overrun="block") as link, \
+            serial.Serial(link.port_a, timeout=0.05) as a, serial.Serial(link.port_b, timeout=0.05) as b:
+        dec = FrameDecoder()
+        got = []
+        done = threading.Event()
+
+        def reader():
+            while not done.is_set():
+                got.extend(dec.feed(b.read(65536)))
+
+        th = threading.Thread(target=reader)
+        th.start()
+        a.write(b"".join(frames))
+        a.flush()
+        link.wait_idle(30)
+        time.sleep(0.3)
+        done.set()
+        th.join()
+        events = link.events["a_to_b"]
+    damaged = set()
+    for p, _kind in events:
+        i = int(np.searchsorted(starts, p, side="right") - 1)
+        damaged.add(i)
+        if p == bounds[i][1] - 1 and i + 1 < n_frames:
+            damaged.add(i + 1)  # delimiter hit: merges with the next frame
+    accepted = {}
+    wrong = 0
+    for r in got:
+        accepted[r.seq] = r.msg
+        if r.msg != msgs[r.seq]:
+            wrong += 1
+    undetected = sum(1 for i in damaged if i in accepted)
+    return {"corrupted_frames_detected_ratio": round((len(damaged) - undetected) / len(damaged), 6) if damaged else None,
+            "corruption_frames_sent": n_frames, "corruption_frames_damaged": len(damaged),
+            "corruption_frames_accepted": len(accepted), "corruption_wrong_frames_accepted": wrong,
+            "corruption_drops_by_reason": {k: v for k, v in dec.stats.dropped.items() if v}}
+
+
+def measure_wrong_labels(model, seconds: float) -> dict:
+    """Through the device at 921600, FEATURES mode, 1 % byte errors: (a) on the RESULTs coming back
+    (labels corrupted in flight), (b) both ways (inputs lost too: affected windows must come back
+    flagged GAP). Any RESULT the host accepts as reliable must carry the host's own label."""
+    from edge_runtime.protocol import Mode
+    from firmware_bridge.ptylink import Faults, PtyLink
+
+    pcm = speech_like(seconds, seed=4)
+    ref = {r.window_index: r.label_index for r in _reference(model).classify(pcm)}
+    out = {"wrong_labels_accepted": 0, "faulty_run_windows": len(ref)}
+    with PtyLink(baud=921600, seed=11) as link, device_process(link.port_b, 921600, model):
+        dev = _client(link.port_a, 921600)
+        try:
+            feats = _host_features(dev.info, model)
+            hop = dev.info.frame_hop_samples or 256
+            for name, direction in (("results_1pct", "b_to_a"), ("both_ways_1pct", "both")):
+                feats.reset()
+                dev.drain_results()
+                hb = dev.counters()
+                dev.start(Mode.FEATURES)
+                link.set_faults(Faults(bit_error_rate=0.01), direction)
+                for i in range(0, pcm.size, hop * 8):
+                    fr = feats.push(pcm[i:i + hop * 8])
+                    for j in range(len(fr)):
+                        dev.send_features(fr[j:j + 1])
+                    time.sleep(0.002)
+                link.wait_idle(10)
+                time.sleep(1.5)
+                link.set_faults(Faults())
+                results = dev.drain_results()
+                hc = dev.counters()
+                reliable = [r for r in results if r.reliable]
+                wrong = sum(1 for r in reliable if ref.get(r.window_index) != r.msg.label_index)
+                out["wrong_labels_accepted"] += wrong
+                out[f"{name}_results_reliable_checked"] = len(reliable)
+                out[f"{name}_results_gap_flagged"] = len(results) - len(reliable)
+                out[f"{name}_results_missing"] = len(ref) - len(results)
+                out[f"{name}_host_frames_rejected"] = hc["rx_dropped_total"] - hb["rx_dropped_total"]
+                out[f"{name}_wrong"] = wrong
+                log(f"  {name}: {len(reliable)} reliable results checked ({wrong} wrong), "
+                    f"{len(results) - len(reliable)} flagged GAP, {len(ref) - len(results)} lost")
+        finally:
+            dev.close()
+    return out
+
+
+def _meets(key, v) -> str:
+    op, goal = GOALS[key]
+    if v is None:
+        return "n/a"
+    ok = {"<=": v <= goal, ">=": v >= goal, "==": v == goal}[op]
+    return "yes" if ok else "NO"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, default=None)
+    ap.add_argument("--latency-seconds", type=float, default=20.0)
+    ap.add_argument("--rtf-seconds", type=float, default=10.0)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--fault-seconds", type=float, default=60.0, help="audio length of the 1 %% error runs")
+    ap.add_argument("--device-child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--port", help=argparse.SUPPRESS)
+    ap.add_argument("--baud", type=int, default=921600, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.device_child:
+        _device_child(args.port, args.baud)
+        return
+
+    tmp = Path(tempfile.mkdtemp(prefix="ser_edge_serial_bench_"))
+    model, engine_desc = resolve_model(args.model, tmp)
+    log(f"engine: {engine_desc}")
+    res: dict = {"engine": engine_desc, "machine": machine()}
+    log("latency: FEATURES at 115200 baud, real time ...")
+    res.update(measure_latency(model, args.latency_seconds))
+    log("throughput: AUDIO at 921600 baud ...")
+    res.update(measure_rtf(model, args.rtf_seconds, args.repeats))
+    log("corruption: 1 % byte errors, decoder ...")
+    res.update(measure_corruption())
+    log("wrong labels: 1 % byte errors both ways through the device ...")
+    res.update(measure_wrong_labels(model, args.fault_seconds))
+    res["goals"] = {k: f"{op} {g}" for k, (op, g) in GOALS.items()}
+    path = write_result("serial_link", res)
+    rows = [(k, res.get(k), f"{GOALS[k][0]} {GOALS[k][1]}", _meets(k, res.get(k))) for k in GOALS]
+    print(f"Engine: {engine_desc}\n")
+    print(markdown_table(rows, ("metric", "value", "goal", "met")))
+    print(f"\nlatency p90 {res['label_latency_ms_p90_115200']} ms over {res['label_latency_windows']} windows; "
+          f"raw audio needs >= {res['audio_baud_needed']} baud (at 921600 the link alone allows "
+          f"{res['audio_rtf_link_limit_921600']}x real time); features need >= {res['features_baud_needed']} baud. "
+          f"Wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

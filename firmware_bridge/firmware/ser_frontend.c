@@ -1,0 +1,375 @@
+/*
+ * ser_frontend.c - fixed-point MFCC / log-mel front end, bit-exact with
+ * edge_runtime/frontend/fixed_point.py (see ser_frontend.h for the API).
+ *
+ * Arithmetic rules that make it bit-exact with numpy:
+ *   - every rounding is "add half, arithmetic shift right" (round half up), done at exactly the
+ *     points where numpy does it; sums of exact products are order-independent, so loops may be
+ *     ordered for speed (e.g. twiddle-outer FFT loops);
+ *   - values that fit int32 by the bounds below are stored as int32; every product that can exceed
+ *     2^31 is formed as int64 (int32 x int32 -> int64: one SMULL / SMLAL on a Cortex-M3/M4/M7,
+ *     which GCC emits for `(int64_t)a * b`);
+ *   - left shifts of possibly negative values are written as multiplications by a power of two
+ *     (a left shift of a negative value is undefined in C; the product is exact and is a shift in
+ *     the generated code).
+ *
+ * Bounds (N = frame_length, M = N/2, B = block_bits, Q = twiddle_bits; FrontendConfig enforces
+ * B + log2 N <= 30, ser_fe_check_tables re-checks it):
+ *   windowed sample  |x w|      <= 2^15 * 2^30 = 2^45               int64 (SMULL)
+ *   normalised       |v|        <= 2^B (<= 2^21 by default)          int32
+ *   FFT after stage h: magnitude <= (M/h) sqrt2 2^B, so every component and every butterfly sum
+ *     or difference stays < 2^(B + log2 M + 1.5) <= 2^30.5 < 2^31    int32
+ *   butterfly products c (dr+di), di (s-c), dr (c+s): < 2^30.5 * 2^30 = 2^60.5, sums < 2^61.5
+ *                                                                    int64 (SMULL/SMLAL)
+ *   real split: E, O components < 2^30.5; (E << Q) + c O - s O < 3 * 2^60.5 < 2^62.2   int64
+ *   |X_k| <= N 2^B = 2^30 -> power P = re^2 + im^2 <= 2^61           int64
+ *   mel split (P >> 15) r <= P, (P & 0x7FFF) r < 2^30; filter sums <= N sum v^2 <= 2^60 (Parseval)
+ *   log2 result: exponent term |e - 90 - 2s| < 2^8, times 2^16 < 2^24   int32
+ *   DCT: |sum d logmel| < 2^24 * 2^20 * 128 = 2^51                    int64 accumulator
+ *   output |.| < 2^24 * sqrt(n_mels) < 2^28                           int32
+ */
+#include "ser_frontend.h"
+
+#include <string.h>
+
+/* Compile-time checks of what the arithmetic relies on (negative index = compile error). */
+typedef char ser_fe_need_asr32[((int32_t)-1 >> 1) == -1 ? 1 : -1];
+typedef char ser_fe_need_asr64[((int64_t)-1 >> 1) == -1 ? 1 : -1];
+typedef char ser_fe_need_twos_complement[(-1 & 3) == 3 ? 1 : -1];
+
+#if defined(__GNUC__) || defined(__clang__)
+/* Number of significant bits of x (0 for 0): C's 64 - clz, numpy's _bit_length. One or two CLZ
+ * instructions on ARMv7-M. */
+static inline int bitlen64(uint64_t x) { return x ? 64 - __builtin_clzll(x) : 0; }
+#else
+static int bitlen64(uint64_t x) {
+    int n = 0;
+    if (x >> 32) { n += 32; x >>= 32; }
+    if (x >> 16) { n += 16; x >>= 16; }
+    if (x >> 8) { n += 8; x >>= 8; }
+    if (x >> 4) { n += 4; x >>= 4; }
+    if (x >> 2) { n += 2; x >>= 2; }
+    if (x >> 1) { n += 1; x >>= 1; }
+    return n + (int)x;
+}
+#endif
+
+static int log2_exact(int32_t n) {
+    int b = 0;
+    while ((1 << b) < n) b++;
+    return b;
+}
+
+int ser_fe_check_tables(const ser_fe_tables_t *t) {
+    int32_t n, m, sum, j;
+    if (!t || !t->window_q || !t->bitrev || !t->fft_cos_q || !t->fft_sin_q || !t->rfft_cos_q ||
+        !t->rfft_sin_q || !t->seg_len || !t->rise_q || !t->log_table_q)
+        return SER_FE_ERR_NULL;
+    if (t->output != SER_FE_OUTPUT_MFCC && t->output != SER_FE_OUTPUT_LOGMEL) return SER_FE_ERR_CONFIG;
+    if (t->output == SER_FE_OUTPUT_MFCC && !t->dct_q) return SER_FE_ERR_NULL;
+    n = t->frame_length;
+    if (n < 16 || n > 4096 || (n & (n - 1))) return SER_FE_ERR_CONFIG;
+    if (n > SER_FE_MAX_FRAME_LENGTH || t->n_mels > SER_FE_MAX_MELS) return SER_FE_ERR_TOO_LARGE;
+    m = n / 2;
+    if (t->hop_length < 1 || t->hop_length > n) return SER_FE_ERR_CONFIG;
+    if (t->n_mels < 1 || t->n_out < 1 || t->n_out > t->n_mels) return SER_FE_ERR_CONFIG;
+    if (t->output == SER_FE_OUTPUT_LOGMEL && t->n_out != t->n_mels) return SER_FE_ERR_CONFIG;
+    if (t->frac_bits < 0 || t->frac_bits > 16) return SER_FE_ERR_CONFIG;
+    if (t->window_bits < 1 || t->window_bits > 30) return SER_FE_ERR_CONFIG;
+    if (t->block_bits < 1 || t->block_bits + log2_exact(n) > 30) return SER_FE_ERR_CONFIG;
+    if (t->twiddle_bits < 1 || t->twiddle_bits > 30) return SER_FE_ERR_CONFIG;
+    if (t->mel_bits < 1 || t->mel_bits > 30) return SER_FE_ERR_CONFIG;
+    if (t->log_table_bits < 1 || t->log_table_bits > 15) return SER_FE_ERR_CONFIG;
+    if (t->dct_bits < 0 || t->dct_bits > 30 || t->dct_bits + 16 - t->frac_bits < 1) return SER_FE_ERR_CONFIG;
+    if (t->bin_lo < 0 || t->bin_hi <= t->bin_lo || t->bin_hi > m + 1) return SER_FE_ERR_CONFIG;
+    for (sum = 0, j = 0; j <= t->n_mels; j++) sum += t->seg_len[j];
+    if (sum != t->bin_hi - t->bin_lo) return SER_FE_ERR_CONFIG;
+    return SER_FE_OK;
+}
+
+void ser_fe_reset(ser_fe_state_t *st) {
+    st->start = 0;
+    st->count = 0;
+    st->frames_emitted = 0;
+    st->samples_seen = 0;
+}
+
+int ser_fe_init(ser_fe_state_t *st, const ser_fe_tables_t *t) {
+    int rc;
+    if (!st) return SER_FE_ERR_NULL;
+    st->t = NULL;
+    rc = ser_fe_check_tables(t);
+    if (rc != SER_FE_OK) return rc;
+    st->t = t;
+    ser_fe_reset(st);
+    return SER_FE_OK;
+}
+
+/*
+ * One frame: samples src[(start + i) & mask], i < N (mask = N-1 for the ring, all ones for a
+ * linear buffer) -> out[n_out]. Steps numbered as in fixed_point.py.
+ */
+static void compute_frame(ser_fe_state_t *st, const int16_t *src, size_t start, size_t mask,
+                          int32_t *out) {
+    const ser_fe_tables_t *t = st->t;
+    const int32_t n = t->frame_length, m = n / 2, q = t->twiddle_bits;
+    const int32_t *w = t->window_q;
+    int32_t *re = st->re, *im = st->im;
+    int32_t i, j, h, g;
+    int s, rs;
+    uint64_t peak = 0;
+
+    /* 2-3. Window (int16 x Q30 -> int64, exact, |.| <= 2^45) and block floating point. The
+     * windowed frame is computed twice (peak pass, then shift pass) instead of being stored as
+     * int64: two SMULLs per sample are cheaper than 8 bytes of RAM per sample. */
+    for (i = 0; i < n; i++) {
+        int64_t v = (int64_t)src[(start + (size_t)i) & mask] * w[i];
+        uint64_t a = (uint64_t)(v < 0 ? -v : v);
+        if (a > peak) peak = a;
+    }
+    s = t->block_bits - bitlen64(peak); /* peak 0 -> shift block_bits, the frame stays 0 */
+    if (s >= 0) {
+        /* peak < 2^(B - s): v and v * 2^s fit int32 (|v * 2^s| < 2^B). */
+        const int32_t mul = (int32_t)1 << s;
+        for (i = 0; i < m; i++) {
+            re[i] = (int32_t)((int64_t)src[(start + (size_t)(2 * i)) & mask] * w[2 * i]) * mul;
+            im[i] = (int32_t)((int64_t)src[(start + (size_t)(2 * i + 1)) & mask] * w[2 * i + 1]) * mul;
+        }
+    } else {
+        const int64_t rnd = (int64_t)1 << (-s - 1);
+        rs = -s;
+        for (i = 0; i < m; i++) {
+            re[i] = (int32_t)(((int64_t)src[(start + (size_t)(2 * i)) & mask] * w[2 * i] + rnd) >> rs);
+            im[i] = (int32_t)(((int64_t)src[(start + (size_t)(2 * i + 1)) & mask] * w[2 * i + 1] + rnd) >> rs);
+        }
+    }
+
+    /* 4. M-point radix-2 DIF FFT, in place, output in bit-reversed order. Butterfly on (a, b):
+     * a' = a + b; b' = (a - b) W with W = c - j s and one rounding per component, 3 multiplies:
+     * A = c (dr + di) + 2^(Q-1); re = (A + di (s - c)) >> Q; im = (A - dr (c + s)) >> Q. */
+    {
+        const int64_t rnd = (int64_t)1 << (q - 1);
+        for (h = m / 2; h >= 2; h >>= 1) {
+            const int32_t stride = m / (2 * h);
+            for (j = 0; j < h; j++) {
+                const int32_t c = t->fft_cos_q[j * stride], sn = t->fft_sin_q[j * stride];
+                const int32_t s_c = sn - c, c_s = c + sn; /* |.| <= sqrt2 2^Q < 2^31 */
+                for (g = j; g < m; g += 2 * h) {
+                    const int32_t b = g + h;
+                    const int32_t dr = re[g] - re[b], di = im[g] - im[b];
+                    const int64_t acc = (int64_t)c * (dr + di) + rnd;
+                    re[g] += re[b];
+                    im[g] += im[b];
+                    re[b] = (int32_t)((acc + (int64_t)di * s_c) >> q);
+                    im[b] = (int32_t)((acc - (int64_t)dr * c_s) >> q);
+                }
+            }
+        }
+        for (g = 0; g < m; g += 2) { /* h = 1: W = 1, exact */
+            const int32_t dr = re[g] - re[g + 1], di = im[g] - im[g + 1];
+            re[g] += re[g + 1];
+            im[g] += im[g + 1];
+            re[g + 1] = dr;
+            im[g + 1] = di;
+        }
+    }
+
+    /* 5-7. Real-FFT split for the bins inside the filterbank, power, triangular mel filters.
+     * X_k = (E_k - j W_N^k O_k) / 2, E = Z_k + conj(Z_{M-k}), O = Z_k - conj(Z_{M-k}), rounded once
+     * per component: ((E << Q) + 2^Q +- ...) >> (Q + 1). */
+    {
+        const int32_t mb = t->mel_bits;
+        const int64_t mask_lo = ((int64_t)1 << mb) - 1, half_mb = (int64_t)1 << (mb - 1);
+        const int64_t rnd = (int64_t)1 << q, one_q = (int64_t)1 << q;
+        int32_t k = t->bin_lo, b = 0, seg;
+        for (j = 0; j < t->n_mels; j++) st->mel[j] = 0;
+        for (seg = 0; seg <= t->n_mels; seg++) {
+            const int32_t len = t->seg_len[seg];
+            for (i = 0; i < len; i++, k++, b++) {
+                const int32_t kz = t->bitrev[k & (m - 1)], kc = t->bitrev[(m - k) & (m - 1)];
+                const int32_t ar = re[kz], ai = im[kz], br = re[kc], bi = im[kc];
+                /* components of E, O: sums of two values < 2^29.5 -> < 2^30.5, int32 */
+                const int32_t er = ar + br, ei = ai - bi, o_r = ar - br, o_i = ai + bi;
+                const int32_t c = t->rfft_cos_q[k], sn = t->rfft_sin_q[k];
+                /* |X_k| <= N 2^B <= 2^30: the rounded components fit int32 ... */
+                const int32_t xr = (int32_t)(((int64_t)er * one_q + rnd + (int64_t)c * o_i - (int64_t)sn * o_r) >> (q + 1));
+                const int32_t xi = (int32_t)(((int64_t)ei * one_q + rnd - ((int64_t)c * o_r + (int64_t)sn * o_i)) >> (q + 1));
+                /* ... so the power is one SMULL + one SMLAL: P <= 2^61 */
+                const int64_t p = (int64_t)xr * xr + (int64_t)xi * xi;
+                const int32_t r = t->rise_q[b]; /* 0..2^mb */
+                /* (P >> mb) r <= P; (P mod 2^mb) r <= 2^(2 mb): an unsigned 32x32->64 product */
+                const int64_t rise = (p >> mb) * r + (((int64_t)(uint32_t)(p & mask_lo) * r + half_mb) >> mb);
+                if (seg < t->n_mels) st->mel[seg] += rise;   /* rising edge of filter seg */
+                if (seg > 0) st->mel[seg - 1] += p - rise;   /* falling edge of filter seg-1 */
+            }
+        }
+    }
+
+    /* 8. log2 in Q16: exponent from the bit length, mantissa normalised to [2^30, 2^31), then a
+     * 2^T + 1 entry table with linear interpolation (Q15 fraction, rounded), minus the frame's
+     * block shift and the window / PCM scaling (2 (15 + window_bits) bits of energy), floored. */
+    {
+        const int32_t tb = t->log_table_bits;
+        const int32_t offset = 2 * (15 + t->window_bits);
+        const int32_t top = (1 << tb) - 1;
+        for (j = 0; j < t->n_mels; j++) {
+            const int64_t e64 = st->mel[j];
+            int32_t val;
+            if (e64 <= 0) {
+                val = t->log_floor_q16;
+            } else {
+                const int32_t ez = bitlen64((uint64_t)e64) - 1; /* floor(log2), 0..60 */
+                const int64_t mant = ez >= 30 ? e64 >> (ez - 30) : e64 << (30 - ez); /* [2^30, 2^31) */
+                int32_t idx = (int32_t)(mant >> (30 - tb)) - (1 << tb);
+                const int32_t frac15 = (int32_t)((mant >> (15 - tb)) & 0x7FFF);
+                int32_t lo, hi;
+                if (idx < 0) idx = 0; /* cannot happen for e > 0; mirrors numpy's clip */
+                if (idx > top) idx = top;
+                lo = t->log_table_q[idx];
+                hi = t->log_table_q[idx + 1];
+                lo += ((hi - lo) * frac15 + (1 << 14)) >> 15; /* (hi-lo) < 2^16: product < 2^31 */
+                val = (ez - offset - 2 * s) * 65536 + lo;  /* |.| < 2^24 */
+                if (val < t->log_floor_q16) val = t->log_floor_q16;
+            }
+            st->logmel[j] = val;
+        }
+    }
+
+    /* 9. Output: log-mel rescaled to Q(frac_bits), or DCT-II (Q(dct_bits) matrix, int64 sums). */
+    if (t->output == SER_FE_OUTPUT_LOGMEL) {
+        const int32_t sh = 16 - t->frac_bits;
+        for (j = 0; j < t->n_mels; j++)
+            out[j] = sh == 0 ? st->logmel[j] : (st->logmel[j] + (1 << (sh - 1))) >> sh;
+    } else {
+        const int32_t sh = t->dct_bits + 16 - t->frac_bits;
+        const int64_t rnd = (int64_t)1 << (sh - 1);
+        const int32_t *d = t->dct_q;
+        for (i = 0; i < t->n_out; i++, d += t->n_mels) {
+            int64_t acc = 0;
+            for (j = 0; j < t->n_mels; j++) acc += (int64_t)d[j] * st->logmel[j]; /* SMLAL */
+            out[i] = (int32_t)((acc + rnd) >> sh);
+        }
+    }
+}
+
+size_t ser_fe_push(ser_fe_state_t *st, const int16_t *pcm, size_t n) {
+    const uint32_t cap = (uint32_t)st->t->frame_length, mask = cap - 1;
+    size_t room = cap - st->count, k, i;
+    if (!pcm) return 0;
+    k = n < room ? n : room;
+    for (i = 0; i < k; i++) st->ring[(st->start + st->count + (uint32_t)i) & mask] = pcm[i];
+    st->count += (uint32_t)k;
+    st->samples_seen += (uint32_t)k;
+    return k;
+}
+
+int ser_fe_pop(ser_fe_state_t *st, int32_t *features) {
+    const uint32_t cap = (uint32_t)st->t->frame_length, hop = (uint32_t)st->t->hop_length;
+    if (st->count < cap) return 0;
+    compute_frame(st, st->ring, st->start, cap - 1, features);
+    st->start = (st->start + hop) & (cap - 1);
+    st->count -= hop;
+    st->frames_emitted++;
+    return 1;
+}
+
+size_t ser_fe_samples_needed(const ser_fe_state_t *st) {
+    return (size_t)st->t->frame_length - st->count;
+}
+
+size_t ser_fe_process(ser_fe_state_t *st, const int16_t *pcm, size_t n, int32_t *features,
+                      ser_fe_frame_cb cb, void *ctx) {
+    size_t frames = 0;
+    if (!pcm) n = 0;
+    while (1) {
+        size_t k = ser_fe_push(st, pcm, n);
+        pcm += k;
+        n -= k;
+        while (ser_fe_pop(st, features)) {
+            if (cb) cb(ctx, features, st->frames_emitted - 1);
+            frames++;
+        }
+        if (n == 0) break;
+    }
+    return frames;
+}
+
+size_t ser_fe_n_frames(const ser_fe_tables_t *t, size_t n) {
+    if (n < (size_t)t->frame_length) return 0;
+    return 1 + (n - (size_t)t->frame_length) / (size_t)t->hop_length;
+}
+
+size_t ser_fe_compute(ser_fe_state_t *st, const int16_t *pcm, size_t n, int32_t *out,
+                      size_t max_frames) {
+    size_t f, nf = ser_fe_n_frames(st->t, n);
+    const size_t no = (size_t)st->t->n_out;
+    ser_fe_reset(st);
+    if (nf > max_frames) nf = max_frames;
+    for (f = 0; f < nf; f++) compute_frame(st, pcm, f * (size_t)st->t->hop_length, ~(size_t)0, out + f * no);
+    return nf;
+}
+
+void ser_fe_quantize(const int32_t *q, size_t n, int32_t m0, int32_t right_shift,
+                     int32_t zero_point, int8_t *out) {
+    size_t i;
+    for (i = 0; i < n; i++) {
+        const int64_t p = (int64_t)q[i] * m0; /* |q| < 2^31, m0 < 2^31: |p| < 2^62 */
+        int64_t r;
+        if (right_shift >= 63) {
+            r = 0; /* |p| + 2^(rs-1) < 2^rs */
+        } else if (right_shift > 0) {
+            const int64_t mag = ((p < 0 ? -p : p) + ((int64_t)1 << (right_shift - 1))) >> right_shift;
+            r = p < 0 ? -mag : mag; /* round half away from zero */
+        } else {
+            r = p * ((int64_t)1 << -right_shift); /* multiplier >= 1: only for absurd input scales */
+        }
+        r += zero_point;
+        out[i] = (int8_t)(r < -128 ? -128 : r > 127 ? 127 : r);
+    }
+}
+
+static uint32_t fnv_i32(uint32_t h, int32_t v) {
+    uint32_t u = (uint32_t)v;
+    int b;
+    for (b = 0; b < 4; b++) {
+        h ^= (u >> (8 * b)) & 0xFFu;
+        h *= 16777619u;
+    }
+    return h;
+}
+
+static uint32_t fnv_arr32(uint32_t h, const int32_t *a, int32_t n) {
+    int32_t i;
+    for (i = 0; i < n; i++) h = fnv_i32(h, a[i]);
+    return h;
+}
+
+static uint32_t fnv_arr16(uint32_t h, const uint16_t *a, int32_t n) {
+    int32_t i;
+    for (i = 0; i < n; i++) h = fnv_i32(h, (int32_t)a[i]);
+    return h;
+}
+
+uint32_t ser_fe_tables_checksum(const ser_fe_tables_t *t) {
+    const int32_t n = t->frame_length, m = n / 2;
+    const int32_t params[15] = {t->frame_length, t->hop_length, t->n_mels, t->n_out, t->output,
+                                t->frac_bits, t->window_bits, t->block_bits, t->twiddle_bits,
+                                t->mel_bits, t->log_table_bits, t->dct_bits, t->log_floor_q16,
+                                t->bin_lo, t->bin_hi};
+    uint32_t h = 2166136261u;
+    h = fnv_arr32(h, params, 15);
+    h = fnv_arr32(h, t->window_q, n);
+    h = fnv_arr16(h, t->bitrev, m);
+    h = fnv_arr32(h, t->fft_cos_q, m / 2 > 1 ? m / 2 : 1);
+    h = fnv_arr32(h, t->fft_sin_q, m / 2 > 1 ? m / 2 : 1);
+    h = fnv_arr32(h, t->rfft_cos_q, m + 1);
+    h = fnv_arr32(h, t->rfft_sin_q, m + 1);
+    h = fnv_arr16(h, t->seg_len, t->n_mels + 1);
+    h = fnv_arr32(h, t->rise_q, t->bin_hi - t->bin_lo);
+    h = fnv_arr32(h, t->log_table_q, (1 << t->log_table_bits) + 1);
+    if (t->output == SER_FE_OUTPUT_MFCC) h = fnv_arr32(h, t->dct_q, t->n_out * t->n_mels);
+    return h;
+}
+
+size_t ser_fe_state_size(void) { return sizeof(ser_fe_state_t); }
+size_t ser_fe_tables_size(void) { return sizeof(ser_fe_tables_t); }

@@ -1,0 +1,272 @@
+/*
+ * ser_protocol.c - COBS framing, CRC-32 and message payloads of the ser-edge serial protocol.
+ * Byte-for-byte the same as edge_runtime/protocol (tested against it in both directions).
+ */
+#include "ser_protocol.h"
+
+#include <string.h>
+
+/* ---- CRC-32/ISO-HDLC: reflected poly 0xEDB88320, init and xorout 0xFFFFFFFF. A 16-entry
+ * (64-byte) nibble table: two lookups per byte, a good size/speed trade on an MCU. */
+static const uint32_t crc_nibble[16] = {
+    0x00000000u, 0x1DB71064u, 0x3B6E20C8u, 0x26D930ACu, 0x76DC4190u, 0x6B6B51F4u,
+    0x4DB26158u, 0x5005713Cu, 0xEDB88320u, 0xF00F9344u, 0xD6D6A3E8u, 0xCB61B38Cu,
+    0x9B64C2B0u, 0x86D3D2D4u, 0xA00AE278u, 0xBDBDF21Cu};
+
+uint32_t ser_crc32_update(uint32_t crc, const uint8_t *data, size_t n) {
+    size_t i;
+    crc = ~crc;
+    for (i = 0; i < n; i++) {
+        crc ^= data[i];
+        crc = (crc >> 4) ^ crc_nibble[crc & 0xFu];
+        crc = (crc >> 4) ^ crc_nibble[crc & 0xFu];
+    }
+    return ~crc;
+}
+
+uint32_t ser_crc32(const uint8_t *data, size_t n) { return ser_crc32_update(0, data, n); }
+
+/* ---- COBS, as a byte-at-a-time encoder so that header, payload and CRC are encoded without
+ * first copying them into one raw buffer. A block that reaches 254 data bytes (code 0xFF) is
+ * closed only when another byte follows: no trailing empty block, like the `cobs` package. */
+typedef struct {
+    uint8_t *out;
+    size_t cap, pos, code_pos;
+    uint8_t code;
+    int overflow;
+} cobs_enc_t;
+
+static void cobs_begin(cobs_enc_t *e, uint8_t *out, size_t cap) {
+    e->out = out;
+    e->cap = cap;
+    e->code_pos = 0;
+    e->pos = 1;
+    e->code = 1;
+    e->overflow = cap < 1;
+}
+
+static void cobs_close_block(cobs_enc_t *e) {
+    if (e->code_pos < e->cap) e->out[e->code_pos] = e->code;
+    e->code_pos = e->pos++;
+    e->code = 1;
+    if (e->code_pos >= e->cap) e->overflow = 1;
+}
+
+static void cobs_put(cobs_enc_t *e, uint8_t b) {
+    if (e->code == 0xFF) cobs_close_block(e); /* a full block followed by more data */
+    if (b == 0) {
+        cobs_close_block(e);
+    } else {
+        if (e->pos < e->cap) e->out[e->pos] = b;
+        else e->overflow = 1;
+        e->pos++;
+        e->code++;
+    }
+}
+
+static void cobs_put_n(cobs_enc_t *e, const uint8_t *p, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++) cobs_put(e, p[i]);
+}
+
+static size_t cobs_end(cobs_enc_t *e) {
+    if (e->overflow || e->pos > e->cap) return 0;
+    e->out[e->code_pos] = e->code;
+    return e->pos;
+}
+
+size_t ser_cobs_encode(const uint8_t *in, size_t n, uint8_t *out, size_t cap) {
+    cobs_enc_t e;
+    cobs_begin(&e, out, cap);
+    cobs_put_n(&e, in, n);
+    return cobs_end(&e);
+}
+
+long ser_cobs_decode(const uint8_t *in, size_t n, uint8_t *out, size_t cap) {
+    size_t i = 0, o = 0;
+    while (i < n) {
+        const size_t code = in[i], end = i + code;
+        size_t k;
+        if (code == 0 || end > n) return -1; /* zero byte / code past the end */
+        for (k = i + 1; k < end; k++) {
+            if (in[k] == 0 || o >= cap) return -1;
+            out[o++] = in[k]; /* o <= k - 1 < k: safe when out == in */
+        }
+        i = end;
+        if (code != 0xFF && i < n) {
+            if (o >= cap) return -1;
+            out[o++] = 0;
+        }
+    }
+    return (long)o;
+}
+
+/* ---- frames ---- */
+
+static void put_u16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
+static void put_u32(uint8_t *p, uint32_t v) {
+    p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); p[2] = (uint8_t)(v >> 16); p[3] = (uint8_t)(v >> 24);
+}
+static uint16_t get_u16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+static uint32_t get_u32(const uint8_t *p) {
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+
+size_t ser_frame_encode(uint8_t type, uint16_t seq, const uint8_t *payload, size_t len,
+                        uint8_t *out, size_t cap) {
+    uint8_t head[SER_HEADER_SIZE], tail[SER_CRC_SIZE];
+    uint32_t crc;
+    cobs_enc_t e;
+    size_t n;
+    if (len > SER_PROTOCOL_MAX_PAYLOAD || (len && !payload) || cap < 2) return 0;
+    head[0] = SER_PROTOCOL_VERSION;
+    head[1] = type;
+    put_u16(head + 2, seq);
+    put_u16(head + 4, (uint16_t)len);
+    crc = ser_crc32_update(0, head, SER_HEADER_SIZE);
+    crc = ser_crc32_update(crc, payload, len);
+    put_u32(tail, crc);
+    cobs_begin(&e, out, cap - 1); /* keep one byte for the delimiter */
+    cobs_put_n(&e, head, SER_HEADER_SIZE);
+    cobs_put_n(&e, payload, len);
+    cobs_put_n(&e, tail, SER_CRC_SIZE);
+    n = cobs_end(&e);
+    if (n == 0) return 0;
+    out[n] = 0x00;
+    return n + 1;
+}
+
+void ser_decoder_reset(ser_decoder_t *d) {
+    d->len = 0;
+    d->discarding = 0;
+    d->have_seq = 0;
+}
+
+void ser_decoder_init(ser_decoder_t *d, size_t max_payload) {
+    memset(d, 0, sizeof(*d));
+    if (max_payload == 0 || max_payload > SER_MAX_PAYLOAD) max_payload = SER_MAX_PAYLOAD;
+    d->max_payload = max_payload;
+    d->max_encoded = SER_COBS_MAX_ENCODED(SER_HEADER_SIZE + max_payload + SER_CRC_SIZE);
+    ser_decoder_reset(d);
+}
+
+const ser_decoder_stats_t *ser_decoder_stats(const ser_decoder_t *d) { return &d->stats; }
+size_t ser_decoder_size(void) { return sizeof(ser_decoder_t); }
+
+static int drop(ser_decoder_t *d, ser_drop_reason_t r) {
+    d->stats.dropped[r]++;
+    return -(int)r - 1;
+}
+
+/* A complete segment (between delimiters): the checks of FrameDecoder._decode_segment, in order. */
+static int decode_segment(ser_decoder_t *d, ser_frame_t *out) {
+    long n = ser_cobs_decode(d->buf, d->len, d->buf, sizeof(d->buf)); /* in place */
+    size_t body;
+    uint16_t length, seq;
+    uint8_t version, type;
+    if (n < 0) return drop(d, SER_DROP_COBS);
+    if ((size_t)n < SER_HEADER_SIZE + SER_CRC_SIZE) return drop(d, SER_DROP_SHORT);
+    body = (size_t)n - SER_CRC_SIZE;
+    if (ser_crc32(d->buf, body) != get_u32(d->buf + body)) return drop(d, SER_DROP_CRC);
+    version = d->buf[0];
+    type = d->buf[1];
+    seq = get_u16(d->buf + 2);
+    length = get_u16(d->buf + 4);
+    out->version = version;
+    out->type = type;
+    out->seq = seq;
+    out->length = length;
+    out->payload = d->buf + SER_HEADER_SIZE;
+    if (version != SER_PROTOCOL_VERSION) return drop(d, SER_DROP_VERSION);
+    if ((size_t)length != body - SER_HEADER_SIZE) return drop(d, SER_DROP_LENGTH);
+    if (length > d->max_payload) return drop(d, SER_DROP_OVERSIZE);
+    if (type < 1 || type > SER_MSG_TYPE_MAX) return drop(d, SER_DROP_UNKNOWN_TYPE);
+    if (d->have_seq) {
+        const uint16_t gap = (uint16_t)(seq - d->last_seq - 1u);
+        if (gap < 0x8000u) d->stats.seq_lost += gap; /* backwards jump = peer restarted */
+    }
+    d->have_seq = 1;
+    d->last_seq = seq;
+    d->stats.frames_ok++;
+    return 1;
+}
+
+int ser_decoder_feed(ser_decoder_t *d, uint8_t byte, ser_frame_t *out) {
+    int rc = 0;
+    d->stats.bytes_in++;
+    if (byte != 0) {
+        if (d->discarding) return 0;
+        if (d->len >= d->max_encoded) { /* the segment can no longer be a valid frame */
+            d->len = 0;
+            d->discarding = 1;
+            return drop(d, SER_DROP_OVERSIZE);
+        }
+        d->buf[d->len++] = byte;
+        return 0;
+    }
+    if (d->discarding) d->discarding = 0;
+    else if (d->len) rc = decode_segment(d, out);
+    else d->stats.empty++;
+    d->len = 0;
+    return rc;
+}
+
+/* ---- message helpers ---- */
+
+long ser_audio_parse(const uint8_t *payload, size_t len, uint32_t *offset) {
+    if (len < 6 || (len - 4) % 2) return -1;
+    if (offset) *offset = get_u32(payload);
+    return (long)((len - 4) / 2);
+}
+
+int16_t ser_audio_sample(const uint8_t *payload, size_t i) {
+    const uint8_t *p = payload + 4 + 2 * i;
+    return (int16_t)(uint16_t)(p[0] | (p[1] << 8));
+}
+
+size_t ser_result_payload(uint32_t window_index, uint16_t session, uint8_t label_index, uint8_t flags,
+                          uint32_t t_start_ms, uint32_t t_end_ms, uint32_t latency_us,
+                          const int8_t *scores, uint8_t n_scores, uint8_t *out, size_t cap) {
+    const size_t n = 21u + n_scores;
+    size_t i;
+    if (cap < n || (n_scores && label_index >= n_scores) || (n_scores && !scores)) return 0;
+    put_u32(out, window_index);
+    put_u16(out + 4, session);
+    out[6] = label_index;
+    out[7] = flags;
+    put_u32(out + 8, t_start_ms);
+    put_u32(out + 12, t_end_ms);
+    put_u32(out + 16, latency_us);
+    out[20] = n_scores;
+    for (i = 0; i < n_scores; i++) out[21 + i] = (uint8_t)scores[i];
+    return n;
+}
+
+size_t ser_ack_payload(uint16_t ref_seq, uint8_t ref_type, uint8_t status, uint8_t *out, size_t cap) {
+    if (cap < 4) return 0;
+    put_u16(out, ref_seq);
+    out[2] = ref_type;
+    out[3] = status;
+    return 4;
+}
+
+size_t ser_error_payload(uint16_t code, uint16_t ref_seq, uint8_t ref_type, const char *text,
+                         uint8_t *out, size_t cap) {
+    size_t n = text ? strlen(text) : 0;
+    if (n > 200) n = 200;
+    if (cap < 5 + n) return 0;
+    put_u16(out, code);
+    put_u16(out + 2, ref_seq);
+    out[4] = ref_type;
+    if (n) memcpy(out + 5, text, n);
+    return 5 + n;
+}
+
+int ser_start_parse(const uint8_t *payload, size_t len, uint8_t *mode, uint16_t *session,
+                    uint32_t *start_offset) {
+    if (len != 8) return -1;
+    if (mode) *mode = payload[0];
+    if (session) *session = get_u16(payload + 2);
+    if (start_offset) *start_offset = get_u32(payload + 4);
+    return 0;
+}

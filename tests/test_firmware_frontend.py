@@ -1,0 +1,155 @@
+"""C front end (firmware/ser_frontend.c, built with the system gcc) == numpy front end, bit for bit."""
+from __future__ import annotations
+
+import ctypes
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edge_runtime.frontend import FrontendConfig, StreamingFrontend, compute_features
+from firmware_bridge.cbuild import CFrontend, load_library, quantize
+from firmware_bridge.export import tables_checksum
+from tests.golden.regen_frontend_golden import golden_signal
+
+GOLDEN = json.loads((Path(__file__).parent / "golden" / "frontend_golden.json").read_text())
+
+CONFIGS = {
+    "mfcc": FrontendConfig(),
+    "logmel": FrontendConfig(output="logmel"),
+    "n256_h128_m24": FrontendConfig(frame_length=256, hop_length=128, n_mels=24),
+    "n256_h100_m24_logmel_q8": FrontendConfig(frame_length=256, hop_length=100, n_mels=24,
+                                              output="logmel", frac_bits=8),
+    "n1024_m64_mfcc20": FrontendConfig(frame_length=1024, hop_length=1024, n_mels=64, n_mfcc=20,
+                                       block_bits=20, fmin=60.0),
+}
+
+
+@pytest.fixture(scope="module", params=list(CONFIGS), ids=list(CONFIGS))
+def fe(request) -> CFrontend:
+    return CFrontend(CONFIGS[request.param])
+
+
+_FE_CACHE: dict = {}
+
+
+def _fe(name: str) -> CFrontend:
+    if name not in _FE_CACHE:
+        _FE_CACHE[name] = CFrontend(CONFIGS[name])
+    return _FE_CACHE[name]
+
+
+def _ref(x: np.ndarray, cfg: FrontendConfig) -> np.ndarray:
+    return compute_features(x, cfg) if x.size else np.zeros((0, cfg.n_features), np.int32)
+
+
+@pytest.mark.parametrize("output", ["mfcc", "logmel"])
+def test_golden_vectors_bit_exact(output):
+    case = GOLDEN["cases"][output]
+    cfg = FrontendConfig(output=output)
+    assert cfg.hash == case["config_hash"]
+    fe = CFrontend(cfg)
+    want = np.array(case["features"], np.int32)
+    np.testing.assert_array_equal(fe.compute(golden_signal()), want)
+    # streaming with awkward chunks: through ser_fe_push / ser_fe_pop
+    s = fe.stream()
+    x = golden_signal()
+    parts = [s.push(p) for p in np.split(x, [1, 255, 256, 257, 700, 1499, 1500, 2047])]
+    np.testing.assert_array_equal(np.concatenate(parts), want)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    name=st.sampled_from(list(CONFIGS)),
+    n=st.integers(0, 5000),
+    seed=st.integers(0, 2**32 - 1),
+    level=st.sampled_from([0, 1, 3, 100, 3000, 32767, 40000]),
+    cuts=st.lists(st.integers(0, 5000), max_size=10),
+)
+def test_random_audio_random_chunking_bit_exact(name, n, seed, level, cuts):
+    fe = _fe(name)
+    cfg = fe.cfg
+    rng = np.random.default_rng(seed)
+    x = np.clip(np.round(rng.standard_normal(n) * level), -32768, 32767).astype(np.int16)
+    want = _ref(x, cfg)
+    np.testing.assert_array_equal(fe.compute(x), want)
+    bounds = sorted({0, n, *[c for c in cuts if c <= n]})
+    s = fe.stream()
+    parts = [s.push(x[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+    got = np.concatenate(parts) if parts else np.zeros((0, cfg.n_features), np.int32)
+    np.testing.assert_array_equal(got, want)
+    # the same state continues like the numpy streaming front end
+    sf = StreamingFrontend(cfg)
+    sf.push(x) if n else None
+    assert s.samples_needed == cfg.frame_length - sf.pending_samples
+
+
+@pytest.mark.parametrize("kind", ["full_scale_square", "min_only", "max_only", "alternating_max",
+                                  "single_impulse", "silence", "lsb_noise", "dc_offset"])
+def test_saturation_and_edge_inputs(fe, kind):
+    cfg = fe.cfg
+    n = cfg.frame_length * 6 + 37
+    i = np.arange(n)
+    x = {
+        "full_scale_square": np.where((i // 8) % 2, 32767, -32768),
+        "min_only": np.full(n, -32768),
+        "max_only": np.full(n, 32767),
+        "alternating_max": np.where(i % 2, 32767, -32768),
+        "single_impulse": (i == cfg.frame_length + 3) * -32768,
+        "silence": np.zeros(n),
+        "lsb_noise": np.random.default_rng(3).integers(-1, 2, n),
+        "dc_offset": np.full(n, 1234),
+    }[kind].astype(np.int16)
+    want = _ref(x, cfg)
+    got = fe.compute(x)
+    np.testing.assert_array_equal(got, want)
+    if kind == "silence":  # every mel at the floor
+        assert len(np.unique(got, axis=0)) == 1
+
+
+def test_short_clips_give_zero_frames():
+    fe = _fe("mfcc")
+    for n in (0, 1, 511):
+        assert fe.compute(np.ones(n, np.int16)).shape == (0, 13)
+    assert fe.compute(np.ones(512, np.int16)).shape == (1, 13)
+
+
+def test_tables_checksum_matches_python(fe):
+    assert fe.checksum() == tables_checksum(fe.cfg)
+
+
+def test_check_tables_rejects_bad_parameters():
+    lib = load_library()
+    fe = CFrontend(CONFIGS["mfcc"])
+    t = fe.tables
+    assert lib.ser_fe_check_tables(ctypes.byref(t)) == 0
+    for field, value in (("block_bits", 23), ("frame_length", 500), ("hop_length", 0),
+                         ("n_out", 41), ("log_table_bits", 16), ("bin_hi", 300)):
+        old = getattr(t, field)
+        setattr(t, field, value)
+        try:
+            assert lib.ser_fe_check_tables(ctypes.byref(t)) == -3, field
+        finally:
+            setattr(t, field, old)
+    t.n_mels = 129  # above the compiled SER_FE_MAX_MELS of the host build
+    assert lib.ser_fe_check_tables(ctypes.byref(t)) == -2
+    t.n_mels = 40
+    old = t.dct_q
+    t.dct_q = None
+    assert lib.ser_fe_check_tables(ctypes.byref(t)) == -1
+    t.dct_q = old
+
+
+@settings(max_examples=40, deadline=None)
+@given(scale=st.floats(1e-3, 5.0), zp=st.integers(-128, 127), seed=st.integers(0, 1000))
+def test_quantizer_matches_runtime(scale, zp, seed):
+    from edge_runtime.interpreter import FeatureQuantizer
+
+    fq = FeatureQuantizer(2.0 ** -16, scale, zp)
+    rng = np.random.default_rng(seed)
+    q = np.concatenate([rng.integers(-2**27, 2**27, 300), [0, 1, -1, 2**31 - 1, -2**31],
+                        np.round(rng.uniform(-130, 130, 100) * scale * 2**16 + 0.5 * scale * 2**16)]).astype(np.int32)
+    np.testing.assert_array_equal(quantize(q, fq.m0, fq.right_shift, zp), fq(q))

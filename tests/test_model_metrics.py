@@ -1,0 +1,76 @@
+"""Metrics against hand-computed examples; windowing and aggregation."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from model_build.evaluate import confusion_matrix, metrics
+from model_build.windows import aggregate, clip_windows, make_windows, softmax, window_starts
+
+
+def test_metrics_hand_computed():
+    labels = ["a", "b", "c"]
+    y_true = [0, 0, 0, 0, 1, 1, 2, 2]
+    y_pred = [0, 0, 1, 2, 1, 0, 2, 2]
+    m = metrics(y_true, y_pred, labels)
+    # confusion: a: 2 a, 1 b, 1 c ; b: 1 a, 1 b ; c: 2 c
+    assert m["confusion"] == [[2, 1, 1], [1, 1, 0], [0, 0, 2]]
+    assert m["accuracy"] == pytest.approx(5 / 8)
+    # recalls 2/4, 1/2, 2/2 -> UAR 2/3
+    assert m["uar"] == pytest.approx((0.5 + 0.5 + 1.0) / 3)
+    # precisions: a 2/3, b 1/2, c 2/3
+    pa, pb, pc = 2 / 3, 1 / 2, 2 / 3
+    f1 = [2 * pa * 0.5 / (pa + 0.5), 2 * pb * 0.5 / (pb + 0.5), 2 * pc * 1.0 / (pc + 1.0)]
+    assert m["per_class"]["a"]["precision"] == pytest.approx(pa)
+    assert m["per_class"]["c"]["f1"] == pytest.approx(f1[2])
+    assert m["macro_f1"] == pytest.approx(np.mean(f1))
+    assert m["per_class"]["b"]["support"] == 2
+
+
+def test_metrics_absent_and_never_predicted_classes():
+    m = metrics([0, 0, 1], [0, 0, 0], ["x", "y", "z"])
+    assert m["per_class"]["y"]["precision"] == 0.0 and m["per_class"]["y"]["recall"] == 0.0
+    assert m["uar"] == pytest.approx(0.5)  # z absent from y_true: excluded
+    assert m["per_class"]["z"]["support"] == 0
+
+
+def test_metrics_agree_with_sklearn():
+    sk = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(0)
+    yt, yp = rng.integers(0, 5, 200), rng.integers(0, 5, 200)
+    m = metrics(yt, yp, list("abcde"))
+    assert m["uar"] == pytest.approx(sk.balanced_accuracy_score(yt, yp))
+    assert m["macro_f1"] == pytest.approx(sk.f1_score(yt, yp, average="macro"))
+    assert np.array_equal(confusion_matrix(yt, yp, 5), sk.confusion_matrix(yt, yp, labels=range(5)))
+
+
+def test_window_starts_and_padding():
+    assert window_starts(10, 4, 2) == [0, 2, 4, 6]
+    assert window_starts(11, 4, 3) == [0, 3, 6, 7]  # last window aligned to the end
+    assert window_starts(3, 4, 2) == [0]
+    f = np.arange(6, dtype=np.int32).reshape(3, 2)
+    w = clip_windows(f, 5, 2, pad_frame=np.array([-9, -9]))
+    assert w.shape == (1, 5, 2)
+    assert (w[0, 3:] == -9).all() and (w[0, :3] == f).all()
+
+
+def test_make_windows_and_aggregate():
+    feats = [np.zeros((10, 3)), np.ones((4, 3))]
+    X, ci, y = make_windows(feats, 4, 2, np.full(3, -1.0), labels=[5, 7])
+    assert X.shape == (5, 4, 3)
+    assert ci.tolist() == [0, 0, 0, 0, 1]
+    assert y.tolist() == [5, 5, 5, 5, 7]
+    p = np.array([[1, 0], [0, 1], [1, 0], [1, 0], [0.2, 0.8]])
+    agg = aggregate(p, ci, 2)
+    np.testing.assert_allclose(agg, [[0.75, 0.25], [0.2, 0.8]])
+    np.testing.assert_allclose(softmax(np.array([[0.0, np.log(3)]])), [[0.25, 0.75]])
+
+
+def test_silence_frame_is_the_log_floor():
+    from edge_runtime.frontend import FrontendConfig
+    from model_build.windows import silence_frame
+
+    cfg = FrontendConfig(output="logmel")
+    s = silence_frame(cfg)
+    assert s.shape == (cfg.n_mels,)
+    assert np.allclose(s / 2**cfg.frac_bits, cfg.log_floor)
