@@ -5,6 +5,10 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+# A second, device-like environment: numpy<2 + tflite-runtime + ser-edge, nothing else (see
+# tests/test_runtime_device_install.py). tflite-runtime has no wheel past CPython 3.11: then skipped.
+DEVICE_VENV ?= .venv-device
+DEVICE_STAMP := $(DEVICE_VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
 .PHONY: demo test bench install clean
 
@@ -19,8 +23,16 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m edge_runtime demo --out out/demo
 
-test: $(STAMP)
-	$(PY) -m pytest -q -p no:cacheprovider
+$(DEVICE_STAMP): pyproject.toml
+	@( (test -x $(DEVICE_VENV)/bin/python || $(PYTHON) -m venv $(DEVICE_VENV)) \
+	  && $(DEVICE_VENV)/bin/python -m pip install --quiet "tflite-runtime>=2.14" "numpy<2" \
+	  && $(DEVICE_VENV)/bin/python -m pip install --quiet --no-deps -e . \
+	  && rm -f $(DEVICE_VENV)/.installed-* && touch $@ ) \
+	  || echo "note: no tflite-runtime wheel for this Python; the device-install test will skip"
+
+test: $(STAMP) $(DEVICE_STAMP)
+	SER_EDGE_DEVICE_PYTHON=$$(test -f $(DEVICE_STAMP) && echo $(abspath $(DEVICE_VENV))/bin/python) \
+	  $(PY) -m pytest -q -p no:cacheprovider
 
 bench: $(STAMP)
 	$(PY) bench/frontend.py

@@ -8,6 +8,11 @@ device path). TESS-7: leave-one-speaker-out both ways (OAF -> YAF and YAF -> OAF
 Writes bench/results/accuracy.json (updated after every fold) and prints a Markdown table.
 
     python bench/accuracy.py [--data ../shared/data] [--epochs 30] [--augment 1] [--folds 0,1,2,3,4]
+
+Recipe options (the shipped model's recipe is ``bench/pretrained.py``'s RECIPE): ``--train-tess``
+adds all TESS clips (both speakers, labels mapped to the RAVDESS set) to every RAVDESS fold's
+*training* set (never validation or test); ``--time-masks/--freq-masks/--mixup`` switch on the
+per-epoch SpecAugment / mixup of the training windows; ``--results`` writes elsewhere (experiments).
 """
 from __future__ import annotations
 
@@ -30,7 +35,7 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def run_split(name, clips, audios, feats, twin, labels, tr, va, te, fe, args, W, H, TH, mcfg, tcfg):
+def run_split(name, clips, audios, feats, twin, labels, tr, va, te, fe, args, W, H, TH, mcfg, tcfg, extra=None):
     from model_build.evaluate import EvalInputs, validate
     from model_build.features import augmented_copies, fixed_point_features, to_real
     from model_build.pipeline import train_and_convert
@@ -43,6 +48,9 @@ def run_split(name, clips, audios, feats, twin, labels, tr, va, te, fe, args, W,
         copies = augmented_copies([audios[i] for i in tr], args.augment, seed=args.seed)
         tr_feats += fixed_point_features([a for cs in copies for a in cs], fe, progress=True)
         tr_y += [y[i] for i in tr for _ in range(args.augment)]
+    if extra is not None:  # (features, labels) of an extra training corpus (TESS)
+        tr_feats += list(extra[0])
+        tr_y += list(extra[1])
     tm = train_and_convert(tr_feats, tr_y, labels, fe, mcfg, tcfg, window_frames=W, hop_frames=H,
                            train_hop_frames=TH, val_feats=[feats[i] for i in va], val_labels=y[va],
                            out_path=Path(args.out) / f"{name}.tflite", model_name=name,
@@ -73,6 +81,16 @@ def main(argv=None) -> int:
     ap.add_argument("--no-tess", action="store_true")
     ap.add_argument("--tflm", action="store_true", help="also run every test window in TFLM (slower)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--train-tess", action="store_true", help="add TESS (both speakers) to RAVDESS training")
+    ap.add_argument("--tess-augment", type=int, default=0, help="augmented copies of each TESS training clip")
+    ap.add_argument("--time-masks", type=int, default=0)
+    ap.add_argument("--freq-masks", type=int, default=0)
+    ap.add_argument("--mixup", type=float, default=0.0)
+    ap.add_argument("--label-smoothing", type=float, default=0.0)
+    ap.add_argument("--lstm", type=int, default=64)
+    ap.add_argument("--conv2", type=int, default=64)
+    ap.add_argument("--dropout", type=float, default=0.3)
+    ap.add_argument("--results", default=str(RESULTS), help="output JSON (default bench/results/accuracy.json)")
     args = ap.parse_args(argv)
 
     from edge_runtime.frontend import FrontendConfig
@@ -87,14 +105,18 @@ def main(argv=None) -> int:
     W = int(round(args.window * fe.sample_rate / fe.hop_length))
     H = W // 2
     TH = max(1, int(round(args.train_hop * fe.sample_rate / fe.hop_length)))
-    mcfg = ModelConfig(arch="crnn", conv1=32, conv2=64, lstm=64, dropout=0.3)
-    tcfg = TrainConfig(epochs=args.epochs, patience=args.patience, seed=args.seed)
+    mcfg = ModelConfig(arch="crnn", conv1=32, conv2=args.conv2, lstm=args.lstm, dropout=args.dropout)
+    tcfg = TrainConfig(epochs=args.epochs, patience=args.patience, seed=args.seed,
+                       label_smoothing=args.label_smoothing, time_masks=args.time_masks,
+                       freq_masks=args.freq_masks, mixup=args.mixup)
     res: dict = {"config": {**vars(args), "frontend": fe.to_dict(), "window_frames": W, "hop_frames": H,
                             "model": mcfg.to_dict(), "train": tcfg.to_dict()}, "ravdess_folds": []}
 
+    out_json = Path(args.results)
+
     def save():
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(res, indent=1) + "\n")
+        out_json.parent.mkdir(parents=True, exist_ok=True)
+        out_json.write_text(json.dumps(res, indent=1) + "\n")
 
     t0 = time.time()
     idx = open_corpus(Path(args.data) / "ravdess")
@@ -103,6 +125,22 @@ def main(argv=None) -> int:
     feats = fixed_point_features(audios, fe)
     twin = float_twin_features(audios, fe)
     folds = speaker_folds(clips, k=5, seed=args.seed)
+    extra = None
+    if args.train_tess:
+        from model_build.features import augmented_copies
+
+        tidx = open_corpus(Path(args.data) / "tess")
+        tclips, taudios, _ = load_corpus(tidx, progress=True)
+        lab = {l: i for i, l in enumerate(labels)}
+        keep = [i for i, c in enumerate(tclips) if c.label in lab]
+        tx = fixed_point_features([taudios[i] for i in keep], fe)
+        ty = [lab[tclips[i].label] for i in keep]
+        if args.tess_augment:
+            cps = augmented_copies([taudios[i] for i in keep], args.tess_augment, seed=args.seed + 100)
+            tx += fixed_point_features([a for cs in cps for a in cs], fe)
+            ty += [t for t in ty for _ in range(args.tess_augment)]
+        extra = (tx, ty)
+        log(f"TESS in every fold's training set: {len(tx)} clips mapped to {sorted({tclips[i].label for i in keep})}")
     agree, uar_f, uar_fx, uar_q, accs = [], [], [], [], []
     for f in [int(v) for v in args.folds.split(",")]:
         train_all, te = folds[f]
@@ -112,7 +150,7 @@ def main(argv=None) -> int:
         log(f"== RAVDESS fold {f}: test {sorted({clips[i].speaker for i in te})}, "
             f"val {sorted({clips[i].speaker for i in va})} [{time.time() - t0:.0f}s]")
         tm, val = run_split(f"ravdess_fold{f}", clips, audios, feats, twin, labels, tr, va, te, fe, args, W, H, TH,
-                            mcfg, tcfg)
+                            mcfg, tcfg, extra=extra)
         rows = val["rows"]
         fold = {"fold": f, "test_speakers": sorted({clips[i].speaker for i in te}),
                 "uar_float": rows["keras_float_twin"]["uar"], "uar_float_fixed": rows["keras_float_fixed"]["uar"],

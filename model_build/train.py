@@ -26,6 +26,12 @@ class TrainConfig:
     label_smoothing: float = 0.0
     seed: int = 0
     verbose: bool = True
+    # on-the-fly augmentation of the training windows, redrawn every epoch (0 = off)
+    time_masks: int = 0  # SpecAugment: number of time masks per window
+    time_mask_frames: int = 12  # max width of one time mask (frames)
+    freq_masks: int = 0  # SpecAugment: number of feature (mel band / coefficient) masks per window
+    freq_mask_bins: int = 6  # max width of one feature mask
+    mixup: float = 0.0  # mixup Beta(a, a) parameter; 0 = no mixup
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -45,6 +51,28 @@ def feature_stats(X: np.ndarray, min_std: float = 1e-3) -> tuple[np.ndarray, np.
     """Global per-feature mean/std over all frames of the training windows (float64)."""
     flat = np.asarray(X, np.float64).reshape(-1, X.shape[-1])
     return flat.mean(0), np.maximum(flat.std(0), min_std)
+
+
+def spec_augment(X: np.ndarray, fill: np.ndarray, rng: np.random.Generator, time_masks: int,
+                 time_width: int, freq_masks: int, freq_width: int) -> np.ndarray:
+    """SpecAugment-style masking of windows ``X`` (N, T, F): random time / feature stripes set to
+    ``fill`` (the training mean per feature, i.e. 0 after normalisation). Returns a new array."""
+    X = np.array(X, np.float32, copy=True)
+    n, t, f = X.shape
+    fill = np.asarray(fill, np.float32)
+    for _ in range(time_masks):
+        w = rng.integers(0, time_width + 1, n)
+        s = rng.integers(0, np.maximum(t - w, 1))
+        ar = np.arange(t)[None, :]
+        m = (ar >= s[:, None]) & (ar < (s + w)[:, None])  # (N, T)
+        X = np.where(m[:, :, None], fill[None, None, :], X)
+    for _ in range(freq_masks):
+        w = rng.integers(0, freq_width + 1, n)
+        s = rng.integers(0, np.maximum(f - w, 1))
+        ar = np.arange(f)[None, :]
+        m = (ar >= s[:, None]) & (ar < (s + w)[:, None])  # (N, F)
+        X = np.where(m[:, None, :], fill[None, None, :], X)
+    return X
 
 
 def _uar(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
@@ -80,8 +108,23 @@ def train(X: np.ndarray, y: np.ndarray, n_classes: int, model_cfg: ModelConfig, 
     wait = 0
     for ep in range(cfg.epochs):
         perm = rng.permutation(len(ds_X))
-        h = model.fit(ds_X[perm], Y[perm], batch_size=cfg.batch_size, epochs=1, verbose=0,
-                      class_weight=cw, shuffle=False)
+        Xe, Ye = ds_X[perm], Y[perm]
+        if cfg.time_masks or cfg.freq_masks:
+            Xe = spec_augment(Xe, mean, rng, cfg.time_masks, cfg.time_mask_frames, cfg.freq_masks,
+                              cfg.freq_mask_bins)
+        sw = None
+        if cfg.mixup > 0:
+            # mix each window with another random one; class weights follow the mixed labels
+            lam = rng.beta(cfg.mixup, cfg.mixup, len(Xe)).astype(np.float32)
+            lam = np.maximum(lam, 1 - lam)  # the first window dominates
+            j = rng.permutation(len(Xe))
+            Xe = lam[:, None, None] * Xe + (1 - lam[:, None, None]) * Xe[j]
+            Ye = lam[:, None] * Ye + (1 - lam[:, None]) * Ye[j]
+            if cw is not None:
+                wv = np.array([cw[c] for c in range(n_classes)], np.float32)
+                sw = Ye @ wv
+        h = model.fit(Xe, Ye, batch_size=cfg.batch_size, epochs=1, verbose=0,
+                      class_weight=cw if sw is None else None, sample_weight=sw, shuffle=False)
         hist["loss"].append(float(h.history["loss"][-1]))
         hist["accuracy"].append(float(h.history["accuracy"][-1]))
         msg = f"epoch {ep + 1:3d}/{cfg.epochs}  loss {hist['loss'][-1]:.3f}  acc {hist['accuracy'][-1]:.3f}"
