@@ -52,3 +52,37 @@ def markdown_table(rows: list[tuple], header: tuple) -> str:
     lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(map(str, r)) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def peer_mfcc_runners(cfg, clips) -> dict[str, Callable[[], object]]:
+    """The float peers every speed benchmark compares with, on the same int16 ``clips`` and the same
+    framing/mel parameters as ``cfg``: librosa MFCC and kaldi-native-fbank's online MFCC."""
+    import kaldi_native_fbank as knf
+    import librosa
+    import numpy as np
+
+    clips_f = [x.astype(np.float32) / 32768 for x in clips]
+    lib_kw = dict(sr=cfg.sample_rate, n_fft=cfg.frame_length, hop_length=cfg.hop_length, n_mels=cfg.n_mels,
+                  n_mfcc=cfg.n_mfcc, fmin=cfg.fmin, fmax=cfg.fmax, center=False)
+    kopts = knf.MfccOptions()
+    kopts.frame_opts.samp_freq = cfg.sample_rate
+    kopts.frame_opts.frame_length_ms = cfg.frame_ms
+    kopts.frame_opts.frame_shift_ms = cfg.hop_ms
+    kopts.frame_opts.dither = 0.0
+    kopts.frame_opts.snip_edges = True
+    kopts.mel_opts.num_bins = cfg.n_mels
+    kopts.mel_opts.low_freq = cfg.fmin
+    kopts.mel_opts.high_freq = cfg.fmax
+    kopts.num_ceps = cfg.n_mfcc
+
+    def run_kaldi():
+        for x in clips_f:
+            m = knf.OnlineMfcc(kopts)
+            m.accept_waveform(cfg.sample_rate, x * 32768)
+            m.input_finished()
+            np.array([m.get_frame(i) for i in range(m.num_frames_ready)])
+
+    return {
+        "librosa": lambda: [librosa.feature.mfcc(y=x, **lib_kw) for x in clips_f],
+        "kaldi_native_fbank": run_kaldi,
+    }

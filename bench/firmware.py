@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import ROOT, interleaved_medians, machine, markdown_table, pin_one_core, write_result  # noqa: E402
+from bench.common import ROOT, interleaved_medians, machine, markdown_table, peer_mfcc_runners, pin_one_core, write_result  # noqa: E402
 
 pin_one_core()
 
@@ -130,41 +130,16 @@ def check_bit_exact(clips: list[np.ndarray], cfgs) -> dict:
 
 
 def speed(clips: list[np.ndarray], repeats: int) -> dict:
-    import kaldi_native_fbank as knf
-    import librosa
-
     from edge_runtime.frontend import FrontendConfig, compute_features_many
     from firmware_bridge.cbuild import CFrontend
 
     cfg = FrontendConfig()
     fe = CFrontend(cfg)
-    clips_f = [x.astype(np.float32) / 32768 for x in clips]
     seconds = sum(x.size for x in clips) / cfg.sample_rate
-    lib_kw = dict(sr=cfg.sample_rate, n_fft=cfg.frame_length, hop_length=cfg.hop_length, n_mels=cfg.n_mels,
-                  n_mfcc=cfg.n_mfcc, fmin=cfg.fmin, fmax=cfg.fmax, center=False)
-    kopts = knf.MfccOptions()
-    kopts.frame_opts.samp_freq = cfg.sample_rate
-    kopts.frame_opts.frame_length_ms = cfg.frame_ms
-    kopts.frame_opts.frame_shift_ms = cfg.hop_ms
-    kopts.frame_opts.dither = 0.0
-    kopts.frame_opts.snip_edges = True
-    kopts.mel_opts.num_bins = cfg.n_mels
-    kopts.mel_opts.low_freq = cfg.fmin
-    kopts.mel_opts.high_freq = cfg.fmax
-    kopts.num_ceps = cfg.n_mfcc
-
-    def run_kaldi():
-        for x in clips_f:
-            m = knf.OnlineMfcc(kopts)
-            m.accept_waveform(cfg.sample_rate, x * 32768)
-            m.input_finished()
-            np.array([m.get_frame(i) for i in range(m.num_frames_ready)])
-
     fns = {
         "c": lambda: [fe.compute(x) for x in clips],
         "numpy_batch": lambda: compute_features_many(clips, cfg),
-        "librosa": lambda: [librosa.feature.mfcc(y=x, **lib_kw) for x in clips_f],
-        "kaldi_native_fbank": run_kaldi,
+        **peer_mfcc_runners(cfg, clips),
     }
     med = interleaved_medians(fns, repeats)
     frames = sum(cfg.n_frames(x.size) for x in clips)

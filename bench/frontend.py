@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import DATA, interleaved_medians, machine, markdown_table, pin_one_core, write_result  # noqa: E402
+from bench.common import DATA, interleaved_medians, machine, markdown_table, peer_mfcc_runners, pin_one_core, write_result  # noqa: E402
 
 pin_one_core()
 
@@ -47,7 +47,6 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7)
     args = ap.parse_args()
 
-    import kaldi_native_fbank as knf
     import librosa
 
     from edge_runtime.frontend import FrontendConfig, StreamingFrontend, compute_features, compute_features_float, compute_features_many
@@ -89,31 +88,11 @@ def main() -> None:
 
     # --- speed: one core, same audio ---------------------------------------------------------------
     clips = [x for _, x in speech]
-    clips_f = [x.astype(np.float32) / 32768 for x in clips]
     seconds = sum(x.size for x in clips) / cfg.sample_rate
-    kopts = knf.MfccOptions()
-    kopts.frame_opts.samp_freq = cfg.sample_rate
-    kopts.frame_opts.frame_length_ms = cfg.frame_ms
-    kopts.frame_opts.frame_shift_ms = cfg.hop_ms
-    kopts.frame_opts.dither = 0.0
-    kopts.frame_opts.snip_edges = True
-    kopts.mel_opts.num_bins = cfg.n_mels
-    kopts.mel_opts.low_freq = cfg.fmin
-    kopts.mel_opts.high_freq = cfg.fmax
-    kopts.num_ceps = cfg.n_mfcc
-
-    def run_kaldi():
-        for x in clips_f:
-            m = knf.OnlineMfcc(kopts)
-            m.accept_waveform(cfg.sample_rate, x * 32768)
-            m.input_finished()
-            np.array([m.get_frame(i) for i in range(m.num_frames_ready)])
-
     fns = {
         "numpy_batch": lambda: compute_features_many(clips, cfg),
         "numpy_per_clip": lambda: [compute_features(x, cfg) for x in clips],
-        "librosa": lambda: [librosa.feature.mfcc(y=x, **lib_kw) for x in clips_f],
-        "kaldi_native_fbank": run_kaldi,
+        **peer_mfcc_runners(cfg, clips),
     }
     med = interleaved_medians(fns, args.repeats)
     rtf = {k: seconds / v for k, v in med.items()}
