@@ -8,7 +8,7 @@ import time
 
 def add_cli(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("frontend", help="compute fixed-point features of a WAV/FLAC file or a built-in signal")
-    p.add_argument("audio", nargs="?", help="16 kHz mono WAV (or FLAC with soundfile); default: a built-in vowel")
+    p.add_argument("audio", nargs="?", help="WAV (or FLAC with soundfile), resampled to 16 kHz; default: a built-in vowel")
     p.add_argument("--output", choices=["mfcc", "logmel"], default="mfcc")
     p.add_argument("--save", help="write the int32 features to this .npy file")
     p.add_argument("--plot", help="write a PNG of fixed-point vs float-twin features (needs matplotlib)")
@@ -23,11 +23,14 @@ def _run(args: argparse.Namespace) -> int:
 
     cfg = FrontendConfig(output=args.output)
     if args.audio:
-        from .audio_io_min import read_pcm16
+        from .audio_sources import AudioInputError, read_audio, resample
 
-        pcm, sr = read_pcm16(args.audio)
+        try:
+            pcm, sr = read_audio(args.audio)
+        except AudioInputError as exc:
+            raise SystemExit(str(exc)) from None
         if sr != cfg.sample_rate:
-            raise SystemExit(f"{args.audio}: {sr} Hz; the front end needs {cfg.sample_rate} Hz (resample first)")
+            pcm = resample(pcm, sr, cfg.sample_rate)
         name = args.audio
     else:
         from .test_signals import harmonic_vowel

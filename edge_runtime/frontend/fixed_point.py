@@ -91,10 +91,14 @@ class FixedPointFrontend:
         ls = np.maximum(s, 0)
         rs = np.maximum(-s, 0)
         rnd = (np.int64(1) << rs) >> 1
+        # Speech frames almost all shift right, digital silence left: skip passes that are no-ops.
+        left, right = bool(ls.any()), bool(rs.any())
         for a in (re, im):
-            a <<= ls
-            a += rnd
-            a >>= rs
+            if left:
+                a <<= ls
+            if right:
+                a += rnd
+                a >>= rs
         return re, im, s
 
     def fft(self, re: np.ndarray, im: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
