@@ -66,7 +66,7 @@ def run_split(name, clips, audios, feats, twin, labels, tr, va, te, fe, args, W,
     return tm, val
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     ap.add_argument("--out", default="runs/bench_accuracy")
@@ -91,7 +91,11 @@ def main(argv=None) -> int:
     ap.add_argument("--conv2", type=int, default=64)
     ap.add_argument("--dropout", type=float, default=0.3)
     ap.add_argument("--results", default=str(RESULTS), help="output JSON (default bench/results/accuracy.json)")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
 
     from edge_runtime.frontend import FrontendConfig
     from model_build.corpora import leave_one_speaker_out, load_corpus, open_corpus, speaker_folds
