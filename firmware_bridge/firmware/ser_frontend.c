@@ -149,20 +149,37 @@ static void compute_frame(ser_fe_state_t *st, const int16_t *src, size_t start, 
      * A = c (dr + di) + 2^(Q-1); re = (A + di (s - c)) >> Q; im = (A - dr (c + s)) >> Q. */
     {
         const int64_t rnd = (int64_t)1 << (q - 1);
-        for (h = m / 2; h >= 2; h >>= 1) {
+        for (h = m / 2; h >= 4; h >>= 1) {
             const int32_t stride = m / (2 * h);
-            for (j = 0; j < h; j++) {
-                const int32_t c = t->fft_cos_q[j * stride], sn = t->fft_sin_q[j * stride];
-                const int32_t s_c = sn - c, c_s = c + sn; /* |.| <= sqrt2 2^Q < 2^31 */
-                for (g = j; g < m; g += 2 * h) {
-                    const int32_t b = g + h;
-                    const int32_t dr = re[g] - re[b], di = im[g] - im[b];
+            /* group-outer, twiddle-inner: the inner loop walks contiguous a/b rows (the same
+             * arithmetic in another order; every value is computed exactly as before) */
+            for (g = 0; g < m; g += 2 * h) {
+                int32_t *ar = re + g, *ai = im + g, *br = re + g + h, *bi = im + g + h;
+                for (j = 0; j < h; j++) {
+                    const int32_t c = t->fft_cos_q[j * stride], sn = t->fft_sin_q[j * stride];
+                    const int32_t s_c = sn - c, c_s = c + sn; /* |.| <= sqrt2 2^Q < 2^31 */
+                    const int32_t dr = ar[j] - br[j], di = ai[j] - bi[j];
                     const int64_t acc = (int64_t)c * (dr + di) + rnd;
-                    re[g] += re[b];
-                    im[g] += im[b];
-                    re[b] = (int32_t)((acc + (int64_t)di * s_c) >> q);
-                    im[b] = (int32_t)((acc - (int64_t)dr * c_s) >> q);
+                    ar[j] += br[j];
+                    ai[j] += bi[j];
+                    br[j] = (int32_t)((acc + (int64_t)di * s_c) >> q);
+                    bi[j] = (int32_t)((acc - (int64_t)dr * c_s) >> q);
                 }
+            }
+        }
+        if (m >= 4) { /* h = 2: W in {1, -j}, where the general formula gives (dr, di) and (di, -dr) */
+            for (g = 0; g < m; g += 4) {
+                int32_t dr = re[g] - re[g + 2], di = im[g] - im[g + 2];
+                re[g] += re[g + 2];
+                im[g] += im[g + 2];
+                re[g + 2] = dr;
+                im[g + 2] = di;
+                dr = re[g + 1] - re[g + 3];
+                di = im[g + 1] - im[g + 3];
+                re[g + 1] += re[g + 3];
+                im[g + 1] += im[g + 3];
+                re[g + 3] = di;
+                im[g + 3] = -dr;
             }
         }
         for (g = 0; g < m; g += 2) { /* h = 1: W = 1, exact */
