@@ -30,6 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import ROOT, interleaved_medians, machine, markdown_table, pin_one_core, write_result  # noqa: E402
+from edge_runtime.test_signals import speech_with_pauses as speech_like  # noqa: E402
 
 pin_one_core()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -76,17 +77,6 @@ def build_reference_model(path: Path) -> None:
     write_model(path, model_bytes, md)
 
 
-def speech_like(seconds: float, sr: int = 16000) -> np.ndarray:
-    """Deterministic voiced-speech-like audio with pauses (the gate opens and closes)."""
-    rng = np.random.default_rng(1)
-    n = int(seconds * sr)
-    t = np.arange(n) / sr
-    f0 = 150 + 50 * np.sin(2 * np.pi * 0.5 * t)
-    ph = 2 * np.pi * np.cumsum(f0) / sr
-    x = sum(np.sin(k * ph) / k for k in range(1, 10))
-    env = np.clip(np.sin(2 * np.pi * 0.3 * t), 0, None) ** 0.5 * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t))
-    x = x * env + 0.01 * rng.standard_normal(n)
-    return np.round(0.3 * 32767 * x / np.abs(x).max()).astype(np.int16)
 
 
 def window_latencies(model_path: str, backend: str, pcm: np.ndarray, chunk: int = 1024) -> np.ndarray:

@@ -43,6 +43,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import ROOT, machine, markdown_table, write_result  # noqa: E402
+from edge_runtime.test_signals import speech_with_pauses as speech_like  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -195,17 +196,6 @@ def _reference(model):
     return StreamingClassifier.from_model(model)
 
 
-def speech_like(seconds: float, sr: int = 16000, seed: int = 1) -> np.ndarray:
-    """Deterministic voiced-speech-like audio with pauses (same recipe as bench/runtime.py)."""
-    rng = np.random.default_rng(seed)
-    n = int(seconds * sr)
-    t = np.arange(n) / sr
-    f0 = 150 + 50 * np.sin(2 * np.pi * 0.5 * t)
-    ph = 2 * np.pi * np.cumsum(f0) / sr
-    x = sum(np.sin(k * ph) / k for k in range(1, 10))
-    env = np.clip(np.sin(2 * np.pi * 0.3 * t), 0, None) ** 0.5 * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t))
-    x = x * env + 0.01 * rng.standard_normal(n)
-    return np.round(0.3 * 32767 * x / np.abs(x).max()).astype(np.int16)
 
 
 def _lost(dev, before: dict, after: dict, host_before: dict) -> int:

@@ -40,3 +40,17 @@ def dithered_silence(seconds: float = 2.0, sr: int = 16000, seed: int = 2) -> np
     rng = np.random.default_rng(seed)
     n = int(seconds * sr)
     return (rng.integers(0, 2, n) - rng.integers(0, 2, n)).astype(np.int16)
+
+
+def speech_with_pauses(seconds: float, sr: int = 16000, seed: int = 1) -> np.ndarray:
+    """Voiced-speech-like audio (gliding f0, 9 harmonics) with syllable envelopes and pauses, so an
+    energy gate opens and closes; peak at -10 dBFS."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * sr)
+    t = np.arange(n) / sr
+    f0 = 150 + 50 * np.sin(2 * np.pi * 0.5 * t)
+    ph = 2 * np.pi * np.cumsum(f0) / sr
+    x = sum(np.sin(k * ph) / k for k in range(1, 10))
+    env = np.clip(np.sin(2 * np.pi * 0.3 * t), 0, None) ** 0.5 * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t))
+    x = x * env + 0.01 * rng.standard_normal(n)
+    return np.round(0.3 * 32767 * x / np.abs(x).max()).astype(np.int16)
