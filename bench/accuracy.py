@@ -172,8 +172,9 @@ def main(argv=None) -> int:
         agree.append(fold["window_agreement_int8_vs_float_fixed"]); accs.append(fold["acc_int8"])
         res.update({"ravdess8_uar_float": float(np.mean(uar_f)), "ravdess8_uar_float_fixed": float(np.mean(uar_fx)),
                     "ravdess8_uar_int8": float(np.mean(uar_q)), "ravdess8_acc_int8": float(np.mean(accs)),
-                    "int8_float_agreement": float(np.mean(agree)), "model_bytes": len(tm.model_bytes),
-                    "params": tm.params, "n_folds_done": len(uar_q)})
+                    "int8_float_agreement": float(np.mean(agree)),
+                    "int8_float_agreement_clip": float(np.mean([x["clip_agreement_int8_vs_float"] for x in res["ravdess_folds"]])),
+                    "model_bytes": len(tm.model_bytes), "params": tm.params, "n_folds_done": len(uar_q)})
         if "tflm_arena_bytes" not in res:
             res["tflm_arena_bytes"] = min_arena_size(tm.model_bytes)["arena_bytes"]
         save()
