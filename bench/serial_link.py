@@ -291,10 +291,8 @@ def measure_rtf(model, seconds: float, repeats: int) -> dict:
 
 def measure_corruption(n_frames: int = 6000, seed: int = 7) -> dict:
     """Decoder-level: a frame mix through 1 % byte errors; which damaged frames got through?"""
-    import serial
-
-    from edge_runtime.protocol import Audio, Features, FrameDecoder, Ping, Result, encode_message
-    from firmware_bridge.ptylink import Faults, PtyLink
+    from edge_runtime.protocol import Audio, Features, Ping, Result, encode_message
+    from firmware_bridge.ptylink import Faults, decode_through_link
 
     rng = np.random.default_rng(seed)
     msgs = []
@@ -314,25 +312,8 @@ def measure_corruption(n_frames: int = 6000, seed: int = 7) -> dict:
         bounds.append((pos, pos + len(f)))
         pos += len(f)
     starts = np.array([b[0] for b in bounds])
-    with PtyLink(faults=Faults(bit_error_rate=0.01), seed=seed, record_events=True, overrun="block") as link, \
-            serial.Serial(link.port_a, timeout=0.05) as a, serial.Serial(link.port_b, timeout=0.05) as b:
-        dec = FrameDecoder()
-        got = []
-        done = threading.Event()
-
-        def reader():
-            while not done.is_set():
-                got.extend(dec.feed(b.read(65536)))
-
-        th = threading.Thread(target=reader)
-        th.start()
-        a.write(b"".join(frames))
-        a.flush()
-        link.wait_idle(30)
-        time.sleep(0.3)
-        done.set()
-        th.join()
-        events = link.events["a_to_b"]
+    res = decode_through_link(b"".join(frames), Faults(bit_error_rate=0.01), seed=seed, read_size=65536)
+    got, events = res.received, res.events
     damaged = set()
     for p, _kind in events:
         i = int(np.searchsorted(starts, p, side="right") - 1)
@@ -349,7 +330,7 @@ def measure_corruption(n_frames: int = 6000, seed: int = 7) -> dict:
     return {"corrupted_frames_detected_ratio": round((len(damaged) - undetected) / len(damaged), 6) if damaged else None,
             "corruption_frames_sent": n_frames, "corruption_frames_damaged": len(damaged),
             "corruption_frames_accepted": len(accepted), "corruption_wrong_frames_accepted": wrong,
-            "corruption_drops_by_reason": {k: v for k, v in dec.stats.dropped.items() if v}}
+            "corruption_drops_by_reason": {k: v for k, v in res.stats.dropped.items() if v}}
 
 
 def measure_wrong_labels(model, seconds: float) -> dict:

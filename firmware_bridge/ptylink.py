@@ -352,3 +352,46 @@ class PtyLink:
             # the receiving tty is full: a UART without flow control overruns and loses bytes
             d.counters["overrun_dropped"] += len(d.pending)
             d.pending.clear()
+
+
+@dataclass(frozen=True)
+class LinkDecodeResult:
+    """What :func:`decode_through_link` saw: decoded records in arrival order, the injected-fault
+    events ``(byte_position, kind)`` A→B, the decoder's statistics and the link's A→B counters."""
+
+    received: list
+    events: list
+    stats: object
+    counters: dict
+
+
+def decode_through_link(wire: bytes, faults: Faults, seed: int = 0, read_size: int = 4096,
+                        idle_timeout: float = 30.0) -> LinkDecodeResult:
+    """Send ``wire`` from port A to port B of a faulty :class:`PtyLink` (pyserial on both ends) and
+    decode what arrives with the protocol's ``FrameDecoder``, so a caller can compare the frames the
+    link damaged with the frames the decoder accepted."""
+    import serial  # pyserial: host side only
+
+    from edge_runtime.protocol import FrameDecoder
+
+    with PtyLink(faults=faults, seed=seed, record_events=True, overrun="block") as link, \
+            serial.Serial(link.port_a, timeout=0.05) as a, serial.Serial(link.port_b, timeout=0.05) as b:
+        dec = FrameDecoder()
+        got: list = []
+        done = threading.Event()
+
+        def reader() -> None:
+            while not done.is_set():
+                got.extend(dec.feed(b.read(read_size)))
+
+        th = threading.Thread(target=reader)
+        th.start()
+        a.write(wire)
+        a.flush()
+        idle = link.wait_idle(idle_timeout)
+        time.sleep(0.3)  # let the reader drain the last bytes
+        done.set()
+        th.join()
+        if not idle:
+            raise TimeoutError(f"link still busy after {idle_timeout} s")
+        return LinkDecodeResult(got, list(link.events["a_to_b"]), dec.stats, dict(link.counters["a_to_b"]))

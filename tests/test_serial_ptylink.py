@@ -12,7 +12,7 @@ import pytest
 serial = pytest.importorskip("serial")
 
 from edge_runtime.protocol import FrameDecoder, Ping, encode_message  # noqa: E402
-from firmware_bridge.ptylink import Faults, PtyLink  # noqa: E402
+from firmware_bridge.ptylink import Faults, PtyLink, decode_through_link  # noqa: E402
 
 
 def _read_exactly(port, n: int, timeout: float = 5.0) -> bytes:
@@ -119,25 +119,8 @@ def test_decoder_rejects_every_corrupted_frame_through_a_faulty_link():
         bounds.append((pos, pos + len(f)))  # includes its trailing delimiter
         pos += len(f)
     faults = Faults(bit_error_rate=0.01, drop_rate=0.002, garbage_rate=0.002)
-    with PtyLink(faults=faults, seed=3, record_events=True, overrun="block") as link, \
-            serial.Serial(link.port_a, timeout=0.05) as a, serial.Serial(link.port_b, timeout=0.05) as b:
-        dec = FrameDecoder()
-        got = []
-        done = threading.Event()
-
-        def reader():
-            while not done.is_set():
-                got.extend(dec.feed(b.read(4096)))
-
-        th = threading.Thread(target=reader)
-        th.start()
-        a.write(wire)
-        a.flush()
-        assert link.wait_idle(10)
-        time.sleep(0.3)
-        done.set()
-        th.join()
-        events = link.events["a_to_b"]
+    res = decode_through_link(wire, faults, seed=3, idle_timeout=10)
+    got, events = res.received, res.events
     damaged, maybe = set(), set()  # damaged: must be rejected; maybe: garbage next to it
     for p, kind in events:
         i = next(k for k, (s, e) in enumerate(bounds) if s <= p < e)
@@ -158,7 +141,7 @@ def test_decoder_rejects_every_corrupted_frame_through_a_faulty_link():
     hit = damaged | maybe
     assert len(hit) > 50
     lost = n_frames - len(received)
-    assert dec.stats.dropped_total >= 1
+    assert res.stats.dropped_total >= 1
     # every lost frame is accounted for: a counted drop (merged frames count once) or a seq gap
-    assert dec.stats.seq_lost == (max(received) - min(received) + 1) - len(received)
-    assert dec.stats.dropped_total <= lost + link.counters["a_to_b"]["garbage_bursts"]
+    assert res.stats.seq_lost == (max(received) - min(received) + 1) - len(received)
+    assert res.stats.dropped_total <= lost + res.counters["garbage_bursts"]
