@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 DEVICE_VENV ?= .venv-device
 DEVICE_STAMP := $(DEVICE_VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench install clean system-deps
 
 install: $(STAMP)
 
@@ -30,8 +30,11 @@ $(DEVICE_STAMP): pyproject.toml
 	  && rm -f $(DEVICE_VENV)/.installed-* && touch $@ ) \
 	  || echo "note: no tflite-runtime wheel for this Python; the device-install test will skip"
 
-test: $(STAMP) $(DEVICE_STAMP)
-	SER_EDGE_DEVICE_PYTHON=$$(test -f $(DEVICE_STAMP) && echo $(abspath $(DEVICE_VENV))/bin/python) \
+system-deps:
+	bash .ci/system-deps.sh
+
+test: system-deps $(STAMP) $(DEVICE_STAMP)
+	SER_EDGE_FULL_ENV=1 SER_EDGE_DEVICE_PYTHON=$$(test -f $(DEVICE_STAMP) && echo $(abspath $(DEVICE_VENV))/bin/python) \
 	  $(PY) -m pytest -q -p no:cacheprovider
 
 bench: $(STAMP)
