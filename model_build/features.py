@@ -4,12 +4,17 @@ Every model input is the fixed-point front end's output (``edge_runtime.frontend
 real log2 units (``q / 2**frac_bits``); the float64 twin is computed only to measure what the
 fixed-point arithmetic costs. Features are cached per clip as ``<cache>/<cfg.hash>/<sha1>.npz``
 where ``sha1`` hashes the int16 PCM bytes, so augmented copies and re-runs reuse work and any
-front-end change (new hash) invalidates everything automatically.
+front-end change (new hash) invalidates everything automatically. A corpus is computed by a pool of
+worker processes (one per core); every cache entry is written to a unique temporary file and renamed
+into place, so concurrent workers, concurrent runs and killed runs never leave a torn entry.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import tempfile
+import zipfile
 from fractions import Fraction
 from pathlib import Path
 from typing import Sequence
@@ -32,62 +37,148 @@ def to_real(q: np.ndarray, cfg) -> np.ndarray:
     return (np.asarray(q, np.float64) / float(1 << cfg.frac_bits)).astype(np.float32)
 
 
-def _cached(audios: Sequence[np.ndarray], cfg, kind: str, compute, cache_dir, progress: bool,
-            batch: int, desc: str) -> list[np.ndarray]:
+def default_workers() -> int:
+    """``$SER_EDGE_WORKERS`` or the number of cores this process may run on."""
+    env = os.environ.get("SER_EDGE_WORKERS", "").strip()
+    if env:
+        if not env.isdigit():
+            raise ValueError(f"SER_EDGE_WORKERS must be a whole number of processes, got {env!r}")
+        return max(1, int(env))
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _compute(kind: str, clips: list[np.ndarray], cfg) -> list[np.ndarray]:
+    """The features of ``kind`` ("" fixed point, "_f64" float twin) for a batch of clips."""
+    if kind == "_f64":
+        from edge_runtime.frontend import compute_features_float
+
+        return [compute_features_float(x, cfg) for x in clips]
+    from edge_runtime.frontend import compute_features_many
+
+    return compute_features_many(list(clips), cfg)
+
+
+def _store(path: Path, f: np.ndarray) -> None:
+    """Write one cache entry atomically: a uniquely named temporary file in the same directory,
+    then ``os.replace``. Readers never see a half-written file, and two writers of the same key
+    (two processes, two runs sharing a cache) never write into each other's temporary file: the
+    last rename wins and both wrote the same bytes."""
+    fd, tmp = tempfile.mkstemp(prefix=path.stem + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, f=f)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _load(path: Path) -> np.ndarray | None:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return z["f"]
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # damaged (e.g. by an older, non-atomic
+        return None  # version killed mid-write): recompute
+
+
+def _work(kind: str, cfg, clips: list[np.ndarray], paths: list[Path] | None) -> list[np.ndarray]:
+    """One batch in a worker process: compute, store each entry, return the features."""
+    feats = _compute(kind, clips, cfg)
+    if paths is not None:
+        for p, f in zip(paths, feats):
+            _store(p, f)
+    return feats
+
+
+def _pool(workers: int):
+    import multiprocessing
+    import sys
+    from concurrent.futures import ProcessPoolExecutor
+
+    # fork starts a worker in milliseconds, but a child forked from a process that runs
+    # TensorFlow's native threads inherits their locks in whatever state they were (a classic
+    # deadlock): then spawn, whose workers import numpy and the front end only.
+    method = "spawn" if "tensorflow" in sys.modules or "fork" not in multiprocessing.get_all_start_methods() else "fork"
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method))
+
+
+def _cached(audios: Sequence[np.ndarray], cfg, kind: str, cache_dir, progress: bool, batch: int,
+            desc: str, workers: int | None) -> list[np.ndarray]:
     cache = Path(cache_dir) / cfg.hash if cache_dir is not None else None
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
     keys = [audio_key(a) for a in audios]
     out: list[np.ndarray | None] = [None] * len(audios)
-    todo = []
+    pending: dict[str, list[int]] = {}  # key -> every index with that audio (computed once)
     for i, k in enumerate(keys):
-        p = cache / f"{k}{kind}.npz" if cache is not None else None
-        if p is not None and p.exists():
-            try:
-                with np.load(p) as z:
-                    out[i] = z["f"]
-                continue
-            except (OSError, ValueError, KeyError):  # truncated by a killed run: recompute
-                pass
-        todo.append(i)
+        if k in pending:
+            pending[k].append(i)
+            continue
+        f = _load(cache / f"{k}{kind}.npz") if cache is not None else None
+        if f is not None:
+            out[i] = f
+        else:
+            pending[k] = [i]
+    todo = [idx[0] for idx in pending.values()]
     if todo:
         from tqdm.auto import tqdm
 
+        workers = default_workers() if workers is None else max(1, int(workers))
+        # Enough batches per worker to balance uneven clip lengths; never more clips per batch
+        # than ``batch`` (the vectorised front end's sweet spot).
+        per = max(1, min(batch, -(-len(todo) // (workers * 4))))
+        batches = [todo[s:s + per] for s in range(0, len(todo), per)]
+        path = (lambda i: cache / f"{keys[i]}{kind}.npz") if cache is not None else (lambda i: None)
+
+        def paths(idx):
+            return [path(i) for i in idx] if cache is not None else None
+
         with tqdm(total=len(todo), desc=desc, unit="clip", disable=not progress, leave=False) as bar:
-            for s in range(0, len(todo), batch):
-                idx = todo[s:s + batch]
-                feats = compute([audios[i] for i in idx])
-                for i, f in zip(idx, feats):
-                    out[i] = f
-                    if cache is not None:
-                        tmp = cache / f"{keys[i]}{kind}.tmp.npz"
-                        np.savez(tmp, f=f)
-                        os.replace(tmp, cache / f"{keys[i]}{kind}.npz")
-                bar.update(len(idx))
+            if workers == 1 or len(batches) == 1:
+                for idx in batches:
+                    for i, f in zip(idx, _work(kind, cfg, [audios[i] for i in idx], paths(idx))):
+                        out[i] = f
+                    bar.update(len(idx))
+            else:
+                from concurrent.futures import as_completed
+
+                with _pool(min(workers, len(batches))) as ex:
+                    futs = {ex.submit(_work, kind, cfg, [audios[i] for i in idx], paths(idx)): idx
+                            for idx in batches}
+                    for fut in as_completed(futs):
+                        idx = futs[fut]
+                        for i, f in zip(idx, fut.result()):
+                            out[i] = f
+                        bar.update(len(idx))
+        for idx in pending.values():
+            for j in idx[1:]:
+                out[j] = out[idx[0]]
     return out  # type: ignore[return-value]
 
 
 def fixed_point_features(audios: Sequence[np.ndarray], cfg, cache_dir: str | os.PathLike | None = "default",
-                         progress: bool = True, batch: int = 64) -> list[np.ndarray]:
+                         progress: bool = True, batch: int = 64, workers: int | None = None) -> list[np.ndarray]:
     """Fixed-point front-end features (raw Q``frac_bits`` integers) of each int16 clip, cached.
 
     ``cache_dir=None`` disables the cache; ``"default"`` uses :func:`default_cache_dir`.
+    Uncached clips are computed by ``workers`` processes (default :func:`default_workers`, i.e.
+    every core); the result is identical for any number of workers.
     """
-    from edge_runtime.frontend import compute_features_many
-
     cache_dir = default_cache_dir() if cache_dir == "default" else cache_dir
-    return _cached(audios, cfg, "", lambda xs: compute_features_many(list(xs), cfg), cache_dir,
-                   progress, batch, "front end (fixed point)")
+    return _cached(audios, cfg, "", cache_dir, progress, batch, "front end (fixed point)", workers)
 
 
 def float_twin_features(audios: Sequence[np.ndarray], cfg, cache_dir: str | os.PathLike | None = "default",
-                        progress: bool = True) -> list[np.ndarray]:
+                        progress: bool = True, workers: int | None = None) -> list[np.ndarray]:
     """Float64-twin features (same frames and Q units as the fixed-point ones); comparison only."""
-    from edge_runtime.frontend import compute_features_float
-
     cache_dir = default_cache_dir() if cache_dir == "default" else cache_dir
-    return _cached(audios, cfg, "_f64", lambda xs: [compute_features_float(x, cfg) for x in xs],
-                   cache_dir, progress, 64, "front end (float64 twin)")
+    return _cached(audios, cfg, "_f64", cache_dir, progress, 64, "front end (float64 twin)", workers)
 
 
 # ----------------------------------------------------------------------------- augmentation
