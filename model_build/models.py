@@ -26,6 +26,7 @@ class ModelConfig:
 
     arch: str = "crnn"
     conv1: int = 32
+    conv1_kernel: int = 5  # frames seen by the first convolution (wider = more context per step)
     conv2: int = 64
     lstm: int = 64
     dense: int = 64
@@ -85,7 +86,7 @@ def build_model(cfg: ModelConfig, window_frames: int, n_features: int, n_classes
     if not fold_norm:
         x = _affine_layer()(1.0 / std, -mean / std, name="norm")(x)
     if cfg.arch == "crnn":
-        x = L.Conv1D(cfg.conv1, 5, strides=2, padding="valid", name="conv1")(x)
+        x = L.Conv1D(cfg.conv1, cfg.conv1_kernel, strides=2, padding="valid", name="conv1")(x)
         x = L.BatchNormalization(name="bn1")(x)
         x = L.ReLU(name="relu1")(x)
         x = L.Conv1D(cfg.conv2, 3, padding="same", name="conv2")(x)

@@ -32,6 +32,7 @@ class TrainConfig:
     freq_masks: int = 0  # SpecAugment: number of feature (mel band / coefficient) masks per window
     freq_mask_bins: int = 6  # max width of one feature mask
     mixup: float = 0.0  # mixup Beta(a, a) parameter; 0 = no mixup
+    focal_gamma: float = 0.0  # focal loss (1 - p)**gamma factor; 0 = plain cross-entropy
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -80,25 +81,76 @@ def _uar(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
     return float(np.mean(rec)) if rec else 0.0
 
 
+def masked_loss(n_classes: int, label_smoothing: float = 0.0, focal_gamma: float = 0.0):
+    """Cross-entropy over the classes *present in each example's corpus*.
+
+    ``y_true`` packs ``[target (C) | mask (C)]``: the mask is 1 for the classes the example's corpus
+    has. The model's probabilities are renormalised over those classes (the same as a softmax over
+    the unmasked logits), so a class a corpus lacks is *absent* for its examples, not a negative:
+    an ASED clip never teaches the model "this is not calm". Label smoothing spreads over the
+    present classes only; ``focal_gamma > 0`` multiplies each term by ``(1 - p)**gamma``.
+    """
+    import tensorflow as tf
+
+    C = n_classes
+
+    def loss(y_true, p):
+        y, m = y_true[:, :C], y_true[:, C:]
+        pm = p * m
+        pm = pm / tf.maximum(tf.reduce_sum(pm, axis=-1, keepdims=True), 1e-12)
+        pm = tf.clip_by_value(pm, 1e-7, 1.0)
+        if label_smoothing:
+            y = (1.0 - label_smoothing) * y + label_smoothing * m / tf.reduce_sum(m, axis=-1, keepdims=True)
+        ce = -y * tf.math.log(pm)
+        if focal_gamma:
+            ce = ce * tf.pow(1.0 - pm, focal_gamma)
+        return tf.reduce_sum(ce, axis=-1)
+
+    return loss
+
+
+def masked_accuracy(n_classes: int):
+    """Top-1 accuracy over the present classes (``y_true`` packed as in :func:`masked_loss`)."""
+    import tensorflow as tf
+
+    C = n_classes
+
+    def accuracy(y_true, p):
+        y, m = y_true[:, :C], y_true[:, C:]
+        return tf.cast(tf.equal(tf.argmax(p * m, -1), tf.argmax(y, -1)), tf.float32)
+
+    return accuracy
+
+
 def train(X: np.ndarray, y: np.ndarray, n_classes: int, model_cfg: ModelConfig, cfg: TrainConfig,
-          val: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None, log=None) -> TrainResult:
+          val: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None, log=None,
+          class_mask: np.ndarray | None = None) -> TrainResult:
     """Train on windows ``X`` (N, T, F) float log2 units with labels ``y`` (N,).
 
     ``val = (Xv, clip_index_v, clip_labels_v)``: validation windows, their clip index and the
     clips' labels; its clip-level UAR drives early stopping. Without it, training runs all epochs.
+    ``class_mask`` (N, n_classes) 0/1: the classes each window's corpus has (default: all); the
+    loss ignores the others (:func:`masked_loss`). Class weights count windows per class.
     """
     import tf_keras
 
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     tf_keras.utils.set_random_seed(cfg.seed)
+    y = np.asarray(y)
     mean, std = feature_stats(X)
     model = build_model(model_cfg, X.shape[1], X.shape[2], n_classes, mean=mean, std=std)
-    loss = tf_keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing)
-    model.compile(optimizer=tf_keras.optimizers.Adam(cfg.lr), loss=loss, metrics=["accuracy"])
+    model.compile(optimizer=tf_keras.optimizers.Adam(cfg.lr),
+                  loss=masked_loss(n_classes, cfg.label_smoothing, cfg.focal_gamma),
+                  metrics=[masked_accuracy(n_classes)])
     cw = None
     if cfg.class_weight:
         counts = np.bincount(y, minlength=n_classes).astype(np.float64)
         cw = {c: float(len(y) / (n_classes * counts[c])) if counts[c] else 0.0 for c in range(n_classes)}
+    M = np.ones((len(y), n_classes), np.float32) if class_mask is None else np.asarray(class_mask, np.float32)
+    if M.shape != (len(y), n_classes):
+        raise ValueError(f"class_mask must be ({len(y)}, {n_classes}), got {M.shape}")
+    if not np.all(M[np.arange(len(y)), y] == 1):
+        raise ValueError("class_mask excludes some windows' own label")
     Y = tf_keras.utils.to_categorical(y, n_classes)
     hist: dict[str, list] = {"loss": [], "accuracy": [], "val_loss": [], "val_uar": [], "val_acc": []}
     best = (-1.0, 0, None)
@@ -108,7 +160,7 @@ def train(X: np.ndarray, y: np.ndarray, n_classes: int, model_cfg: ModelConfig, 
     wait = 0
     for ep in range(cfg.epochs):
         perm = rng.permutation(len(ds_X))
-        Xe, Ye = ds_X[perm], Y[perm]
+        Xe, Ye, Me = ds_X[perm], Y[perm], M[perm]
         if cfg.time_masks or cfg.freq_masks:
             Xe = spec_augment(Xe, mean, rng, cfg.time_masks, cfg.time_mask_frames, cfg.freq_masks,
                               cfg.freq_mask_bins)
@@ -120,11 +172,12 @@ def train(X: np.ndarray, y: np.ndarray, n_classes: int, model_cfg: ModelConfig, 
             j = rng.permutation(len(Xe))
             Xe = lam[:, None, None] * Xe + (1 - lam[:, None, None]) * Xe[j]
             Ye = lam[:, None] * Ye + (1 - lam[:, None]) * Ye[j]
-            if cw is not None:
-                wv = np.array([cw[c] for c in range(n_classes)], np.float32)
-                sw = Ye @ wv
-        h = model.fit(Xe, Ye, batch_size=cfg.batch_size, epochs=1, verbose=0,
-                      class_weight=cw if sw is None else None, sample_weight=sw, shuffle=False)
+            Me = np.maximum(Me, Me[j])  # a mixed window may be either corpus's class
+        if cw is not None:  # as sample weights: y_true is packed, so Keras's class_weight cannot read it
+            wv = np.array([cw[c] for c in range(n_classes)], np.float32)
+            sw = Ye @ wv
+        h = model.fit(Xe, np.concatenate([Ye, Me], axis=1), batch_size=cfg.batch_size, epochs=1, verbose=0,
+                      sample_weight=sw, shuffle=False)
         hist["loss"].append(float(h.history["loss"][-1]))
         hist["accuracy"].append(float(h.history["accuracy"][-1]))
         msg = f"epoch {ep + 1:3d}/{cfg.epochs}  loss {hist['loss'][-1]:.3f}  acc {hist['accuracy'][-1]:.3f}"

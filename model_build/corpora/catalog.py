@@ -9,15 +9,18 @@ from pathlib import Path
 
 import numpy as np
 
-from . import cremad, folder, ravdess, savee, tess
+from . import ased, cremad, folder, ravdess, savee, tess, urdu
 from .labels import label_set
 from .records import Clip, LoadReport, log
 from .scan import CorpusIndex, list_audio_files, scan_files
 
 PARSERS = {"ravdess": ravdess.parse, "tess": tess.parse, "cremad": cremad.parse, "savee": savee.parse,
-           "folder": folder.parse}
+           "ased": ased.parse, "urdu": urdu.parse, "folder": folder.parse}
 _DETECTORS = {"ravdess": ravdess.looks_like, "cremad": cremad.looks_like, "tess": tess.looks_like,
-              "savee": savee.looks_like}
+              "savee": savee.looks_like, "ased": ased.looks_like, "urdu": urdu.looks_like}
+# Applied to every decoded clip of a corpus before anything else sees it (ASED's zero padding
+# carries the label through the clip length, so it must never reach features).
+POSTPROCESS = {"ased": ased.trim_trailing_zeros}
 MANIFEST_COLUMNS = {"path", "corpus"}
 
 
@@ -31,7 +34,7 @@ def _manifest(root: Path) -> Path | None:
 
 
 def detect_corpus(root: str | os.PathLike) -> str:
-    """Name the layout under ``root``: ravdess, tess, cremad, savee, folder, or manifest.
+    """Name the layout under ``root``: ravdess, tess, cremad, savee, ased, urdu, folder, or manifest.
 
     ``manifest`` means ``root/manifest.csv`` (columns path, corpus[, sha256]) lists the files, as in
     the project's shared data folder. Otherwise the corpus whose naming scheme matches most audio
@@ -59,7 +62,8 @@ def open_corpus(root: str | os.PathLike, corpus: str = "auto", *, merge_calm: bo
                 dedupe: bool = True) -> CorpusIndex:
     """Scan ``root`` into clips without decoding audio.
 
-    ``corpus``: ``auto`` (see :func:`detect_corpus`), or ravdess / tess / cremad / savee / folder.
+    ``corpus``: ``auto`` (see :func:`detect_corpus`), or ravdess / tess / cremad / savee / ased / urdu /
+    folder.
     With a ``manifest.csv`` under ``root`` (auto-detected), ``corpus`` selects the manifest's rows of
     that corpus (``auto``: all rows). ``merge_calm`` maps RAVDESS calm to neutral. ``dedupe`` drops
     byte-identical files (sha256), keeping the first by path. Unusable files are listed in the
@@ -119,7 +123,8 @@ def load_corpus(source: str | os.PathLike | CorpusIndex, corpus: str = "auto", *
                 ) -> tuple[list[Clip], list[np.ndarray], LoadReport]:
     """Scan (unless given a :class:`CorpusIndex`) and decode every clip to int16 mono at ``sr``.
 
-    Files that fail to decode are skipped, logged and added to the report; the rest load. Returns
+    Files that fail to decode are skipped, logged and added to the report; the rest load. Per-corpus
+    clean-up (:data:`POSTPROCESS`: ASED's trailing zero padding is trimmed) runs on each clip. Returns
     ``(clips, audios, report)`` with ``audios[i]`` the samples of ``clips[i]``. ``progress``: tqdm
     bar on stderr (default: only for more than 200 files).
     """
@@ -135,10 +140,17 @@ def load_corpus(source: str | os.PathLike | CorpusIndex, corpus: str = "auto", *
     clips, audios = [], []
     for clip in tqdm(index.clips, desc=f"loading {index.name}", unit="file", disable=not show):
         try:
-            audios.append(load_audio(clip.path, sr))
+            audio = load_audio(clip.path, sr)
         except AudioReadError as e:
             report.skip(clip.path, e.reason)
             continue
+        post = POSTPROCESS.get(clip.corpus)
+        if post is not None:
+            audio = post(audio)
+            if audio.size == 0:
+                report.skip(clip.path, "no audio left after trimming the zero padding (all samples 0)")
+                continue
+        audios.append(audio)
         clips.append(clip)
     report.n_clips = len(clips)
     if report.skipped:

@@ -9,6 +9,12 @@ from __future__ import annotations
 RAVDESS8: tuple[str, ...] = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
 """RAVDESS's classes, in its emotion-code order (01..08)."""
 
+ASED5: tuple[str, ...] = ("neutral", "happy", "sad", "angry", "fearful")
+"""ASED's classes (no calm, disgust, surprised), in RAVDESS order."""
+
+URDU4: tuple[str, ...] = ("neutral", "happy", "sad", "angry")
+"""URDU's classes (no calm, fearful, disgust, surprised), in RAVDESS order."""
+
 COMMON7: tuple[str, ...] = tuple(lab for lab in RAVDESS8 if lab != "calm")
 """Classes shared by RAVDESS (calm merged), TESS and SAVEE."""
 
@@ -28,6 +34,9 @@ NATIVE_TO_COMMON: dict[str, dict[str, str]] = {
     },
     "cremad": {"ang": "angry", "dis": "disgust", "fea": "fearful", "hap": "happy", "neu": "neutral", "sad": "sad"},
     "savee": {"a": "angry", "d": "disgust", "f": "fearful", "h": "happy", "n": "neutral", "sa": "sad", "su": "surprised"},
+    # ASED and URDU already use RAVDESS words (their folders: 02Fearful, Angry, ...)
+    "ased": {lab: lab for lab in ("neutral", "fearful", "happy", "sad", "angry")},
+    "urdu": {lab: lab for lab in ("angry", "happy", "neutral", "sad")},
 }
 _ALIASES: dict[str, str] = {
     **{k: v for table in NATIVE_TO_COMMON.values() for k, v in table.items() if len(k) > 2},
@@ -41,7 +50,7 @@ NATIVE_TO_COMMON["synth"] = {lab: lab for lab in RAVDESS8}
 def to_common(corpus: str, native: str, *, merge_calm: bool = False) -> str:
     """Map a corpus's native emotion name to the common label set.
 
-    ``corpus`` is one of ravdess, tess, cremad, savee, folder, synth. For ``folder`` an unknown name is
+    ``corpus`` is one of ravdess, tess, cremad, savee, ased, urdu, folder, synth. For ``folder`` an unknown name is
     kept as given (lower-cased), so users can train on their own classes. Raises ``KeyError`` for a
     name the named corpus does not use.
     """
@@ -58,6 +67,7 @@ def to_common(corpus: str, native: str, *, merge_calm: bool = False) -> str:
 
 def label_set(corpus: str, *, merge_calm: bool = False) -> tuple[str, ...]:
     """The common labels a corpus can produce, in RAVDESS order."""
-    base = {"ravdess": RAVDESS8, "synth": RAVDESS8, "tess": COMMON7, "savee": COMMON7, "cremad": CREMAD6}
+    base = {"ravdess": RAVDESS8, "synth": RAVDESS8, "tess": COMMON7, "savee": COMMON7, "cremad": CREMAD6,
+            "ased": ASED5, "urdu": URDU4}
     labels = base.get(corpus, RAVDESS8)
     return tuple(lab for lab in labels if not (merge_calm and lab == "calm"))
