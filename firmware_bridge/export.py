@@ -50,6 +50,9 @@ class ExportError(ValueError):
 
 def c_params(cfg: FrontendConfig) -> dict[str, int]:
     """The scalar fields of ``ser_fe_tables_t`` for ``cfg``."""
+    if cfg.algorithm_version != 1:
+        raise ExportError(f"the C front end (ser_frontend.c) implements front-end algorithm_version 1 only; "
+                          f"this configuration is version {cfg.algorithm_version} (C port pending)")
     t = make_tables(cfg)
     return {
         "frame_length": cfg.frame_length, "hop_length": cfg.hop_length, "n_mels": cfg.n_mels,

@@ -54,5 +54,6 @@ def compute_features_many(clips: list[np.ndarray], cfg: FrontendConfig = DEFAULT
         counts.append(f.shape[0])
     if not frames:
         return []
-    allf = engine_for(cfg).process_frames(np.concatenate(frames)) if sum(counts) else np.zeros((0, cfg.n_features), np.int32)
-    return np.split(allf, np.cumsum(counts)[:-1])
+    if not sum(counts):
+        return [np.zeros((0, cfg.n_features), np.int32) for _ in counts]
+    return engine_for(cfg).process_streams(np.concatenate(frames), counts)

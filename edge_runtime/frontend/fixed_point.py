@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from .config import FrontendConfig
-from .tables import FrontendTables, make_tables
+from .tables import FrontendTables, fft_radices, make_tables
 
 # Frames processed per vectorised block: large enough to amortise numpy call overhead, small enough
 # that the int64 work arrays stay in cache and below malloc's mmap threshold (512 frames made every
@@ -51,16 +51,36 @@ class FixedPointFrontend:
         col = lambda a: np.asarray(a, dtype=np.int64)[:, None]  # noqa: E731 - broadcast over frames
         self._win_even = col(t.window_q[0::2])
         self._win_odd = col(t.window_q[1::2])
-        # Decimation-in-frequency stages (h = M/2 .. 1), twiddles W_{2h}^k = cos - j sin, from the
-        # length-M/2 table; stored pre-combined for the 3-multiply complex product.
+        self.version = cfg.algorithm_version
+        self.fft_shift = cfg.fft_shift
         self._stages = []
-        h = self.m // 2
-        while h >= 1:
-            k = np.arange(h) * (self.m // (2 * h))
-            c = t.fft_cos_q[k].astype(np.int64)
-            sn = t.fft_sin_q[k].astype(np.int64)
-            self._stages.append((h, col(c), col(sn - c), col(c + sn)))
-            h //= 2
+        if self.version == 1:
+            # Radix-2 decimation-in-frequency stages (h = M/2 .. 1), twiddles W_{2h}^k = cos - j sin,
+            # from the length-M/2 table; stored pre-combined for the 3-multiply complex product.
+            h = self.m // 2
+            while h >= 1:
+                k = np.arange(h) * (self.m // (2 * h))
+                c = t.fft_cos_q[k].astype(np.int64)
+                sn = t.fft_sin_q[k].astype(np.int64)
+                self._stages.append((h, col(c), col(sn - c), col(c + sn)))
+                h //= 2
+        else:
+            # v2: radix-4 DIF stages (quarter size q = M/4, M/16, ...), then radix-2 if log2 M is odd.
+            # Output l of a radix-4 butterfly at offset n is multiplied by W_{4q}^(n l) = W_M^(n l M/4q).
+            size = self.m
+            for r in fft_radices(self.m):
+                q = size // r
+                tw = []
+                if r == 4 and q > 1:
+                    for ell in (1, 2, 3):
+                        k = np.arange(q) * ell * (self.m // size)
+                        c = t.fft_cos_q[k].astype(np.int64)
+                        sn = t.fft_sin_q[k].astype(np.int64)
+                        tw.append((col(c), col(sn - c), col(c + sn)))
+                self._stages.append((r, q, tw))
+                size = q
+            # The last twiddled stage shifts right by fft_shift (its products are int64 anyway).
+            self._shift_stage = max(i for i, (r, q, tw) in enumerate(self._stages) if tw)
         mel = t.mel
         kk = np.arange(mel.bin_lo, mel.bin_hi)
         rev = t.bitrev
@@ -74,6 +94,7 @@ class FixedPointFrontend:
         self._log_table = t.log_table_q.astype(np.int64)
         self._pow2 = np.int64(1) << np.arange(63, dtype=np.int64)
         self._dct = t.dct_q.astype(np.int64)
+        self._dct_f = t.dct_q.astype(np.float64)
 
     # -- stages: pure functions of their inputs, sharing the tables --
 
@@ -142,6 +163,80 @@ class FixedPointFrontend:
             np.multiply(dr, c_s, out=bi)
             np.subtract(acc, bi, out=bi)
             bi >>= q
+        return re, im
+
+    def fft_v2(self, re: np.ndarray, im: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Step 4 (v2): in-place radix-4 decimation-in-frequency FFT over axis 0 (M points, output in
+        digit-reversed order, ``tables.bitrev[k]`` = position of bin k), radix-2 last if log2 M is odd.
+
+        Butterfly on a0..a3 (offsets n, n+q, n+2q, n+3q): b0 = a0+a2, b1 = a0-a2, b2 = a1+a3,
+        b3 = a1-a3; outputs c0 = b0+b2, c1 = b1 - j b3, c2 = b0-b2, c3 = b1 + j b3, and c_l is
+        multiplied by W^(n l) with the 3-multiply product of v1 (one rounding per component). The
+        last twiddled stage rounds every output (c0 included) ``fft_shift`` bits further right, so the
+        spectrum ends at |X_k| <= 2^30 although the input has block_bits = 23 significant bits.
+        Bounds (B = block_bits): magnitude <= 2^(B + 0.5) * (growth so far), growth 4 per radix-4
+        stage; before the shift <= 2^(B + 0.5 + log2 M - r) <= 2^29.5 (r = log2 of the last stage's
+        growth), component sums <= 2^30, products < 2^61.
+        """
+        q_bits = self.cfg.twiddle_bits
+        f = re.shape[1]
+        for i, (r, q, tw) in enumerate(self._stages):
+            g = self.m // (r * q)
+            xr, xi = re.reshape(g, r, q, f), im.reshape(g, r, q, f)
+            if r == 2:  # W = 1: exact
+                ar, ai, br, bi = xr[:, 0], xi[:, 0], xr[:, 1], xi[:, 1]
+                dr = ar - br
+                di = ai - bi
+                ar += br
+                ai += bi
+                br[...] = dr
+                bi[...] = di
+                continue
+            sh = self.fft_shift if i == self._shift_stage else 0
+            a0r, a1r, a2r, a3r = (xr[:, j] for j in range(4))
+            a0i, a1i, a2i, a3i = (xi[:, j] for j in range(4))
+            b1r = a0r - a2r
+            b1i = a0i - a2i
+            b3r = a1r - a3r
+            b3i = a1i - a3i
+            a0r += a2r  # b0
+            a0i += a2i
+            a1r += a3r  # b2
+            a1i += a3i
+            c2r = a0r - a1r
+            c2i = a0i - a1i
+            a0r += a1r  # c0
+            a0i += a1i
+            c1r = b1r + b3i
+            c1i = b1i - b3r
+            c3r = b1r - b3i
+            c3i = b1i + b3r
+            if not tw:  # q == 1: every twiddle is W^0 = 1
+                a1r[...], a1i[...], a2r[...], a2i[...], a3r[...], a3i[...] = c1r, c1i, c2r, c2i, c3r, c3i
+                if sh:
+                    for a in (xr, xi):
+                        a += 1 << (sh - 1)
+                        a >>= sh
+                continue
+            if sh:
+                a0r += 1 << (sh - 1)
+                a0r >>= sh
+                a0i += 1 << (sh - 1)
+                a0i >>= sh
+            qs = q_bits + sh
+            rnd = np.int64(1) << (qs - 1)
+            for (dr, di), (c, s_c, c_s), (outr, outi) in zip(((c1r, c1i), (c2r, c2i), (c3r, c3i)), tw,
+                                                           ((a1r, a1i), (a2r, a2i), (a3r, a3i))):
+                # (dr + j di)(c - j s): A = c (dr + di); re = A + di (s - c); im = A - dr (c + s)
+                acc = dr + di
+                acc *= c
+                acc += rnd
+                np.multiply(di, s_c, out=outr)
+                outr += acc
+                outr >>= qs
+                np.multiply(dr, c_s, out=outi)
+                np.subtract(acc, outi, out=outi)
+                outi >>= qs
         return re, im
 
     def real_split(self, zr: np.ndarray, zi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -218,7 +313,7 @@ class FixedPointFrontend:
         hi += 1 << 14
         hi >>= 15
         lo += hi
-        offset = 2 * (15 + cfg.window_bits)
+        offset = 2 * (15 + cfg.window_bits) - 2 * self.fft_shift  # v2's FFT divided X by 2^fft_shift
         val = ez - offset
         val -= 2 * s
         val <<= 16
@@ -236,22 +331,145 @@ class FixedPointFrontend:
             out = logmel_q16 if sh == 0 else (logmel_q16 + (1 << (sh - 1))) >> sh
         else:
             sh = cfg.dct_bits + 16 - cfg.frac_bits
-            out = self._dct @ logmel_q16  # |acc| < 2^23 * 2^18 * n_mels <= 2^48
+            # The sum of products is computed by a float64 matrix product, which is exact here: every
+            # operand, product (< 2^20 * 2^23) and partial sum (< 2^43 * n_mels <= 2^50) is an integer
+            # below 2^53, so any summation order gives the same integer as C's int64 sum.
+            out = (self._dct_f @ logmel_q16.astype(np.float64)).astype(np.int64)
             out += np.int64(1) << (sh - 1)
             out >>= sh
         return out.T.astype(np.int32)  # |out| < 2^23 * sqrt(n_mels): always fits
 
-    def process_frames(self, frames: np.ndarray) -> np.ndarray:
-        """int32 features (F, n_features) of a (F, frame_length) int16 array of frames."""
-        out = np.empty((frames.shape[0], self.cfg.n_features), dtype=np.int32)
+    def logmel_frames(self, frames: np.ndarray) -> np.ndarray:
+        """Steps 2-8 for independent frames: Q16 log2 mel energies, int64 ``(n_mels, F)``."""
+        out = np.empty((self.cfg.n_mels, frames.shape[0]), dtype=np.int64)
+        fft = self.fft if self.version == 1 else self.fft_v2
         for a in range(0, frames.shape[0], CHUNK_FRAMES):
             blk = frames[a : a + CHUNK_FRAMES]
             re, im, s = self.window_and_normalise(blk)
-            re, im = self.fft(re, im)
+            re, im = fft(re, im)
             xr, xi = self.real_split(re, im)
-            mel = self.mel_energies(xr, xi)
-            out[a : a + CHUNK_FRAMES] = self.output(self.log2_q16(mel, s))
+            out[:, a : a + CHUNK_FRAMES] = self.log2_q16(self.mel_energies(xr, xi), s)
         return out
+
+    @property
+    def normalises(self) -> bool:
+        """True when frames depend on earlier frames of the same stream (v2 ``norm='mean'``)."""
+        return self.version >= 2 and self.cfg.norm == "mean"
+
+    def process_frames(self, frames: np.ndarray, state: "NormState | None" = None) -> np.ndarray:
+        """int32 features (F, n_features) of a (F, frame_length) int16 array of consecutive frames
+        of one stream. ``state`` carries the normalisation across calls (streaming); None = a new
+        stream."""
+        logmel = self.logmel_frames(frames)
+        if self.normalises:
+            logmel = normalise_mean(logmel, state if state is not None else NormState.new(self.cfg), self.cfg)
+        return self.output(logmel)
+
+    def process_streams(self, frames: np.ndarray, counts: list[int]) -> list[np.ndarray]:
+        """Features of several independent streams whose frames are stacked in ``frames``
+        (``counts[i]`` frames each): the same as :meth:`process_frames` on each, in one pass."""
+        logmel = self.logmel_frames(frames)
+        if self.normalises:
+            logmel = normalise_mean_many(logmel, counts, self.cfg)
+        return np.split(self.output(logmel), np.cumsum(counts)[:-1])
+
+
+#: Fractional bits the running mean keeps below Q16 (its state is Q(16 + NORM_FRAC_BITS)): the
+#: exponential smoother's dead zone is then 2^(norm_shift - 1) units of Q23, ~1e-5 log2.
+NORM_FRAC_BITS = 7
+
+
+class NormState:
+    """Running-mean state of one stream: ``acc`` (n_mels,) int64 in Q(16 + NORM_FRAC_BITS) and the
+    number of frames seen (saturating at 2^norm_shift)."""
+
+    __slots__ = ("acc", "count")
+
+    def __init__(self, acc: np.ndarray, count: int) -> None:
+        self.acc = acc
+        self.count = count
+
+    @classmethod
+    def new(cls, cfg: FrontendConfig) -> "NormState":
+        return cls(np.zeros(cfg.n_mels, dtype=np.int64), 0)
+
+
+def normalise_mean(logmel: np.ndarray, state: NormState, cfg: FrontendConfig) -> np.ndarray:
+    """v2 per-channel running-mean subtraction of Q16 log2 mel energies ``(n_mels, F)`` (one stream).
+
+    For frame t (1-based) with n = min(t, 2^k), k = norm_shift, per channel::
+
+        acc += floor((L * 2^7 - acc + floor(n / 2)) / n)     # Q23; for n = 2^k: (d + 2^(k-1)) >> k
+        y = L - ((acc + 2^6) >> 7)
+
+    i.e. the cumulative mean of the first 2^k frames, then an exponential smoother with time
+    constant 2^k frames. A constant offset G on L (a gain) moves acc by exactly G * 2^7, so y does
+    not change. Bounds: |L| <= 2^22 (log2 in [-64, 18]), acc and d < 2^30 (int32 in C), |y| < 2^23.
+    Updates ``state`` in place; returns y as int64 ``(n_mels, F)``.
+    """
+    k = cfg.norm_shift
+    cap = 1 << k
+    lx = logmel << NORM_FRAC_BITS
+    hist = np.empty_like(lx)
+    acc = state.acc.copy()
+    n = state.count
+    half = np.int64(1 << (k - 1)) if k else np.int64(0)
+    d = np.empty_like(acc)
+    for t in range(lx.shape[1]):
+        np.subtract(lx[:, t], acc, out=d)
+        if n < cap:
+            n += 1
+            d += n // 2
+            d //= n  # floor division, as C's floor_div
+        else:
+            d += half
+            d >>= k
+        acc += d
+        hist[:, t] = acc
+    state.acc, state.count = acc, n
+    hist += 1 << (NORM_FRAC_BITS - 1)
+    hist >>= NORM_FRAC_BITS
+    return logmel - hist
+
+
+def normalise_mean_many(logmel: np.ndarray, counts: list[int], cfg: FrontendConfig) -> np.ndarray:
+    """:func:`normalise_mean` of several streams stacked along axis 1, each from a fresh state; the
+    recursion runs once per frame index across all streams (vectorised over streams)."""
+    counts = np.asarray(counts, dtype=np.int64)
+    if counts.size == 0 or counts.max(initial=0) == 0:
+        return logmel.copy()
+    c = logmel.shape[0]
+    order = np.argsort(-counts, kind="stable")  # longest first: the active streams are a prefix
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    tmax = int(counts.max())
+    pad = np.zeros((tmax, counts.size, c), dtype=np.int64)  # (t, stream, channel)
+    for j, i in enumerate(order):
+        pad[: counts[i], j] = logmel[:, starts[i] : starts[i] + counts[i]].T
+    active = np.searchsorted(-counts[order], -np.arange(tmax), side="left")  # streams with count > t
+    k = cfg.norm_shift
+    cap = 1 << k
+    half = np.int64(1 << (k - 1)) if k else np.int64(0)
+    lx = pad << NORM_FRAC_BITS
+    acc = np.zeros((counts.size, c), dtype=np.int64)
+    for t in range(tmax):
+        a = int(active[t])
+        d = lx[t, :a] - acc[:a]
+        if t < cap:
+            n = t + 1
+            d += n // 2
+            d //= n
+        else:
+            d += half
+            d >>= k
+        acc[:a] += d
+        lx[t, :a] = acc[:a]  # reuse: lx[t] now holds the state after frame t
+    lx += 1 << (NORM_FRAC_BITS - 1)
+    lx >>= NORM_FRAC_BITS
+    pad -= lx
+    out = np.empty_like(logmel)
+    for j, i in enumerate(order):
+        out[:, starts[i] : starts[i] + counts[i]] = pad[: counts[i], j].T
+    return out
 
 
 def _bit_length(x: np.ndarray, pow2: np.ndarray) -> np.ndarray:

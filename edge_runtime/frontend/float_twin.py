@@ -13,6 +13,18 @@ from .fixed_point import frame_signal
 from .tables import make_tables
 
 
+def normalise_mean_float(logmel: np.ndarray, norm_shift: int) -> np.ndarray:
+    """Exact running-mean subtraction ``(F, n_mels)``: the cumulative mean over the first
+    2^norm_shift frames, then an exponential smoother with weight 2^-norm_shift (v2 ``norm='mean'``)."""
+    cap = 1 << norm_shift
+    out = np.empty_like(logmel)
+    mean = np.zeros(logmel.shape[1])
+    for t in range(logmel.shape[0]):
+        mean += (logmel[t] - mean) / min(t + 1, cap)
+        out[t] = logmel[t] - mean
+    return out
+
+
 def compute_features_float(pcm: np.ndarray, cfg: FrontendConfig) -> np.ndarray:
     """Float64 features of int16 ``pcm`` (same frames and units as :func:`compute_features`)."""
     t = make_tables(cfg)
@@ -30,5 +42,7 @@ def compute_features_float(pcm: np.ndarray, cfg: FrontendConfig) -> np.ndarray:
     mel = p @ weights
     with np.errstate(divide="ignore"):
         logmel = np.maximum(np.log2(mel), cfg.log_floor)
+    if cfg.algorithm_version >= 2 and cfg.norm == "mean":
+        logmel = normalise_mean_float(logmel, cfg.norm_shift)
     out = logmel if cfg.output == "logmel" else logmel @ t.dct_f.T
     return out * (1 << cfg.frac_bits)

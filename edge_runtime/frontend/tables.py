@@ -42,6 +42,27 @@ def _bit_reverse(n: int) -> np.ndarray:
     return rev
 
 
+def fft_radices(m: int) -> list[int]:
+    """Stage radices of the v2 M-point FFT: radix-4 stages, then one radix-2 stage if log2 M is odd."""
+    lg = m.bit_length() - 1
+    return [4] * (lg // 2) + [2] * (lg % 2)
+
+
+def fft_output_position(m: int, radices: list[int]) -> np.ndarray:
+    """Where a decimation-in-frequency FFT with these stage radices leaves bin k: ``pos[k]``.
+
+    A radix-R stage on a block of L points leaves, in sub-block l (of L/R points), the bins
+    ``R k' + l`` of the sub-FFT that follows (digit reversal; bit reversal when every R is 2).
+    """
+    order = np.zeros(1, dtype=np.int64)  # order[position] = bin, built from the last stage outwards
+    for r in reversed(radices):
+        order = np.concatenate([r * order + ell for ell in range(r)])
+    assert order.size == m
+    pos = np.empty(m, dtype=np.int64)
+    pos[order] = np.arange(m)
+    return pos
+
+
 @dataclass(frozen=True)
 class MelLayout:
     """Triangular mel filters in the 'segment' form used by the integer path.
@@ -68,8 +89,8 @@ class FrontendTables:
     config: FrontendConfig
     window_q: np.ndarray  # (N,) int32 periodic Hann, Q(window_bits)
     window_f: np.ndarray  # (N,) float64
-    bitrev: np.ndarray  # (N/2,) bit-reversal permutation for the N/2-point complex FFT
-    fft_cos_q: np.ndarray  # (N/4,) int32 cos(2*pi*k/(N/2)), Q30, k < N/4 (complex FFT twiddles)
+    bitrev: np.ndarray  # (N/2,) FFT output position of bin k: bit reversal (v1), digit reversal (v2)
+    fft_cos_q: np.ndarray  # int32 cos(2*pi*k/(N/2)), Q30, k < N/4 (v1) or k < 3N/8 (v2): FFT twiddles
     fft_sin_q: np.ndarray  # (N/4,) int32 sin(...)
     rfft_cos_q: np.ndarray  # (N/2 + 1,) int32 cos(2*pi*k/N), Q30 (real-FFT split twiddles)
     rfft_sin_q: np.ndarray  # (N/2 + 1,) int32 sin(2*pi*k/N), Q30
@@ -124,7 +145,9 @@ def make_tables(cfg: FrontendConfig) -> FrontendTables:
     half = n // 2
     window_f = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)  # periodic Hann, as librosa
     window_q = np.clip(np.round(window_f * (1 << cfg.window_bits)), 0, 1 << cfg.window_bits).astype(np.int32)
-    k4 = np.arange(max(half // 2, 1))
+    # v1 (radix-2) needs W_M^k for k < M/2; v2 (radix-4) W_M^(n l) for n < M/4, l <= 3: k < 3M/4.
+    k4 = np.arange(max(half // 2, 1) if cfg.algorithm_version == 1 else 3 * half // 4)
+    order = _bit_reverse(half) if cfg.algorithm_version == 1 else fft_output_position(half, fft_radices(half))
     kr = np.arange(half + 1)
     t = 1 << cfg.log_table_bits
     log_table = np.round(np.log2(1 + np.arange(t + 1) / t) * 65536).astype(np.int32)
@@ -134,7 +157,7 @@ def make_tables(cfg: FrontendConfig) -> FrontendTables:
         config=cfg,
         window_q=window_q,
         window_f=window_f,
-        bitrev=_bit_reverse(half),
+        bitrev=order,
         fft_cos_q=_q(np.cos(2 * np.pi * k4 / half), cfg.twiddle_bits),
         fft_sin_q=_q(np.sin(2 * np.pi * k4 / half), cfg.twiddle_bits),
         rfft_cos_q=_q(np.cos(2 * np.pi * kr / n), cfg.twiddle_bits),
