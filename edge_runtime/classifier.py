@@ -102,7 +102,7 @@ class StreamingClassifier:
             if not DEFAULT_MODEL.is_file():
                 raise FileNotFoundError(
                     f"no model given and no default model at {DEFAULT_MODEL}. Pass --model PATH, or build "
-                    "one on a host machine (`pip install 'ser-edge[train]'`, then `ser-edge train ...`) and "
+                    "one on a host machine (`pip install 'ser-edge[train]'`, then `ser-edge build ...`) and "
                     f"copy the .tflite to {DEFAULT_MODEL}"
                 )
             path = DEFAULT_MODEL

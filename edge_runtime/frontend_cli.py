@@ -5,13 +5,15 @@ import argparse
 import json
 import time
 
+from .cli_types import existing_file, output_file
+
 
 def add_cli(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("frontend", help="compute fixed-point features of a WAV/FLAC file or a built-in signal")
-    p.add_argument("audio", nargs="?", help="WAV (or FLAC with soundfile), resampled to 16 kHz; default: a built-in vowel")
+    p.add_argument("audio", nargs="?", type=existing_file, help="WAV (or FLAC with soundfile), resampled to 16 kHz; default: a built-in vowel")
     p.add_argument("--output", choices=["mfcc", "logmel"], default="mfcc")
-    p.add_argument("--save", help="write the int32 features to this .npy file")
-    p.add_argument("--plot", help="write a PNG of fixed-point vs float-twin features (needs matplotlib)")
+    p.add_argument("--save", type=output_file, help="write the int32 features to this .npy file")
+    p.add_argument("--plot", type=output_file, help="write a PNG of fixed-point vs float-twin features (needs matplotlib)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.set_defaults(func=_run)
 
@@ -23,12 +25,9 @@ def _run(args: argparse.Namespace) -> int:
 
     cfg = FrontendConfig(output=args.output)
     if args.audio:
-        from .audio_sources import AudioInputError, read_audio, resample
+        from .audio_sources import read_audio, resample
 
-        try:
-            pcm, sr = read_audio(args.audio)
-        except AudioInputError as exc:
-            raise SystemExit(str(exc)) from None
+        pcm, sr = read_audio(args.audio)  # AudioInputError -> one line, exit 2 (edge_runtime.cli)
         if sr != cfg.sample_rate:
             pcm = resample(pcm, sr, cfg.sample_rate)
         name = args.audio

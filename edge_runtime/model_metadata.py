@@ -202,9 +202,8 @@ def read_metadata_json(model: bytes | str | os.PathLike, name: str | None = None
     if METADATA_NAME not in entries:
         have = ", ".join(repr(k) for k in entries) or "none"
         raise ModelFileError(
-            f"{name}: no {METADATA_NAME!r} metadata in this .tflite (entries: {have}). Build the model "
-            "with `ser-edge train`/`model_build.embed_metadata.write_model` so it records its labels, "
-            "front end and window"
+            f"{name}: no {METADATA_NAME!r} metadata, so not a ser-edge model (entries: {have}); "
+            "build one with `ser-edge build`, which records its labels, front end and window"
         )
     try:
         md = json.loads(entries[METADATA_NAME].decode("utf-8"))

@@ -18,9 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import time
+
+from .cli_errors import BadInput
+from .cli_types import dbfs, existing_file, fraction, positive_float, positive_int, udp_address
 
 
 def add_cli(subparsers) -> argparse.ArgumentParser:
@@ -30,82 +32,64 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     src = p.add_mutually_exclusive_group()
-    src.add_argument("file", nargs="?", help="WAV (or FLAC with soundfile) file to classify")
+    src.add_argument("file", nargs="?", type=existing_file, help="WAV (or FLAC with soundfile) file to classify")
     src.add_argument("--stdin", action="store_true", help="read raw S16_LE mono PCM from stdin")
     src.add_argument("--mic", action="store_true", help="record from the microphone (needs sounddevice)")
-    p.add_argument("--model", help="model .tflite with ser_edge metadata (default: the shipped model)")
+    p.add_argument("--model", type=existing_file, help="model .tflite with ser_edge metadata (default: the shipped model)")
     p.add_argument("--backend", choices=["litert", "tflite_runtime", "tensorflow", "tflm"],
                    help="interpreter (default: $SER_EDGE_BACKEND, else the first installed)")
-    p.add_argument("--threads", type=int, default=1, help="interpreter threads (default 1)")
+    p.add_argument("--threads", type=positive_int, default=1, help="interpreter threads (default 1)")
     p.add_argument("--realtime", action="store_true", help="pace a file at real time (simulate a mic)")
-    p.add_argument("--rate", type=int, default=None,
+    p.add_argument("--rate", type=positive_int, default=None,
                    help="sample rate of --stdin PCM (default: the model's); other rates are resampled")
     p.add_argument("--device", default=None, help="microphone device index or name (--mic)")
-    p.add_argument("--chunk-ms", type=float, default=64.0, help="audio chunk size (default 64 ms)")
-    p.add_argument("--gate-dbfs", type=float, default=-45.0,
+    p.add_argument("--chunk-ms", type=positive_float, default=64.0, help="audio chunk size (default 64 ms)")
+    p.add_argument("--gate-dbfs", type=dbfs, default=-45.0,
                    help="windows quieter than this RMS level are 'silence' (default -45; 'off' via --no-gate)")
     p.add_argument("--no-gate", action="store_true", help="disable the energy gate")
-    p.add_argument("--frame-gate-dbfs", type=float, default=None,
+    p.add_argument("--frame-gate-dbfs", type=dbfs, default=None,
                    help="also require --min-voiced of a window's frames above this level")
-    p.add_argument("--min-voiced", type=float, default=0.2, help="fraction of voiced frames (default 0.2)")
-    p.add_argument("--smooth", type=int, default=1, metavar="N", help="smooth over the last N windows (default off)")
+    p.add_argument("--min-voiced", type=fraction, default=0.2, help="fraction of voiced frames (default 0.2)")
+    p.add_argument("--smooth", type=positive_int, default=1, metavar="N", help="smooth over the last N windows (default off)")
     p.add_argument("--smooth-mode", choices=["ema", "majority"], default="ema")
-    p.add_argument("--min-confidence", type=float, default=0.0, metavar="P",
+    p.add_argument("--min-confidence", type=fraction, default=0.0, metavar="P",
                    help="label 'uncertain' when the top probability is below P")
-    p.add_argument("--udp", metavar="HOST:PORT", help="also send each JSON line as a UDP datagram")
+    p.add_argument("--udp", metavar="HOST:PORT", type=udp_address, help="also send each JSON line as a UDP datagram")
     p.add_argument("--quiet", action="store_true", help="no JSON on stdout (use with --udp)")
     p.add_argument("--info", action="store_true", help="print the model/engine info as JSON and exit")
     p.set_defaults(func=run_command)
     return p
 
 
-def _udp_sender(spec: str):
-    import socket
-
-    host, _, port = spec.rpartition(":")
-    if not host or not port.isdigit():
-        raise ValueError(f"--udp wants HOST:PORT, got {spec!r}")
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
-    addr = (host.strip("[]"), int(port))
-    return lambda data: sock.sendto(data, addr)
-
-
 def run_command(args: argparse.Namespace) -> int:
     """Handler of ``ser-edge run``; returns the process exit code."""
-    from .audio_sources import AudioInputError, FileSource, MicSource, StdinSource
+    from .audio_sources import FileSource, MicSource, StdinSource
     from .classifier import StreamingClassifier
-    from .frontend import FrontendInputError
-    from .interpreter import BackendUnavailableError
-    from .model_metadata import ModelFileError
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
                             stream=sys.stderr, format="ser-edge: %(message)s")
-    try:
-        clf = StreamingClassifier.from_model(
-            args.model, backend=args.backend, num_threads=args.threads,
-            gate_dbfs=None if args.no_gate else args.gate_dbfs, frame_gate_dbfs=args.frame_gate_dbfs,
-            min_voiced=args.min_voiced, smooth=args.smooth, smooth_mode=args.smooth_mode,
-            min_confidence=args.min_confidence,
-        )
-        if args.info:
-            print(json.dumps(clf.info()))
-            return 0
-        rate = clf.cfg.sample_rate
-        if not (args.file or args.stdin or args.mic):
-            raise ValueError("give an audio FILE, --stdin or --mic")
-        if args.stdin:
-            source = StdinSource(rate=args.rate or rate, sample_rate=rate, chunk_ms=args.chunk_ms)
-        elif args.mic:
-            dev = int(args.device) if args.device and args.device.isdigit() else args.device
-            source = MicSource(sample_rate=rate, device=dev, chunk_ms=args.chunk_ms)
-        else:
-            source = FileSource(args.file, sample_rate=rate, chunk_ms=args.chunk_ms, realtime=args.realtime)
-        send = _udp_sender(args.udp) if args.udp else None
-    except (ModelFileError, AudioInputError, FrontendInputError, BackendUnavailableError,
-            FileNotFoundError, ValueError) as e:
-        print(f"ser-edge run: error: {e}", file=sys.stderr)
-        return 2
+    if not (args.file or args.stdin or args.mic or args.info):
+        raise BadInput("give an audio FILE, --stdin or --mic (see ser-edge run --help)")
+    # errors below (bad model, unreadable audio, no backend) are reported by edge_runtime.cli
+    clf = StreamingClassifier.from_model(
+        args.model, backend=args.backend, num_threads=args.threads,
+        gate_dbfs=None if args.no_gate else args.gate_dbfs, frame_gate_dbfs=args.frame_gate_dbfs,
+        min_voiced=args.min_voiced, smooth=args.smooth, smooth_mode=args.smooth_mode,
+        min_confidence=args.min_confidence,
+    )
+    if args.info:
+        print(json.dumps(clf.info()))
+        return 0
+    rate = clf.cfg.sample_rate
+    if args.stdin:
+        source = StdinSource(rate=args.rate or rate, sample_rate=rate, chunk_ms=args.chunk_ms)
+    elif args.mic:
+        dev = int(args.device) if args.device and args.device.isdigit() else args.device
+        source = MicSource(sample_rate=rate, device=dev, chunk_ms=args.chunk_ms)
+    else:
+        source = FileSource(args.file, sample_rate=rate, chunk_ms=args.chunk_ms, realtime=args.realtime)
+    send = args.udp.sender() if args.udp else None
 
     labels = clf.labels
     n, latencies = 0, []
@@ -123,13 +107,6 @@ def run_command(args: argparse.Namespace) -> int:
             latencies.append(r.latency_ms)
     except KeyboardInterrupt:
         pass
-    except BrokenPipeError:  # the consumer went away: not an error for a pipeline
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())  # so the exit-time flush does not fail again
-        return 0
-    except (AudioInputError, FrontendInputError, ValueError) as e:
-        print(f"ser-edge run: error: {getattr(source, 'name', 'input')}: {e}", file=sys.stderr)
-        return 2
     wall = time.perf_counter() - t0
     audio_s = clf._frontend.samples_seen / rate
     if latencies:
@@ -144,12 +121,11 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Standalone entry: ``python -m edge_runtime.run_cli run ...``."""
-    parser = argparse.ArgumentParser(prog="ser-edge")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_cli(sub)
-    args = parser.parse_args(argv)
-    return args.func(args)
+    """Standalone entry: ``python -m edge_runtime.run_cli ...`` (same as ``ser-edge run ...``)."""
+    from .cli import main as cli_main
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return cli_main(argv if argv[:1] == ["run"] else ["run", *argv])
 
 
 if __name__ == "__main__":

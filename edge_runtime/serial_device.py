@@ -476,9 +476,30 @@ def _device_arg(dev: str | None):
     return int(dev) if dev is not None and dev.isdigit() else dev
 
 
+def _check_port_opens(port: str, baud: int) -> None:
+    """Open and close ``port`` once; raise the CLI's one-line error if it is not a usable serial port."""
+    import termios
+
+    from .cli_errors import BadInput, Failure
+
+    try:
+        TtyTransport(port, baud).close()
+    except termios.error:
+        raise BadInput(f"--port {port}: not a serial port (not a terminal device)") from None
+    except ValueError as e:  # a baud rate termios does not know
+        raise BadInput(f"--baud {baud}: {e}") from None
+    except FileNotFoundError:
+        raise BadInput(f"--port {port}: no such serial port") from None
+    except PermissionError:
+        raise Failure(f"--port {port}: permission denied (add the user to the 'dialout' group)") from None
+    except OSError as e:
+        raise Failure(f"--port {port}: cannot open ({e.strerror or e})") from None
+
+
 def _cmd_serve(args) -> int:
     from .classifier import StreamingClassifier  # heavy (interpreter) import only here
 
+    _check_port_opens(args.port, args.baud)  # a wrong --port fails now, not in the reconnect loop
     engine = StreamingClassifier.from_model(args.model)
     info = engine.info()
     source = None
@@ -500,17 +521,19 @@ def _cmd_serve(args) -> int:
 
 def add_cli(subparsers) -> None:
     """Add the ``serve`` subcommand (device side of the serial link)."""
+    from .cli_types import baud_rate, existing_file, positive_int, serial_port
+
     p = subparsers.add_parser(
         "serve", help="answer a host over a serial port (binary protocol, docs/protocol.md)",
         description="Classify audio/features sent by a host over UART/USB serial and send RESULT "
                     "frames back; with --push-mic, classify the device microphone and push results.")
-    p.add_argument("--port", required=True, help="serial device, e.g. /dev/ttyAMA0 or /dev/ttyGS0")
-    p.add_argument("--baud", type=int, default=921600, help="baud rate (default 921600)")
-    p.add_argument("--model", default=None, help=".tflite model (default: the shipped model)")
+    p.add_argument("--port", required=True, type=serial_port, help="serial device, e.g. /dev/ttyAMA0 or /dev/ttyGS0")
+    p.add_argument("--baud", type=baud_rate, default=921600, help="baud rate (default 921600)")
+    p.add_argument("--model", default=None, type=existing_file, help=".tflite model (default: the shipped model)")
     p.add_argument("--push-mic", action="store_true",
                    help="classify the device microphone and push RESULTs unasked (robot mode)")
-    p.add_argument("--push-wav", default=None, help="like --push-mic but replay an audio file in a loop")
+    p.add_argument("--push-wav", default=None, type=existing_file, help="like --push-mic but replay an audio file in a loop")
     p.add_argument("--mic-device", default=None, help="sounddevice input device (name or index)")
-    p.add_argument("--max-payload", type=int, default=MAX_PAYLOAD,
+    p.add_argument("--max-payload", type=positive_int, default=MAX_PAYLOAD,
                    help=f"largest frame payload accepted (default {MAX_PAYLOAD})")
     p.set_defaults(func=_cmd_serve)

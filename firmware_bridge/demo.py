@@ -22,15 +22,24 @@ from pathlib import Path
 
 
 def add_cli(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="run the whole chain end to end on the built-in generated corpus")
-    p.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
-    p.add_argument("--epochs", type=int, default=25, help="training epochs (default 25)")
-    p.add_argument("--clips-per-label", type=int, default=40, help="generated clips per label (default 40)")
+    from edge_runtime.cli_errors import needs
+    from edge_runtime.cli_types import output_dir, positive_int
+
+    p = sub.add_parser("demo", help=needs("run the whole chain end to end on the built-in generated corpus",
+                                          "tensorflow", "tf_keras", "tflite_micro", "matplotlib", "serial"))
+    p.add_argument("--out", default="out/demo", type=output_dir, help="output folder (default out/demo)")
+    p.add_argument("--epochs", type=positive_int, default=25, help="training epochs (default 25)")
+    p.add_argument("--clips-per-label", type=positive_int, default=40, help="generated clips per label (default 40)")
     p.set_defaults(func=run)
 
 
 def _ser_edge(argv: list[str], **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edge_runtime", *argv], check=True, **kw)
+    from edge_runtime.cli_errors import Failure
+
+    r = subprocess.run([sys.executable, "-m", "edge_runtime", *argv], **kw)
+    if r.returncode:  # the stage printed its own one-line error above
+        raise Failure(f"stage 'ser-edge {argv[0]}' failed with exit code {r.returncode}")
+    return r
 
 
 def _banner(n: int, title: str) -> float:
@@ -38,8 +47,11 @@ def _banner(n: int, title: str) -> float:
     return time.perf_counter()
 
 
-def _demo_utterance(path: Path) -> list[str]:
-    """Three generated utterances of a speaker the model never saw, with pauses: WAV at 16 kHz."""
+def _demo_utterance(path: Path) -> list[tuple[str, float, float]]:
+    """Three generated utterances of a speaker the model never saw, with pauses: WAV at 16 kHz.
+
+    Returns each utterance's true class and where it lies in the file: ``(label, start s, end s)``.
+    """
     import numpy as np
 
     from model_build.audio_io import write_wav
@@ -49,7 +61,21 @@ def _demo_utterance(path: Path) -> list[str]:
     gap = np.zeros(8000, dtype=np.int16)
     audio = np.concatenate([gap] + [x for clip, x in pairs for x in (x, gap)])
     write_wav(path, audio)
-    return [clip.label for clip, _ in pairs]
+    segments, t = [], gap.size
+    for clip, x in pairs:
+        segments.append((clip.label, t / 16000, (t + x.size) / 16000))
+        t += x.size + gap.size
+    return segments
+
+
+def _truth(segments: list[tuple[str, float, float]], t0: float, t1: float) -> str:
+    """The true class of the window [t0, t1]: the utterance covering most of it, else 'pause'."""
+    best, cover = "pause", 0.0
+    for label, a, b in segments:
+        c = max(0.0, min(b, t1) - max(a, t0))
+        if c > cover:
+            best, cover = label, c
+    return best if cover >= 0.5 * (t1 - t0) else f"({best})" if cover > 0 else "pause"
 
 
 def _compile_export(fw: Path) -> str:
@@ -66,14 +92,18 @@ def _compile_export(fw: Path) -> str:
     return f"compiled {len(srcs)} C files with {Path(cc).name} -std=c99 -Werror\n{size}".rstrip()
 
 
-def _stream(port: str, baud: int, wav: Path, out_jsonl: Path, model: Path, mode: str) -> list[dict]:
+def _stream(port: str, baud: int, wav: Path, out_jsonl: Path, model: Path, mode: str,
+            segments: list[tuple[str, float, float]]) -> list[dict]:
     with open(out_jsonl, "w") as fh:
         _ser_edge(["stream", "--port", port, "--baud", str(baud), "--mode", mode, "--model", str(model), "--realtime",
                    "--quiet", str(wav)], stdout=fh)
-    rows = [json.loads(line) for line in out_jsonl.read_text().splitlines() if line.strip().startswith("{\"window")]
+    records = [json.loads(line) for line in out_jsonl.read_text().splitlines() if line.strip()]
+    rows = [r for r in records if "window" in r]
+    print(f"  {'window':>8}  {'time':>11}  {'true class':>10}  {'predicted':>10}  device latency  int8 scores")
     for r in rows:
-        print(f"  window {r['window']:2d}  {r['t_start']:5.2f}-{r['t_end']:5.2f} s  {r['label']:>10}"
-              f"   device latency {r.get('device_latency_ms', float('nan')):.2f} ms   int8 scores {r['scores_int8']}")
+        truth = _truth(segments, r["t_start"], r["t_end"])
+        print(f"  {r['window']:8d}  {r['t_start']:5.2f}-{r['t_end']:5.2f}  {truth:>10}  {r['label']:>10}"
+              f"  {r.get('device_latency_ms', float('nan')):11.2f} ms  {r['scores_int8']}")
     return rows
 
 
@@ -100,8 +130,11 @@ def run(args: argparse.Namespace) -> int:
     from firmware_bridge.ptylink import PtyLink
 
     wav = out / "demo_input.wav"
-    said = _demo_utterance(wav)
-    print(f"input: {wav} (a new synthetic speaker saying: {', '.join(said)}, with pauses)")
+    segments = _demo_utterance(wav)
+    print(f"input: {wav} (a new synthetic speaker: "
+          + ", ".join(f"{lab} {a:.1f}-{b:.1f} s" for lab, a, b in segments) + ", with pauses between)")
+    print("true class: the utterance covering most of the window; (x) = under half covered; "
+          "'pause' = no speech")
     runs = {}
     for baud, mode in ((921600, "audio"), (115200, "features")):
         with PtyLink(baud=baud) as link:
@@ -111,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
             try:
                 time.sleep(1.0)  # let the device open its port and announce itself
                 print(f"\n--- {baud} baud, host sends {mode} (device: ser-edge serve --port {link.port_b}; host: ser-edge stream --port {link.port_a})")
-                runs[baud] = _stream(link.port_a, baud, wav, out / f"labels_{baud}.jsonl", model, mode)
+                runs[baud] = _stream(link.port_a, baud, wav, out / f"labels_{baud}.jsonl", model, mode, segments)
             finally:
                 device.terminate()
                 device.wait(timeout=10)

@@ -332,10 +332,8 @@ def _cmd_export(args) -> int:
         if args.model is not None:  # start from the model's config, change only the output kind
             base = FrontendConfig.from_dict(read_model(args.model).metadata["frontend"])
         cfg = FrontendConfig.from_dict({**base.to_dict(), "output": args.output or base.output})
-    try:
-        files = export_c(args.model, cfg, args.out, prefix=args.prefix, copy_sources=not args.no_sources)
-    except ExportError as e:
-        raise SystemExit(f"ser-edge export: {e}")
+    # ExportError (a ValueError) and OSError reach edge_runtime.cli: one line, exit code 2
+    files = export_c(args.model, cfg, args.out, prefix=args.prefix, copy_sources=not args.no_sources)
     for role, p in files.items():
         print(f"{role:>16}: {p} ({p.stat().st_size} bytes)")
     return 0
@@ -343,11 +341,13 @@ def _cmd_export(args) -> int:
 
 def register_export(subparsers) -> None:
     """Add the ``export`` subcommand to an argparse subparsers object."""
+    from edge_runtime.cli_types import existing_file, output_dir
+
     p = subparsers.add_parser("export", help="export model + front-end tables as C source for a microcontroller",
                               description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", help="int8 .tflite with ser_edge metadata (omit to export the front end only)")
+    p.add_argument("--model", type=existing_file, help="int8 .tflite with ser_edge metadata (omit to export the front end only)")
     p.add_argument("--output", choices=("logmel", "mfcc"), help="feature kind (default: the model's, else mfcc)")
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--out", required=True, type=output_dir, help="output directory")
     p.add_argument("--prefix", default="ser", help="C identifier prefix (default: ser)")
     p.add_argument("--no-sources", action="store_true", help="do not copy ser_frontend/ser_protocol sources")
     p.set_defaults(func=_cmd_export)

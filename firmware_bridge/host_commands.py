@@ -6,13 +6,16 @@
 from __future__ import annotations
 
 import json
-import socket
 import sys
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
+
+from edge_runtime.cli_errors import BadInput, needs, require
+from edge_runtime.cli_types import (baud_rate, existing_dir, existing_file, nonnegative_float, nonnegative_int,
+                                   output_file, positive_float, serial_port, udp_address)
 
 AUDIO_EXTS = (".wav", ".flac", ".ogg")
 
@@ -88,20 +91,26 @@ class _Sender:
         return None
 
 
+def _audio_or_mic(text: str) -> str:
+    """argparse type of ``stream``'s input: ``mic`` or an existing audio file."""
+    return text if text == "mic" else existing_file(text)
+
+
 def _add_link_args(p, mode=True) -> None:
-    p.add_argument("--port", required=True, help="serial port of the device (e.g. /dev/ttyUSB0)")
-    p.add_argument("--baud", type=int, default=921600, help="baud rate (default 921600)")
-    p.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for each reply")
+    p.add_argument("--port", required=True, type=serial_port, help="serial port of the device (e.g. /dev/ttyUSB0)")
+    p.add_argument("--baud", type=baud_rate, default=921600, help="baud rate (default 921600)")
+    p.add_argument("--timeout", type=positive_float, default=1.0, help="seconds to wait for each reply")
     if mode:
         p.add_argument("--mode", choices=("auto", "audio", "features"), default="auto",
                        help="send raw AUDIO or host-computed FEATURES (auto: AUDIO if the baud rate "
                             "carries it, else FEATURES)")
-        p.add_argument("--model", default=None,
+        p.add_argument("--model", default=None, type=existing_file,
                        help="the device's .tflite (host front end for FEATURES mode / reference)")
 
 
 # ---------------------------------------------------------------------------------- stream
 def _cmd_stream(args) -> int:
+    require("ser-edge stream", "serial")
     from edge_runtime.protocol import Mode
 
     done = threading.Event()
@@ -146,21 +155,22 @@ def _cmd_stream(args) -> int:
 
 # ---------------------------------------------------------------------------------- listen
 def _cmd_listen(args) -> int:
+    require("ser-edge listen", "serial")
     from edge_runtime.protocol import Mode
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM) if args.udp else None
+    send = args.udp.sender() if args.udp else None
 
     def on_result(r):
         line = json.dumps(r.to_json_dict())
-        if sock is not None:
-            sock.sendto(line.encode(), (args.host, args.udp))
-        if not args.quiet or sock is None:
+        if send is not None:
+            send(line.encode())
+        if not args.quiet or send is None:
             print(line, flush=True)
 
     dev = _open_client(args, on_result=on_result, accept_push=True, liveness_s=0)
     try:
         print(f"listening to {args.port}: labels {list(dev.info.labels)}"
-              + (f", forwarding to udp://{args.host}:{args.udp}" if sock else ""), file=sys.stderr)
+              + (f", forwarding to {args.udp}" if send else ""), file=sys.stderr)
         if args.start:
             dev.start(Mode.MIC_PUSH)
         t_end = None if args.seconds is None else time.monotonic() + args.seconds
@@ -170,8 +180,8 @@ def _cmd_listen(args) -> int:
         pass
     finally:
         dev.close()
-        if sock is not None:
-            sock.close()
+        if send is not None:
+            send.close()
     return 0
 
 
@@ -268,13 +278,13 @@ def validate_corpus(dev, clf, files: list[Path], root: Path, *, mode, feats=None
 
 
 def _cmd_validate(args) -> int:
+    require("ser-edge validate", "serial")
     from edge_runtime.classifier import StreamingClassifier
 
     root = Path(args.corpus)
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_EXTS)
     if not files:
-        print(f"validate: no {'/'.join(AUDIO_EXTS)} files under {root}", file=sys.stderr)
-        return 2
+        raise BadInput(f"{root}: no {'/'.join(AUDIO_EXTS)} files in this folder")
     if args.limit:
         files = files[:args.limit]
     clf = StreamingClassifier.from_model(args.model)
@@ -305,38 +315,38 @@ def _cmd_validate(args) -> int:
 # ---------------------------------------------------------------------------------- registration
 def register_commands(subparsers) -> None:
     """Add ``stream``, ``listen`` and ``validate`` to the ``ser-edge`` CLI."""
-    p = subparsers.add_parser("stream", help="stream a file or the host mic to a serial device",
+    p = subparsers.add_parser("stream", help=needs("stream a file or the host mic to a serial device", "serial"),
                               description="Send audio (or host-computed features, on slow links) to a "
                                           "device running `ser-edge serve`/firmware; print one JSON "
                                           "line per RESULT on stdout and a live view on stderr.")
     _add_link_args(p)
-    p.add_argument("input", help="WAV/FLAC file, or 'mic' for the host microphone")
+    p.add_argument("input", type=_audio_or_mic, help="WAV/FLAC file, or 'mic' for the host microphone")
     p.add_argument("--realtime", action="store_true", help="pace a file at real time")
-    p.add_argument("--chunk", type=int, default=0, help="samples per send (default 512 / one hop)")
-    p.add_argument("--tail", type=float, default=1.0, help="seconds to wait for the last results")
+    p.add_argument("--chunk", type=nonnegative_int, default=0, help="samples per send (default 512 / one hop)")
+    p.add_argument("--tail", type=nonnegative_float, default=1.0, help="seconds to wait for the last results")
     p.add_argument("--quiet", action="store_true", help="JSON lines only (no live view)")
     p.set_defaults(func=_cmd_stream)
 
-    p = subparsers.add_parser("listen", help="print/forward labels a device pushes on its own",
+    p = subparsers.add_parser("listen", help=needs("print/forward labels a device pushes on its own", "serial"),
                               description="Receive RESULTs a device sends unasked (serve --push-mic, "
                                           "robot mode); JSON lines on stdout and/or UDP.")
     _add_link_args(p, mode=False)
-    p.add_argument("--udp", type=int, default=None, help="also forward JSON lines to udp://HOST:PORT")
-    p.add_argument("--host", default="127.0.0.1", help="UDP destination host (default 127.0.0.1)")
+    p.add_argument("--udp", metavar="HOST:PORT", type=udp_address, default=None,
+                   help="also send each JSON line as a UDP datagram to HOST:PORT")
     p.add_argument("--start", action="store_true", help="send START MIC_PUSH first")
-    p.add_argument("--seconds", type=float, default=None, help="stop after this long")
+    p.add_argument("--seconds", type=positive_float, default=None, help="stop after this long")
     p.add_argument("--quiet", action="store_true", help="with --udp: do not print to stdout")
     p.set_defaults(func=_cmd_listen)
 
-    p = subparsers.add_parser("validate", help="compare device RESULTs with host int8 predictions",
+    p = subparsers.add_parser("validate", help=needs("compare device RESULTs with host int8 predictions", "serial"),
                               description="Send every audio file of a corpus folder through the device "
                                           "and compare each RESULT with the host's prediction of the same "
                                           "int8 model on the same audio: agreement, accuracy (labels "
                                           "from folder names), latency percentiles.")
     _add_link_args(p)
-    p.add_argument("corpus", help="folder of WAV/FLAC files (label = a folder name that is a label)")
+    p.add_argument("corpus", type=existing_dir, help="folder of WAV/FLAC files (label = a folder name that is a label)")
     p.add_argument("--realtime", action="store_true",
                    help="pace audio at real time (label latency is then the live-stream latency)")
-    p.add_argument("--limit", type=int, default=0, help="at most this many files")
-    p.add_argument("--out", default=None, help="write the full report (per file) as JSON")
+    p.add_argument("--limit", type=nonnegative_int, default=0, help="at most this many files")
+    p.add_argument("--out", default=None, type=output_file, help="write the full report (per file) as JSON")
     p.set_defaults(func=_cmd_validate)

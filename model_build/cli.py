@@ -11,18 +11,47 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
+
+from edge_runtime.cli_errors import BadInput, Failure, needs, require
+from edge_runtime.cli_types import (existing_dir, existing_file, fraction, nonnegative_int, output_dir,
+                                    output_file, positive_float, positive_int)
+
+TRAIN_MODULES = ("tensorflow", "tf_keras", "matplotlib", "tqdm", "soxr")
 
 
 def _quiet_tf() -> None:
+    """Keep TensorFlow's start-up chatter (CUDA/cuInit probes, oneDNN notices, converter logs) off
+    stderr in normal runs; ``--debug`` leaves it on."""
     import os
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from edge_runtime.cli_errors import debug_enabled
+
+    if debug_enabled():
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # no GPU probing: training here is CPU-sized
+    import logging
+
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+
+def _corpus(text: str) -> str:
+    """argparse type of ``--corpus``: ``synth`` or an existing folder."""
+    return text if text == "synth" else existing_dir(text)
 
 
 def _cmd_build(a: argparse.Namespace) -> int:
+    require("ser-edge build", *TRAIN_MODULES, "tflite_micro" if not a.no_tflm else "tensorflow")
+    if a.corpus != "synth":  # an unusable corpus fails in a second, before TensorFlow loads
+        from .corpora import open_corpus
+        from .corpora.splits import check_trainable
+
+        index = open_corpus(a.corpus, merge_calm=a.merge_calm)
+        present = {c.label for c in index.clips}
+        check_trainable(index.clips, [lab for lab in index.labels if lab in present], a.corpus)
     _quiet_tf()
     from .models import ModelConfig
     from .pipeline import BuildConfig, build
@@ -50,6 +79,7 @@ def _cmd_build(a: argparse.Namespace) -> int:
 
 
 def _cmd_convert(a: argparse.Namespace) -> int:
+    require("ser-edge convert", "tensorflow", "tf_keras")
     _quiet_tf()
     from .convert import GraphCheckError, convert_int8, io_quant
     from .embed_metadata import read_metadata, write_model
@@ -59,14 +89,14 @@ def _cmd_convert(a: argparse.Namespace) -> int:
     model = Path(a.model)
     float_npz = model.with_name(model.stem + "_float.npz")
     if not float_npz.exists():
-        sys.exit(f"{float_npz}: not found (convert needs the float weights a build saves next to the model)")
+        raise BadInput(f"{float_npz}: not found (convert needs the float weights a build saves next to the model)")
     md = read_metadata(model)
     keras, mcfg, calib = load_float(float_npz)
     exp = export_model(keras, mcfg, calib.shape[1], calib.shape[2], len(md["labels"]))
     try:
         raw, graph = convert_int8(exp, calib, n_calib=a.n_calib)
     except GraphCheckError as e:
-        sys.exit(str(e))
+        raise Failure(str(e)) from None
     md.update(io_quant(raw))
     md["params"] = count_params(keras)
     md["ops"] = graph.op_counts
@@ -76,87 +106,94 @@ def _cmd_convert(a: argparse.Namespace) -> int:
 
 
 def _cmd_check(a: argparse.Namespace) -> int:
-    _quiet_tf()
-    from .convert import GraphCheckError, check_int8_graph
-    from .embed_metadata import read_metadata
+    from .check import check_model, summary_lines
 
-    data = Path(a.model).read_bytes()
-    try:
-        rep = check_int8_graph(data)
-        ok = True
-    except GraphCheckError as e:
-        print(str(e))
-        rep, ok = None, False
-    out = {"model": a.model, "bytes": len(data), "int8_check": "ok" if ok else "FAILED"}
-    if rep:
-        out["graph"] = rep.to_dict()
-    try:
-        out["metadata"] = read_metadata(data)
-    except KeyError as e:
-        out["metadata"] = f"missing: {e}"
-    if ok and not a.no_arena:
-        from .tflm import min_arena_size
-
-        out.update(min_arena_size(data))
-    print(json.dumps(out, indent=1))
-    return 0 if ok else 1
+    r = check_model(a.model, arena=not a.no_arena)
+    if a.json:
+        print(json.dumps(r, indent=1))
+    else:
+        print("\n".join(summary_lines(r)))
+    return 0 if r["ok"] else 1
 
 
 def _cmd_report(a: argparse.Namespace) -> int:
+    require("ser-edge report", "matplotlib")
     from .report import write_report
 
-    r = json.loads((Path(a.build_dir) / "report.json").read_text())
+    src = Path(a.build_dir) / "report.json"
+    if not src.is_file():
+        raise BadInput(f"{a.build_dir}: no report.json in this folder (give the --out folder of a `ser-edge build`)")
+    try:
+        r = json.loads(src.read_text())
+    except json.JSONDecodeError as e:
+        raise BadInput(f"{src}: not valid JSON ({e})") from None
     paths = write_report(r, a.build_dir)
     print(paths["md"])
     return 0
 
 
+def _folds(text: str) -> int:
+    """argparse type of ``--folds``: speaker-grouped folds need at least 2."""
+    k = positive_int(text)
+    if k < 2:
+        raise argparse.ArgumentTypeError(f"needs at least 2 folds (one is the test set), got {text}")
+    return k
+
+
 def register(subparsers) -> None:
     """Add ``build``, ``convert``, ``check-model`` and ``report`` to the ``ser-edge`` CLI."""
-    p = subparsers.add_parser("build", help="train -> int8 -> validate (LiteRT + TFLite Micro) -> report",
+    p = subparsers.add_parser("build", help=needs("train -> int8 -> validate (LiteRT + TFLite Micro) -> report",
+                                                 *TRAIN_MODULES, "tflite_micro"),
                               description="Train a model on a corpus (default: the built-in synthetic one), "
                                           "convert to full int8, check it, validate float vs int8 on held-out "
                                           "speakers and write a report directory.")
-    p.add_argument("--corpus", default="synth", help="corpus directory (RAVDESS, TESS, CREMA-D, SAVEE, folder "
+    p.add_argument("--corpus", default="synth", type=_corpus, help="corpus directory (RAVDESS, TESS, CREMA-D, SAVEE, folder "
                                                      "per label) or 'synth' (default: built-in generated corpus)")
-    p.add_argument("--out", default="runs/build", help="output directory (model, report)")
+    p.add_argument("--out", default="runs/build", type=output_dir, help="output directory (model, report)")
     p.add_argument("--name", default="ser_edge", help="model file name stem")
-    p.add_argument("--epochs", type=int, default=40)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--patience", type=int, default=10, help="early-stopping patience on validation-speaker UAR")
+    p.add_argument("--epochs", type=positive_int, default=40)
+    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--lr", type=positive_float, default=2e-3)
+    p.add_argument("--patience", type=positive_int, default=10, help="early-stopping patience on validation-speaker UAR")
     p.add_argument("--arch", choices=("crnn", "lstm", "mlp"), default="crnn")
-    p.add_argument("--conv1", type=int, default=32)
-    p.add_argument("--conv2", type=int, default=64)
-    p.add_argument("--lstm", type=int, default=64)
-    p.add_argument("--dense", type=int, default=64)
-    p.add_argument("--dropout", type=float, default=0.3)
+    p.add_argument("--conv1", type=positive_int, default=32)
+    p.add_argument("--conv2", type=positive_int, default=64)
+    p.add_argument("--lstm", type=positive_int, default=64)
+    p.add_argument("--dense", type=positive_int, default=64)
+    p.add_argument("--dropout", type=fraction, default=0.3)
     p.add_argument("--feature", choices=("logmel", "mfcc"), default="logmel")
-    p.add_argument("--window", type=float, default=2.0, help="window length, seconds")
-    p.add_argument("--hop", type=float, default=1.0, help="window stride at inference, seconds")
-    p.add_argument("--folds", type=int, default=4, help="speaker-grouped folds; one is the test set")
-    p.add_argument("--test-fold", type=int, default=0)
-    p.add_argument("--augment", type=int, default=0, help="augmented copies per training clip")
+    p.add_argument("--window", type=positive_float, default=2.0, help="window length, seconds")
+    p.add_argument("--hop", type=positive_float, default=1.0, help="window stride at inference, seconds")
+    p.add_argument("--folds", type=_folds, default=4, help="speaker-grouped folds; one is the test set")
+    p.add_argument("--test-fold", type=nonnegative_int, default=0)
+    p.add_argument("--augment", type=nonnegative_int, default=0, help="augmented copies per training clip")
     p.add_argument("--merge-calm", action="store_true", help="merge RAVDESS calm into neutral")
-    p.add_argument("--clips-per-label", type=int, default=0, help="synthetic corpus size per label (default 64)")
+    p.add_argument("--clips-per-label", type=nonnegative_int, default=0, help="synthetic corpus size per label (default 64)")
     p.add_argument("--no-class-weight", action="store_true")
     p.add_argument("--no-tflm", action="store_true", help="skip the TFLite Micro row and arena measurement")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--cache", default=None, help="feature cache dir (default ~/.cache/ser-edge/features)")
     p.add_argument("--no-cache", action="store_true")
     p.set_defaults(func=_cmd_build)
 
-    p = subparsers.add_parser("convert", help="redo the int8 conversion of a built model from its float weights")
-    p.add_argument("model", help="a .tflite written by 'build' (its _float.npz must be next to it)")
-    p.add_argument("--out", default=None, help="output .tflite (default: overwrite)")
-    p.add_argument("--n-calib", type=int, default=500, help="calibration windows")
+    p = subparsers.add_parser("convert", help=needs("redo the int8 conversion of a built model from its float weights",
+                                                   "tensorflow", "tf_keras"))
+    p.add_argument("model", type=existing_file, help="a .tflite written by 'build' (its _float.npz must be next to it)")
+    p.add_argument("--out", default=None, type=output_file, help="output .tflite (default: overwrite)")
+    p.add_argument("--n-calib", type=positive_int, default=500, help="calibration windows")
     p.set_defaults(func=_cmd_convert)
 
-    p = subparsers.add_parser("check-model", help="check a .tflite is pure int8 builtins; ops, metadata, arena")
-    p.add_argument("model")
-    p.add_argument("--no-arena", action="store_true")
+    p = subparsers.add_parser("check-model", help=needs("check a .tflite is pure int8 builtins; ops, metadata, arena",
+                                                       "ai_edge_litert", "tflite_micro"),
+                              description="Summarise a .tflite (ops, tensor types, size, TFLite Micro arena, "
+                                          "front end, labels) and give a verdict: exit 0 when ser-edge run and "
+                                          "TFLite Micro can use it, 1 when not, 2 when it is not a TFLite file.")
+    p.add_argument("model", type=existing_file)
+    p.add_argument("--no-arena", action="store_true", help="skip the TFLite Micro arena measurement")
+    p.add_argument("--json", action="store_true", help="print everything as one JSON object")
     p.set_defaults(func=_cmd_check)
 
-    p = subparsers.add_parser("report", help="re-render report.md and plots from a build's report.json")
-    p.add_argument("build_dir")
+    p = subparsers.add_parser("report", help=needs("re-render report.md and plots from a build's report.json",
+                                                  "matplotlib"))
+    p.add_argument("build_dir", type=existing_dir)
     p.set_defaults(func=_cmd_report)

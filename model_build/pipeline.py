@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .corpora.splits import check_trainable
 from .models import ModelConfig
 from .train import TrainConfig
 
@@ -256,6 +257,7 @@ def build(cfg: BuildConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     fe = frontend_config(cfg)
     clips, audios, labels = load_clips(cfg)
+    check_trainable(clips, labels, cfg.corpus)
     lab_idx = {lab: i for i, lab in enumerate(labels)}
     keep = [i for i, c in enumerate(clips) if c.label in lab_idx]
     clips, audios = [clips[i] for i in keep], [audios[i] for i in keep]

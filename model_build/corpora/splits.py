@@ -70,3 +70,20 @@ def speakers_per_label(clips: Sequence[Clip]) -> dict[str, int]:
     """How many distinct speakers each label has (a label with one speaker cannot be tested fairly)."""
     seen = {(c.label, c.speaker_key) for c in clips}
     return dict(sorted(Counter(lab for lab, _ in seen).items()))
+
+
+def check_trainable(clips: Sequence[Clip], labels: Sequence[str], source) -> None:
+    """Raise ``ValueError`` (one line, naming the corpus) unless it can train and test a classifier:
+    some clips, at least two labels, at least three speakers (train, validation and test speakers
+    never overlap)."""
+    if not clips:
+        raise ValueError(f"{source}: no usable audio clips (see the skipped files above)")
+    if len(labels) < 2:
+        only = labels[0] if labels else "none"
+        raise ValueError(f"{source}: only one label ({only!r}) in {len(clips)} clips; a classifier "
+                         "needs at least two (one <label>/ folder each)")
+    speakers = sorted({c.speaker_key for c in clips})
+    if len(speakers) < 3:
+        raise ValueError(f"{source}: {len(speakers)} speaker(s) ({', '.join(speakers)}); training, "
+                         "validation and test need 3 or more disjoint speakers: name files "
+                         "<speaker>_*.wav, use <label>/<speaker>/ folders, or add a speakers.csv")
