@@ -1,14 +1,19 @@
-"""Export a model and its front end as C: one header/source pair for a microcontroller build.
+"""Export a model and its front end as C for a microcontroller build.
 
-    ser-edge export [--model M.tflite] [--output logmel|mfcc] --out DIR [--prefix ser]
+    ser-edge export [--model M.tflite | --frontend-only] [--output logmel|mfcc] --out DIR [--prefix ser]
 
-writes ``DIR/<prefix>_model.h`` and ``DIR/<prefix>_model.c`` (plus copies of the portable sources
-``ser_frontend.{h,c}`` and ``ser_protocol.{h,c}`` unless ``--no-sources``):
+writes ``DIR/<prefix>_model.h`` and ``DIR/<prefix>_model.c``, with a model also the model compiled
+ahead of time to C (``DIR/<prefix>_net.h``, ``DIR/<prefix>_net.c``: weights, requantisation
+constants, a static memory plan and calls of the ``ser_nn`` kernels; see
+:mod:`firmware_bridge.nn_export`), plus copies of the portable sources ``ser_frontend.{h,c}``,
+``ser_protocol.{h,c}`` and ``ser_nn.{h,c}`` unless ``--no-sources``. Without ``--model`` (and
+without ``--output``) the shipped model ``edge_runtime/models/default.tflite`` is exported.
 
 - every front-end parameter as a ``#define`` and every table of :func:`make_tables` as a const
   integer array (the C code never regenerates a table with floats), tied together in a
   ``const ser_fe_tables_t <prefix>_fe_tables`` that ``ser_fe_init`` takes;
-- the int8 ``.tflite`` as a 16-byte aligned ``const unsigned char`` array and its length;
+- with ``--flatbuffer``, the int8 ``.tflite`` as a 16-byte aligned ``const unsigned char`` array
+  (for a TensorFlow Lite Micro build; the project's own firmware uses ``<prefix>_net.c`` instead);
 - labels, front-end hash, model hash, window geometry, and the input quantisation as an integer
   multiplier + right shift (TFLite's QuantizeMultiplier, computed here on the host) with the float
   scale / zero point in comments.
@@ -30,7 +35,8 @@ import numpy as np
 from edge_runtime.frontend import FrontendConfig, make_tables
 
 FIRMWARE_DIR = Path(__file__).resolve().parent / "firmware"
-FIRMWARE_SOURCES = ("ser_frontend.h", "ser_frontend.c", "ser_protocol.h", "ser_protocol.c")
+FIRMWARE_SOURCES = ("ser_frontend.h", "ser_frontend.c", "ser_protocol.h", "ser_protocol.c", "ser_nn.h", "ser_nn.c")
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "edge_runtime" / "models" / "default.tflite"
 
 # ser_fe_tables_t scalar fields, in struct order.
 PARAM_FIELDS = ("frame_length", "hop_length", "n_mels", "n_out", "output", "frac_bits", "window_bits",
@@ -183,8 +189,12 @@ def _c_string(s: str) -> str:
 
 
 def export_c(model_path: str | Path | None, cfg: FrontendConfig | None, out_dir: str | Path,
-             prefix: str = "ser", copy_sources: bool = True) -> dict[str, Path]:
-    """Write ``<prefix>_model.{h,c}`` (and the firmware sources) into ``out_dir``.
+             prefix: str = "ser", copy_sources: bool = True, net: bool = True,
+             flatbuffer: bool = False) -> dict[str, Path]:
+    """Write ``<prefix>_model.{h,c}``, with a model ``<prefix>_net.{h,c}`` (unless ``net`` is False)
+    and the firmware sources into ``out_dir``. ``flatbuffer`` also embeds the .tflite bytes (for
+    TensorFlow Lite Micro). An operator the C kernels do not support is an :class:`ExportError`
+    naming it (use ``net=False`` with ``flatbuffer=True`` for a TFLM-only export).
 
     ``cfg`` None means "the model's front end"; with a model, a ``cfg`` whose hash differs from the
     model's recorded front end is refused (the tables would not match what the model was trained
@@ -202,6 +212,15 @@ def export_c(model_path: str | Path | None, cfg: FrontendConfig | None, out_dir:
             raise ExportError(f"{model_path}: the model was trained with front end {mcfg.hash}, "
                               f"the requested configuration is {cfg.hash} ({diff})")
     cfg = cfg or FrontendConfig()
+    lowered = None
+    if model is not None and net:
+        from .nn_export import NetExportError, lower
+        from .tflite_graph import read_graph
+
+        try:
+            lowered = lower(read_graph(model.data, str(model_path)), str(model_path))
+        except (NetExportError, ValueError) as e:
+            raise ExportError(str(e)) from None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     P = prefix.upper()
@@ -254,9 +273,12 @@ def export_c(model_path: str | Path | None, cfg: FrontendConfig | None, out_dir:
             "/* Model. */",
             "#define " + f"{P}_HAS_MODEL 1",
             f'#define {P}_MODEL_HASH "{model.model_hash}" /* sha256(model)[:16] */',
-            f"#define {P}_MODEL_LEN {len(model.data)}u",
-            f"extern const unsigned char {prefix}_model_data[{len(model.data)}];",
-            f"extern const unsigned int {prefix}_model_len;",
+            f"#define {P}_MODEL_LEN {len(model.data)}u /* bytes of the .tflite */",
+            f"#define {P}_HAS_FLATBUFFER {int(flatbuffer)} /* {prefix}_model_data[]: the .tflite for TFLM */",
+            f"#define {P}_HAS_NET {int(lowered is not None)} /* {prefix}_net.h: the model compiled to C */",
+            *([f"extern const unsigned char {prefix}_model_data[{len(model.data)}];",
+               f"extern const unsigned int {prefix}_model_len;"] if flatbuffer else []),
+            *([f'#include "{prefix}_net.h"'] if lowered is not None else []),
             f"#define {P}_WINDOW_FRAMES {int(wf) if wf else 0} /* frames per model input window */",
             f"#define {P}_HOP_FRAMES {int(hf) if hf else 0} /* frames between windows */",
             f"#define {P}_N_LABELS {len(labels)}",
@@ -291,7 +313,7 @@ def export_c(model_path: str | Path | None, cfg: FrontendConfig | None, out_dir:
     fields = [f"    /* {k} */ {params[k]}," for k in PARAM_FIELDS]
     ptrs = [f"    /* {n} */ {prefix}_{n}," if arrays[n] is not None else f"    /* {n} */ NULL," for n, _ in ARRAY_FIELDS]
     c += [f"const ser_fe_tables_t {prefix}_fe_tables = {{", *fields, *ptrs, "};", ""]
-    if model is not None:
+    if model is not None and flatbuffer:
         c += [
             "/* 16-byte aligned: TFLite Micro reads the flatbuffer in place. */",
             "#if defined(__cplusplus)",
@@ -311,12 +333,17 @@ def export_c(model_path: str | Path | None, cfg: FrontendConfig | None, out_dir:
         hexes = [f"0x{b:02x}" for b in model.data]
         c += ["    " + ", ".join(hexes[i:i + 16]) + "," for i in range(0, len(hexes), 16)]
         c += ["};", f"const unsigned int {prefix}_model_len = {len(model.data)}u;", ""]
+    if model is not None:
         labels = list(model.metadata["labels"])
         c.append(f"const char *const {prefix}_labels[{len(labels)}] = {{" + ", ".join(_c_string(s) for s in labels) + "};")
         c.append("")
     files = {"header": out / f"{prefix}_model.h", "source": out / f"{prefix}_model.c"}
     files["header"].write_text("\n".join(h))
     files["source"].write_text("\n".join(c))
+    if lowered is not None:
+        from .nn_export import write_net
+
+        files.update(write_net(lowered, out, prefix))
     if copy_sources:
         for name in FIRMWARE_SOURCES:
             dst = out / name
@@ -327,13 +354,22 @@ def export_c(model_path: str | Path | None, cfg: FrontendConfig | None, out_dir:
 
 def _cmd_export(args) -> int:
     cfg = None
+    if args.model is None and args.output is None and not args.frontend_only:
+        args.model = str(DEFAULT_MODEL)  # the shipped model and its front end
+    if args.frontend_only:
+        args.model = None
+    if args.no_net and not args.flatbuffer and args.model is not None:
+        raise ExportError("--no-net without --flatbuffer would export no model; add --flatbuffer "
+                          "(TFLite Micro) or drop --no-net")
     if args.output is not None or args.model is None:
         base = FrontendConfig()
         if args.model is not None:  # start from the model's config, change only the output kind
             base = FrontendConfig.from_dict(read_model(args.model).metadata["frontend"])
         cfg = FrontendConfig.from_dict({**base.to_dict(), "output": args.output or base.output})
-    # ExportError (a ValueError) and OSError reach edge_runtime.cli: one line, exit code 2
-    files = export_c(args.model, cfg, args.out, prefix=args.prefix, copy_sources=not args.no_sources)
+    # ExportError (a ValueError, also for an unsupported operator) and OSError reach
+    # edge_runtime.cli: one line, exit code 2
+    files = export_c(args.model, cfg, args.out, prefix=args.prefix, copy_sources=not args.no_sources,
+                     net=not args.no_net, flatbuffer=args.flatbuffer)
     for role, p in files.items():
         print(f"{role:>16}: {p} ({p.stat().st_size} bytes)")
     return 0
@@ -345,9 +381,15 @@ def register_export(subparsers) -> None:
 
     p = subparsers.add_parser("export", help="export model + front-end tables as C source for a microcontroller",
                               description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", type=existing_file, help="int8 .tflite with ser_edge metadata (omit to export the front end only)")
+    p.add_argument("--model", type=existing_file, help="int8 .tflite with ser_edge metadata (default: the "
+                                                       "shipped model, unless --output or --frontend-only is given)")
+    p.add_argument("--frontend-only", action="store_true", help="export the front-end tables without a model")
+    p.add_argument("--flatbuffer", action="store_true",
+                   help="also embed the .tflite bytes as an array (for a TensorFlow Lite Micro build)")
+    p.add_argument("--no-net", action="store_true",
+                   help="do not compile the model to C (only with --flatbuffer: a TFLM-only export)")
     p.add_argument("--output", choices=("logmel", "mfcc"), help="feature kind (default: the model's, else mfcc)")
     p.add_argument("--out", required=True, type=output_dir, help="output directory")
     p.add_argument("--prefix", default="ser", help="C identifier prefix (default: ser)")
-    p.add_argument("--no-sources", action="store_true", help="do not copy ser_frontend/ser_protocol sources")
+    p.add_argument("--no-sources", action="store_true", help="do not copy ser_frontend/ser_protocol/ser_nn sources")
     p.set_defaults(func=_cmd_export)

@@ -102,7 +102,7 @@ def test_model_export_compiles_and_embeds_model(tmp_path, model_file):
     from edge_runtime.interpreter import FeatureQuantizer
     from edge_runtime.model_metadata import model_hash, read_metadata
 
-    files = export_c(str(model_file), None, tmp_path)
+    files = export_c(str(model_file), None, tmp_path, flatbuffer=True)  # the TFLite Micro path
     exe = _compile(tmp_path)
     r = subprocess.run([str(exe), "model"], capture_output=True)
     assert r.returncode == 0, r.returncode

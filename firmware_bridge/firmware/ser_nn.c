@@ -1,0 +1,320 @@
+/* ser_nn.c - int8 kernels of the ahead-of-time model export; see ser_nn.h.
+ *
+ * Arithmetic follows the TFLite quantisation specification and the integer reference kernels
+ * (the oracle in the tests is the tflite-micro interpreter):
+ *   - conv / FC accumulate (x - x_zp) * w in int32, add the int32 bias, requantise with
+ *     MultiplyByQuantizedMultiplier (rounding doubling high multiply, then rounding right shift),
+ *     add the output zero point, clamp to the fused-activation range;
+ *   - the int16 LSTM gates are two FCs (input with bias, recurrent without) each requantised to
+ *     int16 Q3.12 and saturated, added with saturation, then a LUT sigmoid / tanh (Q0.15);
+ *     element-wise products are requantised the same way; the cell state is int16.
+ * Requires two's complement and arithmetic >> of negative values (true of every ARM compiler and
+ * GCC/Clang on any host), checked below at compile time.
+ */
+#include "ser_nn.h"
+
+#include <string.h>
+
+typedef char ser_nn_arith_shift_check[((-8 >> 1) == -4) ? 1 : -1];
+
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+#include <arm_acle.h>
+#define SER_NN_DSP 1
+#else
+#define SER_NN_DSP 0
+#endif
+
+#define SER_NN_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define SER_NN_MAX(a, b) ((a) > (b) ? (a) : (b))
+
+/* MultiplyByQuantizedMultiplier (TFLite, double rounding). The rounding doubling high multiply
+ * trunc((x*m + nudge) / 2^31), nudge = x*m >= 0 ? 2^30 : 1 - 2^30, equals floor((x*m + 2^30) / 2^31)
+ * for every sign (for x*m < 0, trunc(v / 2^31) = floor((v + 2^31 - 1) / 2^31)), i.e. one add and
+ * one arithmetic shift of the 64-bit product. m is in [2^30, 2^31), so the x = m = INT32_MIN
+ * saturation case cannot occur. */
+static inline int32_t requant(int32_t x, int32_t m, int32_t shift) {
+    int32_t hi, mask, rem, thr;
+    int32_t right = shift > 0 ? 0 : -shift;
+    if (shift > 0) x = (int32_t)((uint32_t)x << shift);
+    hi = (int32_t)(((int64_t)x * m + ((int64_t)1 << 30)) >> 31);
+    if (right == 0) return hi;
+    mask = (int32_t)((1u << right) - 1u);
+    rem = hi & mask;
+    thr = (mask >> 1) + (hi < 0 ? 1 : 0);
+    return (hi >> right) + (rem > thr ? 1 : 0);
+}
+
+int32_t ser_nn_requantize(int32_t x, int32_t multiplier, int32_t shift) {
+    return requant(x, multiplier, shift);
+}
+
+static inline int32_t clamp(int32_t v, int32_t lo, int32_t hi) {
+    return v < lo ? lo : (v > hi ? hi : v);
+}
+
+/* int16 logistic with the 256-entry LUT (input Q3.12, output Q0.15): TFLite's
+ * reference_integer_ops::Logistic with input_multiplier 0 (x * 3, interpolation on |x| / 2^9). */
+static inline int16_t sigmoid_s16(int32_t in, const uint16_t *lut) {
+    int32_t x = in * 3;
+    uint32_t ax = (uint32_t)(x < 0 ? -x : x);
+    uint32_t uh = ax >> 9, r;
+    if (uh >= 255u) {
+        r = 0x7FFFu << 10;
+    } else {
+        uint32_t ua = lut[uh], ub = lut[uh + 1];
+        r = (ua << 9) + (ax & 0x1FFu) * (ub - ua);
+    }
+    r = x >= 0 ? r + (1u << 9) : (1u << 25) - r + (1u << 9) - 1u;
+    return (int16_t)(r >> 10);
+}
+
+/* int16 tanh with the same LUT (tanh x = 2 sigmoid(2x) - 1): TFLite's reference_integer_ops::Tanh;
+ * (mult, rshift) is the input rescale computed on the host from the input's power-of-two scale. */
+static inline int16_t tanh_s16(int32_t in, int32_t mult, int32_t rshift, const uint16_t *lut) {
+    int32_t x = (in * mult + (rshift > 0 ? (1 << (rshift - 1)) : 0)) >> rshift;
+    uint32_t ax = (uint32_t)(x < 0 ? -x : x);
+    uint32_t uh = ax >> 8;
+    int32_t r;
+    if (uh >= 255u) {
+        r = (int32_t)(0xFFFFu << 8);
+    } else {
+        uint32_t ua = lut[uh], ub = lut[uh + 1];
+        r = (int32_t)((ua << 8) + (ax & 0xFFu) * (ub - ua));
+    }
+    r = x >= 0 ? r - (1 << 23) + (1 << 7) : -r + (1 << 23) + (1 << 7) - 1;
+    return (int16_t)(r >> 8);
+}
+
+int16_t ser_nn_sigmoid_s16(int16_t x, const uint16_t *lut) { return sigmoid_s16(x, lut); }
+int16_t ser_nn_tanh_s16(int16_t x, int32_t mult, int32_t rshift, const uint16_t *lut) {
+    return tanh_s16(x, mult, rshift, lut);
+}
+
+/* Column slot of natural index j: groups of 4 stored as a0 a2 a1 a3. */
+#define SLOT(j) (((j) & ~3) | (((j) & 1) << 1) | (((j) >> 1) & 1))
+
+/* col[0..k4) = x[0..n) + off in slot order, zero beyond n. */
+static void expand(const int8_t *x, int32_t n, int32_t k4, int32_t off, int16_t *col) {
+    int32_t j = 0;
+    for (; j + 4 <= n; j += 4) {
+        col[j] = (int16_t)(x[j] + off);
+        col[j + 1] = (int16_t)(x[j + 2] + off);
+        col[j + 2] = (int16_t)(x[j + 1] + off);
+        col[j + 3] = (int16_t)(x[j + 3] + off);
+    }
+    for (; j < k4; j++) col[SLOT(j)] = (int16_t)(j < n ? x[j] + off : 0);
+}
+
+#if SER_NN_DSP
+static inline uint32_t ld32(const void *p) {
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+static inline int32_t sxtb16_ror8(uint32_t v) {
+    int32_t r;
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v));
+    return r;
+}
+#endif
+
+/* Dot products of one column with 4 weight rows (stride k4) -> acc[0..4). */
+static void dot4(const int16_t *col, const int8_t *w, int32_t k4, int32_t *acc) {
+    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+    const int8_t *w0 = w, *w1 = w + k4, *w2 = w + 2 * k4, *w3 = w + 3 * k4;
+    int32_t k;
+#if SER_NN_DSP
+    for (k = 0; k < k4; k += 4) {
+        int32_t c02 = (int32_t)ld32(col + k), c13 = (int32_t)ld32(col + k + 2);
+        uint32_t v;
+        v = ld32(w0 + k); a0 = __smlad(c02, __sxtb16(v), a0); a0 = __smlad(c13, sxtb16_ror8(v), a0);
+        v = ld32(w1 + k); a1 = __smlad(c02, __sxtb16(v), a1); a1 = __smlad(c13, sxtb16_ror8(v), a1);
+        v = ld32(w2 + k); a2 = __smlad(c02, __sxtb16(v), a2); a2 = __smlad(c13, sxtb16_ror8(v), a2);
+        v = ld32(w3 + k); a3 = __smlad(c02, __sxtb16(v), a3); a3 = __smlad(c13, sxtb16_ror8(v), a3);
+    }
+#else
+    for (k = 0; k < k4; k += 4) {
+        int32_t c0 = col[k], c2 = col[k + 1], c1 = col[k + 2], c3 = col[k + 3];
+        a0 += c0 * w0[k] + c1 * w0[k + 1] + c2 * w0[k + 2] + c3 * w0[k + 3];
+        a1 += c0 * w1[k] + c1 * w1[k + 1] + c2 * w1[k + 2] + c3 * w1[k + 3];
+        a2 += c0 * w2[k] + c1 * w2[k + 1] + c2 * w2[k + 2] + c3 * w2[k + 3];
+        a3 += c0 * w3[k] + c1 * w3[k + 1] + c2 * w3[k + 2] + c3 * w3[k + 3];
+    }
+#endif
+    acc[0] = a0; acc[1] = a1; acc[2] = a2; acc[3] = a3;
+}
+
+static int32_t dot1(const int16_t *col, const int8_t *w, int32_t k4, int32_t acc) {
+    int32_t k;
+#if SER_NN_DSP
+    for (k = 0; k < k4; k += 4) {
+        uint32_t v = ld32(w + k);
+        acc = __smlad((int32_t)ld32(col + k), __sxtb16(v), acc);
+        acc = __smlad((int32_t)ld32(col + k + 2), sxtb16_ror8(v), acc);
+    }
+#else
+    for (k = 0; k < k4; k += 4)
+        acc += col[k] * w[k] + col[k + 2] * w[k + 1] + col[k + 1] * w[k + 2] + col[k + 3] * w[k + 3];
+#endif
+    return acc;
+}
+
+/* rows x col -> int32 accumulators (bias + dot) for n rows. */
+static void matvec(const int16_t *col, const int8_t *w, int32_t k4, int32_t n, const int32_t *bias, int32_t *acc) {
+    int32_t o = 0;
+    for (; o + 4 <= n; o += 4) {
+        acc[o] = bias ? bias[o] : 0;
+        acc[o + 1] = bias ? bias[o + 1] : 0;
+        acc[o + 2] = bias ? bias[o + 2] : 0;
+        acc[o + 3] = bias ? bias[o + 3] : 0;
+        dot4(col, w + o * k4, k4, acc + o);
+    }
+    for (; o < n; o++) acc[o] = dot1(col, w + o * k4, k4, bias ? bias[o] : 0);
+}
+
+/* Requantise 4-at-a-time accumulators to int8 with per-row multipliers. */
+static void store_s8(const int32_t *acc, int32_t n, const int32_t *mult, const int32_t *shift,
+                     int32_t out_off, int32_t lo, int32_t hi, int8_t *out) {
+    int32_t o;
+    for (o = 0; o < n; o++) out[o] = (int8_t)clamp(requant(acc[o], mult[o], shift[o]) + out_off, lo, hi);
+}
+
+void ser_nn_conv(const ser_nn_conv_t *p, const int8_t *in, int8_t *out, int16_t *col) {
+    int32_t oy, ox, acc[4];
+    const int32_t K = p->k_h * p->k_w * p->in_c;
+    for (oy = 0; oy < p->out_h; oy++) {
+        for (ox = 0; ox < p->out_w; ox++) {
+            int32_t ky, kx, j = 0, o;
+            int8_t *dst = out + (oy * p->out_w + ox) * p->out_c;
+            /* im2col: taps outside the image contribute 0 (TFLite skips them). */
+            for (ky = 0; ky < p->k_h; ky++) {
+                int32_t iy = oy * p->stride_h + ky * p->dil_h - p->pad_top;
+                for (kx = 0; kx < p->k_w; kx++) {
+                    int32_t ix = ox * p->stride_w + kx * p->dil_w - p->pad_left, c;
+                    if (iy < 0 || iy >= p->in_h || ix < 0 || ix >= p->in_w) {
+                        for (c = 0; c < p->in_c; c++, j++) col[SLOT(j)] = 0;
+                    } else {
+                        const int8_t *src = in + (iy * p->in_w + ix) * p->in_c;
+                        for (c = 0; c < p->in_c; c++, j++) col[SLOT(j)] = (int16_t)(src[c] + p->input_offset);
+                    }
+                }
+            }
+            for (; j < p->k4; j++) col[SLOT(j)] = 0;
+            (void)K;
+            for (o = 0; o + 4 <= p->out_c; o += 4) {
+                acc[0] = p->bias[o]; acc[1] = p->bias[o + 1]; acc[2] = p->bias[o + 2]; acc[3] = p->bias[o + 3];
+                dot4(col, p->weights + o * p->k4, p->k4, acc);
+                store_s8(acc, 4, p->mult + o, p->shift + o, p->output_offset, p->act_min, p->act_max, dst + o);
+            }
+            for (; o < p->out_c; o++) {
+                acc[0] = dot1(col, p->weights + o * p->k4, p->k4, p->bias[o]);
+                store_s8(acc, 1, p->mult + o, p->shift + o, p->output_offset, p->act_min, p->act_max, dst + o);
+            }
+        }
+    }
+}
+
+void ser_nn_pool(const ser_nn_pool_t *p, const int8_t *in, int8_t *out) {
+    int32_t oy, ox, c;
+    for (oy = 0; oy < p->out_h; oy++) {
+        for (ox = 0; ox < p->out_w; ox++) {
+            int32_t y0 = oy * p->stride_h - p->pad_top, x0 = ox * p->stride_w - p->pad_left;
+            int32_t ys = SER_NN_MAX(0, -y0), ye = SER_NN_MIN(p->k_h, p->in_h - y0);
+            int32_t xs = SER_NN_MAX(0, -x0), xe = SER_NN_MIN(p->k_w, p->in_w - x0);
+            for (c = 0; c < p->c; c++) {
+                int32_t ky, kx, v = p->average ? 0 : -128, n = 0;
+                for (ky = ys; ky < ye; ky++) {
+                    for (kx = xs; kx < xe; kx++) {
+                        int32_t s = in[((y0 + ky) * p->in_w + (x0 + kx)) * p->c + c];
+                        if (p->average) v += s; else if (s > v) v = s;
+                        n++;
+                    }
+                }
+                if (p->average && n > 0) v = v > 0 ? (v + n / 2) / n : (v - n / 2) / n;
+                out[(oy * p->out_w + ox) * p->c + c] = (int8_t)clamp(v, p->act_min, p->act_max);
+            }
+        }
+    }
+}
+
+void ser_nn_fc(const ser_nn_fc_t *p, const int8_t *in, int8_t *out, int16_t *col) {
+    int32_t b, o, acc[4];
+    for (b = 0; b < p->batches; b++) {
+        int8_t *dst = out + b * p->n_out;
+        expand(in + b * p->n_in, p->n_in, p->k4, p->input_offset, col);
+        for (o = 0; o + 4 <= p->n_out; o += 4) {
+            acc[0] = p->bias[o]; acc[1] = p->bias[o + 1]; acc[2] = p->bias[o + 2]; acc[3] = p->bias[o + 3];
+            dot4(col, p->weights + o * p->k4, p->k4, acc);
+            store_s8(acc, 4, p->mult + o, p->shift + o, p->output_offset, p->act_min, p->act_max, dst + o);
+        }
+        for (; o < p->n_out; o++) {
+            acc[0] = dot1(col, p->weights + o * p->k4, p->k4, p->bias[o]);
+            store_s8(acc, 1, p->mult + o, p->shift + o, p->output_offset, p->act_min, p->act_max, dst + o);
+        }
+    }
+}
+
+void ser_nn_slice(const ser_nn_slice_t *p, const void *in, void *out) {
+    const uint8_t *src = (const uint8_t *)in;
+    uint8_t *dst = (uint8_t *)out;
+    const int32_t *sh = p->in_shape, es = p->elem_size;
+    int32_t i0, i1, i2, i3;
+#define SER_NN_RANGE(i, d) for (i = p->start[d]; p->stride[d] > 0 ? i < p->stop[d] : i > p->stop[d]; i += p->stride[d])
+    SER_NN_RANGE(i0, 0) SER_NN_RANGE(i1, 1) SER_NN_RANGE(i2, 2) SER_NN_RANGE(i3, 3) {
+        memcpy(dst, src + (size_t)(((i0 * sh[1] + i1) * sh[2] + i2) * sh[3] + i3) * (size_t)es, (size_t)es);
+        dst += es;
+    }
+#undef SER_NN_RANGE
+}
+
+/* One gate for one step: act(sat16(rq(bias + Wx.x)) + sat16(rq(Wh.h))) -> gate[n_cell]. */
+static void lstm_gate(const ser_nn_lstm_t *p, int g, const int16_t *colx, const int16_t *colh,
+                      int32_t *acc, int16_t *gate, int act_sigmoid) {
+    int32_t i, n = p->n_cell;
+    int32_t *acc_r = acc + n;
+    matvec(colx, p->w_in[g], p->k4_in, n, p->bias[g], acc);
+    matvec(colh, p->w_rec[g], p->k4_cell, n, NULL, acc_r);
+    for (i = 0; i < n; i++) {
+        int32_t a = clamp(requant(acc[i], p->in_mult[g], p->in_shift[g]), -32768, 32767);
+        int32_t r = clamp(requant(acc_r[i], p->rec_mult[g], p->rec_shift[g]), -32768, 32767);
+        int32_t s = clamp(a + r, -32768, 32767);
+        gate[i] = act_sigmoid ? sigmoid_s16(s, p->lut) : tanh_s16(s, 3, 0, p->lut);
+    }
+}
+
+void ser_nn_lstm(const ser_nn_lstm_t *p, const int8_t *in, int8_t *out, int16_t *scratch,
+                 int8_t *hidden, int16_t *cell) {
+    const int32_t n = p->n_cell;
+    int16_t *colx = scratch, *colh = colx + p->k4_in;
+    int16_t *gi = colh + p->k4_cell, *gf = gi + n, *gc = gf + n, *go = gc + n;
+    int32_t *acc = (int32_t *)(void *)(go + n + (n & 1)); /* 2 * n int32, 4-byte aligned */
+    int32_t b, t, i;
+    for (i = 0; i < p->batches * n; i++) {
+        hidden[i] = (int8_t)p->hidden_zp;
+        cell[i] = 0;
+    }
+    for (b = 0; b < p->batches; b++) {
+        int8_t *h = hidden + b * n;
+        int16_t *c = cell + b * n;
+        for (t = 0; t < p->steps; t++) {
+            int32_t row = p->time_major ? t * p->batches + b : b * p->steps + t;
+            expand(in + row * p->n_input, p->n_input, p->k4_in, p->input_offset, colx);
+            expand(h, n, p->k4_cell, p->hidden_offset, colh);
+            lstm_gate(p, 1, colx, colh, acc, gf, 1);
+            lstm_gate(p, 0, colx, colh, acc, gi, 1);
+            lstm_gate(p, 2, colx, colh, acc, gc, p->cell_gate_sigmoid);
+            lstm_gate(p, 3, colx, colh, acc, go, 1);
+            for (i = 0; i < n; i++) {
+                int32_t fc = clamp(requant(gf[i] * c[i], p->fc_mult, p->fc_shift), -32768, 32767);
+                int32_t ig = clamp(requant(gi[i] * gc[i], p->ig_mult, p->ig_shift), -32768, 32767);
+                int32_t cv = clamp(fc + ig, -32768, 32767);
+                int32_t th;
+                if (p->cell_clip > 0) cv = clamp(cv, -p->cell_clip, p->cell_clip);
+                c[i] = (int16_t)cv;
+                th = tanh_s16(cv, p->tanh_mult, p->tanh_rshift, p->lut);
+                h[i] = (int8_t)clamp(p->hidden_zp + requant(th * go[i], p->out_mult, p->out_shift), -128, 127);
+            }
+            memcpy(out + row * n, h, (size_t)n);
+        }
+    }
+}

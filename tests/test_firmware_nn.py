@@ -1,0 +1,130 @@
+"""The model compiled ahead of time to C (firmware_bridge.nn_export + firmware/ser_nn.c), built with
+the host gcc, against the tflite-micro interpreter (TFLM's reference kernels): identical int8
+scores on every window of generated audio, for the shipped model and the tiny test model; an
+unsupported operator is refused at export naming the operator."""
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_runtime.frontend import compute_features
+from edge_runtime.interpreter import FeatureQuantizer
+from edge_runtime.model_metadata import read_metadata
+from edge_runtime.test_signals import harmonic_vowel, quiet_speechlike, speech_with_pauses, tone_sweep, white_noise
+from firmware_bridge.export import DEFAULT_MODEL, ExportError, export_c
+from tests.conftest import require_module
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def audio_windows(model_path: Path, seconds: float = 20.0) -> np.ndarray:
+    """int8 windows of generated audio through the model's own front end and input quantiser (the
+    device path: integer features -> FeatureQuantizer -> windows of window_frames, hop_frames)."""
+    md = read_metadata(str(model_path))
+    cfg = md.frontend_config()
+    fq = FeatureQuantizer(2.0 ** -cfg.frac_bits, md.input_scale, md.input_zero_point)
+    out = []
+    for x in (speech_with_pauses(seconds), harmonic_vowel(6.0), white_noise(6.0, level_dbfs=-3),
+              quiet_speechlike(6.0), tone_sweep(6.0)):
+        q = fq(compute_features(x, cfg))
+        for a in range(0, len(q) - md.window_frames + 1, md.hop_frames):
+            out.append(q[a:a + md.window_frames])
+    return np.stack(out)
+
+
+def _compare(model_path: Path, extra: int = 8) -> tuple[int, float]:
+    from firmware_bridge.nn_host import CModel
+
+    require_module("tflite_micro")
+    from model_build.tflm import run_tflm
+
+    data = model_path.read_bytes()
+    wins = audio_windows(model_path)
+    rng = np.random.default_rng(0)  # plus full-range random windows: saturating accumulators, LUT ends
+    wins = np.concatenate([wins, rng.integers(-128, 128, (extra,) + wins.shape[1:]).astype(np.int8)])
+    m = CModel(data, str(model_path))
+    got = m.invoke_many(wins)
+    want = run_tflm(data, wins)
+    np.testing.assert_array_equal(got, want)
+    return len(wins), float(np.mean(np.argmax(got, 1) == np.argmax(want, 1)))
+
+
+def test_shipped_model_bit_exact_with_tflite_micro():
+    n, top1 = _compare(DEFAULT_MODEL)
+    assert n >= 30 and top1 == 1.0
+
+
+def test_tiny_model_bit_exact_with_tflite_micro(tiny_model_path):
+    n, _ = _compare(Path(tiny_model_path))
+    assert n >= 30
+
+
+def test_export_writes_net_that_compiles_standalone(tmp_path):
+    files = export_c(str(DEFAULT_MODEL), None, tmp_path)
+    assert {"net_header", "net_source", "ser_nn.c", "ser_nn.h"} <= set(files)
+    h = files["net_header"].read_text()
+    assert "void ser_model_invoke(const int8_t *in, int8_t *out);" in h
+    arena = int(h.split("SER_NET_ARENA_BYTES ")[1].split()[0])
+    assert 0 < arena < 16 * 1024  # every activation + scratch, planned on the host
+    assert '#include "ser_net.h"' in files["header"].read_text()
+    assert "ser_model_data" not in files["source"].read_text()  # no flatbuffer unless --flatbuffer
+    main = tmp_path / "main.c"
+    main.write_text('#include <stdio.h>\n#include "ser_model.h"\nint main(void) {\n'
+                    "  static int8_t in[SER_NET_INPUT_SIZE]; int8_t out[SER_NET_OUTPUT_SIZE]; int i;\n"
+                    "  if (fread(in, 1, sizeof in, stdin) != sizeof in) return 3;\n"
+                    "  ser_model_invoke(in, out);\n"
+                    "  for (i = 0; i < SER_NET_OUTPUT_SIZE; i++) printf(\"%d \", out[i]);\n"
+                    "  return SER_N_LABELS == SER_NET_OUTPUT_SIZE ? 0 : 4;\n}\n")
+    exe = tmp_path / "main"
+    r = subprocess.run(["gcc", "-O2", "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-I", str(tmp_path),
+                        "-o", str(exe), str(main), str(files["net_source"]), str(tmp_path / "ser_nn.c")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    w = audio_windows(DEFAULT_MODEL)[3]
+    r = subprocess.run([str(exe)], input=w.tobytes(), capture_output=True)
+    assert r.returncode == 0
+    from firmware_bridge.nn_host import CModel
+
+    assert [int(v) for v in r.stdout.split()] == CModel.from_file(DEFAULT_MODEL).invoke(w).tolist()
+
+
+@pytest.fixture(scope="module")
+def tanh_model(tmp_path_factory):
+    """A real int8 model with an operator the C export does not implement (TANH)."""
+    tf = require_module("tensorflow")
+    keras = require_module("tf_keras")  # the Keras the project's converter uses (model_build)
+
+    inp = keras.Input((16,), batch_size=1)
+    out = keras.layers.Activation("tanh")(keras.layers.Dense(4)(inp))
+    km = keras.Model(inp, out)
+    conv = tf.lite.TFLiteConverter.from_keras_model(km)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    rng = np.random.default_rng(0)
+    conv.representative_dataset = lambda: ([rng.normal(size=(1, 16)).astype(np.float32)] for _ in range(20))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = conv.inference_output_type = tf.int8
+    p = tmp_path_factory.mktemp("tanh") / "tanh.tflite"
+    p.write_bytes(conv.convert())
+    return p
+
+
+def test_unsupported_operator_refused_with_its_name(tanh_model, tmp_path, capsys):
+    from firmware_bridge.nn_export import NetExportError, lower
+    from firmware_bridge.tflite_graph import read_graph
+
+    with pytest.raises(NetExportError, match=r"tanh\.tflite: operator \d+ TANH is not supported by the C export"):
+        lower(read_graph(tanh_model.read_bytes(), str(tanh_model)), str(tanh_model))
+    # through the CLI: one line, exit code 2 (the model has no ser_edge metadata: give it a sidecar)
+    tanh_model.with_suffix(".json").write_text(
+        '{"labels": ["a", "b", "c", "d"], "frontend": {}, "input_scale": 0.1, "input_zero_point": 0}')
+    from edge_runtime.cli import main
+
+    assert main(["export", "--model", str(tanh_model), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "operator" in err and "TANH is not supported" in err
+    with pytest.raises(ExportError, match="TANH"):
+        export_c(str(tanh_model), None, tmp_path / "o2")
