@@ -32,10 +32,11 @@ EXTRA_OF_MODULE = {
     "matplotlib": "train", "tflite_micro": "train", "tqdm": "train",
     "serial": "bridge", "cobs": "bridge",
     "sounddevice": "mic",
+    "paho": "mqtt",
     "soundfile": "edge", "ai_edge_litert": "edge", "soxr": "edge",
 }
 # import name -> distribution name, where they differ
-_DIST_OF_MODULE = {"serial": "pyserial", "tf_keras": "tf-keras", "tflite_micro": "tflite-micro",
+_DIST_OF_MODULE = {"paho": "paho-mqtt", "serial": "pyserial", "tf_keras": "tf-keras", "tflite_micro": "tflite-micro",
                    "ai_edge_litert": "ai-edge-litert"}
 
 

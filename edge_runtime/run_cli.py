@@ -57,8 +57,19 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--udp", metavar="HOST:PORT", type=udp_address, help="also send each JSON line as a UDP datagram")
     p.add_argument("--quiet", action="store_true", help="no JSON on stdout (use with --udp)")
     p.add_argument("--info", action="store_true", help="print the model/engine info as JSON and exit")
+    from .mqtt import add_mqtt_args
+
+    add_mqtt_args(p)
     p.set_defaults(func=run_command)
     return p
+
+
+def _close_mqtt(pub) -> None:
+    st = pub.close()
+    lost = st["waiting"] + st["unacked"]
+    print(f"ser-edge run: mqtt {pub.target} as {pub.device_id}: {st['records']} records, {st['acked']} "
+          f"messages acknowledged, {st['dropped']} dropped (queue full)"
+          + (f", {lost} not delivered (broker unreachable)" if lost else ""), file=sys.stderr)
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -90,6 +101,10 @@ def run_command(args: argparse.Namespace) -> int:
     else:
         source = FileSource(args.file, sample_rate=rate, chunk_ms=args.chunk_ms, realtime=args.realtime)
     send = args.udp.sender() if args.udp else None
+    from .mqtt import publisher_from_args
+
+    info = clf.info()
+    mqtt = publisher_from_args(args, labels=info["labels"], model=info.get("model_name") or info["model_hash"])
 
     labels = clf.labels
     n, latencies = 0, []
@@ -103,10 +118,15 @@ def run_command(args: argparse.Namespace) -> int:
                 sys.stdout.flush()
             if send is not None:
                 send(line.encode())
+            if mqtt is not None:
+                mqtt.publish_record(d, line)
             n += 1
             latencies.append(r.latency_ms)
     except KeyboardInterrupt:
         pass
+    finally:
+        if mqtt is not None:
+            _close_mqtt(mqtt)
     wall = time.perf_counter() - t0
     audio_s = clf._frontend.samples_seen / rate
     if latencies:

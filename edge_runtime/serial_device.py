@@ -499,9 +499,15 @@ def _check_port_opens(port: str, baud: int) -> None:
 def _cmd_serve(args) -> int:
     from .classifier import StreamingClassifier  # heavy (interpreter) import only here
 
+    from .mqtt import PublishingEngine, publisher_from_args
+
     _check_port_opens(args.port, args.baud)  # a wrong --port fails now, not in the reconnect loop
     engine = StreamingClassifier.from_model(args.model)
     info = engine.info()
+    pub = publisher_from_args(args, labels=info["labels"], model=info.get("model_name") or info["model_hash"])
+    if pub is not None:
+        engine = PublishingEngine(engine, pub)
+        print(f"serve: publishing every window to {pub.target} as ser-edge/{pub.device_id}/", flush=True)
     source = None
     if args.push_wav or args.push_mic:
         from .audio_sources import FileSource, MicSource
@@ -516,6 +522,9 @@ def _cmd_serve(args) -> int:
                    log=lambda s: print(s, flush=True))
     except KeyboardInterrupt:
         pass
+    finally:
+        if pub is not None:
+            pub.close()
     return 0
 
 
@@ -536,4 +545,7 @@ def add_cli(subparsers) -> None:
     p.add_argument("--mic-device", default=None, help="sounddevice input device (name or index)")
     p.add_argument("--max-payload", type=positive_int, default=MAX_PAYLOAD,
                    help=f"largest frame payload accepted (default {MAX_PAYLOAD})")
+    from .mqtt import add_mqtt_args
+
+    add_mqtt_args(p)
     p.set_defaults(func=_cmd_serve)

@@ -5,11 +5,13 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``stream``, ``listen``, ``validate`` (serial host), ``export`` (C export) and ``demo``.
+    """Add ``stream``, ``listen``, ``validate`` (serial host), ``export`` (C export), ``demo`` and
+    ``dashboard`` (the live fleet page).
 
     None of these modules imports pyserial or TensorFlow at import time: a command whose extra is
     missing is still listed (its help says what to install) and fails with one line naming the extra.
     """
+    from .dashboard import add_cli as add_dashboard
     from .demo import add_cli as add_demo
     from .export import register_export
     from .host_commands import register_commands
@@ -17,3 +19,4 @@ def register(sub: argparse._SubParsersAction) -> None:
     register_commands(sub)
     register_export(sub)
     add_demo(sub)
+    add_dashboard(sub)

@@ -158,19 +158,32 @@ def _cmd_listen(args) -> int:
     require("ser-edge listen", "serial")
     from edge_runtime.protocol import Mode
 
+    from edge_runtime.mqtt import default_device_id, publisher_from_args
+
+    # before the port opens, so no pushed record arrives before it can be published
+    pub = publisher_from_args(args, default_id=lambda: default_device_id(Path(args.port).name))
     send = args.udp.sender() if args.udp else None
 
     def on_result(r):
-        line = json.dumps(r.to_json_dict())
+        rec = r.to_json_dict()
+        line = json.dumps(rec)
         if send is not None:
             send(line.encode())
-        if not args.quiet or send is None:
+        if pub is not None:
+            pub.publish_record(rec, line)
+        if not args.quiet or (send is None and pub is None):
             print(line, flush=True)
 
-    dev = _open_client(args, on_result=on_result, accept_push=True, liveness_s=0)
+    try:
+        dev = _open_client(args, on_result=on_result, accept_push=True, liveness_s=0)
+    except BaseException:
+        if pub is not None:
+            pub.close(timeout_s=0)
+        raise
     try:
         print(f"listening to {args.port}: labels {list(dev.info.labels)}"
-              + (f", forwarding to {args.udp}" if send else ""), file=sys.stderr)
+              + (f", forwarding to {args.udp}" if send else "")
+              + (f", publishing to {pub.target} as ser-edge/{pub.device_id}/" if pub else ""), file=sys.stderr)
         if args.start:
             dev.start(Mode.MIC_PUSH)
         t_end = None if args.seconds is None else time.monotonic() + args.seconds
@@ -182,6 +195,8 @@ def _cmd_listen(args) -> int:
         dev.close()
         if send is not None:
             send.close()
+        if pub is not None:
+            pub.close()
     return 0
 
 
@@ -329,13 +344,16 @@ def register_commands(subparsers) -> None:
 
     p = subparsers.add_parser("listen", help=needs("print/forward labels a device pushes on its own", "serial"),
                               description="Receive RESULTs a device sends unasked (serve --push-mic, "
-                                          "robot mode); JSON lines on stdout and/or UDP.")
+                                          "robot mode); JSON lines on stdout, UDP and/or MQTT.")
     _add_link_args(p, mode=False)
     p.add_argument("--udp", metavar="HOST:PORT", type=udp_address, default=None,
                    help="also send each JSON line as a UDP datagram to HOST:PORT")
     p.add_argument("--start", action="store_true", help="send START MIC_PUSH first")
     p.add_argument("--seconds", type=positive_float, default=None, help="stop after this long")
-    p.add_argument("--quiet", action="store_true", help="with --udp: do not print to stdout")
+    p.add_argument("--quiet", action="store_true", help="with --udp/--mqtt: do not print to stdout")
+    from edge_runtime.mqtt import add_mqtt_args
+
+    add_mqtt_args(p, device_id_help="topic level for this device (default: <host name>-<port name>)")
     p.set_defaults(func=_cmd_listen)
 
     p = subparsers.add_parser("validate", help=needs("compare device RESULTs with host int8 predictions", "serial"),
