@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 DEVICE_VENV ?= .venv-device
 DEVICE_STAMP := $(DEVICE_VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: demo test bench install clean system-deps
+.PHONY: demo test bench install clean system-deps firmware
 
 install: $(STAMP)
 
@@ -36,6 +36,11 @@ system-deps:
 test: system-deps $(STAMP) $(DEVICE_STAMP)
 	SER_EDGE_FULL_ENV=1 SER_EDGE_DEVICE_PYTHON=$$(test -f $(DEVICE_STAMP) && echo $(abspath $(DEVICE_VENV))/bin/python) \
 	  $(PY) -m pytest -q -p no:cacheprovider
+
+# The Cortex-M4 device firmware for the shipped model (needs .ci/apt-packages.txt: arm-none-eabi
+# gcc + newlib); run it with `$(PY) -m edge_runtime firmware run --elf build/firmware/ser_fw.elf`.
+firmware: system-deps $(STAMP)
+	$(PY) -m edge_runtime firmware build --out build/firmware
 
 bench: $(STAMP)
 	$(PY) bench/frontend.py

@@ -14,9 +14,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     from .dashboard import add_cli as add_dashboard
     from .demo import add_cli as add_demo
     from .export import register_export
+    from .image import add_cli as add_firmware
     from .host_commands import register_commands
 
     register_commands(sub)
     register_export(sub)
     add_demo(sub)
     add_dashboard(sub)
+    add_firmware(sub)

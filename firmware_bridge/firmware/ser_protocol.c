@@ -181,6 +181,7 @@ static int decode_segment(ser_decoder_t *d, ser_frame_t *out) {
     if ((size_t)length != body - SER_HEADER_SIZE) return drop(d, SER_DROP_LENGTH);
     if (length > d->max_payload) return drop(d, SER_DROP_OVERSIZE);
     if (type < 1 || type > SER_MSG_TYPE_MAX) return drop(d, SER_DROP_UNKNOWN_TYPE);
+    if (d->check && d->check(type, out->payload, length)) return drop(d, SER_DROP_PAYLOAD);
     if (d->have_seq) {
         const uint16_t gap = (uint16_t)(seq - d->last_seq - 1u);
         if (gap < 0x8000u) d->stats.seq_lost += gap; /* backwards jump = peer restarted */
@@ -269,4 +270,68 @@ int ser_start_parse(const uint8_t *payload, size_t len, uint8_t *mode, uint16_t 
     if (session) *session = get_u16(payload + 2);
     if (start_offset) *start_offset = get_u32(payload + 4);
     return 0;
+}
+
+/* Strict UTF-8 as Python's bytes.decode("utf-8"): no overlongs, no surrogates, <= U+10FFFF. */
+static int utf8_ok(const uint8_t *p, size_t n) {
+    size_t i = 0;
+    while (i < n) {
+        const uint8_t c = p[i];
+        size_t k, need;
+        uint8_t lo = 0x80, hi = 0xBF;
+        if (c < 0x80) { i++; continue; }
+        if (c >= 0xC2 && c <= 0xDF) need = 1;
+        else if (c >= 0xE0 && c <= 0xEF) { need = 2; if (c == 0xE0) lo = 0xA0; if (c == 0xED) hi = 0x9F; }
+        else if (c >= 0xF0 && c <= 0xF4) { need = 3; if (c == 0xF0) lo = 0x90; if (c == 0xF4) hi = 0x8F; }
+        else return 0;
+        if (i + need >= n) return 0; /* runs past the end */
+        for (k = 1; k <= need; k++) {
+            const uint8_t b = p[i + k];
+            if (k == 1 ? (b < lo || b > hi) : (b < 0x80 || b > 0xBF)) return 0;
+        }
+        i += need + 1;
+    }
+    return 1;
+}
+
+/* str8 at *pos: advance past it; 0 if it runs past the end or is not UTF-8. */
+static int str8_ok(const uint8_t *p, size_t len, size_t *pos) {
+    size_t n;
+    if (*pos >= len) return 0;
+    n = p[*pos];
+    if (*pos + 1 + n > len || !utf8_ok(p + *pos + 1, n)) return 0;
+    *pos += 1 + n;
+    return 1;
+}
+
+int ser_message_check(uint8_t type, const uint8_t *p, size_t len) {
+    size_t pos;
+    unsigned i;
+    switch (type) {
+        case SER_MSG_HELLO: return len >= 4 && utf8_ok(p + 4, len - 4) ? 0 : -1;
+        case SER_MSG_INFO:
+            if (len < 32) return -1;
+            pos = 32;
+            for (i = 0; i < 3u + p[26]; i++)
+                if (!str8_ok(p, len, &pos)) return -1;
+            return pos == len ? 0 : -1;
+        case SER_MSG_AUDIO: return len >= 6 && (len - 4) % 2 == 0 ? 0 : -1;
+        case SER_MSG_FEATURES: {
+            size_t n, nf;
+            if (len < 8) return -1;
+            n = (size_t)(p[4] | p[5] << 8);
+            nf = (size_t)(p[6] | p[7] << 8);
+            return n && nf && len == 8 + n * nf ? 0 : -1;
+        }
+        case SER_MSG_RESULT: return len >= 21 && len == 21u + p[20] && p[6] < p[20] ? 0 : -1;
+        case SER_MSG_ERROR: return len >= 5 ? 0 : -1; /* text decoded with errors="replace" */
+        case SER_MSG_PING:
+        case SER_MSG_PONG: return len <= 64 ? 0 : -1;
+        case SER_MSG_START: return len == 8 ? 0 : -1;
+        case SER_MSG_STOP:
+        case SER_MSG_GET_STATS: return len == 0 ? 0 : -1;
+        case SER_MSG_ACK: return len == 4 ? 0 : -1;
+        case SER_MSG_STATS: return len >= 4 && len == 4u + 4u * p[2] ? 0 : -1;
+        default: return -1;
+    }
 }

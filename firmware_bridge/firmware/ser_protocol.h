@@ -112,6 +112,10 @@ typedef struct {
     int have_seq;
     uint16_t last_seq;
     ser_decoder_stats_t stats;
+    /* Optional payload layout check run after the type check (e.g. ser_message_check): nonzero
+     * drops the frame as SER_DROP_PAYLOAD before it counts as received, as the Python
+     * FrameDecoder does. NULL (the default) = framing only. */
+    int (*check)(uint8_t type, const uint8_t *payload, size_t len);
 } ser_decoder_t;
 
 /* max_payload 0 means SER_MAX_PAYLOAD; larger values are clamped to it. */
@@ -150,6 +154,10 @@ size_t ser_ack_payload(uint16_t ref_seq, uint8_t ref_type, uint8_t status, uint8
 /* ERROR: u16 code, u16 ref_seq, u8 ref_type, UTF-8 text (<= 200 bytes; NUL-terminated input). */
 size_t ser_error_payload(uint16_t code, uint16_t ref_seq, uint8_t ref_type, const char *text,
                          uint8_t *out, size_t cap);
+
+/* The payload layout rules of messages.py for every type (lengths, string bounds, UTF-8,
+ * RESULT label range). 0 = well formed, -1 = a "payload" drop. */
+int ser_message_check(uint8_t type, const uint8_t *payload, size_t len);
 
 /* START: u8 mode, pad, u16 session, u32 start_offset (exactly 8 bytes). 0 ok, -1 bad payload. */
 int ser_start_parse(const uint8_t *payload, size_t len, uint8_t *mode, uint16_t *session,

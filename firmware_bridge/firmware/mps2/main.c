@@ -1,0 +1,47 @@
+/*
+ * main.c - the ser-edge device firmware for the MPS2 AN386 (Cortex-M4F): UART0 at SER_FW_BAUD,
+ * the serial protocol device loop (ser_device.c) over the exported model. Received bytes arrive
+ * by interrupt in a ring (uart.c); the loop feeds them to the device and sleeps (WFI) when idle.
+ */
+#include <stdint.h>
+
+#include "board.h"
+#include "ser_device.h"
+#include "uart.h"
+
+#ifndef SER_FW_BAUD
+#define SER_FW_BAUD 921600u
+#endif
+
+static ser_device_t device;
+
+static void io_write(void *ctx, const uint8_t *data, size_t n) {
+    (void)ctx;
+    uart_write(data, n);
+}
+
+static uint64_t io_ticks(void *ctx) {
+    (void)ctx;
+    return systick_ticks();
+}
+
+static const ser_device_io_t io = {io_write, io_ticks, BOARD_SYSCLK_HZ / 1000000u, 0};
+
+int main(void) {
+    systick_init();
+    uart_init(SER_FW_BAUD);
+    ser_device_init(&device, &io);
+    for (;;) {
+        uint8_t b;
+        /* Interrupts off between the empty check and WFI, so a byte arriving in between still
+         * wakes the core (WFI wakes on a pending interrupt even with PRIMASK set). */
+        const uint32_t irq = board_irq_save();
+        if (!uart_rx_pop(&b)) {
+            board_wfi();
+            board_irq_restore(irq);
+            continue;
+        }
+        board_irq_restore(irq);
+        ser_device_feed(&device, b);
+    }
+}

@@ -1,0 +1,110 @@
+"""The two devices the protocol suite runs against (no tests here).
+
+``python``: ``SerialDevice`` (what ``ser-edge serve`` runs) over a linked pty pair, with the shipped
+model on the ``tflm`` backend. ``qemu``: the Cortex-M4 firmware image for the same model
+(``firmware_bridge.image.build_image``) running in ``qemu-system-arm -M mps2-an386`` behind a pty.
+Both announce ``max_payload`` 1024 (the firmware's limit), so every answer can be compared exactly.
+
+The reference for RESULTs is ``StreamingClassifier`` on the ``tflm`` backend: the tflite-micro
+interpreter, i.e. TFLite Micro's reference kernels.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge_runtime.protocol import FrameDecoder, Sequencer
+
+DEVICES = ("python", "qemu")
+MAX_PAYLOAD = 1024
+QEMU_BYTES_PER_S = 18_000  # the emulated CMSDK UART (wall clock), for timeouts
+
+
+class Host:
+    """Minimal raw host on a pyserial port: send messages, collect decoded replies."""
+
+    def __init__(self, path: str, baud: int = 921600):
+        import serial
+
+        self.port = serial.Serial(path, baud, timeout=0.02)
+        self.tx = Sequencer()
+        self.dec = FrameDecoder()
+
+    def send(self, msg) -> int:
+        seq, frame = self.tx.encode(msg)
+        self.port.write(frame)
+        return seq
+
+    def recv(self, n: int = 1, timeout: float = 3.0, types=None) -> list:
+        out = []
+        t_end = time.monotonic() + timeout
+        while len(out) < n and time.monotonic() < t_end:
+            for r in self.dec.feed(self.port.read(4096)):
+                if types is None or r.msg.TYPE in types:
+                    out.append(r.msg)
+        return out
+
+    def close(self) -> None:
+        self.port.close()
+
+
+@dataclass
+class Dut:
+    kind: str
+    port: str
+    has_engine: bool
+    resume: object = None  # qemu: lets the paused CPU run (after the host opened the port)
+
+    def transfer_timeout(self, n_bytes: int) -> float:
+        """Seconds to allow for moving ``n_bytes`` to the device (QEMU's UART is slow)."""
+        return 3.0 + (2.5 * n_bytes / QEMU_BYTES_PER_S if self.kind == "qemu" else 0.0)
+
+
+def reference_classifier():
+    from edge_runtime.classifier import StreamingClassifier
+
+    return StreamingClassifier.from_model(None, backend="tflm")
+
+
+@contextlib.contextmanager
+def open_device(kind: str, require_tool, require_module):
+    """Start one device; yields a :class:`Dut` whose boot INFO is still unread (the CPU of the QEMU
+    device waits until ``dut.resume()``; the Python device boots when the host side is open)."""
+    if kind == "python":
+        from firmware_bridge.ptylink import PtyLink
+        from tests.test_serial_helpers import running_device
+
+        require_module("tflite_micro")
+        with PtyLink(baud=921600) as link:
+            holder: dict = {}
+
+            def resume():
+                holder["cm"] = running_device(link.port_b, reference_classifier(), max_payload=MAX_PAYLOAD)
+                holder["cm"].__enter__()
+
+            try:
+                yield Dut("python", link.port_a, True, resume)
+            finally:
+                if "cm" in holder:
+                    holder["cm"].__exit__(None, None, None)
+        return
+    require_tool("qemu-system-arm")
+    require_tool("arm-none-eabi-gcc")
+    from firmware_bridge.image import build_image
+    from firmware_bridge.qemu import QemuDevice
+
+    img = build_image()
+    dev = QemuDevice(img.elf, start_paused=True)
+    with dev:
+        yield Dut("qemu", dev.port, img.engine != "none", dev.resume)
+
+
+def features_int8(pcm: np.ndarray) -> np.ndarray:
+    """The int8 frames a FEATURES host sends for ``pcm`` (the model's front end + quantiser)."""
+    from edge_runtime.frontend import compute_features
+
+    clf = reference_classifier()
+    return clf.model.quantize(compute_features(pcm, clf.cfg))
