@@ -94,8 +94,11 @@ def fw_info_header(model_path: Path) -> str:
         "#endif", ""])
 
 
-def _engine_sources(model_path: Path, gen: Path) -> tuple[str, list[Path]]:
-    """(engine name, C sources) implementing ser_engine.h for the model."""
+def _engine_sources(gen: Path) -> tuple[str, list[Path]]:
+    """(engine name, C sources) implementing ser_engine.h: the model compiled ahead of time to C
+    (``ser_net.c`` + the ``ser_nn`` kernels) when the export produced it."""
+    if (gen / "ser_net.c").is_file():
+        return "ser_nn", [BOARD_DIR / "engine_net.c", FIRMWARE_DIR / "ser_nn.c", gen / "ser_net.c"]
     return "none", [BOARD_DIR / "engine_none.c"]
 
 
@@ -105,7 +108,7 @@ def _inputs_hash(model_bytes: bytes, options: list[str]) -> str:
         for p in sorted(d.iterdir()):
             if p.is_file():
                 h.update(p.name.encode() + b"\0" + p.read_bytes())
-    for mod in ("export.py", "image.py"):
+    for mod in ("export.py", "image.py", "nn_export.py", "tflite_graph.py"):
         h.update((Path(__file__).parent / mod).read_bytes())
     h.update("\0".join(options).encode())
     h.update(subprocess.run([_tool("arm-none-eabi-gcc"), "--version"], capture_output=True, text=True).stdout.encode())
@@ -134,7 +137,7 @@ def build_image(model: str | Path | None = None, out_dir: str | Path | None = No
         out.mkdir(parents=True, exist_ok=True)
         export_c(model_path, None, gen, copy_sources=False)
         (gen / "ser_fw_info.h").write_text(fw_info_header(model_path))
-        engine, srcs = _engine_sources(model_path, gen)
+        engine, srcs = _engine_sources(gen)
         (gen / "engine.txt").write_text(engine)
         cmd = [make, "-s", "-C", str(BOARD_DIR), f"GEN={gen}", f"OUT={out}", f"OPT={opt}",
                f"SEMIHOSTING={int(semihosting)}", f"ENGINE_SRCS={' '.join(str(s) for s in srcs)}",

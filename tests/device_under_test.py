@@ -59,8 +59,9 @@ class Dut:
     resume: object = None  # qemu: lets the paused CPU run (after the host opened the port)
 
     def transfer_timeout(self, n_bytes: int) -> float:
-        """Seconds to allow for moving ``n_bytes`` to the device (QEMU's UART is slow)."""
-        return 3.0 + (2.5 * n_bytes / QEMU_BYTES_PER_S if self.kind == "qemu" else 0.0)
+        """Seconds to allow for moving ``n_bytes`` to the device and classifying them (QEMU's UART
+        is slow, and a busy 2-core machine slows the emulation further; waits end at the answer)."""
+        return 5.0 + (10.0 + 5.0 * n_bytes / QEMU_BYTES_PER_S if self.kind == "qemu" else 0.0)
 
 
 def reference_classifier():
