@@ -534,7 +534,10 @@ def render(net: Net, prefix: str = "ser", header_name: str | None = None) -> tup
          " */", "#include <string.h>", "", '#include "ser_nn.h"', f'#include "{header_name or prefix + "_net.h"}"', "",
          f"static uint64_t {prefix}_arena[{max(1, (net.arena_bytes + 7) // 8)}];",
          f"const uint32_t {prefix}_model_arena_bytes = {net.arena_bytes}u;",
-         f"#define A(off) ((void *)((uint8_t *){prefix}_arena + (off)))", "",
+         f"#define A(off) ((void *)((uint8_t *){prefix}_arena + (off)))",
+         "/* Profiling hook: -DSER_NET_PROFILE=fn calls void fn(int k) before operator k and fn(-1) at the end. */",
+         "#ifdef SER_NET_PROFILE", "void SER_NET_PROFILE(int k);", "#define SER_NET_STEP(k) SER_NET_PROFILE(k)",
+         "#else", "#define SER_NET_STEP(k) ((void)0)", "#endif", "",
          f"static const uint16_t {prefix}_lut[256] = {{{_c_values(net.lut)}}};", ""]
     calls = []
     for k, st in enumerate(net.steps):
@@ -561,6 +564,7 @@ def render(net: Net, prefix: str = "ser", header_name: str | None = None) -> tup
             p["lut"] = f"{prefix}_lut"
             calls.append(f"    ser_nn_lstm(&{base}, (const int8_t *){inp}, (int8_t *){out}, (int16_t *){sc['work']}, "
                          f"(int8_t *){sc['hidden']}, (int16_t *){sc['cell']});")
+        calls.insert(len(calls) - 1, f"    SER_NET_STEP({st.op.index});")
         ctype = {"conv": "ser_nn_conv_t", "fc": "ser_nn_fc_t", "pool": "ser_nn_pool_t", "slice": "ser_nn_slice_t",
                  "lstm": "ser_nn_lstm_t"}[st.kind]
         fields = []
@@ -572,7 +576,7 @@ def render(net: Net, prefix: str = "ser", header_name: str | None = None) -> tup
     in_off, out_off = net.buffers[net.tensor_buffer[tin.index]].offset, net.buffers[net.tensor_buffer[tout.index]].offset
     c += [f"int8_t *{prefix}_model_input(void) {{ return (int8_t *)A({in_off}); }}",
           f"const int8_t *{prefix}_model_output(void) {{ return (const int8_t *)A({out_off}); }}", "",
-          f"void {prefix}_model_run(void) {{", *calls, "}", "",
+          f"void {prefix}_model_run(void) {{", *calls, "    SER_NET_STEP(-1);", "}", "",
           f"void {prefix}_model_invoke(const int8_t *in, int8_t *out) {{",
           f"    memcpy({prefix}_model_input(), in, {tin.size});",
           f"    {prefix}_model_run();",

@@ -13,6 +13,7 @@
  */
 #include "ser_nn.h"
 
+#include <stdint.h>
 #include <string.h>
 
 typedef char ser_nn_arith_shift_check[((-8 >> 1) == -4) ? 1 : -1];
@@ -27,30 +28,44 @@ typedef char ser_nn_arith_shift_check[((-8 >> 1) == -4) ? 1 : -1];
 #define SER_NN_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define SER_NN_MAX(a, b) ((a) > (b) ? (a) : (b))
 
+static inline int32_t clamp(int32_t v, int32_t lo, int32_t hi) {
+    return v < lo ? lo : (v > hi ? hi : v);
+}
+
 /* MultiplyByQuantizedMultiplier (TFLite, double rounding). The rounding doubling high multiply
  * trunc((x*m + nudge) / 2^31), nudge = x*m >= 0 ? 2^30 : 1 - 2^30, equals floor((x*m + 2^30) / 2^31)
  * for every sign (for x*m < 0, trunc(v / 2^31) = floor((v + 2^31 - 1) / 2^31)), i.e. one add and
  * one arithmetic shift of the 64-bit product. m is in [2^30, 2^31), so the x = m = INT32_MIN
  * saturation case cannot occur. */
 static inline int32_t requant(int32_t x, int32_t m, int32_t shift) {
-    int32_t hi, mask, rem, thr;
-    int32_t right = shift > 0 ? 0 : -shift;
+    int32_t hi, right, half;
     if (shift > 0) x = (int32_t)((uint32_t)x << shift);
     hi = (int32_t)(((int64_t)x * m + ((int64_t)1 << 30)) >> 31);
-    if (right == 0) return hi;
-    mask = (int32_t)((1u << right) - 1u);
-    rem = hi & mask;
-    thr = (mask >> 1) + (hi < 0 ? 1 : 0);
-    return (hi >> right) + (rem > thr ? 1 : 0);
+    if (shift >= 0) return hi;
+    /* RoundingDivideByPOT (round half away from zero) as one add: floor((hi + 2^(r-1) - [hi < 0]) / 2^r);
+     * exact unless the add overflows, i.e. hi within 2^(r-1) of INT32_MAX (then the slow form). */
+    right = -shift;
+    half = (int32_t)(1u << (right - 1));
+    if (hi <= INT32_MAX - half) return (hi + half + (hi >> 31)) >> right;
+    {
+        int32_t mask = (int32_t)((1u << right) - 1u), rem = hi & mask;
+        return (hi >> right) + (rem > (mask >> 1) ? 1 : 0);
+    }
 }
+
+/* Saturate to int16 / int8 (one SSAT on a DSP core). */
+#if SER_NN_DSP
+#define SAT16(v) __ssat((v), 16)
+#define SAT8(v) __ssat((v), 8)
+#else
+#define SAT16(v) clamp((v), -32768, 32767)
+#define SAT8(v) clamp((v), -128, 127)
+#endif
 
 int32_t ser_nn_requantize(int32_t x, int32_t multiplier, int32_t shift) {
     return requant(x, multiplier, shift);
 }
 
-static inline int32_t clamp(int32_t v, int32_t lo, int32_t hi) {
-    return v < lo ? lo : (v > hi ? hi : v);
-}
 
 /* int16 logistic with the 256-entry LUT (input Q3.12, output Q0.15): TFLite's
  * reference_integer_ops::Logistic with input_multiplier 0 (x * 3, interpolation on |x| / 2^9). */
@@ -93,18 +108,6 @@ int16_t ser_nn_tanh_s16(int16_t x, int32_t mult, int32_t rshift, const uint16_t 
 /* Column slot of natural index j: groups of 4 stored as a0 a2 a1 a3. */
 #define SLOT(j) (((j) & ~3) | (((j) & 1) << 1) | (((j) >> 1) & 1))
 
-/* col[0..k4) = x[0..n) + off in slot order, zero beyond n. */
-static void expand(const int8_t *x, int32_t n, int32_t k4, int32_t off, int16_t *col) {
-    int32_t j = 0;
-    for (; j + 4 <= n; j += 4) {
-        col[j] = (int16_t)(x[j] + off);
-        col[j + 1] = (int16_t)(x[j + 2] + off);
-        col[j + 2] = (int16_t)(x[j + 1] + off);
-        col[j + 3] = (int16_t)(x[j + 3] + off);
-    }
-    for (; j < k4; j++) col[SLOT(j)] = (int16_t)(j < n ? x[j] + off : 0);
-}
-
 #if SER_NN_DSP
 static inline uint32_t ld32(const void *p) {
     uint32_t v;
@@ -117,6 +120,35 @@ static inline int32_t sxtb16_ror8(uint32_t v) {
     return r;
 }
 #endif
+
+/* col[0..n4) = x[0..n4) + off in slot order, n4 a multiple of 4 (col 4-byte aligned). On a DSP core
+ * one word load, two SXTB16 (bytes 0,2 and 1,3), two SADD16 with the packed offset, two stores. */
+static void expand4(const int8_t *x, int32_t n4, int32_t off, int16_t *col) {
+    int32_t j;
+#if SER_NN_DSP
+    const int32_t off2 = (int32_t)(((uint32_t)off & 0xFFFFu) | ((uint32_t)off << 16));
+    for (j = 0; j < n4; j += 4) {
+        uint32_t v = ld32(x + j);
+        int32_t lo = __sadd16(__sxtb16(v), off2), hi = __sadd16(sxtb16_ror8(v), off2);
+        memcpy(col + j, &lo, 4);
+        memcpy(col + j + 2, &hi, 4);
+    }
+#else
+    for (j = 0; j < n4; j += 4) {
+        col[j] = (int16_t)(x[j] + off);
+        col[j + 1] = (int16_t)(x[j + 2] + off);
+        col[j + 2] = (int16_t)(x[j + 1] + off);
+        col[j + 3] = (int16_t)(x[j + 3] + off);
+    }
+#endif
+}
+
+/* col[0..k4) = x[0..n) + off in slot order, zero beyond n. */
+static void expand(const int8_t *x, int32_t n, int32_t k4, int32_t off, int16_t *col) {
+    int32_t j = n & ~3;
+    expand4(x, j, off, col);
+    for (; j < k4; j++) col[SLOT(j)] = (int16_t)(j < n ? x[j] + off : 0);
+}
 
 /* Dot products of one column with 4 weight rows (stride k4) -> acc[0..4). */
 static void dot4(const int16_t *col, const int8_t *w, int32_t k4, int32_t *acc) {
@@ -195,7 +227,12 @@ void ser_nn_conv(const ser_nn_conv_t *p, const int8_t *in, int8_t *out, int16_t 
                         for (c = 0; c < p->in_c; c++, j++) col[SLOT(j)] = 0;
                     } else {
                         const int8_t *src = in + (iy * p->in_w + ix) * p->in_c;
-                        for (c = 0; c < p->in_c; c++, j++) col[SLOT(j)] = (int16_t)(src[c] + p->input_offset);
+                        if (((j | p->in_c) & 3) == 0) { /* whole groups of 4: the SIMD expansion */
+                            expand4(src, p->in_c, p->input_offset, col + j);
+                            j += p->in_c;
+                        } else {
+                            for (c = 0; c < p->in_c; c++, j++) col[SLOT(j)] = (int16_t)(src[c] + p->input_offset);
+                        }
                     }
                 }
             }
@@ -216,6 +253,31 @@ void ser_nn_conv(const ser_nn_conv_t *p, const int8_t *in, int8_t *out, int16_t 
 
 void ser_nn_pool(const ser_nn_pool_t *p, const int8_t *in, int8_t *out) {
     int32_t oy, ox, c;
+    if (!p->average) { /* max: the first tap copied, the others compared channel-contiguously */
+        for (oy = 0; oy < p->out_h; oy++) {
+            for (ox = 0; ox < p->out_w; ox++) {
+                int32_t y0 = oy * p->stride_h - p->pad_top, x0 = ox * p->stride_w - p->pad_left, ky, kx, first = 1;
+                int32_t ys = SER_NN_MAX(0, -y0), ye = SER_NN_MIN(p->k_h, p->in_h - y0);
+                int32_t xs = SER_NN_MAX(0, -x0), xe = SER_NN_MIN(p->k_w, p->in_w - x0);
+                int8_t *dst = out + (oy * p->out_w + ox) * p->c;
+                for (ky = ys; ky < ye; ky++) {
+                    for (kx = xs; kx < xe; kx++) {
+                        const int8_t *src = in + ((y0 + ky) * p->in_w + (x0 + kx)) * p->c;
+                        if (first) {
+                            memcpy(dst, src, (size_t)p->c);
+                            first = 0;
+                        } else {
+                            for (c = 0; c < p->c; c++) if (src[c] > dst[c]) dst[c] = src[c];
+                        }
+                    }
+                }
+                if (first) memset(dst, -128, (size_t)p->c);
+                if (p->act_min > -128 || p->act_max < 127)
+                    for (c = 0; c < p->c; c++) dst[c] = (int8_t)clamp(dst[c], p->act_min, p->act_max);
+            }
+        }
+        return;
+    }
     for (oy = 0; oy < p->out_h; oy++) {
         for (ox = 0; ox < p->out_w; ox++) {
             int32_t y0 = oy * p->stride_h - p->pad_top, x0 = ox * p->stride_w - p->pad_left;
@@ -275,9 +337,9 @@ static void lstm_gate(const ser_nn_lstm_t *p, int g, const int16_t *colx, const 
     matvec(colx, p->w_in[g], p->k4_in, n, p->bias[g], acc);
     matvec(colh, p->w_rec[g], p->k4_cell, n, NULL, acc_r);
     for (i = 0; i < n; i++) {
-        int32_t a = clamp(requant(acc[i], p->in_mult[g], p->in_shift[g]), -32768, 32767);
-        int32_t r = clamp(requant(acc_r[i], p->rec_mult[g], p->rec_shift[g]), -32768, 32767);
-        int32_t s = clamp(a + r, -32768, 32767);
+        int32_t a = SAT16(requant(acc[i], p->in_mult[g], p->in_shift[g]));
+        int32_t r = SAT16(requant(acc_r[i], p->rec_mult[g], p->rec_shift[g]));
+        int32_t s = SAT16(a + r);
         gate[i] = act_sigmoid ? sigmoid_s16(s, p->lut) : tanh_s16(s, 3, 0, p->lut);
     }
 }
@@ -305,14 +367,14 @@ void ser_nn_lstm(const ser_nn_lstm_t *p, const int8_t *in, int8_t *out, int16_t 
             lstm_gate(p, 2, colx, colh, acc, gc, p->cell_gate_sigmoid);
             lstm_gate(p, 3, colx, colh, acc, go, 1);
             for (i = 0; i < n; i++) {
-                int32_t fc = clamp(requant(gf[i] * c[i], p->fc_mult, p->fc_shift), -32768, 32767);
-                int32_t ig = clamp(requant(gi[i] * gc[i], p->ig_mult, p->ig_shift), -32768, 32767);
-                int32_t cv = clamp(fc + ig, -32768, 32767);
+                int32_t fc = SAT16(requant(gf[i] * c[i], p->fc_mult, p->fc_shift));
+                int32_t ig = SAT16(requant(gi[i] * gc[i], p->ig_mult, p->ig_shift));
+                int32_t cv = SAT16(fc + ig);
                 int32_t th;
                 if (p->cell_clip > 0) cv = clamp(cv, -p->cell_clip, p->cell_clip);
                 c[i] = (int16_t)cv;
                 th = tanh_s16(cv, p->tanh_mult, p->tanh_rshift, p->lut);
-                h[i] = (int8_t)clamp(p->hidden_zp + requant(th * go[i], p->out_mult, p->out_shift), -128, 127);
+                h[i] = (int8_t)SAT8(p->hidden_zp + requant(th * go[i], p->out_mult, p->out_shift));
             }
             memcpy(out + row * n, h, (size_t)n);
         }
