@@ -128,3 +128,25 @@ def test_unsupported_operator_refused_with_its_name(tanh_model, tmp_path, capsys
     assert len(err.splitlines()) == 1 and "operator" in err and "TANH is not supported" in err
     with pytest.raises(ExportError, match="TANH"):
         export_c(str(tanh_model), None, tmp_path / "o2")
+
+
+def test_cortex_m4_kernels_bit_exact_under_qemu():
+    """The shipping code path (Cortex-M4 build: SMLAD / SXTB16 / SSAT) in QEMU mps2-an386, every
+    window's scores == tflite-micro; instructions per inference counted with -icount."""
+    from tests.conftest import require_tool
+
+    for tool in ("arm-none-eabi-gcc", "qemu-system-arm"):
+        require_tool(tool)
+    require_module("tflite_micro")
+    from firmware_bridge.nn_m4 import run_m4
+    from model_build.tflm import run_tflm
+
+    data = DEFAULT_MODEL.read_bytes()
+    wins = audio_windows(DEFAULT_MODEL, seconds=8.0)
+    wins = np.concatenate([wins, np.random.default_rng(1).integers(-128, 128, (4,) + wins.shape[1:]).astype(np.int8)])
+    r = run_m4(data, wins, str(DEFAULT_MODEL), profile=True)
+    np.testing.assert_array_equal(r.scores, run_tflm(data, wins))
+    n = r.instructions_per_inference
+    assert len(n) == len(wins) and max(n) - min(n) < 0.01 * min(n)  # data-independent cost
+    assert 1e6 < min(n) < 6e6  # regression guard (bench/firmware.py records the exact figure)
+    assert set(r.per_op) >= {"1 CONV_2D", "6 UNIDIRECTIONAL_SEQUENCE_LSTM"}

@@ -3,14 +3,15 @@
  *
  * SysTick runs from the processor clock; under -icount the virtual clock advances a fixed amount
  * per instruction, so a calibration loop of a known instruction count gives ticks per instruction.
- * Prints "calib <ticks> <instructions>", "run <ticks>" per inference and the scores, then exits
- * through semihosting SYS_EXIT. Used by bench/firmware.py (m4_kernel_section); not the firmware.
+ * Prints "calib <ticks> <instructions>", then per window "run <ticks>" and "scores s0 s1 ...", the
+ * per-operator ticks of the first window ("op <k> <ticks>"), then exits through semihosting
+ * SYS_EXIT. Driven by firmware_bridge/nn_m4.py (tests and bench/firmware.py); not the firmware.
  */
 #include <stdint.h>
 #include <string.h>
 
 #include "ser_net.h"
-#include "window.h" /* const int8_t bench_window[SER_NET_INPUT_SIZE], BENCH_RUNS */
+#include "windows.h" /* BENCH_N, const int8_t bench_windows[BENCH_N][SER_NET_INPUT_SIZE] */
 
 #define REG(a) (*(volatile uint32_t *)(a))
 #define SYST_CSR REG(0xE000E010u)
@@ -80,21 +81,24 @@ int main(void) {
     SYST_CSR = 5u; /* processor clock, enabled, no interrupt */
     t0 = ticks(); spin(100000u); t1 = ticks();
     put("calib "); put_int((int32_t)((t0 - t1) & 0xFFFFFFu)); put(" "); put_int(400000); put("\n");
-    for (r = 0; r < BENCH_RUNS; r++) {
-        memcpy(ser_model_input(), bench_window, SER_NET_INPUT_SIZE);
+    for (r = 0; r < BENCH_N; r++) {
+        memcpy(ser_model_input(), bench_windows[r], SER_NET_INPUT_SIZE);
         n_steps = 0;
         t0 = ticks();
         ser_model_run();
         t1 = ticks();
         put("run "); put_int((int32_t)((t0 - t1) & 0xFFFFFFu)); put("\n");
+        memcpy(scores, ser_model_output(), SER_NET_OUTPUT_SIZE);
+        put("scores");
+        for (i = 0; i < SER_NET_OUTPUT_SIZE; i++) { put(" "); put_int(scores[i]); }
+        put("\n");
+        if (r == 0) {
+            for (i = 0; i + 1 < n_steps; i++) {
+                put("op "); put_int(step_k[i]); put(" ");
+                put_int((int32_t)((step_t[i] - step_t[i + 1]) & 0xFFFFFFu)); put("\n");
+            }
+        }
     }
-    for (i = 0; i + 1 < n_steps; i++) {
-        put("op "); put_int(step_k[i]); put(" "); put_int((int32_t)((step_t[i] - step_t[i + 1]) & 0xFFFFFFu)); put("\n");
-    }
-    memcpy(scores, ser_model_output(), SER_NET_OUTPUT_SIZE);
-    put("scores");
-    for (i = 0; i < SER_NET_OUTPUT_SIZE; i++) { put(" "); put_int(scores[i]); }
-    put("\n");
     exit_qemu();
     return 0;
 }
