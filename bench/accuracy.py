@@ -35,7 +35,8 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def run_split(name, clips, audios, feats, twin, labels, tr, va, te, fe, args, W, H, TH, mcfg, tcfg, extra=None):
+def run_split(name, clips, audios, feats, twin, labels, tr, va, te, fe, args, W, H, TH, mcfg, tcfg, extra=None,
+              extra_corpora=None):
     from model_build.evaluate import EvalInputs, validate
     from model_build.features import augmented_copies, fixed_point_features, to_real
     from model_build.pipeline import train_and_convert
@@ -44,7 +45,15 @@ def run_split(name, clips, audios, feats, twin, labels, tr, va, te, fe, args, W,
     lab = {l: i for i, l in enumerate(labels)}
     y = np.array([lab[c.label] for c in clips])
     tr_feats, tr_y = [feats[i] for i in tr], list(y[tr])
-    if args.augment:
+    masks = None
+    if args.conditions:  # robustness augmentation + extra corpora with class masks (model_build.recipe)
+        from model_build.recipe import CorpusData, training_set
+
+        rav = CorpusData("ravdess", tuple(clips), tuple(audios), y)
+        ts = training_set(rav, feats, tr, extra_corpora or [], len(labels), fe, copies=args.augment,
+                          seed=args.seed, mask_absent=not args.no_mask)
+        tr_feats, tr_y, masks = ts.feats, ts.y, ts.masks
+    elif args.augment:
         copies = augmented_copies([audios[i] for i in tr], args.augment, seed=args.seed)
         tr_feats += fixed_point_features([a for cs in copies for a in cs], fe, progress=True)
         tr_y += [y[i] for i in tr for _ in range(args.augment)]
@@ -54,7 +63,8 @@ def run_split(name, clips, audios, feats, twin, labels, tr, va, te, fe, args, W,
     tm = train_and_convert(tr_feats, tr_y, labels, fe, mcfg, tcfg, window_frames=W, hop_frames=H,
                            train_hop_frames=TH, val_feats=[feats[i] for i in va], val_labels=y[va],
                            out_path=Path(args.out) / f"{name}.tflite", model_name=name,
-                           trained_on=name, n_calib=args.n_calib, log=log)
+                           trained_on=name, n_calib=args.n_calib, log=log, train_masks=masks,
+                           calibrate=args.calibrate)
     pad = silence_frame(fe)
     Qf, ci, _ = make_windows([feats[i] for i in te], W, H, pad)
     Qt, _, _ = make_windows([twin[i] for i in te], W, H, pad.astype(np.float64))
@@ -87,6 +97,25 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--freq-masks", type=int, default=0)
     ap.add_argument("--mixup", type=float, default=0.0)
     ap.add_argument("--label-smoothing", type=float, default=0.0)
+    ap.add_argument("--focal-gamma", type=float, default=0.0)
+    ap.add_argument("--conditions", action="store_true",
+                    help="robustness augmentation (model_build.augment: level, babble, coloured noise, band "
+                         "limits, reverb, speed) instead of the speed/gain/white-noise copy; extra corpora "
+                         "(--extra-corpora) enter as augmented copies with their absent classes masked")
+    ap.add_argument("--extra-corpora", default="", help="with --conditions: comma list of manifest corpora "
+                                                        "added to every fold's training set (tess,ased)")
+    ap.add_argument("--no-mask", action="store_true", help="treat a corpus's absent classes as negatives")
+    ap.add_argument("--calibrate", action="store_true", help="temperature-scale on the validation actors")
+    ap.add_argument("--robustness", action="store_true",
+                    help="also score every fold's int8 model on its test clips at peak -35 / -1 dBFS, with babble "
+                         "of the other test actors at 10 dB SNR and through a telephone band (bench/campaign.py's "
+                         "conditions), and the expected calibration error of its clip confidences")
+    ap.add_argument("--urdu", action="store_true",
+                    help="score every fold's int8 model on all URDU clips (never in training; argmax over "
+                         "URDU's 4 classes), peak-normalised to -21 dBFS (urdu4_uar_int8) and as recorded")
+    ap.add_argument("--conv1-kernel", type=int, default=5)
+    ap.add_argument("--frontend-version", type=int, default=0,
+                    help="front-end algorithm_version (0: the runtime's default)")
     ap.add_argument("--lstm", type=int, default=64)
     ap.add_argument("--conv2", type=int, default=64)
     ap.add_argument("--dropout", type=float, default=0.3)
@@ -105,13 +134,16 @@ def main(argv=None) -> int:
     from model_build.train import TrainConfig
 
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    fe = FrontendConfig(output=args.feature)
+    fe = FrontendConfig(output=args.feature,
+                        **({"algorithm_version": args.frontend_version} if args.frontend_version else {}))
     W = int(round(args.window * fe.sample_rate / fe.hop_length))
     H = W // 2
     TH = max(1, int(round(args.train_hop * fe.sample_rate / fe.hop_length)))
-    mcfg = ModelConfig(arch="crnn", conv1=32, conv2=args.conv2, lstm=args.lstm, dropout=args.dropout)
+    mcfg = ModelConfig(arch="crnn", conv1=32, conv1_kernel=args.conv1_kernel, conv2=args.conv2, lstm=args.lstm,
+                       dropout=args.dropout)
     tcfg = TrainConfig(epochs=args.epochs, patience=args.patience, seed=args.seed,
-                       label_smoothing=args.label_smoothing, time_masks=args.time_masks,
+                       label_smoothing=args.label_smoothing, focal_gamma=args.focal_gamma,
+                       time_masks=args.time_masks,
                        freq_masks=args.freq_masks, mixup=args.mixup)
     res: dict = {"config": {**vars(args), "frontend": fe.to_dict(), "window_frames": W, "hop_frames": H,
                             "model": mcfg.to_dict(), "train": tcfg.to_dict()}, "ravdess_folds": []}
@@ -130,7 +162,18 @@ def main(argv=None) -> int:
     twin = float_twin_features(audios, fe)
     folds = speaker_folds(clips, k=5, seed=args.seed)
     extra = None
-    if args.train_tess:
+    extra_corpora = []
+    if args.conditions:
+        from model_build.recipe import CorpusData
+
+        lab = {l: i for i, l in enumerate(labels)}
+        for name in [c for c in args.extra_corpora.split(",") if c]:
+            cc, ca, _ = load_corpus(open_corpus(args.data, name), progress=True)
+            keep = [i for i, c in enumerate(cc) if c.label in lab]
+            extra_corpora.append(CorpusData(name, tuple(cc[i] for i in keep), tuple(ca[i] for i in keep),
+                                            np.array([lab[cc[i].label] for i in keep])))
+            log(f"{name} in every fold's training set (augmented copies): {len(keep)} clips")
+    elif args.train_tess:
         from model_build.features import augmented_copies
 
         tidx = open_corpus(Path(args.data) / "tess")
@@ -145,6 +188,16 @@ def main(argv=None) -> int:
             ty += [t for t in ty for _ in range(args.tess_augment)]
         extra = (tx, ty)
         log(f"TESS in every fold's training set: {len(tx)} clips mapped to {sorted({tclips[i].label for i in keep})}")
+    urdu = None
+    if args.urdu:
+        from model_build.augment import set_peak
+
+        uc, ua, _ = load_corpus(open_corpus(args.data, "urdu"), progress=True)
+        lab = {l: i for i, l in enumerate(labels)}
+        u_m21 = [np.clip(np.rint(set_peak(np.asarray(a, np.float64) / 32768, -21.0) * 32768), -32768, 32767)
+                 .astype(np.int16) for a in ua]
+        urdu = {"y": np.array([lab[c.label] for c in uc]), "classes": sorted({lab[c.label] for c in uc}),
+                "m21": fixed_point_features(u_m21, fe), "raw": fixed_point_features(ua, fe)}
     agree, uar_f, uar_fx, uar_q, accs = [], [], [], [], []
     for f in [int(v) for v in args.folds.split(",")]:
         train_all, te = folds[f]
@@ -154,7 +207,7 @@ def main(argv=None) -> int:
         log(f"== RAVDESS fold {f}: test {sorted({clips[i].speaker for i in te})}, "
             f"val {sorted({clips[i].speaker for i in va})} [{time.time() - t0:.0f}s]")
         tm, val = run_split(f"ravdess_fold{f}", clips, audios, feats, twin, labels, tr, va, te, fe, args, W, H, TH,
-                            mcfg, tcfg, extra=extra)
+                            mcfg, tcfg, extra=extra, extra_corpora=extra_corpora)
         rows = val["rows"]
         fold = {"fold": f, "test_speakers": sorted({clips[i].speaker for i in te}),
                 "uar_float": rows["keras_float_twin"]["uar"], "uar_float_fixed": rows["keras_float_fixed"]["uar"],
@@ -167,6 +220,30 @@ def main(argv=None) -> int:
                 "model_bytes": len(tm.model_bytes)}
         if "tflm_vs_litert" in val:
             fold["tflm_vs_litert"] = val["tflm_vs_litert"]
+        if urdu is not None:
+            from model_build.evaluate import int8_clip_probs, restricted_uar
+
+            q = {k: tm.metadata[k] for k in ("input_scale", "input_zero_point", "output_scale", "output_zero_point")}
+            for key, name in (("m21", "urdu4_uar_int8"), ("raw", "urdu4_uar_int8_raw")):
+                pu = int8_clip_probs(tm.model_bytes, urdu[key], q, fe, W, H)
+                fold[name] = restricted_uar(pu, urdu["y"], urdu["classes"], list(labels))
+        if "calibration" in tm.metadata:
+            fold["calibration"] = tm.metadata["calibration"]
+        if args.robustness:
+            from campaign import CONDITIONS, condition_audio
+            from model_build.calibrate import expected_calibration_error
+            from model_build.evaluate import int8_clip_probs, metrics
+
+            q = {k: tm.metadata[k] for k in ("input_scale", "input_zero_point", "output_scale", "output_zero_point")}
+            te_spk = [clips[i].speaker for i in te]
+            yte = np.array([labels.index(clips[i].label) for i in te])
+            for cond in CONDITIONS:
+                cf = fixed_point_features(condition_audio([audios[i] for i in te], te_spk, cond, 0), fe,
+                                          progress=False)
+                pc = int8_clip_probs(tm.model_bytes, cf, q, fe, W, H)
+                fold[f"uar_{cond}"] = metrics(yte, pc.argmax(1), list(labels))["uar"]
+                if cond == "nominal":
+                    fold["ece_clip"] = expected_calibration_error(pc, yte)
         res["ravdess_folds"].append(fold)
         uar_f.append(fold["uar_float"]); uar_fx.append(fold["uar_float_fixed"]); uar_q.append(fold["uar_int8"])
         agree.append(fold["window_agreement_int8_vs_float_fixed"]); accs.append(fold["acc_int8"])
@@ -175,6 +252,14 @@ def main(argv=None) -> int:
                     "int8_float_agreement": float(np.mean(agree)),
                     "int8_float_agreement_clip": float(np.mean([x["clip_agreement_int8_vs_float"] for x in res["ravdess_folds"]])),
                     "model_bytes": len(tm.model_bytes), "params": tm.params, "n_folds_done": len(uar_q)})
+        if args.robustness:
+            from campaign import CONDITIONS
+
+            for k in [f"uar_{c}" for c in CONDITIONS] + ["ece_clip"]:
+                res[k] = float(np.mean([x[k] for x in res["ravdess_folds"]]))
+        if urdu is not None:
+            res["urdu4_uar_int8"] = float(np.mean([x["urdu4_uar_int8"] for x in res["ravdess_folds"]]))
+            res["urdu4_uar_int8_raw"] = float(np.mean([x["urdu4_uar_int8_raw"] for x in res["ravdess_folds"]]))
         if "tflm_arena_bytes" not in res:
             res["tflm_arena_bytes"] = min_arena_size(tm.model_bytes)["arena_bytes"]
         save()

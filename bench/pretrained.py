@@ -111,13 +111,15 @@ def train_final(data: str, recipe: dict, work: Path) -> dict:
 
     t0 = time.time()
     r = recipe
-    fe = FrontendConfig(output=r["feature"])
+    fe = FrontendConfig(output=r["feature"],
+                        **({"algorithm_version": r["frontend_version"]} if r.get("frontend_version") else {}))
     W = int(round(r["window"] * fe.sample_rate / fe.hop_length))
     H = W // 2
     TH = max(1, int(round(r["train_hop"] * fe.sample_rate / fe.hop_length)))
-    mcfg = ModelConfig(arch="crnn", conv1=32, conv2=r["conv2"], lstm=r["lstm"], dropout=r["dropout"])
+    mcfg = ModelConfig(arch="crnn", conv1=32, conv1_kernel=r.get("conv1_kernel", 5), conv2=r["conv2"],
+                       lstm=r["lstm"], dropout=r["dropout"])
     tcfg = TrainConfig(epochs=r["epochs"], patience=r["patience"], seed=r["seed"],
-                       label_smoothing=r["label_smoothing"], time_masks=r["time_masks"],
+                       label_smoothing=r["label_smoothing"], focal_gamma=r.get("focal_gamma", 0.0), time_masks=r["time_masks"],
                        freq_masks=r["freq_masks"], mixup=r["mixup"])
 
     idx = open_corpus(Path(data) / "ravdess")
@@ -131,12 +133,27 @@ def train_final(data: str, recipe: dict, work: Path) -> dict:
     spk = lambda ii: sorted({clips[i].speaker for i in ii})  # noqa: E731
     log(f"RAVDESS: train actors {spk(tr)}, early-stopping actors {spk(va)}")
     tr_feats, tr_y = [feats[i] for i in tr], list(y[tr])
-    if r["augment"]:
+    masks = None
+    extra_names = [c for c in r.get("extra_corpora", "").split(",") if c] if r.get("conditions") else []
+    if r.get("conditions"):  # robustness augmentation + extra corpora with class masks
+        from model_build.recipe import CorpusData, training_set
+
+        extra = []
+        for name in extra_names:
+            cc, ca, _ = load_corpus(open_corpus(data, name), progress=True)
+            keep = [i for i, c in enumerate(cc) if c.label in lab]
+            extra.append(CorpusData(name, tuple(cc[i] for i in keep), tuple(ca[i] for i in keep),
+                                    np.array([lab[cc[i].label] for i in keep])))
+        ts = training_set(CorpusData("ravdess", tuple(clips), tuple(audios), y), feats, tr, extra, len(labels),
+                          fe, copies=r["augment"], seed=r["seed"], mask_absent=not r.get("no_mask", False))
+        tr_feats, tr_y, masks = ts.feats, ts.y, ts.masks
+        n_extra = {c.name: len(c.clips) for c in extra}
+    elif r["augment"]:
         cps = augmented_copies([audios[i] for i in tr], r["augment"], seed=r["seed"])
         tr_feats += fixed_point_features([a for cs in cps for a in cs], fe)
         tr_y += [y[i] for i in tr for _ in range(r["augment"])]
     n_tess = 0
-    if r["train_tess"]:
+    if r["train_tess"] and not r.get("conditions"):
         tidx = open_corpus(Path(data) / "tess")
         tclips, taudios, _ = load_corpus(tidx, progress=True)
         keep = [i for i, c in enumerate(tclips) if c.label in lab]
@@ -149,15 +166,25 @@ def train_final(data: str, recipe: dict, work: Path) -> dict:
         tr_feats += tx
         tr_y += ty
         n_tess = len(keep)
-    licence = "; ".join([LICENCES["ravdess"], LICENCES["tess"]]) + " => the model is for NON-COMMERCIAL use"
-    trained_on = (f"ravdess+tess: RAVDESS actors 01-20 ({len(tr)} clips / {len(spk(tr))} actors trained, "
-                  f"{len(va)} clips / actors {','.join(spk(va))} for early stopping) + TESS OAF+YAF "
-                  f"({n_tess} clips, labels mapped to RAVDESS-8)")
+    if r.get("conditions"):
+        licence = ("; ".join([LICENCES["ravdess"]] + [LICENCES[n] for n in extra_names])
+                   + " => the model is for NON-COMMERCIAL RESEARCH use only")
+        trained_on = (f"ravdess+{'+'.join(extra_names)}: RAVDESS actors 01-20 ({len(tr)} clips / {len(spk(tr))} "
+                      f"actors trained, {len(va)} clips / actors {','.join(spk(va))} for early stopping and "
+                      f"calibration) + " + ", ".join(f"{n.upper()} {k} clips" for n, k in n_extra.items())
+                      + " (augmented copies; classes a corpus lacks masked out of the loss)")
+        n_tess = sum(n_extra.values())
+    else:
+        licence = "; ".join([LICENCES["ravdess"], LICENCES["tess"]]) + " => the model is for NON-COMMERCIAL use"
+        trained_on = (f"ravdess+tess: RAVDESS actors 01-20 ({len(tr)} clips / {len(spk(tr))} actors trained, "
+                      f"{len(va)} clips / actors {','.join(spk(va))} for early stopping) + TESS OAF+YAF "
+                      f"({n_tess} clips, labels mapped to RAVDESS-8)")
     work.mkdir(parents=True, exist_ok=True)
     tm = train_and_convert(
         tr_feats, tr_y, labels, fe, mcfg, tcfg, window_frames=W, hop_frames=H, train_hop_frames=TH,
         val_feats=[feats[i] for i in va], val_labels=y[va], out_path=work / "default.tflite",
         model_name="ser_edge_default", trained_on=trained_on, n_calib=r["n_calib"], log=log,
+        train_masks=masks, calibrate=bool(r.get("calibrate")),
         extra_metadata={"licence": licence, "recipe": r, "validation_speakers": spk(va),
                         "accuracy_note": "speaker-independent estimate: bench/results/pretrained.json "
                                          "(5-fold actor-grouped CV of the same recipe)"})

@@ -119,3 +119,23 @@ def validate(keras_model, model_bytes: bytes, inputs: EvalInputs, labels, quant:
         out["tflm_vs_litert"] = compare_int8(s_lite, s_tflm)
         out["tflm_vs_litert_builtin"] = compare_int8(_litert(model_bytes, Xq, kernels="builtin"), s_tflm)
     return out
+
+
+def int8_clip_probs(model_bytes: bytes, clip_feats, quant: dict, fe, window_frames: int, hop_frames: int) -> np.ndarray:
+    """Clip probabilities (mean of window softmax) of an int8 model in LiteRT on raw fixed-point
+    features ``clip_feats`` (list of (n_frames, F) arrays), windows as in the validation."""
+    from .tflm import dequantize, run_litert
+    from .windows import make_windows, silence_frame
+
+    Q, ci, _ = make_windows(clip_feats, window_frames, hop_frames, silence_frame(fe))
+    Xq = quantize_features(Q, fe.frac_bits, quant["input_scale"], quant["input_zero_point"])
+    p = softmax(dequantize(run_litert(model_bytes, Xq), quant["output_scale"], quant["output_zero_point"]))
+    return aggregate(p, ci, len(clip_feats))
+
+
+def restricted_uar(clip_probs: np.ndarray, y, classes, labels) -> float:
+    """UAR when the decision is restricted to ``classes`` (a corpus with fewer classes than the model)."""
+    m = np.zeros(clip_probs.shape[1], bool)
+    m[list(classes)] = True
+    pred = np.where(m[None, :], clip_probs, -1.0).argmax(1)
+    return metrics(y, pred, labels)["uar"]
