@@ -50,8 +50,7 @@ def run_split(name, clips, audios, feats, twin, labels, tr, va, te, fe, args, W,
         from model_build.recipe import CorpusData, training_set
 
         rav = CorpusData("ravdess", tuple(clips), tuple(audios), y)
-        ts = training_set(rav, feats, tr, extra_corpora or [], len(labels), fe, copies=args.augment,
-                          seed=args.seed, mask_absent=not args.no_mask)
+        ts = training_set(rav, feats, tr, extra_corpora, len(labels), fe, copies=args.augment, seed=args.seed)
         tr_feats, tr_y, masks = ts.feats, ts.y, ts.masks
     elif args.augment:
         copies = augmented_copies([audios[i] for i in tr], args.augment, seed=args.seed)
@@ -91,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-tess", action="store_true")
     ap.add_argument("--tflm", action="store_true", help="also run every test window in TFLM (slower)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", default="", help="comma list of training seeds, each run on every fold (folds stay "
+                                                 "fixed by --fold-seed); overrides --seed")
+    ap.add_argument("--fold-seed", type=int, default=0, help="seed of the actor-grouped fold assignment")
     ap.add_argument("--train-tess", action="store_true", help="add TESS (both speakers) to RAVDESS training")
     ap.add_argument("--tess-augment", type=int, default=0, help="augmented copies of each TESS training clip")
     ap.add_argument("--time-masks", type=int, default=0)
@@ -160,19 +162,21 @@ def main(argv=None) -> int:
     labels = tuple(idx.labels)
     feats = fixed_point_features(audios, fe)
     twin = float_twin_features(audios, fe)
-    folds = speaker_folds(clips, k=5, seed=args.seed)
+    folds = speaker_folds(clips, k=5, seed=args.fold_seed)
     extra = None
-    extra_corpora = []
+    extra_corpora = None
     if args.conditions:
-        from model_build.recipe import CorpusData
+        from model_build.recipe import CorpusData, extra_set
 
         lab = {l: i for i, l in enumerate(labels)}
+        corpora = []
         for name in [c for c in args.extra_corpora.split(",") if c]:
             cc, ca, _ = load_corpus(open_corpus(args.data, name), progress=True)
             keep = [i for i, c in enumerate(cc) if c.label in lab]
-            extra_corpora.append(CorpusData(name, tuple(cc[i] for i in keep), tuple(ca[i] for i in keep),
-                                            np.array([lab[cc[i].label] for i in keep])))
+            corpora.append(CorpusData(name, tuple(cc[i] for i in keep), tuple(ca[i] for i in keep),
+                                      np.array([lab[cc[i].label] for i in keep])))
             log(f"{name} in every fold's training set (augmented copies): {len(keep)} clips")
+        extra_corpora = corpora  # their augmented copies are made per seed below
     elif args.train_tess:
         from model_build.features import augmented_copies
 
@@ -198,74 +202,95 @@ def main(argv=None) -> int:
                  .astype(np.int16) for a in ua]
         urdu = {"y": np.array([lab[c.label] for c in uc]), "classes": sorted({lab[c.label] for c in uc}),
                 "m21": fixed_point_features(u_m21, fe), "raw": fixed_point_features(ua, fe)}
+    from dataclasses import replace as _replace
+
+    seeds = [int(v) for v in args.seeds.split(",")] if args.seeds else [args.seed]
+    res["seeds"] = seeds
     agree, uar_f, uar_fx, uar_q, accs = [], [], [], [], []
-    for f in [int(v) for v in args.folds.split(",")]:
-        train_all, te = folds[f]
-        rest = [clips[i] for i in train_all]
-        tr_rel, va_rel = speaker_folds(rest, k=5, seed=args.seed + 1 + f)[0]
-        tr, va = train_all[tr_rel], train_all[va_rel]
-        log(f"== RAVDESS fold {f}: test {sorted({clips[i].speaker for i in te})}, "
-            f"val {sorted({clips[i].speaker for i in va})} [{time.time() - t0:.0f}s]")
-        tm, val = run_split(f"ravdess_fold{f}", clips, audios, feats, twin, labels, tr, va, te, fe, args, W, H, TH,
-                            mcfg, tcfg, extra=extra, extra_corpora=extra_corpora)
-        rows = val["rows"]
-        fold = {"fold": f, "test_speakers": sorted({clips[i].speaker for i in te}),
-                "uar_float": rows["keras_float_twin"]["uar"], "uar_float_fixed": rows["keras_float_fixed"]["uar"],
-                "uar_int8": rows["int8_litert"]["uar"], "acc_int8": rows["int8_litert"]["accuracy"],
-                "window_agreement_int8_vs_float_fixed": rows["int8_litert"]["window_agreement_vs_float_fixed"],
-                "window_agreement_int8_vs_float": rows["int8_litert"]["window_agreement_vs_float"],
-                "clip_agreement_int8_vs_float": rows["int8_litert"]["clip_agreement_vs_float"],
-                "per_class_recall_int8": {k: v["recall"] for k, v in rows["int8_litert"]["per_class"].items()},
-                "best_epoch": tm.best_epoch + 1, "epochs_run": len(tm.history["loss"]),
-                "model_bytes": len(tm.model_bytes)}
-        if "tflm_vs_litert" in val:
-            fold["tflm_vs_litert"] = val["tflm_vs_litert"]
-        if urdu is not None:
-            from model_build.evaluate import int8_clip_probs, restricted_uar
+    for seed in seeds:
+        args.seed = seed
+        tcfg = _replace(tcfg, seed=seed)
+        extra_s = None
+        if args.conditions and extra_corpora:
+            # the same augmented copies in every fold (extra corpora never hold test speakers)
+            extra_s = extra_set(extra_corpora, len(labels), fe, copies=args.augment, seed=seed,
+                                mask_absent=not args.no_mask)
+        for f in [int(v) for v in args.folds.split(",")]:
+            train_all, te = folds[f]
+            rest = [clips[i] for i in train_all]
+            tr_rel, va_rel = speaker_folds(rest, k=5, seed=args.fold_seed + 1 + f)[0]
+            tr, va = train_all[tr_rel], train_all[va_rel]
+            log(f"== seed {seed} RAVDESS fold {f}: test {sorted({clips[i].speaker for i in te})}, "
+                f"val {sorted({clips[i].speaker for i in va})} [{time.time() - t0:.0f}s]")
+            tm, val = run_split(f"ravdess_fold{f}", clips, audios, feats, twin, labels, tr, va, te, fe, args, W, H, TH,
+                                mcfg, tcfg, extra=extra, extra_corpora=extra_s)
+            rows = val["rows"]
+            fold = {"seed": seed, "fold": f, "test_speakers": sorted({clips[i].speaker for i in te}),
+                    "uar_float": rows["keras_float_twin"]["uar"], "uar_float_fixed": rows["keras_float_fixed"]["uar"],
+                    "uar_int8": rows["int8_litert"]["uar"], "acc_int8": rows["int8_litert"]["accuracy"],
+                    "window_agreement_int8_vs_float_fixed": rows["int8_litert"]["window_agreement_vs_float_fixed"],
+                    "window_agreement_int8_vs_float": rows["int8_litert"]["window_agreement_vs_float"],
+                    "clip_agreement_int8_vs_float": rows["int8_litert"]["clip_agreement_vs_float"],
+                    "per_class_recall_int8": {k: v["recall"] for k, v in rows["int8_litert"]["per_class"].items()},
+                    "best_epoch": tm.best_epoch + 1, "epochs_run": len(tm.history["loss"]),
+                    "model_bytes": len(tm.model_bytes)}
+            if "tflm_vs_litert" in val:
+                fold["tflm_vs_litert"] = val["tflm_vs_litert"]
+            if urdu is not None:
+                from model_build.evaluate import int8_clip_probs, restricted_uar
 
-            q = {k: tm.metadata[k] for k in ("input_scale", "input_zero_point", "output_scale", "output_zero_point")}
-            for key, name in (("m21", "urdu4_uar_int8"), ("raw", "urdu4_uar_int8_raw")):
-                pu = int8_clip_probs(tm.model_bytes, urdu[key], q, fe, W, H)
-                fold[name] = restricted_uar(pu, urdu["y"], urdu["classes"], list(labels))
-        if "calibration" in tm.metadata:
-            fold["calibration"] = tm.metadata["calibration"]
-        if args.robustness:
-            from campaign import CONDITIONS, condition_audio
-            from model_build.calibrate import expected_calibration_error
-            from model_build.evaluate import int8_clip_probs, metrics
+                q = {k: tm.metadata[k] for k in ("input_scale", "input_zero_point", "output_scale", "output_zero_point")}
+                for key, name in (("m21", "urdu4_uar_int8"), ("raw", "urdu4_uar_int8_raw")):
+                    pu = int8_clip_probs(tm.model_bytes, urdu[key], q, fe, W, H)
+                    fold[name] = restricted_uar(pu, urdu["y"], urdu["classes"], list(labels))
+            if "calibration" in tm.metadata:
+                fold["calibration"] = tm.metadata["calibration"]
+            if args.robustness:
+                from campaign import CONDITIONS, condition_audio
+                from model_build.calibrate import expected_calibration_error
+                from model_build.evaluate import int8_clip_probs, metrics
 
-            q = {k: tm.metadata[k] for k in ("input_scale", "input_zero_point", "output_scale", "output_zero_point")}
-            te_spk = [clips[i].speaker for i in te]
-            yte = np.array([labels.index(clips[i].label) for i in te])
-            for cond in CONDITIONS:
-                cf = fixed_point_features(condition_audio([audios[i] for i in te], te_spk, cond, 0), fe,
-                                          progress=False)
-                pc = int8_clip_probs(tm.model_bytes, cf, q, fe, W, H)
-                fold[f"uar_{cond}"] = metrics(yte, pc.argmax(1), list(labels))["uar"]
-                if cond == "nominal":
-                    fold["ece_clip"] = expected_calibration_error(pc, yte)
-        res["ravdess_folds"].append(fold)
-        uar_f.append(fold["uar_float"]); uar_fx.append(fold["uar_float_fixed"]); uar_q.append(fold["uar_int8"])
-        agree.append(fold["window_agreement_int8_vs_float_fixed"]); accs.append(fold["acc_int8"])
-        res.update({"ravdess8_uar_float": float(np.mean(uar_f)), "ravdess8_uar_float_fixed": float(np.mean(uar_fx)),
-                    "ravdess8_uar_int8": float(np.mean(uar_q)), "ravdess8_acc_int8": float(np.mean(accs)),
-                    "int8_float_agreement": float(np.mean(agree)),
-                    "int8_float_agreement_clip": float(np.mean([x["clip_agreement_int8_vs_float"] for x in res["ravdess_folds"]])),
-                    "model_bytes": len(tm.model_bytes), "params": tm.params, "n_folds_done": len(uar_q)})
-        if args.robustness:
-            from campaign import CONDITIONS
+                q = {k: tm.metadata[k] for k in ("input_scale", "input_zero_point", "output_scale", "output_zero_point")}
+                te_spk = [clips[i].speaker for i in te]
+                yte = np.array([labels.index(clips[i].label) for i in te])
+                for cond in CONDITIONS:
+                    cf = fixed_point_features(condition_audio([audios[i] for i in te], te_spk, cond, 0), fe,
+                                              progress=False)
+                    pc = int8_clip_probs(tm.model_bytes, cf, q, fe, W, H)
+                    fold[f"uar_{cond}"] = metrics(yte, pc.argmax(1), list(labels))["uar"]
+                    if cond == "nominal":
+                        fold["ece_clip"] = expected_calibration_error(pc, yte)
+            res["ravdess_folds"].append(fold)
+            uar_f.append(fold["uar_float"]); uar_fx.append(fold["uar_float_fixed"]); uar_q.append(fold["uar_int8"])
+            agree.append(fold["window_agreement_int8_vs_float_fixed"]); accs.append(fold["acc_int8"])
+            res.update({"ravdess8_uar_float": float(np.mean(uar_f)), "ravdess8_uar_float_fixed": float(np.mean(uar_fx)),
+                        "ravdess8_uar_int8": float(np.mean(uar_q)), "ravdess8_acc_int8": float(np.mean(accs)),
+                        "int8_float_agreement": float(np.mean(agree)),
+                        "int8_float_agreement_clip": float(np.mean([x["clip_agreement_int8_vs_float"] for x in res["ravdess_folds"]])),
+                        "model_bytes": len(tm.model_bytes), "params": tm.params, "n_folds_done": len(uar_q)})
+            per_seed = {}
+            for x in res["ravdess_folds"]:
+                per_seed.setdefault(x.get("seed", 0), []).append(x["uar_int8"])
+            done_seeds = {k: float(np.mean(v)) for k, v in per_seed.items() if len(v) == len(args.folds.split(","))}
+            res["ravdess8_uar_int8_per_seed"] = done_seeds
+            # sd of the CV estimate between seeds (each a full pass over the folds); per-fold sd beside it
+            res["ravdess8_uar_int8_sd"] = float(np.std(list(done_seeds.values()), ddof=1)) if len(done_seeds) > 1 else None
+            res["ravdess8_uar_int8_fold_sd"] = float(np.std(uar_q, ddof=1)) if len(uar_q) > 1 else None
+            res["seeds_done"] = sorted(done_seeds)
+            if args.robustness:
+                from campaign import CONDITIONS
 
-            for k in [f"uar_{c}" for c in CONDITIONS] + ["ece_clip"]:
-                res[k] = float(np.mean([x[k] for x in res["ravdess_folds"]]))
-        if urdu is not None:
-            res["urdu4_uar_int8"] = float(np.mean([x["urdu4_uar_int8"] for x in res["ravdess_folds"]]))
-            res["urdu4_uar_int8_raw"] = float(np.mean([x["urdu4_uar_int8_raw"] for x in res["ravdess_folds"]]))
-        if "tflm_arena_bytes" not in res:
-            res["tflm_arena_bytes"] = min_arena_size(tm.model_bytes)["arena_bytes"]
-        save()
-        log(f"fold {f}: UAR float {fold['uar_float']:.3f} float-fixed {fold['uar_float_fixed']:.3f} "
-            f"int8 {fold['uar_int8']:.3f}; agreement {fold['window_agreement_int8_vs_float_fixed']:.4f} "
-            f"[{time.time() - t0:.0f}s]")
+                for k in [f"uar_{c}" for c in CONDITIONS] + ["ece_clip"]:
+                    res[k] = float(np.mean([x[k] for x in res["ravdess_folds"]]))
+            if urdu is not None:
+                res["urdu4_uar_int8"] = float(np.mean([x["urdu4_uar_int8"] for x in res["ravdess_folds"]]))
+                res["urdu4_uar_int8_raw"] = float(np.mean([x["urdu4_uar_int8_raw"] for x in res["ravdess_folds"]]))
+            if "tflm_arena_bytes" not in res:
+                res["tflm_arena_bytes"] = min_arena_size(tm.model_bytes)["arena_bytes"]
+            save()
+            log(f"fold {f}: UAR float {fold['uar_float']:.3f} float-fixed {fold['uar_float_fixed']:.3f} "
+                f"int8 {fold['uar_int8']:.3f}; agreement {fold['window_agreement_int8_vs_float_fixed']:.4f} "
+                f"[{time.time() - t0:.0f}s]")
 
     if not args.no_tess:
         tidx = open_corpus(Path(args.data) / "tess")

@@ -136,7 +136,7 @@ def train_final(data: str, recipe: dict, work: Path) -> dict:
     masks = None
     extra_names = [c for c in r.get("extra_corpora", "").split(",") if c] if r.get("conditions") else []
     if r.get("conditions"):  # robustness augmentation + extra corpora with class masks
-        from model_build.recipe import CorpusData, training_set
+        from model_build.recipe import CorpusData, extra_set, training_set
 
         extra = []
         for name in extra_names:
@@ -144,8 +144,10 @@ def train_final(data: str, recipe: dict, work: Path) -> dict:
             keep = [i for i, c in enumerate(cc) if c.label in lab]
             extra.append(CorpusData(name, tuple(cc[i] for i in keep), tuple(ca[i] for i in keep),
                                     np.array([lab[cc[i].label] for i in keep])))
-        ts = training_set(CorpusData("ravdess", tuple(clips), tuple(audios), y), feats, tr, extra, len(labels),
-                          fe, copies=r["augment"], seed=r["seed"], mask_absent=not r.get("no_mask", False))
+        ex = extra_set(extra, len(labels), fe, copies=r["augment"], seed=r["seed"],
+                       mask_absent=not r.get("no_mask", False))
+        ts = training_set(CorpusData("ravdess", tuple(clips), tuple(audios), y), feats, tr, ex, len(labels),
+                          fe, copies=r["augment"], seed=r["seed"])
         tr_feats, tr_y, masks = ts.feats, ts.y, ts.masks
         n_extra = {c.name: len(c.clips) for c in extra}
     elif r["augment"]:

@@ -1,13 +1,14 @@
 """The multi-corpus training set of one RAVDESS fold: which clips, which augmented copies, which masks.
 
-One function builds it for the campaign (bench/campaign.py), the cross-validation
-(bench/accuracy.py) and the shipped model (bench/pretrained.py), so all three train on the same
-recipe:
+Used by the cross-validation (bench/accuracy.py ``--conditions``) and the shipped model
+(bench/pretrained.py), so both train on the same recipe:
 
-* the fold's RAVDESS training actors, as recorded, plus ``copies`` augmented copies of each;
-* every clip of each extra corpus (TESS, ASED, ...) as ``copies`` augmented copies only (their
-  studio/home recordings are not the condition we test on; the copies cover the conditions);
-* augmentation (:mod:`model_build.augment`) with babble drawn only from the training speakers;
+* the fold's RAVDESS training actors, as recorded, plus ``copies`` augmented copies of each (babble
+  from the *other* RAVDESS training actors of the fold);
+* every clip of each extra corpus (TESS, ASED, ...) as ``copies`` augmented copies only (babble from
+  the other extra-corpus speakers). Extra corpora are training data in every fold, so their copies do
+  not depend on the fold: :func:`extra_set` computes them once per seed;
+* augmentation: :mod:`model_build.augment`;
 * a class mask per clip: the classes the clip's corpus has. Absent classes are masked out of the
   loss (:func:`model_build.train.masked_loss`), never treated as negatives.
 """
@@ -47,36 +48,52 @@ def class_mask(corpus: CorpusData, n_classes: int) -> np.ndarray:
     return m
 
 
+def extra_set(extra: Sequence[CorpusData], n_classes: int, fe, *, copies: int = 1, seed: int = 0,
+              augment: AugmentConfig = AugmentConfig(), mask_absent: bool = True,
+              progress: bool = True) -> TrainingSet:
+    """Augmented copies (features), labels and class masks of every clip of the extra corpora."""
+    from .features import fixed_point_features
+
+    audios = [a for c in extra for a in c.audios]
+    speakers = [x.speaker_key for c in extra for x in c.clips]
+    y = [int(v) for c in extra for v in c.y]
+    corp = [c.name for c in extra for _ in c.clips]
+    masks = {c.name: class_mask(c, n_classes) if mask_absent else np.ones(n_classes, np.float32) for c in extra}
+    if not audios or not copies:
+        return TrainingSet([], [], np.zeros((0, n_classes), np.float32), [], len(set(speakers)))
+    cps = augmented_copies(audios, speakers, copies, augment, seed=seed + 1000, progress=progress)
+    feats = fixed_point_features([a for cs in cps for a in cs], fe, progress=progress)
+    corp = [c for c in corp for _ in range(copies)]
+    return TrainingSet(feats=feats, y=[v for v in y for _ in range(copies)],
+                       masks=np.stack([masks[c] for c in corp]), corpora=corp, n_speakers=len(set(speakers)))
+
+
 def training_set(ravdess: CorpusData, ravdess_feats: Sequence[np.ndarray], train_idx: Sequence[int],
-                 extra: Sequence[CorpusData], n_classes: int, fe, *, copies: int = 1, seed: int = 0,
-                 augment: AugmentConfig = AugmentConfig(), mask_absent: bool = True,
-                 progress: bool = True) -> TrainingSet:
+                 extra: TrainingSet | None, n_classes: int, fe, *, copies: int = 1, seed: int = 0,
+                 augment: AugmentConfig = AugmentConfig(), progress: bool = True) -> TrainingSet:
     """Features, labels and class masks of one fold's training clips (see the module docstring).
 
-    ``ravdess_feats``: the fixed-point features of every RAVDESS clip (as recorded); augmented
-    copies are computed (and cached by content) here.
+    ``ravdess_feats``: the fixed-point features of every RAVDESS clip (as recorded); the training
+    actors' augmented copies are computed (and cached by content) here. ``extra``: from
+    :func:`extra_set` (or None).
     """
     from .features import fixed_point_features
 
     tr = list(train_idx)
-    pool_a = [ravdess.audios[i] for i in tr]
-    pool_s = [ravdess.clips[i].speaker_key for i in tr]
-    pool_y = [int(ravdess.y[i]) for i in tr]
-    pool_c = [ravdess.name] * len(tr)
-    masks = {ravdess.name: np.ones(n_classes, np.float32)}
-    for c in extra:
-        pool_a += list(c.audios)
-        pool_s += [x.speaker_key for x in c.clips]
-        pool_y += [int(v) for v in c.y]
-        pool_c += [c.name] * len(c.clips)
-        masks[c.name] = class_mask(c, n_classes) if mask_absent else np.ones(n_classes, np.float32)
     feats = [ravdess_feats[i] for i in tr]
     y = [int(ravdess.y[i]) for i in tr]
-    corp = [ravdess.name] * len(tr)
     if copies:
-        cps = augmented_copies(pool_a, pool_s, copies, augment, seed=seed, progress=progress)
+        cps = augmented_copies([ravdess.audios[i] for i in tr], [ravdess.clips[i].speaker_key for i in tr],
+                               copies, augment, seed=seed, progress=progress)
         feats += fixed_point_features([a for cs in cps for a in cs], fe, progress=progress)
-        y += [v for v in pool_y for _ in range(copies)]
-        corp += [c for c in pool_c for _ in range(copies)]
-    return TrainingSet(feats=feats, y=y, masks=np.stack([masks[c] for c in corp]), corpora=corp,
-                       n_speakers=len(set(pool_s)))
+        y += [int(ravdess.y[i]) for i in tr for _ in range(copies)]
+    corp = [ravdess.name] * len(feats)
+    masks = np.ones((len(feats), n_classes), np.float32)
+    n_spk = len({ravdess.clips[i].speaker_key for i in tr})
+    if extra is not None and len(extra.feats):
+        feats += list(extra.feats)
+        y += list(extra.y)
+        corp += list(extra.corpora)
+        masks = np.concatenate([masks, extra.masks])
+        n_spk += extra.n_speakers
+    return TrainingSet(feats=feats, y=y, masks=masks, corpora=corp, n_speakers=n_spk)

@@ -173,7 +173,7 @@ def test_training_set_masks_and_copies():
 
     from model_build.corpora.synth import generate_corpus
     from model_build.features import fixed_point_features
-    from model_build.recipe import CorpusData, training_set
+    from model_build.recipe import CorpusData, extra_set, training_set
 
     labels = ("neutral", "happy", "sad", "angry")
     a = generate_corpus(n_speakers=2, clips_per_label=2, labels=labels, duration=(0.5, 0.7), seed=0)
@@ -184,7 +184,8 @@ def test_training_set_masks_and_copies():
                        np.array([labels.index(c.label) for c, _ in b]))
     feats = fixed_point_features(list(main.audios), DEFAULT_CONFIG, cache_dir=None, progress=False)
     tr = [i for i, c in enumerate(main.clips) if c.speaker == main.clips[0].speaker]
-    ts = training_set(main, feats, tr, [other], 4, DEFAULT_CONFIG, copies=2, seed=0, progress=False)
+    ex = extra_set([other], 4, DEFAULT_CONFIG, copies=2, seed=0, progress=False)
+    ts = training_set(main, feats, tr, ex, 4, DEFAULT_CONFIG, copies=2, seed=0, progress=False)
     # train actors as recorded + 2 copies of each, + 2 copies of every extra clip
     assert len(ts.feats) == len(ts.y) == len(ts.masks) == len(tr) * 3 + len(b) * 2
     assert ts.corpora.count("ased") == 2 * len(b)
@@ -192,5 +193,6 @@ def test_training_set_masks_and_copies():
         assert m[y] == 1
         np.testing.assert_array_equal(m, [1, 1, 0, 0] if c == "ased" else [1, 1, 1, 1])
     np.testing.assert_array_equal(ts.feats[0], feats[tr[0]])  # the recorded clip comes first, unchanged
-    flat = training_set(main, feats, tr, [other], 4, DEFAULT_CONFIG, copies=1, mask_absent=False, progress=False)
-    assert flat.masks.min() == 1
+    flat = extra_set([other], 4, DEFAULT_CONFIG, copies=1, mask_absent=False, progress=False)
+    assert flat.masks.min() == 1 and len(flat.feats) == len(b)
+    assert ts.n_speakers == 1 + 2
