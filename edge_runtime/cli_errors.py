@@ -22,6 +22,8 @@ import os
 import sys
 from typing import Callable
 
+from .native_log import debug_enabled
+
 BAD_INPUT = 2
 FAILURE = 1
 INTERRUPTED = 130
@@ -101,11 +103,6 @@ def require(what: str, *modules: str) -> None:
     missing = missing_modules(*modules)
     if missing:
         raise MissingExtra(missing[0], what)
-
-
-def debug_enabled() -> bool:
-    """True when tracebacks are wanted (``SER_EDGE_DEBUG=1``; ``--debug`` sets it)."""
-    return os.environ.get("SER_EDGE_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
 
 
 def _class_names(exc: BaseException) -> set[str]:

@@ -70,19 +70,59 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _plot(fixed, twin, cfg, path: str) -> None:
+    """Fixed point | float64 twin | difference, in log2 units, frames on x.
+
+    MFCC c0 (the frame energy) spans a far larger range than c1-c12, so it gets its own line plot
+    above the c1-c12 images; otherwise one colour scale would turn c1-c12 into a flat band. Fixed
+    point and twin share one colour scale; the difference is centred on zero (diverging colours).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
-    fig, ax = plt.subplots(1, 3, figsize=(13, 3.5), constrained_layout=True)
-    for a, data, title in ((ax[0], fixed, "fixed point"), (ax[1], twin, "float64 twin")):
-        im = a.imshow(data.T, aspect="auto", origin="lower", cmap="magma")
-        a.set_title(f"{title} ({cfg.output}, log2 units)")
-        a.set_xlabel(f"frame ({cfg.hop_ms:.0f} ms hop)")
-        fig.colorbar(im, ax=a)
-    im = ax[2].imshow((fixed - twin).T, aspect="auto", origin="lower", cmap="coolwarm")
-    ax[2].set_title("difference")
-    fig.colorbar(im, ax=ax[2])
+    frames = np.arange(fixed.shape[0])
+    hop = f"frame ({cfg.hop_ms:.0f} ms hop)"
+    diff = fixed - twin
+    mfcc = cfg.output == "mfcc"
+    if mfcc:
+        fig, ax = plt.subplots(2, 3, figsize=(14, 5.6), height_ratios=[1, 2.4], constrained_layout=True)
+        top, img = ax[0], ax[1]
+        for a, data, title in ((top[0], fixed, "fixed point"), (top[1], twin, "float64 twin")):
+            a.plot(frames, data[:, 0], lw=1)
+            a.set_title(f"{title}: c0 (frame energy)")
+            a.set_ylabel("c0 (log2 units)")
+        top[1].sharey(top[0])
+        top[2].plot(frames, diff[:, 0], lw=1, color="tab:red")
+        lim = max(float(np.abs(diff[:, 0]).max()), 1e-9)
+        top[2].set_ylim(-1.1 * lim, 1.1 * lim)
+        top[2].axhline(0, color="grey", lw=0.5)
+        top[2].set_title("difference c0 (fixed - twin)")
+        fixed, twin, diff, first, what = fixed[:, 1:], twin[:, 1:], diff[:, 1:], 1, "MFCC"
+    else:
+        fig, img = plt.subplots(1, 3, figsize=(14, 3.8), constrained_layout=True)
+        first, what = 0, "mel band"
+    if mfcc:  # signed coefficients: diverging colours centred on 0; c1 (spectral tilt) can dwarf c2-c12,
+        # so the range comes from c2-c12 and c1 may saturate (the colour bar's arrows say so)
+        rest = np.concatenate([fixed[:, 1:], twin[:, 1:]]) if fixed.shape[1] > 1 else fixed
+        lim = max(float(np.percentile(np.abs(rest), 98)), 1e-9)
+        lo, hi, cmap, extend = -lim, lim, "coolwarm", "both"
+    else:
+        lo, hi = float(min(fixed.min(), twin.min())), float(max(fixed.max(), twin.max()))
+        cmap, extend = "magma", "neither"
+    extent = (-0.5, frames.size - 0.5, first - 0.5, first + fixed.shape[1] - 0.5)
+    for a, data, title in ((img[0], fixed, "fixed point"), (img[1], twin, "float64 twin")):
+        im = a.imshow(data.T, aspect="auto", origin="lower", cmap=cmap, vmin=lo, vmax=hi, extent=extent)
+        a.set_title(f"{title}: {cfg.output}" + (" c1-c%d" % (first + fixed.shape[1] - 1) if mfcc else ""))
+        a.set_xlabel(hop)
+        a.set_ylabel(what)
+    fig.colorbar(im, ax=img[1], label="log2 units" + (" (98th pct of |c2-c12|)" if mfcc else ""), extend=extend)
+    lim = max(float(np.abs(diff).max()), 1e-9)
+    im = img[2].imshow(diff.T, aspect="auto", origin="lower", cmap="PuOr_r", vmin=-lim, vmax=lim, extent=extent)
+    img[2].set_title(f"difference (fixed - twin), max |d| {lim:.1e}")
+    img[2].set_xlabel(hop)
+    img[2].set_ylabel(what)
+    fig.colorbar(im, ax=img[2], label="log2 units")
     fig.savefig(path, dpi=110)
     plt.close(fig)

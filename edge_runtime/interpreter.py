@@ -31,11 +31,9 @@ Quantising front-end features to the model input is integer-only (see :class:`Fe
 """
 from __future__ import annotations
 
-import contextlib
 import importlib
 import importlib.util
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from .model_metadata import ModelFileError, ModelMetadata, _load_bytes, model_hash, read_metadata
+from .native_log import quiet_native_stderr
 
 BACKENDS = ("litert", "tflite_runtime", "tensorflow", "tflm")
 AUTO_ORDER = ("litert", "tflite_runtime", "tensorflow")
@@ -121,33 +120,6 @@ def _tensor_info(d: dict) -> TensorInfo:
                       float(scales[0]) if scales else 0.0, int(zps[0]) if zps else 0)
 
 
-@contextlib.contextmanager
-def _quiet_native_stderr():
-    """Send C-level stderr (fd 2) to /dev/null for the block, unless SER_EDGE_DEBUG is set.
-
-    LiteRT's C++ logger prints an INFO line when it creates the XNNPACK delegate; it is not
-    controllable from Python, and a CLI whose stderr carries errors must not start with noise.
-    Failures still surface: the interpreter raises a Python exception with the reason.
-    """
-    if os.environ.get("SER_EDGE_DEBUG", "").strip().lower() not in ("", "0", "false", "no"):
-        yield
-        return
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):  # no usable fd 2 (embedded interpreter): nothing to silence
-        yield
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
 class _TfliteBackend:
     """LiteRT / tflite-runtime / tf.lite: the same Python Interpreter API."""
 
@@ -165,7 +137,7 @@ class _TfliteBackend:
             warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
         self.name = name
         self._it = Interpreter(model_content=model_bytes, num_threads=num_threads)
-        with _quiet_native_stderr():  # "INFO: Created TensorFlow Lite XNNPACK delegate" on every start
+        with quiet_native_stderr():  # "INFO: Created TensorFlow Lite XNNPACK delegate" on every start
             self._it.allocate_tensors()
         self.input = _tensor_info(self._it.get_input_details()[0])
         self.output = _tensor_info(self._it.get_output_details()[0])

@@ -23,19 +23,9 @@ TRAIN_MODULES = ("tensorflow", "tf_keras", "matplotlib", "tqdm", "soxr")
 def _quiet_tf() -> None:
     """Keep TensorFlow's start-up chatter (CUDA/cuInit probes, oneDNN notices, converter logs) off
     stderr in normal runs; ``--debug`` leaves it on."""
-    import os
+    from edge_runtime.native_log import import_tensorflow_quietly
 
-    from edge_runtime.cli_errors import debug_enabled
-
-    if debug_enabled():
-        return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-    os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # no GPU probing: training here is CPU-sized
-    import logging
-
-    logging.getLogger("absl").setLevel(logging.ERROR)
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    import_tensorflow_quietly()
 
 
 def _corpus(text: str) -> str:

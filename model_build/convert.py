@@ -173,7 +173,11 @@ def convert_int8(batch1_model, calib_windows: np.ndarray, n_calib: int = 300,
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     conv.inference_input_type = tf.int8
     conv.inference_output_type = tf.int8
-    with warnings.catch_warnings():  # "Statistics for quantized inputs were expected": harmless here
+    from edge_runtime.native_log import quiet_native_stderr
+
+    # "Statistics for quantized inputs were expected" is harmless here; the C++ converter's
+    # "fully_quantize: 0, inference_type: 6 ..." line is noise (a failure raises ConverterError)
+    with warnings.catch_warnings(), quiet_native_stderr():
         warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
         model_bytes = conv.convert()
     if not check:

@@ -25,14 +25,16 @@ def _plt():
 
 
 def plot_confusions(rows: dict, labels: list[str], path: Path) -> Path:
-    """All rows' confusion matrices side by side (row-normalised colours, counts printed)."""
+    """All rows' confusion matrices side by side: colour = share of the true class (each row sums
+    to 1, so classes of different sizes compare), the number in a cell = clips; one colour bar."""
     plt = _plt()
     n = len(rows)
-    fig, axes = plt.subplots(1, n, figsize=(3.6 * n + 0.5, 3.9), squeeze=False)
+    fig, axes = plt.subplots(1, n, figsize=(3.6 * n + 1.2, 4.1), squeeze=False, constrained_layout=True)
+    im = None
     for ax, (name, r) in zip(axes[0], rows.items()):
         cm = np.asarray(r["confusion"], float)
         norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-        ax.imshow(norm, vmin=0, vmax=1, cmap="Blues")
+        im = ax.imshow(norm, vmin=0, vmax=1, cmap="Blues")
         for i in range(cm.shape[0]):
             for j in range(cm.shape[1]):
                 if cm[i, j]:
@@ -41,31 +43,41 @@ def plot_confusions(rows: dict, labels: list[str], path: Path) -> Path:
         ax.set_xticks(range(len(labels)), labels, rotation=60, fontsize=7)
         ax.set_yticks(range(len(labels)), labels if ax is axes[0][0] else [], fontsize=7)
         ax.set_title(f"{ROW_TITLES.get(name, name)}\nUAR {r['uar']:.3f}", fontsize=8)
-        ax.set_xlabel("predicted", fontsize=7)
-    axes[0][0].set_ylabel("true", fontsize=7)
-    fig.tight_layout()
+        ax.set_xlabel("predicted class", fontsize=7)
+    axes[0][0].set_ylabel("true class", fontsize=7)
+    cb = fig.colorbar(im, ax=list(axes[0]), shrink=0.8, fraction=0.03)
+    cb.set_label("share of the true class (row-normalised)", fontsize=7)
+    cb.ax.tick_params(labelsize=7)
+    fig.suptitle("Confusion matrices on the held-out test speakers (numbers: clips)", fontsize=9)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
 
 def plot_training(history: dict, best_epoch: int, path: Path) -> Path:
-    """Loss and accuracy/UAR per epoch; the restored (best) epoch marked."""
+    """Loss and accuracy/UAR per epoch; the dotted line marks ``best_epoch`` (1-based, as in
+    report.json), the epoch whose weights the model keeps."""
     plt = _plt()
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
+    best = best_epoch
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9.5, 3.4), constrained_layout=True)
     ep = np.arange(1, len(history.get("loss", [])) + 1)
-    a.plot(ep, history.get("loss", []), label="train loss")
+    a.plot(ep, history.get("loss", []), label="training loss")
     if history.get("val_loss"):
-        a.plot(ep, history["val_loss"], label="val loss")
-    b.plot(ep, history.get("accuracy", []), label="train acc (windows)")
+        a.plot(ep, history["val_loss"], label="validation loss")
+    a.set_ylabel("cross-entropy loss")
+    a.set_title("Loss per epoch")
+    b.plot(ep, history.get("accuracy", []), label="training accuracy (windows)")
     if history.get("val_uar"):
-        b.plot(ep, history["val_uar"], label="val UAR (clips)")
+        b.plot(ep, history["val_uar"], label="validation UAR (clips)")
+    b.set_ylabel("accuracy / UAR")
+    b.set_ylim(0, 1)
+    b.set_title("Accuracy per epoch")
     for ax in (a, b):
-        ax.axvline(best_epoch, color="grey", ls=":", lw=1)
+        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+        ax.axvline(best, color="grey", ls=":", lw=1.2, label=f"best epoch ({best}): weights kept")
         ax.set_xlabel("epoch")
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
-    fig.tight_layout()
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
@@ -81,7 +93,9 @@ def plot_per_class(rows: dict, labels: list[str], path: Path) -> Path:
                label=ROW_TITLES.get(name, name))
     ax.set_xticks(np.arange(len(labels)) + 0.4 - w / 2, labels, rotation=30, fontsize=8)
     ax.set_ylabel("F1")
+    ax.set_xlabel("true class")
     ax.set_ylim(0, 1)
+    ax.set_title("Per-class F1 on the held-out test speakers", fontsize=9)
     ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=110, bbox_inches="tight")
@@ -148,7 +162,7 @@ def render_markdown(r: dict) -> str:
     tr = r["training"]
     L.append("## Training\n")
     L.append(f"{len(tr['history']['loss'])} epochs in {tr['seconds']} s; weights restored from epoch "
-             f"{tr['best_epoch']} (best validation-speaker UAR).\n")
+             f"{tr['best_epoch']} (best validation-speaker UAR; the dotted line in the curves).\n")
     L.append("![training curves](training_curves.png)\n")
     L.append("## Confusion matrices (test clips)\n")
     L.append("![confusion matrices](confusion_matrices.png)\n")

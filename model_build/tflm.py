@@ -67,9 +67,12 @@ def run_litert(model_bytes: bytes, windows_int8: np.ndarray, reset: bool = True,
     resolver = {"default": OpResolverType.AUTO,
                 "builtin": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
                 "reference": OpResolverType.BUILTIN_REF}[kernels]
+    from edge_runtime.native_log import quiet_native_stderr
+
     interp = Interpreter(model_content=bytes(model_bytes), num_threads=num_threads,
                          experimental_op_resolver_type=resolver)
-    interp.allocate_tensors()
+    with quiet_native_stderr():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+        interp.allocate_tensors()
     i_idx = interp.get_input_details()[0]["index"]
     o_idx = interp.get_output_details()[0]["index"]
     out = []
