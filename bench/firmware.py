@@ -212,11 +212,103 @@ def tflm_section(clips: list[np.ndarray], max_windows: int = 160) -> dict:
             "tflm_bit_exact_litert": bool(cmp["bit_exact_fraction"] == 1.0)}
 
 
+def aot_section(clips: list[np.ndarray], repeats: int, max_qemu_windows: int = 240) -> dict:
+    """The shipped model compiled ahead of time to C (ser-edge export: ser_nn kernels + ser_net.c).
+
+    Windows: every window of the second half of the speech clips (C front end + C quantiser, the
+    device path) plus 16 full-range random windows. Host: the C (gcc -O2, portable path, through
+    ctypes) vs the tflite-micro interpreter on every window (bit-exact?) and its speed vs LiteRT
+    (default kernels, 1 thread) and tflite-micro, same windows, interleaved medians. Cortex-M4:
+    the same kernels built for -mcpu=cortex-m4 -O2 (SMLAD path) in QEMU mps2-an386 with -icount:
+    scores of up to ``max_qemu_windows`` windows vs tflite-micro and guest instructions per
+    inference (and per operator)."""
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from edge_runtime.model_metadata import read_metadata
+    from firmware_bridge.cbuild import CFrontend, quantize
+    from firmware_bridge.export import DEFAULT_MODEL, quantize_multiplier
+    from firmware_bridge.nn_host import CModel
+    from firmware_bridge.nn_m4 import run_m4, tools_available
+    from model_build import tflm
+
+    data = DEFAULT_MODEL.read_bytes()
+    md = read_metadata(data)
+    cfg = md.frontend_config()
+    fe = CFrontend(cfg)
+    feats = [fe.compute(x) for x in clips[len(clips) // 2:]]
+    m0, shift = quantize_multiplier(2.0 ** -cfg.frac_bits / md.input_scale)
+    wins = quantize(_windows(feats, md.window_frames, md.hop_frames, int(cfg.log_floor * 2**cfg.frac_bits)),
+                    m0, 31 - shift, md.input_zero_point)
+    rnd = np.random.default_rng(7).integers(-128, 128, (16,) + wins.shape[1:]).astype(np.int8)
+    wins = np.concatenate([wins, rnd])
+    cm = CModel(data, str(DEFAULT_MODEL))
+    got = cm.invoke_many(wins)
+    want = tflm.run_tflm(data, wins)
+    exact_rows = np.all(got == want, axis=1)
+    sub = wins[: min(len(wins), 64)]
+    med = interleaved_medians({
+        "c": lambda: cm.invoke_many(sub),
+        "litert": lambda: tflm.run_litert(data, sub),
+        "tflm": lambda: tflm.run_tflm(data, sub),
+    }, repeats)
+    out = {
+        "aot_model": str(DEFAULT_MODEL.relative_to(ROOT)),
+        "aot_c_bit_exact": bool(exact_rows.all()),
+        "aot_windows_compared": int(len(wins)),
+        "aot_windows_mismatched": int((~exact_rows).sum()),
+        "aot_arena_bytes": int(cm.arena_bytes),
+        "aot_host_us_per_window": round(1e6 * med["c"] / len(sub), 1),
+        "aot_litert_us_per_window": round(1e6 * med["litert"] / len(sub), 1),
+        "aot_tflm_us_per_window": round(1e6 * med["tflm"] / len(sub), 1),
+        "aot_speedup_vs_litert": round(med["litert"] / med["c"], 2),
+        "aot_speedup_vs_tflm": round(med["tflm"] / med["c"], 2),
+        "aot_speed_windows": len(sub),
+        "aot_m4_toolchain": tools_available(),
+    }
+    if tools_available():
+        q = wins[:max_qemu_windows]
+        r = run_m4(data, q, str(DEFAULT_MODEL), opt="-O2")
+        rp = run_m4(data, q[:1], str(DEFAULT_MODEL), opt="-O2", profile=True)
+        ros = run_m4(data, q[:1], str(DEFAULT_MODEL), opt="-Os")
+        n = r.instructions_per_inference
+        out.update({
+            "aot_m4_bit_exact_qemu": bool(np.array_equal(r.scores, want[: len(q)])),
+            "aot_m4_windows_compared": int(len(q)),
+            "aot_m4_instructions_per_inference": int(np.median(n)),
+            "aot_m4_instructions_min_max": [int(min(n)), int(max(n))],
+            "aot_m4_instructions_per_inference_Os": int(ros.instructions_per_inference[0]),
+            "aot_m4_instructions_per_op": rp.per_op,
+            "aot_m4_goal_instructions": 4_500_000,
+            "aot_m4_tflm_cmsis_nn_instructions": 4_570_000,  # issue #12 probe, same model and board
+            "aot_m4_tflm_reference_instructions": 17_500_000,
+            "aot_m4_flags": ["-mcpu=cortex-m4", "-mthumb", "-O2"],
+        })
+    return out
+
+
+def print_aot(a: dict) -> None:
+    rows = [("AOT C == tflite-micro (host)", f"{a['aot_c_bit_exact']} ({a['aot_windows_compared']} windows)"),
+            ("arena (static plan)", f"{a['aot_arena_bytes']} B"),
+            ("host us/window: C / LiteRT / TFLM", f"{a['aot_host_us_per_window']} / {a['aot_litert_us_per_window']} / "
+                                                   f"{a['aot_tflm_us_per_window']}")]
+    if "aot_m4_instructions_per_inference" in a:
+        rows += [("M4 (QEMU) == tflite-micro", f"{a['aot_m4_bit_exact_qemu']} ({a['aot_m4_windows_compared']} windows)"),
+                 ("M4 instructions / inference -O2 (-Os)", f"{a['aot_m4_instructions_per_inference']:,} "
+                                                           f"({a['aot_m4_instructions_per_inference_Os']:,})")]
+        rows += [(f"  {k}", f"{v:,}") for k, v in a["aot_m4_instructions_per_op"].items()]
+    print()
+    print(markdown_table(rows, ("ahead-of-time C model", "value")))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--clips", type=int, default=120)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--no-tflm", action="store_true")
+    ap.add_argument("--no-aot", action="store_true", help="skip the ahead-of-time C model section")
+    ap.add_argument("--only-aot", action="store_true",
+                    help="run only the ahead-of-time C model section and update its keys in firmware.json")
     args = ap.parse_args()
 
     from bench.frontend import load_speech
@@ -224,6 +316,16 @@ def main() -> None:
 
     speech = load_speech(args.clips)
     clips = [x for _, x in speech]
+    if args.only_aot:
+        import json
+
+        prev = ROOT / "bench" / "results" / "firmware.json"
+        result = json.loads(prev.read_text()) if prev.exists() else {}
+        aot = aot_section(clips, args.repeats)
+        result.update(aot)
+        print_aot(aot)
+        print(f"\nwrote {write_result('firmware', result)}")
+        return
     synth = synthetic_signals()
     print(f"{len(clips)} speech clips ({sum(x.size for x in clips) / 16000:.1f} s) + {len(synth)} synthetic",
           file=sys.stderr)
@@ -236,6 +338,7 @@ def main() -> None:
     ops = op_counts(cfg)
     sizes = m4_sizes(cfg)
     tfl = None if args.no_tflm else tflm_section(clips)
+    aot = None if args.no_aot else aot_section(clips, args.repeats)
 
     from firmware_bridge.cbuild import load_library
 
@@ -276,6 +379,7 @@ def main() -> None:
         "repeats": args.repeats,
         "frontend_hash": cfg.hash,
         "machine": machine(),
+        **(aot or {}),
     }
     path = write_result("firmware", result)
     print(markdown_table([
@@ -291,6 +395,8 @@ def main() -> None:
     print()
     print(markdown_table([(k, r["iterations"], f"{r['cycles']:.0f}") for k, r in ops["per_frame"].items()],
                          ("M4 stage (per frame)", "iterations", "est. cycles")))
+    if aot:
+        print_aot(aot)
     print(f"\nwrote {path}")
 
 
