@@ -82,7 +82,7 @@ def build_reference_model(path: Path) -> None:
 def window_latencies(model_path: str, backend: str, pcm: np.ndarray, chunk: int = 1024) -> np.ndarray:
     from edge_runtime.classifier import StreamingClassifier
 
-    clf = StreamingClassifier.from_model(model_path, backend=backend, gate_dbfs=None)
+    clf = StreamingClassifier.from_model(model_path, backend=backend, gate=None)
     lat = []
     for i in range(0, pcm.size, chunk):
         lat += [r.latency_ms for r in clf.push_audio(pcm[i:i + chunk])]
@@ -124,7 +124,7 @@ def main() -> None:
 
     # --- inference only, same windows, every backend: and bit-parity ---------------------------------
     models = {b: IntModel(model_path, backend=b) for b in backends}
-    fe_clf = StreamingClassifier.from_model(model_path, backend=backends[0], gate_dbfs=None)
+    fe_clf = StreamingClassifier.from_model(model_path, backend=backends[0], gate=None)
     from edge_runtime.frontend import compute_features
 
     q = models[backends[0]].quantize(compute_features(pcm[: 16000 * 20], fe_clf.cfg))

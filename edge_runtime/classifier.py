@@ -1,28 +1,30 @@
-"""Streaming speech-emotion classifier: int16 audio in, one :class:`WindowResult` per hop out.
+"""Streaming speech-emotion classifier: int16 audio in, one record per window and per utterance out.
 
 Data path (every stage incremental, nothing recomputed)::
 
     int16 chunks -> StreamingFrontend (each frame computed once) -> fixed-point features -> int8
                  (integer requantisation)
                  -> ring of the last window_frames int8 frames -> every hop_frames: IntModel
+    int16 chunks -> per-frame level (integer) -> SpeechGate (noise floor, active frames)
+    windows -> utterance records (mean log-probability over speech windows) -> summary at finish()
+
+Which windows are classified, the tail flush, short streams and how windows become an utterance
+label are the :class:`~edge_runtime.window_policy.WindowPolicy` (one policy for the runtime, the
+serial link, evaluation and training). Whether a window is speech is the
+:class:`~edge_runtime.speech_gate.SpeechGate`: windows it closes carry no emotion (``label_index``
+``None``) and a ``reason`` (``silence`` / ``no_speech``). Windows fed as features
+(:meth:`push_features`) have no audio and are never gated.
 
 Results do not depend on how the audio is chunked: a window fires when its last frame completes,
-and frames, per-frame energies and the model are all functions of absolute sample positions.
+and frames, per-frame levels, the gate and the model are all functions of absolute frame positions.
 
-Gate: each frame's energy (sum of squares of its ``frame_length`` samples, int64) is computed once
-from the audio. A window is ``silence`` when its mean-square level is below ``gate_dbfs`` (compared
-in integers against a threshold precomputed at start-up; 0 dBFS = a full-scale square wave, so a
-full-scale sine is -3 dBFS), and optionally when fewer than ``min_voiced`` of its frames are above
-``frame_gate_dbfs``. Windows fed as features (:meth:`push_features`) have no audio and are never gated.
-
-Smoothing (optional): ``smooth=N`` averages probabilities over the last N un-gated windows
-(``smooth_mode="ema"``: exponential, alpha = 2/(N+1); ``"majority"``: the most frequent top-1 of the
-last N, probabilities averaged); a silence window clears the history. A top probability below
-``min_confidence`` gives ``uncertain``.
+Smoothing (optional, window labels only; utterance labels always use the raw windows):
+``smooth=N`` averages probabilities over the last N speech windows (``smooth_mode="ema"``:
+exponential, alpha = 2/(N+1); ``"majority"``: the most frequent top-1 of the last N, probabilities
+averaged); a non-speech window clears the history.
 """
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections import deque
@@ -32,10 +34,13 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from .interpreter import IntModel
-from .results import SILENCE_LABEL, UNCERTAIN_LABEL, WindowResult
+from .results import SILENCE_LABEL, UNCERTAIN_LABEL, UtteranceResult, WindowResult
+from .speech_gate import GateConfig, SpeechGate, frame_stats
+from .window_policy import NO_SPEECH, SILENCE, TOO_SHORT, UNCERTAIN, WindowPolicy, aggregate
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "default.tflite"
-_FULL_SCALE_SQ = 32768 * 32768
+DEFAULT_GATE = GateConfig()
+_NO_LEVEL = -1  # frame level of a frame that came without audio (push_features): never gated
 
 
 def _version() -> str:
@@ -44,52 +49,84 @@ def _version() -> str:
     return __version__
 
 
-def _sumsq_threshold(n_samples: int, dbfs: float) -> int:
-    """Smallest int64 sum of squares of ``n_samples`` samples whose mean square is >= ``dbfs``."""
-    return int(math.ceil(n_samples * _FULL_SCALE_SQ * 10.0 ** (dbfs / 10.0)))
+def silence_features(cfg) -> np.ndarray:
+    """The front end's raw output for one frame of digital silence (the short-stream padding frame)."""
+    from .frontend import compute_features
+
+    return np.asarray(compute_features(np.zeros(cfg.frame_length, np.int16), cfg)[0])
+
+
+class _Utterance:
+    """Windows of one utterance (or of the whole stream) being accumulated."""
+
+    def __init__(self) -> None:
+        self.log_probs: list[np.ndarray] = []
+        self.scores: list[np.ndarray] = []
+        self.first = self.last = -1
+        self.t_start = self.t_end = 0.0
+        self.n_windows = 0
+        self.reasons: dict[str, int] = {}
+
+    def add(self, r: WindowResult, log_probs: np.ndarray | None) -> None:
+        if self.first < 0:
+            self.first, self.t_start = r.window_index, r.t_start_s
+        self.last, self.t_end = r.window_index, max(self.t_end, r.t_end_s)
+        self.n_windows += 1
+        if log_probs is not None:
+            self.log_probs.append(log_probs)
+            self.scores.append(np.asarray(r.scores_int8))
+        elif r.reason:
+            self.reasons[r.reason] = self.reasons.get(r.reason, 0) + 1
 
 
 class StreamingClassifier:
     """Classify a live int16 audio stream window by window (also the serial Engine interface).
 
-    Options: ``gate_dbfs`` (None disables the window gate), ``frame_gate_dbfs`` and ``min_voiced``
-    (fraction of frames in a window that must pass the frame gate), ``smooth`` / ``smooth_mode``,
-    ``min_confidence``, ``hop_frames`` (default: the model's).
+    Options: ``policy`` (:class:`WindowPolicy`; window/hop default to the model's), ``gate``
+    (:class:`GateConfig`; ``None`` disables the speech gate), ``smooth`` / ``smooth_mode`` (window
+    labels only), ``min_confidence`` (shortcut for ``policy.min_confidence``), ``hop_frames``
+    (shortcut for ``policy.hop_frames``).
+
+    ``model`` is an :class:`IntModel`, or anything with the same ``meta``, ``frontend_config``,
+    ``labels``, ``quantize``, ``predict_window``, ``log_probabilities`` and ``probabilities`` (the
+    float evaluation in ``model_build`` wraps a Keras model this way, so it shares this policy).
     """
 
-    def __init__(self, model: IntModel, *, gate_dbfs: float | None = -45.0,
-                 frame_gate_dbfs: float | None = None, min_voiced: float = 0.2,
-                 smooth: int = 1, smooth_mode: str = "ema", min_confidence: float = 0.0,
-                 hop_frames: int | None = None) -> None:
+    def __init__(self, model: IntModel, *, policy: WindowPolicy | None = None,
+                 gate: GateConfig | None = DEFAULT_GATE, smooth: int = 1, smooth_mode: str = "ema",
+                 min_confidence: float | None = None, hop_frames: int | None = None) -> None:
         from .frontend import StreamingFrontend
 
         if smooth_mode not in ("ema", "majority"):
             raise ValueError(f"smooth_mode must be 'ema' or 'majority', got {smooth_mode!r}")
-        if not 0.0 <= min_confidence <= 1.0:
-            raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence}")
+        policy = policy or WindowPolicy()
+        if min_confidence is not None:
+            policy = WindowPolicy(**{**policy.to_dict(), "min_confidence": float(min_confidence)})
+        if hop_frames is not None:
+            policy = WindowPolicy(**{**policy.to_dict(), "hop_frames": int(hop_frames)})
         self.model = model
         self.cfg = model.frontend_config
         m = model.meta
         self.labels = list(m.labels)
-        self.window_frames = W = m.window_frames
-        self.hop_frames = int(hop_frames or m.hop_frames)
-        if not 0 < self.hop_frames:
-            raise ValueError(f"hop_frames must be positive, got {self.hop_frames}")
+        self.policy = policy.resolve(m.window_frames, m.hop_frames)
+        if self.policy.window_frames != m.window_frames:
+            raise ValueError(f"the model takes windows of {m.window_frames} frames, the policy asks for "
+                             f"{self.policy.window_frames}")
+        self.window_frames = W = self.policy.window_frames
+        self.hop_frames = self.policy.hop_frames
         self.n_features = F = m.n_features
-        self.gate_dbfs = gate_dbfs
-        self.frame_gate_dbfs = frame_gate_dbfs
-        self.min_voiced = float(min_voiced)
+        self.gate_config = gate
+        self.gate = SpeechGate(gate, self.cfg.frame_length) if gate is not None else None
         self.smooth = max(1, int(smooth))
         self.smooth_mode = smooth_mode
-        self.min_confidence = float(min_confidence)
-        L = self.cfg.frame_length
-        self._win_thr = None if gate_dbfs is None else _sumsq_threshold(W * L, gate_dbfs)
-        self._frame_thr = None if frame_gate_dbfs is None else _sumsq_threshold(L, frame_gate_dbfs)
-        self._min_voiced_frames = int(math.ceil(self.min_voiced * W))
+        self.min_confidence = self.policy.min_confidence
         self._frontend = StreamingFrontend(self.cfg)
+        pad = model.quantize(silence_features(self.cfg)[None])
+        self._pad = np.asarray(pad)[0]
         # Rings are stored twice (index i and i + W) so the last W frames are always one contiguous slice.
-        self._frames = np.zeros((2 * W, F), np.int8)
-        self._energy = np.zeros(2 * W, np.int64)  # -1 = unknown (frame came from push_features)
+        self._frames = np.zeros((2 * W, F), self._pad.dtype)
+        self._level = np.zeros(2 * W, np.int32)  # Q8 log2 frame level; _NO_LEVEL = no audio
+        self._active = np.zeros(2 * W, np.int8)
         self._fe_ns = np.zeros(2 * W, np.int64)  # front-end time attributed to each frame
         self.reset()
 
@@ -129,23 +166,37 @@ class StreamingClassifier:
             "frame_hop_samples": self.cfg.hop_length,
             "backend": self.model.backend,
             "model_name": m.model_name,
+            "window_policy": self.policy.to_dict(),
+            "gate": None if self.gate_config is None else self.gate_config.to_dict(),
         }
 
     def reset(self) -> None:
-        """Start a new stream: forget audio, frames, smoothing history and window numbering."""
+        """Start a new stream: forget audio, frames, gate state, utterances and window numbering."""
         self._frontend.reset()
+        if self.gate is not None:
+            self.gate.reset()
         self._frames[:] = 0
-        self._energy[:] = 0
+        self._level[:] = 0
+        self._active[:] = 0
         self._fe_ns[:] = 0
         self._tail = np.zeros(0, np.int16)  # mirrors the front end's carried-over samples
         self.frames_total = 0
         self._push_first_frame = 0
         self.windows_emitted = 0
+        self._last_end = 0  # frame index (exclusive) of the last classified window's end
         self._history: deque[np.ndarray] = deque(maxlen=self.smooth)
         self._ema: np.ndarray | None = None
+        self._utt: _Utterance | None = None
+        self._utt_gap = 0
+        self.utterances_emitted = 0
+        self._all = _Utterance()
+        self._pending: list[UtteranceResult] = []
 
     def push_audio(self, pcm: np.ndarray) -> list[WindowResult]:
-        """Add int16 mono samples (at the model's sample rate); return the windows they complete."""
+        """Add int16 mono samples (at the model's sample rate); return the windows they complete.
+
+        Utterance records completed on the way are queued: :meth:`take_utterances`.
+        """
         from .frontend import ensure_pcm16
 
         a = np.asarray(pcm)
@@ -154,36 +205,72 @@ class StreamingClassifier:
         a = ensure_pcm16(a, name="audio chunk")
         t0 = time.perf_counter_ns()
         feats = self._frontend.push(a)
-        q = self.model.quantize(feats) if len(feats) else np.zeros((0, self.n_features), np.int8)
+        q = self.model.quantize(feats) if len(feats) else np.zeros((0, self.n_features), self._pad.dtype)
         dt = time.perf_counter_ns() - t0
-        energy = self._frame_energies(a)
-        if len(energy) != len(q):  # would mean the mirror of the front end's framing is wrong
-            raise RuntimeError(f"internal: {len(q)} frames but {len(energy)} energies")
+        levels = self._frame_levels(a)
+        if len(levels) != len(q):  # would mean the mirror of the front end's framing is wrong
+            raise RuntimeError(f"internal: {len(q)} frames but {len(levels)} levels")
         fe = np.full(len(q), dt // max(1, len(q)), np.int64)
-        return self._add_frames(q, energy, fe)
+        return self._add_frames(q, levels, fe)
 
     def push_features(self, frames_int8: np.ndarray) -> list[WindowResult]:
         """Add already-quantised int8 frames ``(n, n_features)`` (bypasses the front end and the gate)."""
         f = np.asarray(frames_int8)
         if f.ndim == 1 and f.size == self.n_features:
             f = f.reshape(1, -1)
-        if f.dtype != np.int8 or f.ndim != 2 or f.shape[1] != self.n_features:
-            raise ValueError(f"features must be int8 of shape (n, {self.n_features}), got {f.dtype} {f.shape}")
+        if f.dtype != self._pad.dtype or f.ndim != 2 or f.shape[1] != self.n_features:
+            raise ValueError(f"features must be {self._pad.dtype} of shape (n, {self.n_features}), "
+                             f"got {f.dtype} {f.shape}")
         n = len(f)
-        return self._add_frames(f, np.full(n, -1, np.int64), np.zeros(n, np.int64))
+        return self._add_frames(f, np.full(n, _NO_LEVEL, np.int32), np.zeros(n, np.int64))
+
+    def finish(self) -> list[WindowResult]:
+        """End of the stream (end of file, serial STOP): flush the tail window per the policy, close
+        the open utterance and queue the stream's summary record; then start a new stream.
+
+        Returns the flushed windows (0 or 1); :meth:`take_utterances` has the utterance and
+        summary records.
+        """
+        p, W, n = self.policy, self.window_frames, self.frames_total
+        out: list[WindowResult] = []
+        if self.windows_emitted == 0 and 0 < n < W:
+            if n >= p.min_frames:
+                out.append(self._classify_window(self.windows_emitted, 0, n, "short"))
+        elif self.windows_emitted > 0 and n - self._last_end >= p.flush_min_frames:
+            out.append(self._classify_window(self.windows_emitted, n - W, W, "flush"))
+        for r in out:
+            self._account(r)
+        self._close_utterance()
+        self._pending.append(self._summary(n))
+        pending = self._pending
+        self.reset()
+        self._pending = pending
+        return out
+
+    def take_utterances(self) -> list[UtteranceResult]:
+        """Utterance (and, after :meth:`finish`, summary) records produced since the last call."""
+        out, self._pending = self._pending, []
+        return out
 
     # ------------------------------------------------------------------ Python API for robots
-    def stream(self, source: Iterable[np.ndarray]) -> Iterator[WindowResult]:
-        """Iterate over results of an audio source (any iterable of int16 chunks)::
+    def stream(self, source: Iterable[np.ndarray], finish: bool = True) -> Iterator[WindowResult | UtteranceResult]:
+        """Iterate over the records of an audio source (any iterable of int16 chunks): windows as
+        they complete, utterance records when an utterance ends, and (``finish=True``) the flushed
+        tail window, the last utterance and the summary at the end::
 
             for r in clf.stream(FileSource("x.wav")):
-                robot.show(r.label)
+                if r.record == "utterance":
+                    robot.show(r.label)
         """
         for chunk in source:
             yield from self.push_audio(chunk)
+            yield from self.take_utterances()
+        if finish:
+            yield from self.finish()
+            yield from self.take_utterances()
 
-    def run(self, source: Iterable[np.ndarray], callback: Callable[[WindowResult], object]) -> int:
-        """Callback form of :meth:`stream`: call ``callback(result)`` per window; returns the count."""
+    def run(self, source: Iterable[np.ndarray], callback: Callable[[WindowResult | UtteranceResult], object]) -> int:
+        """Callback form of :meth:`stream`: call ``callback(record)`` per record; returns the count."""
         n = 0
         for r in self.stream(source):
             callback(r)
@@ -191,34 +278,63 @@ class StreamingClassifier:
         return n
 
     def classify(self, pcm: np.ndarray, chunk: int | None = None) -> list[WindowResult]:
-        """All windows of one clip (from a fresh state); ``chunk`` samples per push (default: all)."""
+        """All windows of one clip (from a fresh state, tail flushed); ``chunk`` samples per push."""
+        return self.classify_clip(pcm, chunk=chunk)[0]
+
+    def classify_clip(self, pcm: np.ndarray, chunk: int | None = None, features: np.ndarray | None = None
+                      ) -> tuple[list[WindowResult], list[UtteranceResult], UtteranceResult]:
+        """One clip as ``ser-edge run`` sees it: ``(windows, utterances, summary)``.
+
+        ``features``: the clip's raw front-end output, if already computed (a cache); it must be
+        what the front end gives for ``pcm`` (same shape), and skips only the front end.
+        """
         self.reset()
         a = np.asarray(pcm)
-        if chunk is None:
-            return self.push_audio(a)
-        out: list[WindowResult] = []
-        for i in range(0, a.size, chunk):
-            out.extend(self.push_audio(a[i:i + chunk]))
-        return out
+        wins: list[WindowResult] = []
+        if features is not None:
+            from .frontend import ensure_pcm16
+
+            a = ensure_pcm16(a, name="clip")
+            f = np.asarray(features)
+            if f.shape != (self.cfg.n_frames(a.size), self.n_features):
+                raise ValueError(f"features of shape {f.shape} do not belong to {a.size} samples "
+                                 f"({self.cfg.n_frames(a.size)} frames of {self.n_features})")
+            levels = self._frame_levels(a)
+            wins += self._add_frames(self.model.quantize(f), levels, np.zeros(len(f), np.int64))
+        elif chunk is None:
+            wins += self.push_audio(a)
+        else:
+            for i in range(0, a.size, chunk):
+                wins.extend(self.push_audio(a[i:i + chunk]))
+        wins += self.finish()
+        recs = self.take_utterances()
+        return wins, [r for r in recs if r.record == "utterance"], recs[-1]
 
     # ------------------------------------------------------------------ internals
-    def _frame_energies(self, a: np.ndarray) -> np.ndarray:
-        """Sum of squares of each frame completed by chunk ``a`` (same framing as the front end)."""
+    def _frame_levels(self, a: np.ndarray) -> np.ndarray:
+        """Gate state update for the frames completed by chunk ``a`` (same framing as the front
+        end); returns their Q8 levels and stores nothing (see _add_frames)."""
         L, H = self.cfg.frame_length, self.cfg.hop_length
         buf = np.concatenate([self._tail, a]) if self._tail.size else a
         nf = self.cfg.n_frames(buf.size)
         if nf == 0:
             self._tail = buf.copy()
-            return np.zeros(0, np.int64)
+            return np.zeros(0, np.int32)
         x = buf.astype(np.int64)
         cs = np.zeros(x.size + 1, np.int64)
-        np.cumsum(x * x, out=cs[1:])
+        np.cumsum(x, out=cs[1:])
+        cq = np.zeros(x.size + 1, np.int64)
+        np.cumsum(x * x, out=cq[1:])
         starts = np.arange(nf, dtype=np.int64) * H
         self._tail = buf[nf * H:].copy()
-        return cs[starts + L] - cs[starts]
+        return frame_stats(cs[starts + L] - cs[starts], cq[starts + L] - cq[starts], L)
 
-    def _add_frames(self, q: np.ndarray, energy: np.ndarray, fe_ns: np.ndarray) -> list[WindowResult]:
+    def _add_frames(self, q: np.ndarray, levels: np.ndarray, fe_ns: np.ndarray) -> list[WindowResult]:
         W, H = self.window_frames, self.hop_frames
+        if self.gate is not None and len(levels) and levels[0] != _NO_LEVEL:
+            active = self.gate.push(levels)
+        else:
+            active = np.zeros(len(levels), np.int8)
         self._push_first_frame = self.frames_total
         out: list[WindowResult] = []
         i = 0
@@ -229,67 +345,119 @@ class StreamingClassifier:
             end = k * H + W
             take = min(n - i, max(1, end - self.frames_total), W)
             pos = (self.frames_total + np.arange(take)) % W
-            for ring, vals in ((self._frames, q), (self._energy, energy), (self._fe_ns, fe_ns)):
+            for ring, vals in ((self._frames, q), (self._level, levels), (self._active, active),
+                               (self._fe_ns, fe_ns)):
                 ring[pos] = vals[i:i + take]
                 ring[pos + W] = vals[i:i + take]
             self.frames_total += take
             i += take
             if self.frames_total == end:
-                out.append(self._classify_window(k))
-                self.windows_emitted += 1
+                r = self._classify_window(k, end - W, W, "hop")
+                self._account(r)
+                out.append(r)
             elif self.frames_total > end:  # hop > window with a caller-set hop: skip ahead
                 self.windows_emitted = -(-(self.frames_total - W) // H)
         return out
 
-    def _classify_window(self, k: int) -> WindowResult:
+    def _classify_window(self, k: int, first: int, n_real: int, kind: str) -> WindowResult:
         W = self.window_frames
-        s = self.frames_total % W
-        window = self._frames[s:s + W]
-        energy = self._energy[s:s + W]
-        # Latency = what the caller waits for after handing in the audio that completes this window:
-        # the front end of this window's frames that arrived in the same push, plus inference.
-        # (Earlier frames were computed when their audio arrived.)
-        new = max(0, min(W, self.frames_total - self._push_first_frame))
-        fe_ns = int(self._fe_ns[s + W - new:s + W].sum())
+        s = self.frames_total % W  # ring slice [s, s + W) = the last W frames
+        if kind == "short":  # frames [0, n) are at ring positions [0, n): pad the rest
+            window = np.concatenate([self._frames[:n_real], np.broadcast_to(self._pad, (W - n_real, self.n_features))])
+            levels, active = self._level[:n_real], self._active[:n_real]
+            fe_ns = int(self._fe_ns[:n_real].sum())
+        else:
+            window = self._frames[s:s + W]
+            levels, active = self._level[s:s + W], self._active[s:s + W]
+            # Latency = what the caller waits for after handing in the audio that completes this window:
+            # the front end of this window's frames that arrived in the same push, plus inference.
+            new = max(0, min(W, self.frames_total - self._push_first_frame))
+            fe_ns = int(self._fe_ns[s + W - new:s + W].sum())
         t0 = time.perf_counter_ns()
         scores = self.model.predict_window(window)
-        probs = self.model.probabilities(scores)
+        log_probs = self.model.log_probabilities(scores)
+        probs = np.exp(log_probs)
         nn_ns = time.perf_counter_ns() - t0
 
-        gated, dbfs = False, None
-        if energy.min() >= 0:  # audio-derived frames
-            total = int(energy.sum())
-            dbfs = 10.0 * math.log10(max(total, 1) / (W * self.cfg.frame_length * _FULL_SCALE_SQ))
-            if self._win_thr is not None and total < self._win_thr:
-                gated = True
-            if self._frame_thr is not None and int((energy >= self._frame_thr).sum()) < self._min_voiced_frames:
-                gated = True
-
-        raw_index = int(np.argmax(scores))
-        if gated:
+        reason = None
+        audio = levels.size > 0 and int(levels.min()) != _NO_LEVEL
+        if audio and self.gate is not None:
+            reason = self.gate.window_reason(levels, active)
+        if reason is not None:
             self._history.clear()
             self._ema = None
-            label, index, out_probs = SILENCE_LABEL, raw_index, probs
+            label, index, out_probs = SILENCE_LABEL if reason == SILENCE else NO_SPEECH, None, probs
         else:
             out_probs, index = self._smooth(probs)
             label = self.labels[index]
             if out_probs[index] < self.min_confidence:
-                label = UNCERTAIN_LABEL
+                label, index, reason = UNCERTAIN_LABEL, None, UNCERTAIN
         hop = self.cfg.hop_length
-        first = k * self.hop_frames
-        extra = {"confidence": round(float(out_probs[index]), 4),
+        last = first + n_real - 1  # last real frame
+        extra = {"confidence": round(float(out_probs.max()), 4),
                  "fe_ms": round(fe_ns / 1e6, 3), "nn_ms": round(nn_ns / 1e6, 3)}
-        if dbfs is not None:
-            extra["dbfs"] = round(dbfs, 1)
-        if index != raw_index:
-            extra["raw_index"] = raw_index
+        if audio:
+            extra["active_frames"] = int(active.sum())
+        if kind != "hop":
+            extra["kind"] = kind
+        self._last_end = first + n_real
+        self.windows_emitted = k + 1
         return WindowResult(
             window_index=k,
             t_start_s=first * hop / self.cfg.sample_rate,
-            t_end_s=((first + W - 1) * hop + self.cfg.frame_length) / self.cfg.sample_rate,
-            label=label, label_index=index, scores_int8=scores.copy(), probs=out_probs,
-            latency_ms=(fe_ns + nn_ns) / 1e6, gated=gated, extra=extra,
+            t_end_s=(last * hop + self.cfg.frame_length) / self.cfg.sample_rate,
+            label=label, label_index=index, scores_int8=np.array(scores, copy=True), probs=out_probs,
+            latency_ms=(fe_ns + nn_ns) / 1e6, gated=reason in (SILENCE, NO_SPEECH), reason=reason,
+            log_probs=log_probs, extra=extra,
         )
+
+    def _account(self, r: WindowResult) -> None:
+        """Add a window to the open utterance and the stream summary; close an utterance after
+        ``utterance_gap_windows`` non-speech windows."""
+        speech = not r.gated
+        self._all.add(r, r.log_probs if speech else None)
+        if speech:
+            if self._utt is None:
+                self._utt = _Utterance()
+            self._utt.add(r, r.log_probs)
+            self._utt_gap = 0
+        elif self._utt is not None:
+            self._utt_gap += 1
+            if self._utt_gap >= self.policy.utterance_gap_windows:
+                self._close_utterance()
+
+    def _close_utterance(self) -> None:
+        u = self._utt
+        if u is None:
+            return
+        self._utt, self._utt_gap = None, 0
+        self._pending.append(self._record(u, "utterance", self.utterances_emitted))
+        self.utterances_emitted += 1
+
+    def _summary(self, n_frames: int) -> UtteranceResult:
+        u = self._all
+        rec = self._record(u, "summary", 0)
+        if rec.label_index is None and rec.reason is None:
+            if u.n_windows == 0:
+                reason = TOO_SHORT if n_frames < self.window_frames else SILENCE
+            else:
+                reason = NO_SPEECH if u.reasons.get(NO_SPEECH) else SILENCE
+            rec = rec.with_reason(reason)
+        if u.n_windows == 0:
+            rec = rec.with_span(0.0, self._frontend.samples_seen / self.cfg.sample_rate)
+        return rec
+
+    def _record(self, u: _Utterance, kind: str, number: int) -> UtteranceResult:
+        lp = np.array(u.log_probs) if u.log_probs else np.zeros((0, len(self.labels)))
+        index, mean_p, reason = aggregate(lp, self.min_confidence)
+        mean_scores = (np.clip(np.rint(np.mean(u.scores, axis=0)), -128, 127).astype(np.int8)
+                       if u.scores else np.zeros(len(self.labels), np.int8))
+        label = self.labels[index] if index is not None else (reason or "")
+        return UtteranceResult(
+            record=kind, utterance_index=number, t_start_s=u.t_start, t_end_s=u.t_end, label=label,
+            label_index=index, reason=reason, probs=mean_p, scores_int8=mean_scores,
+            n_windows=u.n_windows, n_speech_windows=len(u.log_probs), first_window=u.first,
+            last_window=u.last)
 
     def _smooth(self, probs: np.ndarray) -> tuple[np.ndarray, int]:
         if self.smooth <= 1:
@@ -306,5 +474,5 @@ class StreamingClassifier:
         return mean, index
 
     def __repr__(self) -> str:
-        return (f"StreamingClassifier({self.model!r}, gate_dbfs={self.gate_dbfs}, smooth={self.smooth}"
-                f"/{self.smooth_mode}, min_confidence={self.min_confidence})")
+        return (f"StreamingClassifier({self.model!r}, policy={self.policy}, gate={self.gate_config}, "
+                f"smooth={self.smooth}/{self.smooth_mode})")

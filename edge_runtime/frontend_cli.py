@@ -25,11 +25,9 @@ def _run(args: argparse.Namespace) -> int:
 
     cfg = FrontendConfig(output=args.output)
     if args.audio:
-        from .audio_sources import read_audio, resample
+        from .audio_io import load_audio
 
-        pcm, sr = read_audio(args.audio)  # AudioInputError -> one line, exit 2 (edge_runtime.cli)
-        if sr != cfg.sample_rate:
-            pcm = resample(pcm, sr, cfg.sample_rate)
+        pcm = load_audio(args.audio, cfg.sample_rate)  # AudioInputError -> one line, exit 2 (edge_runtime.cli)
         name = args.audio
     else:
         from .test_signals import harmonic_vowel

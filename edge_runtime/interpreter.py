@@ -341,6 +341,22 @@ class IntModel:
         """Real-valued model outputs ``(q - zero_point) * scale``."""
         return (np.asarray(scores_int8, np.float64) - self.meta.output_zero_point) * self.meta.output_scale
 
+    @property
+    def outputs_probabilities(self) -> bool:
+        """True when the model ends in softmax (metadata ``output_kind: "probs"``), else logits."""
+        return self.meta.extra.get("output_kind") == "probs"
+
+    def log_probabilities(self, scores_int8: np.ndarray) -> np.ndarray:
+        """Class log-probabilities: log-softmax of the dequantised logits (for a softmax model, the
+        log of its normalised outputs, floored at 1e-6)."""
+        from .window_policy import log_softmax
+
+        v = self.dequantize(scores_int8)
+        if self.outputs_probabilities:
+            v = np.maximum(v, 0.0)
+            return np.log(np.maximum(v / max(v.sum(), 1e-12), 1e-6))
+        return log_softmax(v)
+
     def probabilities(self, scores_int8: np.ndarray) -> np.ndarray:
         """Class probabilities: the dequantised outputs when the model ends in softmax (non-negative,
         sum ~1), else their softmax."""

@@ -6,12 +6,18 @@ Examples::
     arecord -q -f S16_LE -r 16000 -c 1 -t raw | ser-edge run --stdin
     ser-edge run --mic --smooth 3 --min-confidence 0.5 --udp 127.0.0.1:5005
 
-Each window prints one JSON object per line (flushed immediately), e.g.::
+Each window prints one JSON object per line (flushed immediately), then each utterance (a run of
+speech windows, closed by 2 non-speech windows or the end), then one summary of the whole input::
 
-    {"time": 1.52, "label": "happy", "index": 2, "probs": {...}, "scores_int8": [...],
-     "latency_ms": 0.61, "window": 3, "t_start": 0.5, "t_end": 1.52, "confidence": 0.71, ...}
+    {"record": "window", "time": 1.52, "window": 3, "t_start": 0.5, "t_end": 1.52, "label": "happy",
+     "index": 2, "reason": null, "probs": {...}, "scores_int8": [...], "latency_ms": 0.61, ...}
+    {"record": "window", ..., "label": "no_speech", "index": null, "reason": "no_speech", ...}
+    {"record": "utterance", "utterance": 0, "t_start": 0.0, "t_end": 3.5, "label": "happy",
+     "index": 2, "reason": null, "confidence": 0.64, "probs": {...}, "windows": 4, "speech_windows": 3, ...}
+    {"record": "summary", ..., "label": "happy", "index": 2, ...}
 
-A summary (windows, real-time factor, latency) goes to stderr at the end.
+Windows the speech gate closes carry ``index: null`` and ``reason`` ``silence`` or ``no_speech``
+(docs/window_policy.md). A line with timing (windows, real-time factor, latency) goes to stderr.
 """
 from __future__ import annotations
 
@@ -22,7 +28,7 @@ import sys
 import time
 
 from .cli_errors import BadInput
-from .cli_types import dbfs, existing_file, fraction, positive_float, positive_int, udp_address
+from .cli_types import existing_file, fraction, positive_float, positive_int, udp_address
 
 
 def add_cli(subparsers) -> argparse.ArgumentParser:
@@ -44,12 +50,10 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
                    help="sample rate of --stdin PCM (default: the model's); other rates are resampled")
     p.add_argument("--device", default=None, help="microphone device index or name (--mic)")
     p.add_argument("--chunk-ms", type=positive_float, default=64.0, help="audio chunk size (default 64 ms)")
-    p.add_argument("--gate-dbfs", type=dbfs, default=-45.0,
-                   help="windows quieter than this RMS level are 'silence' (default -45; 'off' via --no-gate)")
-    p.add_argument("--no-gate", action="store_true", help="disable the energy gate")
-    p.add_argument("--frame-gate-dbfs", type=dbfs, default=None,
-                   help="also require --min-voiced of a window's frames above this level")
-    p.add_argument("--min-voiced", type=fraction, default=0.2, help="fraction of voiced frames (default 0.2)")
+    p.add_argument("--no-gate", action="store_true",
+                   help="disable the speech gate (every window gets an emotion; docs/speech_gate.md)")
+    p.add_argument("--gate-margin-db", type=positive_float, default=None, metavar="DB",
+                   help="speech frames are this far above the tracked noise floor (default 9)")
     p.add_argument("--smooth", type=positive_int, default=1, metavar="N", help="smooth over the last N windows (default off)")
     p.add_argument("--smooth-mode", choices=["ema", "majority"], default="ema")
     p.add_argument("--min-confidence", type=fraction, default=0.0, metavar="P",
@@ -83,11 +87,16 @@ def run_command(args: argparse.Namespace) -> int:
     if not (args.file or args.stdin or args.mic or args.info):
         raise BadInput("give an audio FILE, --stdin or --mic (see ser-edge run --help)")
     # errors below (bad model, unreadable audio, no backend) are reported by edge_runtime.cli
+    from .classifier import DEFAULT_GATE
+    from .speech_gate import GateConfig
+    from .window_policy import WindowPolicy
+
+    gate = None if args.no_gate else (
+        DEFAULT_GATE if args.gate_margin_db is None else GateConfig(margin_db=args.gate_margin_db))
     clf = StreamingClassifier.from_model(
-        args.model, backend=args.backend, num_threads=args.threads,
-        gate_dbfs=None if args.no_gate else args.gate_dbfs, frame_gate_dbfs=args.frame_gate_dbfs,
-        min_voiced=args.min_voiced, smooth=args.smooth, smooth_mode=args.smooth_mode,
-        min_confidence=args.min_confidence,
+        args.model, backend=args.backend, num_threads=args.threads, gate=gate,
+        policy=WindowPolicy(min_confidence=args.min_confidence), smooth=args.smooth,
+        smooth_mode=args.smooth_mode,
     )
     if args.info:
         print(json.dumps(clf.info()))
@@ -109,33 +118,46 @@ def run_command(args: argparse.Namespace) -> int:
     labels = clf.labels
     n, latencies = 0, []
     t0 = time.perf_counter()
+    audio_s = 0.0
+
+    def emit(r) -> None:
+        d = {"record": r.record, "time": round(r.t_end_s, 4), **r.to_json_dict(labels)}
+        line = json.dumps(d)
+        if not args.quiet:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+        if send is not None:
+            send(line.encode())
+        if mqtt is not None:
+            mqtt.publish_record(d, line)
+
     try:
-        for r in clf.stream(source):
-            d = {"time": round(r.t_end_s, 4), **r.to_json_dict(labels)}
-            line = json.dumps(d)
-            if not args.quiet:
-                sys.stdout.write(line + "\n")
-                sys.stdout.flush()
-            if send is not None:
-                send(line.encode())
-            if mqtt is not None:
-                mqtt.publish_record(d, line)
+        try:
+            for r in clf.stream(source, finish=False):
+                emit(r)
+                if r.record == "window":
+                    n += 1
+                    latencies.append(r.latency_ms)
+        except KeyboardInterrupt:  # Ctrl-C on a live source: still flush and summarise
+            pass
+        audio_s = clf._frontend.samples_seen / rate
+        for r in clf.finish():  # the tail window (window policy), then the last utterance + summary
+            emit(r)
             n += 1
             latencies.append(r.latency_ms)
-    except KeyboardInterrupt:
-        pass
+        for r in clf.take_utterances():
+            emit(r)
     finally:
         if mqtt is not None:
             _close_mqtt(mqtt)
     wall = time.perf_counter() - t0
-    audio_s = clf._frontend.samples_seen / rate
     if latencies:
         lat = sorted(latencies)
         msg = (f"{n} windows, {audio_s:.1f} s audio in {wall:.2f} s, latency p50 "
                f"{lat[len(lat) // 2]:.2f} ms, max {lat[-1]:.2f} ms, backend {clf.model.backend}")
     else:
-        msg = f"no complete window ({audio_s:.2f} s of audio; a window needs " \
-              f"{((clf.window_frames - 1) * clf.cfg.hop_length + clf.cfg.frame_length) / rate:.2f} s)"
+        msg = f"no window ({audio_s:.2f} s of audio; the shortest input classified is " \
+              f"{((clf.policy.min_frames - 1) * clf.cfg.hop_length + clf.cfg.frame_length) / rate:.2f} s)"
     print(f"ser-edge run: {msg}", file=sys.stderr)
     return 0
 

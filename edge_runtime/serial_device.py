@@ -30,7 +30,10 @@ from .protocol import (INFO_FLAG_BOOT, MAX_PAYLOAD, NO_SEQ, PROTOCOL_VERSION, Ac
                        Error, ErrorCode, Features, FrameDecoder, GetStats, Hello, Info, Message,
                        Mode, MsgType, Ping, Pong, Result, ResultFlags, Sequencer, Start, Stats,
                        Stop)
-from .results import UNCERTAIN_LABEL, WindowResult
+from .results import UtteranceResult, WindowResult
+from .window_policy import NO_SPEECH, SILENCE, UNCERTAIN
+
+SUMMARY_INDEX = 0xFFFFFFFF  # window_index of the summary record sent after STOP
 
 __all__ = ["Engine", "SerialDevice", "TtyTransport", "add_cli", "result_to_message"]
 
@@ -42,6 +45,8 @@ class Engine(Protocol):
     def reset(self) -> None: ...
     def push_audio(self, pcm: np.ndarray) -> list[WindowResult]: ...
     def push_features(self, frames_int8: np.ndarray) -> list[WindowResult]: ...
+    def finish(self) -> list[WindowResult]: ...
+    def take_utterances(self) -> list: ...
 
 
 class Transport(Protocol):
@@ -112,19 +117,31 @@ class TtyTransport:
 
 
 # ---------------------------------------------------------------------------------- helpers
-def result_to_message(r: WindowResult, session: int, extra_flags: int = 0,
+def result_to_message(r: WindowResult | UtteranceResult, session: int, extra_flags: int = 0,
                       latency_us: int | None = None) -> Result:
-    """The RESULT message for one :class:`WindowResult`."""
+    """The RESULT message for one window, utterance or summary record.
+
+    ``label_index`` is the emotion; when the record has none (``reason`` set), it is the model's
+    top-1 of the scores sent and a flag says why: SILENCE, NO_SPEECH or UNCERTAIN.
+    """
     flags = extra_flags
-    if r.gated:
-        flags |= ResultFlags.SILENCE
-    if r.label == UNCERTAIN_LABEL:
-        flags |= ResultFlags.UNCERTAIN
+    reason = r.reason if r.reason is not None or not getattr(r, "gated", False) else SILENCE
+    flags |= {SILENCE: ResultFlags.SILENCE, NO_SPEECH: ResultFlags.NO_SPEECH,
+              UNCERTAIN: ResultFlags.UNCERTAIN}.get(reason, 0)
     scores = tuple(int(v) for v in np.asarray(r.scores_int8, dtype=np.int8).ravel())
+    index = r.label_index if r.label_index is not None else int(np.argmax(scores)) if scores else 0
+    if isinstance(r, UtteranceResult):
+        flags |= ResultFlags.UTTERANCE
+        if reason is not None and reason not in (SILENCE, NO_SPEECH, UNCERTAIN):  # too_short
+            flags |= ResultFlags.SILENCE
+        number = SUMMARY_INDEX if r.record == "summary" else r.utterance_index
+        return Result(window_index=number, session=session & 0xFFFF, label_index=int(index), flags=int(flags),
+                      t_start_ms=int(round(r.t_start_s * 1000)), t_end_ms=int(round(r.t_end_s * 1000)),
+                      latency_us=0 if latency_us is None else max(0, int(latency_us)), scores=scores)
     if latency_us is None:
         latency_us = int(round(r.latency_ms * 1000))
     return Result(
-        window_index=int(r.window_index), session=session & 0xFFFF, label_index=int(r.label_index),
+        window_index=int(r.window_index), session=session & 0xFFFF, label_index=int(index),
         flags=int(flags), t_start_ms=int(round(r.t_start_s * 1000)),
         t_end_ms=int(round(r.t_end_s * 1000)), latency_us=max(0, int(latency_us)), scores=scores)
 
@@ -263,6 +280,20 @@ class SerialDevice:
             lat = int((time.perf_counter() - t_rx) * 1e6)
             self._send(result_to_message(r, self.session, flags, latency_us=lat))
             self.counters["results"] += 1
+        take = getattr(self.engine, "take_utterances", None)
+        for u in (take() if take is not None else []):
+            self._send(result_to_message(u, self.session, extra_flags))
+            self.counters["results"] += 1
+
+    def _finish_stream(self, t_rx: float) -> None:
+        """End of a session's stream (STOP): flush the tail window and send the utterance and
+        summary records (window policy, docs/protocol.md)."""
+        finish = getattr(self.engine, "finish", None)
+        if finish is None or self.mode not in (Mode.AUDIO, Mode.FEATURES):
+            return
+        with self._engine_lock:
+            results = finish()
+        self._send_results(results, t_rx)
 
     # ------------------------------------------------------------------ requests
     def _handle(self, seq: int, msg: Message, t_rx: float) -> None:
@@ -280,6 +311,7 @@ class SerialDevice:
             self._on_start(seq, msg)
         elif t == MsgType.STOP:
             self._stop_push()
+            self._finish_stream(t_rx)  # the tail window, utterance and summary come before the ACK
             self.mode = Mode.IDLE
             self._send(Ack(seq, MsgType.STOP))
         elif t == MsgType.GET_STATS:

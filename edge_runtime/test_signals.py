@@ -54,3 +54,47 @@ def speech_with_pauses(seconds: float, sr: int = 16000, seed: int = 1) -> np.nda
     env = np.clip(np.sin(2 * np.pi * 0.3 * t), 0, None) ** 0.5 * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t))
     x = x * env + 0.01 * rng.standard_normal(n)
     return np.round(0.3 * 32767 * x / np.abs(x).max()).astype(np.int16)
+
+
+def pink_noise(seconds: float = 2.0, level_dbfs: float = -20.0, sr: int = 16000, seed: int = 3) -> np.ndarray:
+    """Pink (1/f power) noise at an RMS of ``level_dbfs`` (white noise shaped in the frequency domain)."""
+    n = int(seconds * sr)
+    spec = np.fft.rfft(np.random.default_rng(seed).standard_normal(n))
+    f = np.fft.rfftfreq(n, 1 / sr)
+    spec[1:] /= np.sqrt(f[1:])
+    spec[0] = 0
+    x = np.fft.irfft(spec, n)
+    x *= 10 ** (level_dbfs / 20) / np.sqrt(np.mean(x * x))
+    return np.round(np.clip(x, -1, 1) * 32767).astype(np.int16)
+
+
+def _scaled(x: np.ndarray, peak_dbfs: float) -> np.ndarray:
+    x = np.asarray(x, np.float64)
+    m = np.max(np.abs(x))
+    y = x * (10 ** (peak_dbfs / 20) / m) if m > 0 else x
+    return np.round(np.clip(y, -1, 1) * 32767).astype(np.int16)
+
+
+def nonspeech_signals(seconds: float = 4.0, levels_dbfs=(-60.0, -40.0, -25.0, -10.0), sr: int = 16000,
+                      seed: int = 0) -> dict[str, np.ndarray]:
+    """Sounds that are not speech, each at each level (peak dBFS; RMS for the noises): white and pink
+    noise, mains hum (50 Hz + harmonics), steady tones (440 Hz, 1 kHz, 3 kHz), a DC offset, click
+    trains (2 clicks/s) and digital silence with ±1 LSB dither. ``{"white@-25": pcm, ...}``."""
+    n = int(seconds * sr)
+    t = np.arange(n) / sr
+    out: dict[str, np.ndarray] = {}
+    for lv in levels_dbfs:
+        out[f"white@{lv:g}"] = white_noise(seconds, lv, sr, seed)
+        out[f"pink@{lv:g}"] = pink_noise(seconds, lv, sr, seed + 1)
+        hum = sum(np.sin(2 * np.pi * 50 * k * t + k) / k for k in (1, 2, 3, 5))
+        out[f"hum@{lv:g}"] = _scaled(hum, lv)
+        for f in (440, 1000, 3000):
+            out[f"tone{f}@{lv:g}"] = _scaled(np.sin(2 * np.pi * f * t), lv)
+        out[f"dc@{lv:g}"] = _scaled(np.ones(n), lv)
+        clicks = np.zeros(n)
+        clicks[(np.arange(0, seconds, 0.5) * sr).astype(int) + 1000] = 1.0
+        clicks[(np.arange(0, seconds, 0.5) * sr).astype(int) + 1001] = -0.6
+        out[f"clicks@{lv:g}"] = _scaled(clicks, lv)
+    out["silence"] = np.zeros(n, np.int16)
+    out["dither"] = dithered_silence(seconds, sr, seed + 2)
+    return out

@@ -54,7 +54,7 @@ def _demo_utterance(path: Path) -> list[tuple[str, float, float]]:
     """
     import numpy as np
 
-    from model_build.audio_io import write_wav
+    from edge_runtime.audio_io import write_wav
     from model_build.corpora.synth import generate_corpus
 
     pairs = generate_corpus(n_speakers=1, clips_per_label=1, labels=("angry", "sad", "happy"), duration=(2.6, 2.6), seed=4242)

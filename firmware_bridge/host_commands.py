@@ -23,13 +23,12 @@ AUDIO_EXTS = (".wav", ".flac", ".ogg")
 # ---------------------------------------------------------------------------------- helpers
 def load_pcm(path: str | Path, sample_rate: int) -> np.ndarray:
     """Mono int16 audio of a WAV/FLAC file at ``sample_rate`` (resampled if needed)."""
-    from edge_runtime.audio_sources import AudioInputError, read_audio, resample
+    from edge_runtime.audio_io import AudioInputError, load_audio
 
     try:
-        pcm, sr = read_audio(path)
+        return load_audio(path, sample_rate)
     except AudioInputError as exc:
         raise ValueError(str(exc)) from None
-    return resample(pcm, sr, sample_rate) if sr != sample_rate else pcm
 
 
 def _live_line(r, labels) -> str:
@@ -237,18 +236,21 @@ def validate_corpus(dev, clf, files: list[Path], root: Path, *, mode, feats=None
             if log:
                 log(f"skip: {exc}")
             continue
-        ref = clf.classify(pcm)
+        ref, ref_utts, ref_summary = clf.classify_clip(pcm)
         if feats is not None:
             feats.reset()
         dev.drain_results()
         dev.start(mode)
         sender = _Sender(dev, mode, feats, chunk, realtime)
         sender.send(pcm)
-        got = {}
-        for r in dev.results(timeout=timeout, count=len(ref)):
-            got[r.window_index] = r
+        dev.stop()  # the device flushes its tail window and sends utterance + summary records
+        got, summary = {}, None
+        for r in dev.results(timeout=timeout, count=len(ref) + len(ref_utts) + 1):
+            if r.record == "window":
+                got[r.window_index] = r
+            elif r.record == "summary":
+                summary = r
         f_agree = 0
-        votes = np.zeros(len(labels))
         for w in ref:
             r = got.get(w.window_index)
             n_win += 1
@@ -257,7 +259,7 @@ def validate_corpus(dev, clf, files: list[Path], root: Path, *, mode, feats=None
                 continue
             if not r.reliable:
                 n_gap += 1
-            same = r.msg.label_index == w.label_index
+            same = r.msg.label_index == w.model_index  # the model's top-1 (gates differ in FEATURES mode)
             n_agree += same
             f_agree += same
             n_scores_equal += tuple(r.msg.scores) == tuple(int(v) for v in w.scores_int8)
@@ -265,19 +267,18 @@ def validate_corpus(dev, clf, files: list[Path], root: Path, *, mode, feats=None
             ts = sender.time_sent(int(round(r.msg.t_end_ms * sr / 1000)))
             if ts is not None:
                 link_lat.append((r.t_rx - ts) * 1000)
-            if not w.gated:
-                votes[r.msg.label_index] += 1
         truth = _clip_label(path, root, labels)
-        pred = labels[int(np.argmax(votes))] if votes.any() else "silence"
+        # the clip's label is the device's summary record (window policy: mean log-probability over
+        # speech windows), not a vote
+        pred = summary.label if summary is not None else "missing"
         if truth is not None:
             clip_total += 1
             clip_ok += pred == truth
         per_file.append({"file": str(path.relative_to(root)), "windows": len(ref), "received": len(got),
-                         "agree": f_agree, "truth": truth, "pred": pred})
+                         "agree": f_agree, "truth": truth, "pred": pred, "host_pred": ref_summary.label})
         if log:
             log(f"{path.relative_to(root)}: {f_agree}/{len(ref)} windows agree, pred {pred}"
                 + (f" (truth {truth})" if truth else ""))
-    dev.stop()
     return {
         "files": len(per_file), "windows": n_win, "missing": n_missing, "gap_flagged": n_gap,
         "agreement": round(n_agree / n_win, 4) if n_win else None,

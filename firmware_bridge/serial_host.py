@@ -176,12 +176,30 @@ class DeviceResult:
         """False when the window overlapped input lost on the link (GAP flag)."""
         return not self.msg.flags & ResultFlags.GAP
 
+    @property
+    def record(self) -> str:
+        """``"window"``, ``"utterance"`` or ``"summary"`` (the device's record kinds)."""
+        if not self.msg.flags & ResultFlags.UTTERANCE:
+            return "window"
+        return "summary" if self.msg.window_index == 0xFFFFFFFF else "utterance"
+
+    @property
+    def emotion_index(self) -> int | None:
+        """The emotion's index, or None when a flag says there is none (silence/no_speech/uncertain)."""
+        none = ResultFlags.SILENCE | ResultFlags.NO_SPEECH | ResultFlags.UNCERTAIN
+        return None if self.msg.flags & none else self.msg.label_index
+
     def to_json_dict(self, labels: list[str] | tuple[str, ...] | None = None) -> dict:
         m = self.msg
-        d = {"window": m.window_index, "t_start": round(self.stream_offset_s + m.t_start_ms / 1000, 3),
+        rec = self.record
+        d = {"record": rec, "t_start": round(self.stream_offset_s + m.t_start_ms / 1000, 3),
              "t_end": round(self.stream_offset_s + m.t_end_ms / 1000, 3), "label": self.label,
-             "index": m.label_index, "scores_int8": list(m.scores),
+             "index": self.emotion_index, "scores_int8": list(m.scores),
              "device_latency_ms": round(m.latency_us / 1000, 3), "session": m.session}
+        if rec == "window":
+            d["window"] = m.window_index
+        elif rec == "utterance":
+            d["utterance"] = m.window_index
         flags = [f.name.lower() for f in ResultFlags if m.flags & f]
         if flags:
             d["flags"] = flags
@@ -408,10 +426,13 @@ class DeviceClient:
         return session
 
     def stop(self) -> None:
-        """STOP the session."""
+        """STOP the session. The device flushes its tail window and sends the utterance and summary
+        records before its ACK, so they are accepted as this session's results."""
         with self._state_lock:
-            self.mode = Mode.IDLE
-            self._request(Stop(), lambda s: ("ack", s))
+            try:
+                self._request(Stop(), lambda s: ("ack", s))
+            finally:
+                self.mode = Mode.IDLE
 
     def get_stats(self) -> dict:
         """The device's counters (STATS)."""
@@ -571,6 +592,8 @@ class DeviceClient:
         labels = self.info.labels if self.info else ()
         if msg.flags & ResultFlags.SILENCE:
             label = "silence"
+        elif msg.flags & ResultFlags.NO_SPEECH:
+            label = "no_speech"
         elif msg.flags & ResultFlags.UNCERTAIN:
             label = "uncertain"
         elif msg.label_index < len(labels):

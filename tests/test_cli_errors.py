@@ -132,7 +132,7 @@ CASES = [
     ("run --stdin --rate 0", 2, "argument --rate: must be a positive integer, got 0"),
     ("run --threads 0 {wav}", 2, "argument --threads: must be a positive integer, got 0"),
     ("run --min-confidence 2 {wav}", 2, "argument --min-confidence: must be between 0 and 1"),
-    ("run --gate-dbfs 3 {wav}", 2, "argument --gate-dbfs: is a level in dBFS and must be <= 0"),
+    ("run --gate-margin-db -3 {wav}", 2, "argument --gate-margin-db: must be > 0, got -3"),
     ("run --chunk-ms abc {wav}", 2, "argument --chunk-ms: expected a number, got 'abc'"),
     ("run {audio_dir}", 2, "audio_dir: is a folder, expected a file"),
     ("run {dir}/missing.wav", 2, "missing.wav: no such file"),

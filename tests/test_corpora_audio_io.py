@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from model_build.audio_io import AudioReadError, load_audio, resample, to_int16
+from edge_runtime.audio_io import AudioReadError, load_audio, resample, to_int16
 
 
 def tone(freq: float, sr: int, seconds: float = 0.5, amp: float = 0.5) -> np.ndarray:
@@ -60,10 +60,11 @@ def test_float_out_of_range_is_clipped():
     assert to_int16(np.array([1.5, 1.0, -1.0, -2.0, 0.5])).tolist() == [32767, 32767, -32768, -32768, 16384]
 
 
-def test_scipy_fallback_without_soxr(monkeypatch):
-    monkeypatch.setitem(sys.modules, "soxr", None)  # makes `import soxr` fail; scipy path runs
-    y = resample(tone(1000.0, 44100), 44100, 16000)
-    assert len(y) == 8000 and peak_hz(y) == pytest.approx(1000.0, rel=0.01)
+def test_no_soxr_is_a_clear_error_not_another_resampler(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "soxr", None)  # makes `import soxr` fail
+    sf.write(tmp_path / "t44.wav", tone(1000.0, 44100), 44100, subtype="PCM_16")
+    with pytest.raises(AudioReadError, match="needs soxr"):
+        load_audio(tmp_path / "t44.wav")
 
 
 @pytest.mark.parametrize("content,reason", [(b"", "empty file"), (b"RIFF\x00\x01garbage" * 10, "not readable"),

@@ -15,6 +15,7 @@ import pytest
 
 from edge_runtime.audio_sources import (AudioInputError, FileSource, Resampler, StdinSource, read_audio,
                                         resample)
+from tests.conftest import require_module
 from tests.test_runtime_helpers import speechlike, write_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +41,7 @@ def test_wav_read_and_mixdown(tmp_path):
     assert rate == 16000 and np.array_equal(pcm, x)
     st = np.stack([x, x // 2 + 1], axis=1)
     pcm, _ = read_audio(_wav(tmp_path / "s.wav", st.ravel(), channels=2))
-    assert np.array_equal(pcm, ((x.astype(np.int32) + x // 2 + 1 + 1) // 2).astype(np.int16))
+    assert np.array_equal(pcm, np.rint((x.astype(np.float64) + x // 2 + 1) / 2).astype(np.int16))  # mean, rounded once
 
 
 def test_truncated_wav(tmp_path):
@@ -53,18 +54,18 @@ def test_truncated_wav(tmp_path):
     with pytest.raises(AudioInputError, match=r"t\.wav: "):
         read_audio(p)
     (tmp_path / "x.wav").write_bytes(b"not a wav file at all")
-    with pytest.raises(AudioInputError, match=r"x\.wav: not a readable WAV"):
+    with pytest.raises(AudioInputError, match=r"x\.wav: not readable as audio"):
         read_audio(tmp_path / "x.wav")
 
 
 def test_flac_via_soundfile(tmp_path):
-    sf = pytest.importorskip("soundfile")
+    sf = require_module("soundfile")
     x = speechlike(0.3)
     sf.write(tmp_path / "a.flac", x, 16000, subtype="PCM_16")
     pcm, rate = read_audio(tmp_path / "a.flac")
     assert rate == 16000 and np.array_equal(pcm, x)
     (tmp_path / "bad.flac").write_bytes(b"fLaC" + bytes(20))
-    with pytest.raises(AudioInputError, match=r"bad\.flac: cannot read audio"):
+    with pytest.raises(AudioInputError, match=r"bad\.flac: not readable as audio"):
         read_audio(tmp_path / "bad.flac")
 
 
@@ -108,12 +109,35 @@ def test_resampler(src_rate):
     rng = np.random.default_rng(0)
     cuts = np.sort(rng.choice(np.arange(1, x.size), 40, replace=False))
     z = np.concatenate([r.process(c) for c in np.split(x, cuts)] + [r.flush()])
-    assert np.array_equal(z, y)
+    assert abs(z.size - y.size) <= 1
+    n = min(z.size, y.size)
+    assert np.abs(z[:n].astype(int) - y[:n]).max() <= 1  # same soxr filter, chunking changes rounding only
 
 
-def test_resampler_refuses_odd_ratio():
-    with pytest.raises(AudioInputError, match="cannot resample 16001 Hz"):
-        Resampler(16001, 16000)
+def test_float_wav_scores_like_its_int16_copy(tmp_path, model_path):
+    """A 32/64-bit float WAV reads as the same samples (and so the same scores) as its int16 copy."""
+    sf = require_module("soundfile")
+    from edge_runtime.classifier import StreamingClassifier
+
+    x = speechlike(2.5)
+    ref = _wav(tmp_path / "i16.wav", x)
+    clf = StreamingClassifier.from_model(model_path)
+    want = clf.classify(read_audio(ref)[0])
+    for sub in ("FLOAT", "DOUBLE"):
+        p = tmp_path / f"f_{sub}.wav"
+        sf.write(p, x.astype(np.float64) / 32768.0, 16000, subtype=sub)
+        pcm, rate = read_audio(p)
+        assert rate == 16000 and np.array_equal(pcm, x), sub
+        got = clf.classify(FileSource(p).pcm)
+        assert [r.label for r in got] == [r.label for r in want]
+        assert all(np.array_equal(a.scores_int8, b.scores_int8) for a, b in zip(got, want))
+
+
+def test_resampling_without_soxr_is_a_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "soxr", None)
+    with pytest.raises(AudioInputError, match=r"resampling 48000 Hz -> 16000 Hz needs soxr"):
+        resample(np.zeros(480, np.int16), 48000, 16000)
+    assert resample(np.ones(5, np.int16), 16000, 16000).tolist() == [1] * 5  # same rate: no soxr needed
 
 
 def test_file_source_resamples(tmp_path):
@@ -134,14 +158,19 @@ def test_cli_file_and_stdin(model_path, tmp_path):
     r = _run_cli(str(p), "--model", model_path, "--smooth", "2")
     assert r.returncode == 0, r.stderr.decode()
     lines = [json.loads(line) for line in r.stdout.decode().splitlines()]
-    assert len(lines) == (1 + (x.size - 512) // 256 - 16) // 4 + 1
-    for d in lines:
-        assert {"time", "label", "probs", "scores_int8", "latency_ms"} <= set(d)
+    windows = [d for d in lines if d["record"] == "window"]
+    assert len(windows) == (1 + (x.size - 512) // 256 - 16) // 4 + 1  # 2.0 s: no tail to flush
+    for d in windows:
+        assert {"time", "label", "index", "reason", "probs", "scores_int8", "latency_ms"} <= set(d)
+        assert (d["index"] is None) == (d["reason"] is not None)
+    assert lines[-1]["record"] == "summary" and {d["record"] for d in lines} <= {"window", "utterance", "summary"}
+    assert set(lines[-1]["probs"]) == set(windows[0]["probs"])
     assert "windows" in r.stderr.decode()
     s = _run_cli("--stdin", "--model", model_path, "--smooth", "2", stdin=x.tobytes() + b"\x01")
     assert s.returncode == 0, s.stderr.decode()
     lines2 = [json.loads(line) for line in s.stdout.decode().splitlines()]
-    assert [(d["label"], d["scores_int8"]) for d in lines2] == [(d["label"], d["scores_int8"]) for d in lines]
+    assert [(d["label"], d.get("scores_int8"), d["record"]) for d in lines2] == \
+        [(d["label"], d.get("scores_int8"), d["record"]) for d in lines]
     assert "odd byte count" in s.stderr.decode()
 
 

@@ -41,7 +41,7 @@ def test_device_venv_has_no_host_packages():
 
 
 def test_tflite_runtime_on_device_matches_litert_here(tiny_model_path, tmp_path):
-    from model_build.audio_io import write_wav
+    from edge_runtime.audio_io import write_wav
 
     from edge_runtime.test_signals import harmonic_vowel, white_noise
 

@@ -39,7 +39,12 @@ def reference(model_path):
 
 
 def _ref(clf, pcm):
-    return [(r.window_index, r.label_index, tuple(int(v) for v in r.scores_int8)) for r in clf.classify(pcm)]
+    """The windows a streaming device sends before STOP (the RESULT's label_index is the model's
+    top-1; flags say whether it is an emotion)."""
+    clf.reset()
+    out = [(r.window_index, r.model_index, tuple(int(v) for v in r.scores_int8)) for r in clf.push_audio(pcm)]
+    clf.reset()
+    return out
 
 
 def _got(results):
@@ -71,7 +76,7 @@ def test_serve_subprocess_audio_mode_and_stream_cli(model_path, reference, tmp_p
                 dev.start(Mode.AUDIO)
                 dev.send_audio(pcm)
                 want = _ref(reference, pcm)
-                got = list(dev.results(timeout=3.0, count=len(want)))
+                got = [r for r in dev.results(timeout=3.0, count=len(want) + 20) if r.record == "window"]
                 assert _got(got) == want
                 assert all(r.reliable for r in got)
             wav = tmp_path / "clip.wav"
@@ -80,7 +85,14 @@ def test_serve_subprocess_audio_mode_and_stream_cli(model_path, reference, tmp_p
                                   "--baud", "921600", "--quiet", "--tail", "1.0", str(wav)], cwd=ROOT,
                                  capture_output=True, text=True, timeout=60)
             lines = [json.loads(x) for x in out.stdout.splitlines() if x.startswith("{")]
-            assert [(d["window"], d["index"], tuple(d["scores_int8"])) for d in lines] == want, out.stderr
+            # STOP flushes the tail: the device's windows are classify()'s, then the summary record
+            full = reference.classify(pcm)
+            wins = [d for d in lines if d["record"] == "window"]
+            assert [(d["window"], tuple(d["scores_int8"])) for d in wins] == \
+                [(r.window_index, tuple(int(v) for v in r.scores_int8)) for r in full], out.stderr
+            assert [d["index"] for d in wins] == [r.label_index for r in full]
+            _, _, summary = reference.classify_clip(pcm)
+            assert lines[-1]["record"] == "summary" and lines[-1]["index"] == summary.label_index
         finally:
             proc.terminate()
             proc.wait(timeout=10)

@@ -52,10 +52,13 @@ class Accepts(enum.IntFlag):
 
 
 class ResultFlags(enum.IntFlag):
-    SILENCE = 0x01  # voice-activity gate closed; label_index is still the model's top-1
+    SILENCE = 0x01  # speech gate: nothing audible; label_index is the model's top-1, not an emotion
     UNCERTAIN = 0x02  # top score below the confidence threshold
     GAP = 0x04  # the window overlaps input lost on the link (zero-filled): do not trust the label
     PUSH = 0x08  # produced from the device's own audio source (MIC_PUSH)
+    NO_SPEECH = 0x10  # speech gate: audible but not speech (noise, hum, tones, clicks); not an emotion
+    UTTERANCE = 0x20  # an utterance/summary record: window_index = utterance number (summary: 0xFFFFFFFF),
+    #                   scores = mean int8 scores of its speech windows, label_index = its label
 
 
 class ErrorCode(enum.IntEnum):

@@ -130,7 +130,7 @@ def load_corpus(source: str | os.PathLike | CorpusIndex, corpus: str = "auto", *
     """
     from tqdm.auto import tqdm
 
-    from model_build.audio_io import AudioReadError, load_audio
+    from edge_runtime.audio_io import AudioReadError, load_audio
 
     index = source if isinstance(source, CorpusIndex) else open_corpus(source, corpus, merge_calm=merge_calm,
                                                                         dedupe=dedupe)

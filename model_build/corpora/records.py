@@ -39,7 +39,7 @@ class Clip:
 
     def load(self, sr: int = 16000) -> np.ndarray:
         """Decode this clip to int16 mono at ``sr`` Hz (raises ``AudioReadError`` naming the path)."""
-        from model_build.audio_io import load_audio
+        from edge_runtime.audio_io import load_audio
 
         return load_audio(self.path, sr)
 

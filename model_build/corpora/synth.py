@@ -199,7 +199,7 @@ def generate_corpus(n_speakers: int = 6, clips_per_label: int = 48, labels: tupl
     the same clips. Odd-numbered repetitions are "strong" (1.5x further from neutral).
     Not emotional speech: see the module docstring.
     """
-    from model_build.audio_io import resample, to_int16
+    from edge_runtime.audio_io import resample, to_int16
 
     unknown = [lab for lab in labels if lab not in PROFILES]
     if unknown:
@@ -229,7 +229,7 @@ def write_corpus(root: str | os.PathLike, **kwargs) -> list[Clip]:
     """Generate (``kwargs`` as :func:`generate_corpus`) and write 16-bit WAVs in the folder-per-label
     layout ``root/<label>/<speaker>_<label>_<NNN>.wav``, which :func:`open_corpus` reads back.
     Returns the clips with their written paths."""
-    from model_build.audio_io import write_wav
+    from edge_runtime.audio_io import write_wav
 
     root = Path(root)
     sr = kwargs.get("sr", SR)
