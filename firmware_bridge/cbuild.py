@@ -29,7 +29,7 @@ import numpy as np
 
 from edge_runtime.frontend import FrontendConfig
 
-from .export import ARRAY_FIELDS, FIRMWARE_DIR, PARAM_FIELDS, c_arrays, c_params
+from .export import ARRAY_FIELDS, FIRMWARE_DIR, PARAM_FIELDS, V2_FIELDS, c_arrays, c_params
 
 SOURCES = ("ser_frontend.c", "ser_protocol.c")
 HEADERS = ("ser_frontend.h", "ser_protocol.h")
@@ -101,7 +101,8 @@ def build_library(cc: str = "gcc", defines: dict[str, int] | None = None,
 # ------------------------------------------------------------------------------------------ ctypes
 class _Tables(ctypes.Structure):
     _fields_ = [(k, ctypes.c_int32) for k in PARAM_FIELDS] + [
-        (n, ctypes.POINTER(ctypes.c_int32 if t == "int32_t" else ctypes.c_uint16)) for n, t in ARRAY_FIELDS]
+        (n, ctypes.POINTER(ctypes.c_int32 if t == "int32_t" else ctypes.c_uint16)) for n, t in ARRAY_FIELDS] + [
+        (k, ctypes.c_int32) for k in V2_FIELDS]
 
 
 class _Frame(ctypes.Structure):
@@ -163,7 +164,7 @@ class CFrontend:
         self.cfg = cfg
         self.lib = load_library(cc)
         self._arrays = c_arrays(cfg)  # keep alive: the C struct points into them
-        self.tables = _Tables(**c_params(cfg))
+        self.tables = _Tables(**c_params(cfg))  # scalars by name: PARAM_FIELDS and V2_FIELDS
         for name, ctype in ARRAY_FIELDS:
             a = self._arrays[name]
             if a is not None:

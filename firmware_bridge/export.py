@@ -47,6 +47,8 @@ ARRAY_FIELDS = (("window_q", "int32_t"), ("bitrev", "uint16_t"), ("fft_cos_q", "
                 ("fft_sin_q", "int32_t"), ("rfft_cos_q", "int32_t"), ("rfft_sin_q", "int32_t"),
                 ("seg_len", "uint16_t"), ("rise_q", "int32_t"), ("log_table_q", "int32_t"),
                 ("dct_q", "int32_t"))
+# ser_fe_tables_t scalar fields added with front-end version 2, after the pointers (struct order).
+V2_FIELDS = ("algorithm_version", "fft_shift", "norm", "norm_shift")
 _NP = {"int32_t": np.int32, "uint16_t": np.uint16}
 
 
@@ -56,9 +58,6 @@ class ExportError(ValueError):
 
 def c_params(cfg: FrontendConfig) -> dict[str, int]:
     """The scalar fields of ``ser_fe_tables_t`` for ``cfg``."""
-    if cfg.algorithm_version != 1:
-        raise ExportError(f"the C front end (ser_frontend.c) implements front-end algorithm_version 1 only; "
-                          f"this configuration is version {cfg.algorithm_version} (C port pending)")
     t = make_tables(cfg)
     return {
         "frame_length": cfg.frame_length, "hop_length": cfg.hop_length, "n_mels": cfg.n_mels,
@@ -67,6 +66,8 @@ def c_params(cfg: FrontendConfig) -> dict[str, int]:
         "twiddle_bits": cfg.twiddle_bits, "mel_bits": cfg.mel_bits,
         "log_table_bits": cfg.log_table_bits, "dct_bits": cfg.dct_bits,
         "log_floor_q16": int(t.log_floor_q16), "bin_lo": int(t.mel.bin_lo), "bin_hi": int(t.mel.bin_hi),
+        "algorithm_version": cfg.algorithm_version, "fft_shift": cfg.fft_shift,
+        "norm": 1 if cfg.norm == "mean" else 0, "norm_shift": cfg.norm_shift,
     }
 
 
@@ -97,8 +98,11 @@ def c_arrays(cfg: FrontendConfig) -> dict[str, np.ndarray | None]:
 def tables_checksum(cfg: FrontendConfig) -> int:
     """FNV-1a 32 over the parameters and tables, each value as a little-endian int32; the same
     number ``ser_fe_tables_checksum()`` computes in C (so firmware can verify its tables)."""
-    vals = [np.asarray([c_params(cfg)[k] for k in PARAM_FIELDS], np.int64)]
+    p = c_params(cfg)
+    vals = [np.asarray([p[k] for k in PARAM_FIELDS], np.int64)]
     vals += [a.astype(np.int64) for a in c_arrays(cfg).values() if a is not None]
+    if cfg.algorithm_version >= 2:  # v1 checksums stay what they were before these fields existed
+        vals.append(np.asarray([p[k] for k in V2_FIELDS], np.int64))
     h = 0x811C9DC5
     for b in np.concatenate(vals).astype("<i4").tobytes():
         h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
@@ -312,7 +316,8 @@ def export_c(model_path: str | Path | None, cfg: FrontendConfig | None, out_dir:
             c.append(_c_array(ctype, f"{prefix}_{name}", a))
     fields = [f"    /* {k} */ {params[k]}," for k in PARAM_FIELDS]
     ptrs = [f"    /* {n} */ {prefix}_{n}," if arrays[n] is not None else f"    /* {n} */ NULL," for n, _ in ARRAY_FIELDS]
-    c += [f"const ser_fe_tables_t {prefix}_fe_tables = {{", *fields, *ptrs, "};", ""]
+    v2 = [f"    /* {k} */ {params[k]}," for k in V2_FIELDS]
+    c += [f"const ser_fe_tables_t {prefix}_fe_tables = {{", *fields, *ptrs, *v2, "};", ""]
     if model is not None and flatbuffer:
         c += [
             "/* 16-byte aligned: TFLite Micro reads the flatbuffer in place. */",

@@ -79,8 +79,9 @@ def _run_features(exe: Path, x: np.ndarray, n_features: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("cfg", [FrontendConfig(output="logmel"),
-                                 FrontendConfig(frame_length=256, hop_length=128, n_mels=24)],
-                         ids=["logmel", "n256_m24_mfcc"])
+                                 FrontendConfig(frame_length=256, hop_length=128, n_mels=24),
+                                 FrontendConfig(output="logmel", algorithm_version=1)],
+                         ids=["logmel", "n256_m24_mfcc", "v1_logmel"])
 def test_frontend_only_export_compiles_and_matches(tmp_path, cfg):
     files = export_c(None, cfg, tmp_path)
     h = files["header"].read_text()

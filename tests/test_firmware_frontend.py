@@ -13,13 +13,17 @@ from hypothesis import strategies as st
 from edge_runtime.frontend import FrontendConfig, StreamingFrontend, compute_features
 from firmware_bridge.cbuild import CFrontend, load_library, quantize
 from firmware_bridge.export import tables_checksum
-from tests.golden.regen_frontend_golden import golden_signal
+from tests.golden.regen_frontend_golden import CASES, golden_signal
 
 GOLDEN = json.loads((Path(__file__).parent / "golden" / "frontend_golden.json").read_text())
 
 CONFIGS = {
-    "mfcc": FrontendConfig(),
+    "mfcc": FrontendConfig(),  # version 2
     "logmel": FrontendConfig(output="logmel"),
+    "v1_mfcc": FrontendConfig(algorithm_version=1),
+    "v1_logmel": FrontendConfig(algorithm_version=1, output="logmel"),  # the shipped model's
+    "logmel_shift2": FrontendConfig(output="logmel", norm_shift=2),
+    "n256_v1": FrontendConfig(algorithm_version=1, frame_length=256, hop_length=128, n_mels=24),
     "n256_h128_m24": FrontendConfig(frame_length=256, hop_length=128, n_mels=24),
     "n256_h100_m24_logmel_q8": FrontendConfig(frame_length=256, hop_length=100, n_mels=24,
                                               output="logmel", frac_bits=8),
@@ -46,10 +50,10 @@ def _ref(x: np.ndarray, cfg: FrontendConfig) -> np.ndarray:
     return compute_features(x, cfg) if x.size else np.zeros((0, cfg.n_features), np.int32)
 
 
-@pytest.mark.parametrize("output", ["mfcc", "logmel"])
-def test_golden_vectors_bit_exact(output):
-    case = GOLDEN["cases"][output]
-    cfg = FrontendConfig(output=output)
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_golden_vectors_bit_exact(name):
+    case = GOLDEN["cases"][name]
+    cfg = FrontendConfig(**CASES[name])
     assert cfg.hash == case["config_hash"]
     fe = CFrontend(cfg)
     want = np.array(case["features"], np.int32)
@@ -106,7 +110,7 @@ def test_saturation_and_edge_inputs(fe, kind):
     want = _ref(x, cfg)
     got = fe.compute(x)
     np.testing.assert_array_equal(got, want)
-    if kind == "silence":  # every mel at the floor
+    if kind == "silence":  # every mel at the floor (v2: at its mean)
         assert len(np.unique(got, axis=0)) == 1
 
 
@@ -126,14 +130,24 @@ def test_check_tables_rejects_bad_parameters():
     fe = CFrontend(CONFIGS["mfcc"])
     t = fe.tables
     assert lib.ser_fe_check_tables(ctypes.byref(t)) == 0
-    for field, value in (("block_bits", 23), ("frame_length", 500), ("hop_length", 0),
-                         ("n_out", 41), ("log_table_bits", 16), ("bin_hi", 300)):
+    for field, value in (("block_bits", 24), ("frame_length", 500), ("hop_length", 0),
+                         ("n_out", 41), ("log_table_bits", 16), ("bin_hi", 300), ("fft_shift", 1),
+                         ("norm", 2), ("norm_shift", 13), ("algorithm_version", 3)):
         old = getattr(t, field)
         setattr(t, field, value)
         try:
             assert lib.ser_fe_check_tables(ctypes.byref(t)) == -3, field
         finally:
             setattr(t, field, old)
+    v1 = CFrontend(CONFIGS["v1_mfcc"]).tables
+    assert lib.ser_fe_check_tables(ctypes.byref(v1)) == 0
+    for field, value in (("block_bits", 22), ("norm", 1), ("fft_shift", 2)):  # not version 1
+        old = getattr(v1, field)
+        setattr(v1, field, value)
+        try:
+            assert lib.ser_fe_check_tables(ctypes.byref(v1)) == -3, field
+        finally:
+            setattr(v1, field, old)
     t.n_mels = 129  # above the compiled SER_FE_MAX_MELS of the host build
     assert lib.ser_fe_check_tables(ctypes.byref(t)) == -2
     t.n_mels = 40

@@ -38,8 +38,9 @@ def test_golden_vectors_bit_exact(name):
 
 
 def test_fft_stage_matches_exact_dft_of_its_input():
-    """The integer FFT + real split is within a few LSB of the exact DFT of the normalised frame."""
-    cfg = FrontendConfig()
+    """The v1 integer FFT + real split is within a few LSB of the exact DFT of the normalised frame
+    (version 2: tests/test_frontend_v2.py)."""
+    cfg = FrontendConfig(algorithm_version=1)
     eng = engine_for(cfg)
     frames = frame_signal(white_noise(0.3, seed=3), cfg)
     re, im, s = eng.window_and_normalise(frames)
@@ -64,16 +65,17 @@ def test_fft_stage_matches_exact_dft_of_its_input():
     ],
 )
 def test_fixed_point_tracks_float_twin(name, signal, min_snr):
-    cfg = FrontendConfig()
-    fixed = compute_features(signal, cfg)
-    twin = compute_features_float(signal, cfg)
-    assert fixed.shape == twin.shape == (cfg.n_frames(signal.size), cfg.n_features)
-    assert snr_db(fixed, twin) > min_snr
+    for cfg in (FrontendConfig(algorithm_version=1), FrontendConfig(algorithm_version=2, norm="none")):
+        fixed = compute_features(signal, cfg)
+        twin = compute_features_float(signal, cfg)
+        assert fixed.shape == twin.shape == (cfg.n_frames(signal.size), cfg.n_features)
+        assert snr_db(fixed, twin) > min_snr, cfg.algorithm_version
 
 
-def test_full_scale_input_saturates_cleanly():
+@pytest.mark.parametrize("version", [1, 2])
+def test_full_scale_input_saturates_cleanly(version):
     """Worst cases for every bound: full-scale DC, Nyquist square, impulses: finite, sane, twin-close."""
-    cfg = FrontendConfig(output="logmel")
+    cfg = FrontendConfig(output="logmel", algorithm_version=version, norm=None if version == 1 else "none")
     n = 4096
     cases = {
         "dc_max": np.full(n, 32767, np.int16),
@@ -91,7 +93,8 @@ def test_full_scale_input_saturates_cleanly():
 
 
 def test_silence_is_the_floor_and_level_shifts_log():
-    cfg = FrontendConfig(output="logmel")
+    """Version 1 (no normalisation): absolute log2 energies."""
+    cfg = FrontendConfig(output="logmel", algorithm_version=1)
     zeros = compute_features(np.zeros(2048, np.int16), cfg)
     assert np.all(zeros == round(cfg.log_floor * 2**cfg.frac_bits))
     x = harmonic_vowel(0.5)
@@ -148,12 +151,16 @@ def test_config_hash_is_stable_and_sensitive():
     with pytest.raises(ValueError, match="frame_length"):
         FrontendConfig(frame_length=500)
     with pytest.raises(ValueError, match="block_bits"):
-        FrontendConfig(frame_length=2048, block_bits=21)
+        FrontendConfig(frame_length=2048, block_bits=21, algorithm_version=1)
+    with pytest.raises(ValueError, match="block_bits"):
+        FrontendConfig(frame_length=2048, block_bits=22)
 
 
-def test_tables_are_integers_within_declared_formats():
-    cfg = FrontendConfig()
+@pytest.mark.parametrize("version", [1, 2])
+def test_tables_are_integers_within_declared_formats(version):
+    cfg = FrontendConfig(algorithm_version=version)
     t = make_tables(cfg)
+    assert sorted(t.bitrev) == list(range(cfg.frame_length // 2))  # a permutation
     assert t.window_q.dtype == np.int32 and t.window_q.max() <= 2**cfg.window_bits
     for tab in (t.fft_cos_q, t.fft_sin_q, t.rfft_cos_q, t.rfft_sin_q):
         assert tab.dtype == np.int32 and np.abs(tab).max() <= 2**cfg.twiddle_bits
@@ -162,8 +169,10 @@ def test_tables_are_integers_within_declared_formats():
     assert t.log_table_q[0] == 0 and t.log_table_q[-1] == 65536
 
 
-def test_other_configs_run():
-    for cfg in (FrontendConfig(frame_length=256, hop_length=128, n_mels=24, fmax=7000.0),
-                FrontendConfig(frame_length=1024, hop_length=160, block_bits=20, n_mels=64, n_mfcc=20)):
+@pytest.mark.parametrize("version,norm,min_snr", [(1, None, 80), (2, "none", 80), (2, "mean", 70)])
+def test_other_configs_run(version, norm, min_snr):
+    for kw in (dict(frame_length=256, hop_length=128, n_mels=24, fmax=7000.0),
+               dict(frame_length=1024, hop_length=160, block_bits=20, n_mels=64, n_mfcc=20)):
+        cfg = FrontendConfig(algorithm_version=version, norm=norm, **kw)
         x = harmonic_vowel(0.5)
-        assert snr_db(compute_features(x, cfg), compute_features_float(x, cfg)) > 80
+        assert snr_db(compute_features(x, cfg), compute_features_float(x, cfg)) > min_snr

@@ -70,7 +70,9 @@ def test_silence_frame_is_the_log_floor():
     from edge_runtime.frontend import FrontendConfig
     from model_build.windows import silence_frame
 
-    cfg = FrontendConfig(output="logmel")
+    cfg = FrontendConfig(output="logmel", algorithm_version=1)
     s = silence_frame(cfg)
     assert s.shape == (cfg.n_mels,)
     assert np.allclose(s / 2**cfg.frac_bits, cfg.log_floor)
+    # front end v2 subtracts the running mean: a stream's first frame (here: silence) is all zeros
+    assert not np.any(silence_frame(FrontendConfig(output="logmel")))

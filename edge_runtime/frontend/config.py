@@ -17,8 +17,9 @@ from typing import Any
 ALGORITHM_VERSION = 2
 #: Versions this runtime computes bit for bit (a model built on any of them keeps working).
 SUPPORTED_VERSIONS = (1, 2)
-#: Version of ``FrontendConfig()`` without an explicit ``algorithm_version``.
-DEFAULT_ALGORITHM_VERSION = 1
+#: Version of ``FrontendConfig()`` without an explicit ``algorithm_version`` (new models use it;
+#: a model records its own version, so models built on version 1 keep getting version 1).
+DEFAULT_ALGORITHM_VERSION = 2
 
 # Defaults that depend on the version (None in the dataclass = "the version's default").
 _VERSION_DEFAULTS = {

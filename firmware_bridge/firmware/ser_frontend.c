@@ -76,12 +76,27 @@ int ser_fe_check_tables(const ser_fe_tables_t *t) {
     if (t->output == SER_FE_OUTPUT_LOGMEL && t->n_out != t->n_mels) return SER_FE_ERR_CONFIG;
     if (t->frac_bits < 0 || t->frac_bits > 16) return SER_FE_ERR_CONFIG;
     if (t->window_bits < 1 || t->window_bits > 30) return SER_FE_ERR_CONFIG;
-    if (t->block_bits < 1 || t->block_bits + log2_exact(n) > 30) return SER_FE_ERR_CONFIG;
+    if (t->block_bits < 1) return SER_FE_ERR_CONFIG;
+    if (t->algorithm_version != 2 && t->block_bits + log2_exact(n) > 30) return SER_FE_ERR_CONFIG;
     if (t->twiddle_bits < 1 || t->twiddle_bits > 30) return SER_FE_ERR_CONFIG;
     if (t->mel_bits < 1 || t->mel_bits > 30) return SER_FE_ERR_CONFIG;
     if (t->log_table_bits < 1 || t->log_table_bits > 15) return SER_FE_ERR_CONFIG;
     if (t->dct_bits < 0 || t->dct_bits > 30 || t->dct_bits + 16 - t->frac_bits < 1) return SER_FE_ERR_CONFIG;
     if (t->bin_lo < 0 || t->bin_hi <= t->bin_lo || t->bin_hi > m + 1) return SER_FE_ERR_CONFIG;
+    if (t->algorithm_version == 0 || t->algorithm_version == 1) {
+        if (t->fft_shift != 0 || t->norm != SER_FE_NORM_NONE) return SER_FE_ERR_CONFIG;
+    } else if (t->algorithm_version == 2) {
+        const int32_t lm = log2_exact(m), r = (lm % 2 == 0) ? 2 : 1;
+        const int32_t want = t->block_bits + log2_exact(n) - 30;
+        /* v2 bounds (see fft_v2): dr + di of the shifted stage < 2^(B + log2 M - r + 1) <= 2^30 */
+        if (t->block_bits + lm - r > 29) return SER_FE_ERR_CONFIG;
+        if (t->fft_shift != (want > 0 ? want : 0)) return SER_FE_ERR_CONFIG;
+        if (t->norm != SER_FE_NORM_NONE && t->norm != SER_FE_NORM_MEAN) return SER_FE_ERR_CONFIG;
+        if (t->norm_shift < 0 || t->norm_shift > 12) return SER_FE_ERR_CONFIG;
+        if (t->log_floor_q16 < -64 * 65536 || t->log_floor_q16 > 0) return SER_FE_ERR_CONFIG;
+    } else {
+        return SER_FE_ERR_CONFIG;
+    }
     for (sum = 0, j = 0; j <= t->n_mels; j++) sum += t->seg_len[j];
     if (sum != t->bin_hi - t->bin_lo) return SER_FE_ERR_CONFIG;
     return SER_FE_OK;
@@ -92,6 +107,8 @@ void ser_fe_reset(ser_fe_state_t *st) {
     st->count = 0;
     st->frames_emitted = 0;
     st->samples_seen = 0;
+    st->norm_count = 0;
+    memset(st->norm_acc, 0, sizeof st->norm_acc);
 }
 
 int ser_fe_init(ser_fe_state_t *st, const ser_fe_tables_t *t) {
@@ -105,48 +122,12 @@ int ser_fe_init(ser_fe_state_t *st, const ser_fe_tables_t *t) {
     return SER_FE_OK;
 }
 
-/*
- * One frame: samples src[(start + i) & mask], i < N (mask = N-1 for the ring, all ones for a
- * linear buffer) -> out[n_out]. Steps numbered as in fixed_point.py.
- */
-static void compute_frame(ser_fe_state_t *st, const int16_t *src, size_t start, size_t mask,
-                          int32_t *out) {
-    const ser_fe_tables_t *t = st->t;
-    const int32_t n = t->frame_length, m = n / 2, q = t->twiddle_bits;
-    const int32_t *w = t->window_q;
-    int32_t *re = st->re, *im = st->im;
-    int32_t i, j, h, g;
-    int s, rs;
-    uint64_t peak = 0;
-
-    /* 2-3. Window (int16 x Q30 -> int64, exact, |.| <= 2^45) and block floating point. The
-     * windowed frame is computed twice (peak pass, then shift pass) instead of being stored as
-     * int64: two SMULLs per sample are cheaper than 8 bytes of RAM per sample. */
-    for (i = 0; i < n; i++) {
-        int64_t v = (int64_t)src[(start + (size_t)i) & mask] * w[i];
-        uint64_t a = (uint64_t)(v < 0 ? -v : v);
-        if (a > peak) peak = a;
-    }
-    s = t->block_bits - bitlen64(peak); /* peak 0 -> shift block_bits, the frame stays 0 */
-    if (s >= 0) {
-        /* peak < 2^(B - s): v and v * 2^s fit int32 (|v * 2^s| < 2^B). */
-        const int32_t mul = (int32_t)1 << s;
-        for (i = 0; i < m; i++) {
-            re[i] = (int32_t)((int64_t)src[(start + (size_t)(2 * i)) & mask] * w[2 * i]) * mul;
-            im[i] = (int32_t)((int64_t)src[(start + (size_t)(2 * i + 1)) & mask] * w[2 * i + 1]) * mul;
-        }
-    } else {
-        const int64_t rnd = (int64_t)1 << (-s - 1);
-        rs = -s;
-        for (i = 0; i < m; i++) {
-            re[i] = (int32_t)(((int64_t)src[(start + (size_t)(2 * i)) & mask] * w[2 * i] + rnd) >> rs);
-            im[i] = (int32_t)(((int64_t)src[(start + (size_t)(2 * i + 1)) & mask] * w[2 * i + 1] + rnd) >> rs);
-        }
-    }
-
-    /* 4. M-point radix-2 DIF FFT, in place, output in bit-reversed order. Butterfly on (a, b):
-     * a' = a + b; b' = (a - b) W with W = c - j s and one rounding per component, 3 multiplies:
-     * A = c (dr + di) + 2^(Q-1); re = (A + di (s - c)) >> Q; im = (A - dr (c + s)) >> Q. */
+/* 4 (v1). M-point radix-2 DIF FFT, in place, output in bit-reversed order. Butterfly on (a, b):
+ * a' = a + b; b' = (a - b) W with W = c - j s and one rounding per component, 3 multiplies:
+ * A = c (dr + di) + 2^(Q-1); re = (A + di (s - c)) >> Q; im = (A - dr (c + s)) >> Q. */
+static void fft_v1(const ser_fe_tables_t *t, int32_t *re, int32_t *im) {
+    const int32_t m = t->frame_length / 2, q = t->twiddle_bits;
+    int32_t j, h, g;
     {
         const int64_t rnd = (int64_t)1 << (q - 1);
         for (h = m / 2; h >= 4; h >>= 1) {
@@ -191,6 +172,116 @@ static void compute_frame(ser_fe_state_t *st, const int16_t *src, size_t start, 
         }
     }
 
+}
+
+/* 4 (v2). M-point radix-4 DIF FFT (radix-2 last when log2 M is odd), in place, output in
+ * digit-reversed order (t->bitrev). Butterfly on a0..a3 at offsets n, n+q, n+2q, n+3q:
+ *   b0 = a0+a2, b1 = a0-a2, b2 = a1+a3, b3 = a1-a3;
+ *   c0 = b0+b2, c1 = b1 - j b3, c2 = b0-b2, c3 = b1 + j b3;  c_l *= W_M^(n l stride)
+ * with the v1 3-multiply product and one rounding per component. The last twiddled stage (q = 4,
+ * or q = 2 when log2 M is odd) shifts every output sh = fft_shift bits further right (c0 and the
+ * n = 0 outputs, whose twiddle is exactly 1, by a plain rounding shift: the general formula gives
+ * the same value). Bounds (B = block_bits <= 23 for N = 512): magnitude <= 2^(B + 0.5) times the
+ * growth so far (4 per stage); at the shifted stage c_l <= 2^29.5 and dr + di <= 2^30 (int32),
+ * products < 2^30.5 * 2^30 (int64); after it <= 2^27.5, final <= 2^29.5. */
+static inline void twiddle(int32_t dr, int32_t di, int32_t c, int32_t sn, int64_t rnd, int qs,
+                           int32_t *outr, int32_t *outi) {
+    const int64_t acc = (int64_t)c * (dr + di) + rnd;
+    *outr = (int32_t)((acc + (int64_t)di * (sn - c)) >> qs);
+    *outi = (int32_t)((acc - (int64_t)dr * (c + sn)) >> qs);
+}
+
+static void fft_v2(const ser_fe_tables_t *t, int32_t *re, int32_t *im) {
+    const int32_t m = t->frame_length / 2, qb = t->twiddle_bits;
+    const int32_t *cs = t->fft_cos_q, *sn = t->fft_sin_q;
+    const int32_t q_shift = (log2_exact(m) % 2 == 0) ? 4 : 2;
+    int32_t q, g, n;
+    for (q = m / 4; q >= 1; q /= 4) {
+        const int32_t stride = m / (4 * q);
+        const int sh = q == q_shift ? (int)t->fft_shift : 0, qs = qb + sh;
+        const int64_t rnd = (int64_t)1 << (qs - 1);
+        const int32_t half = sh ? (int32_t)1 << (sh - 1) : 0;
+        for (g = 0; g < m; g += 4 * q) {
+            int32_t *r0 = re + g, *r1 = r0 + q, *r2 = r1 + q, *r3 = r2 + q;
+            int32_t *i0 = im + g, *i1 = i0 + q, *i2 = i1 + q, *i3 = i2 + q;
+            for (n = 0; n < q; n++) {
+                const int32_t b0r = r0[n] + r2[n], b0i = i0[n] + i2[n];
+                const int32_t b1r = r0[n] - r2[n], b1i = i0[n] - i2[n];
+                const int32_t b2r = r1[n] + r3[n], b2i = i1[n] + i3[n];
+                const int32_t b3r = r1[n] - r3[n], b3i = i1[n] - i3[n];
+                const int32_t c0r = b0r + b2r, c0i = b0i + b2i, c2r = b0r - b2r, c2i = b0i - b2i;
+                const int32_t c1r = b1r + b3i, c1i = b1i - b3r, c3r = b1r - b3i, c3i = b1i + b3r;
+                if (n == 0) { /* W = 1 for every output: exact, or a rounding shift */
+                    r0[0] = (c0r + half) >> sh; i0[0] = (c0i + half) >> sh;
+                    r1[0] = (c1r + half) >> sh; i1[0] = (c1i + half) >> sh;
+                    r2[0] = (c2r + half) >> sh; i2[0] = (c2i + half) >> sh;
+                    r3[0] = (c3r + half) >> sh; i3[0] = (c3i + half) >> sh;
+                    continue;
+                }
+                r0[n] = (c0r + half) >> sh;
+                i0[n] = (c0i + half) >> sh;
+                twiddle(c1r, c1i, cs[n * stride], sn[n * stride], rnd, qs, &r1[n], &i1[n]);
+                twiddle(c2r, c2i, cs[2 * n * stride], sn[2 * n * stride], rnd, qs, &r2[n], &i2[n]);
+                twiddle(c3r, c3i, cs[3 * n * stride], sn[3 * n * stride], rnd, qs, &r3[n], &i3[n]);
+            }
+        }
+        if (q == 1) return;
+        if (q == 2) break; /* log2 M odd: one radix-2 stage left */
+    }
+    for (g = 0; g < m; g += 2) { /* radix-2, W = 1: exact */
+        const int32_t dr = re[g] - re[g + 1], di = im[g] - im[g + 1];
+        re[g] += re[g + 1];
+        im[g] += im[g + 1];
+        re[g + 1] = dr;
+        im[g + 1] = di;
+    }
+}
+
+/*
+ * One frame: samples src[(start + i) & mask], i < N (mask = N-1 for the ring, all ones for a
+ * linear buffer) -> out[n_out]. Steps numbered as in fixed_point.py.
+ */
+static void compute_frame(ser_fe_state_t *st, const int16_t *src, size_t start, size_t mask,
+                          int32_t *out) {
+    const ser_fe_tables_t *t = st->t;
+    const int32_t n = t->frame_length, m = n / 2, q = t->twiddle_bits;
+    const int32_t *w = t->window_q;
+    int32_t *re = st->re, *im = st->im;
+    int32_t i, j;
+    int s, rs;
+    uint64_t peak = 0;
+
+    /* 2-3. Window (int16 x Q30 -> int64, exact, |.| <= 2^45) and block floating point. The
+     * windowed frame is computed twice (peak pass, then shift pass) instead of being stored as
+     * int64: two SMULLs per sample are cheaper than 8 bytes of RAM per sample. */
+    for (i = 0; i < n; i++) {
+        int64_t v = (int64_t)src[(start + (size_t)i) & mask] * w[i];
+        uint64_t a = (uint64_t)(v < 0 ? -v : v);
+        if (a > peak) peak = a;
+    }
+    s = t->block_bits - bitlen64(peak); /* peak 0 -> shift block_bits, the frame stays 0 */
+    if (s >= 0) {
+        /* peak < 2^(B - s): v and v * 2^s fit int32 (|v * 2^s| < 2^B). */
+        const int32_t mul = (int32_t)1 << s;
+        for (i = 0; i < m; i++) {
+            re[i] = (int32_t)((int64_t)src[(start + (size_t)(2 * i)) & mask] * w[2 * i]) * mul;
+            im[i] = (int32_t)((int64_t)src[(start + (size_t)(2 * i + 1)) & mask] * w[2 * i + 1]) * mul;
+        }
+    } else {
+        const int64_t rnd = (int64_t)1 << (-s - 1);
+        rs = -s;
+        for (i = 0; i < m; i++) {
+            re[i] = (int32_t)(((int64_t)src[(start + (size_t)(2 * i)) & mask] * w[2 * i] + rnd) >> rs);
+            im[i] = (int32_t)(((int64_t)src[(start + (size_t)(2 * i + 1)) & mask] * w[2 * i + 1] + rnd) >> rs);
+        }
+    }
+
+    /* 4. M-point FFT, in place (output order: t->bitrev). */
+    if (t->algorithm_version == 2)
+        fft_v2(t, re, im);
+    else
+        fft_v1(t, re, im);
+
     /* 5-7. Real-FFT split for the bins inside the filterbank, power, triangular mel filters.
      * X_k = (E_k - j W_N^k O_k) / 2, E = Z_k + conj(Z_{M-k}), O = Z_k - conj(Z_{M-k}), rounded once
      * per component: ((E << Q) + 2^Q +- ...) >> (Q + 1). */
@@ -227,7 +318,7 @@ static void compute_frame(ser_fe_state_t *st, const int16_t *src, size_t start, 
      * block shift and the window / PCM scaling (2 (15 + window_bits) bits of energy), floored. */
     {
         const int32_t tb = t->log_table_bits;
-        const int32_t offset = 2 * (15 + t->window_bits);
+        const int32_t offset = 2 * (15 + t->window_bits) - 2 * t->fft_shift; /* v2 divided X by 2^fft_shift */
         const int32_t top = (1 << tb) - 1;
         for (j = 0; j < t->n_mels; j++) {
             const int64_t e64 = st->mel[j];
@@ -249,6 +340,31 @@ static void compute_frame(ser_fe_state_t *st, const int16_t *src, size_t start, 
                 if (val < t->log_floor_q16) val = t->log_floor_q16;
             }
             st->logmel[j] = val;
+        }
+    }
+
+    /* 8b (v2). Running-mean subtraction per channel, state in Q23 (NORM_FRAC_BITS = 7 below Q16):
+     * n = min(frames so far, 2^k); acc += floor((L 2^7 - acc + floor(n/2)) / n); y = L - round(acc / 2^7).
+     * |L| <= 2^22 -> |L 2^7|, |acc|, |d| < 2^30: int32. A constant offset on L cancels exactly. */
+    if (t->algorithm_version == 2 && t->norm == SER_FE_NORM_MEAN) {
+        const uint32_t cap = (uint32_t)1 << t->norm_shift;
+        const int k = (int)t->norm_shift;
+        int32_t *acc = st->norm_acc;
+        if (st->norm_count < cap) {
+            const int32_t cnt = (int32_t)++st->norm_count, hn = cnt / 2;
+            for (j = 0; j < t->n_mels; j++) {
+                const int32_t num = st->logmel[j] * 128 - acc[j] + hn;
+                int32_t d = num / cnt; /* C truncates: make it a floor division */
+                if (num % cnt != 0 && num < 0) d -= 1;
+                acc[j] += d;
+                st->logmel[j] -= (acc[j] + 64) >> 7;
+            }
+        } else {
+            const int32_t hk = k ? (int32_t)1 << (k - 1) : 0;
+            for (j = 0; j < t->n_mels; j++) {
+                acc[j] += (st->logmel[j] * 128 - acc[j] + hk) >> k;
+                st->logmel[j] -= (acc[j] + 64) >> 7;
+            }
         }
     }
 
@@ -377,14 +493,19 @@ uint32_t ser_fe_tables_checksum(const ser_fe_tables_t *t) {
     h = fnv_arr32(h, params, 15);
     h = fnv_arr32(h, t->window_q, n);
     h = fnv_arr16(h, t->bitrev, m);
-    h = fnv_arr32(h, t->fft_cos_q, m / 2 > 1 ? m / 2 : 1);
-    h = fnv_arr32(h, t->fft_sin_q, m / 2 > 1 ? m / 2 : 1);
+    const int32_t ntw = t->algorithm_version == 2 ? 3 * m / 4 : (m / 2 > 1 ? m / 2 : 1);
+    h = fnv_arr32(h, t->fft_cos_q, ntw);
+    h = fnv_arr32(h, t->fft_sin_q, ntw);
     h = fnv_arr32(h, t->rfft_cos_q, m + 1);
     h = fnv_arr32(h, t->rfft_sin_q, m + 1);
     h = fnv_arr16(h, t->seg_len, t->n_mels + 1);
     h = fnv_arr32(h, t->rise_q, t->bin_hi - t->bin_lo);
     h = fnv_arr32(h, t->log_table_q, (1 << t->log_table_bits) + 1);
     if (t->output == SER_FE_OUTPUT_MFCC) h = fnv_arr32(h, t->dct_q, t->n_out * t->n_mels);
+    if (t->algorithm_version >= 2) { /* v1 checksums are unchanged by the v2 fields */
+        const int32_t v2[4] = {t->algorithm_version, t->fft_shift, t->norm, t->norm_shift};
+        h = fnv_arr32(h, v2, 4);
+    }
     return h;
 }
 

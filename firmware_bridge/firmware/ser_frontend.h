@@ -2,7 +2,9 @@
  * ser_frontend.h - fixed-point MFCC / log-mel front end for microcontrollers (portable C99).
  *
  * Bit-exact port of edge_runtime/frontend/fixed_point.py: int16 PCM in, int32 features out
- * (Q(frac_bits) log2 units, Q16 by default). Integer arithmetic only (no float, no double): the
+ * (Q(frac_bits) log2 units, Q16 by default). Both front-end versions: 1 (radix-2 FFT, absolute
+ * log energies; the tables' algorithm_version 0 or 1) and 2 (radix-4 FFT, per-channel running-mean
+ * subtraction, whose state lives in ser_fe_state_t: reset it per stream). Integer arithmetic only (no float, no double): the
  * tables are generated on the host (edge_runtime.frontend.make_tables) and exported as const arrays
  * by `ser-edge export` (firmware_bridge/export.py), which also emits a ser_fe_tables_t instance
  * pointing at them. The same ser_frontend.c therefore runs any exported configuration.
@@ -48,6 +50,9 @@ extern "C" {
 #define SER_FE_OUTPUT_MFCC 0
 #define SER_FE_OUTPUT_LOGMEL 1
 
+#define SER_FE_NORM_NONE 0
+#define SER_FE_NORM_MEAN 1 /* version 2: per-channel running-mean subtraction */
+
 /* Return codes of ser_fe_init / ser_fe_check_tables. */
 #define SER_FE_OK 0
 #define SER_FE_ERR_NULL (-1)         /* a required pointer is NULL */
@@ -75,18 +80,25 @@ typedef struct {
     int32_t bin_lo;         /* first FFT bin inside the filterbank */
     int32_t bin_hi;         /* one past the last */
     const int32_t *window_q;   /* [N] periodic Hann, Q(window_bits) */
-    const uint16_t *bitrev;    /* [M] bit-reversal permutation of the M-point FFT */
-    const int32_t *fft_cos_q;  /* [max(M/2,1)] cos(2 pi k / M), Q(twiddle_bits) */
-    const int32_t *fft_sin_q;  /* [max(M/2,1)] sin(2 pi k / M) */
+    const uint16_t *bitrev;    /* [M] FFT output position of bin k (bit / digit reversal) */
+    const int32_t *fft_cos_q;  /* [max(M/2,1)] (v1) or [3M/4] (v2) cos(2 pi k / M), Q(twiddle_bits) */
+    const int32_t *fft_sin_q;  /* same length: sin(2 pi k / M) */
     const int32_t *rfft_cos_q; /* [M+1] cos(2 pi k / N) (real-FFT split twiddles) */
     const int32_t *rfft_sin_q; /* [M+1] sin(2 pi k / N) */
     const uint16_t *seg_len;   /* [n_mels+1] bins per mel segment (segments are consecutive) */
     const int32_t *rise_q;     /* [bin_hi-bin_lo] rise weight of each bin, Q(mel_bits) */
     const int32_t *log_table_q;/* [2^T + 1] round(log2(1 + i/2^T) * 2^16) */
     const int32_t *dct_q;      /* [n_out * n_mels] row-major DCT-II, Q(dct_bits); NULL for logmel */
+    /* Added with front-end version 2 (after the pointers, so older initialisers still compile:
+     * fields they leave out are 0, which means version 1). */
+    int32_t algorithm_version; /* 1 (or 0): radix-2 FFT, no normalisation; 2: radix-4 FFT */
+    int32_t fft_shift;         /* v2: right shift at the last twiddled FFT stage (block_bits+log2 N-30) */
+    int32_t norm;              /* SER_FE_NORM_NONE or SER_FE_NORM_MEAN (v2 only) */
+    int32_t norm_shift;        /* v2 running mean: time constant 2^norm_shift frames (0..12) */
 } ser_fe_tables_t;
 
-/* Caller-owned state: frame ring buffer + work arrays (about 3.6 KB for N=512, 40 mels). */
+/* Caller-owned state: frame ring buffer + work arrays + v2 running mean (about 3.8 KB for N=512,
+ * 40 mels). Frames depend on earlier frames of the stream only through norm_acc/norm_count (v2). */
 typedef struct {
     const ser_fe_tables_t *t;
     uint32_t start;          /* ring index of the next frame's first sample */
@@ -98,6 +110,8 @@ typedef struct {
     int32_t im[SER_FE_MAX_FRAME_LENGTH / 2];
     int64_t mel[SER_FE_MAX_MELS];            /* mel energies, <= 2^60 */
     int32_t logmel[SER_FE_MAX_MELS];         /* Q16 log2, |.| < 2^24 */
+    int32_t norm_acc[SER_FE_MAX_MELS];       /* v2 running mean, Q23 log2, |.| < 2^30 */
+    uint32_t norm_count;                     /* v2 frames seen, saturates at 2^norm_shift */
 } ser_fe_state_t;
 
 /* Validate tables against the compiled limits and the proven ranges; SER_FE_OK or an error. */
@@ -106,7 +120,7 @@ int ser_fe_check_tables(const ser_fe_tables_t *t);
 /* Bind the tables and clear the stream. Returns SER_FE_OK or an error code (state unusable). */
 int ser_fe_init(ser_fe_state_t *st, const ser_fe_tables_t *t);
 
-/* Forget buffered audio (start of a new stream); keeps the tables. */
+/* Forget buffered audio and the v2 running mean (start of a new stream); keeps the tables. */
 void ser_fe_reset(ser_fe_state_t *st);
 
 /*
