@@ -14,10 +14,14 @@ DEVICE_STAMP := $(DEVICE_VENV)/.installed-$(shell sha1sum pyproject.toml | cut -
 
 install: $(STAMP)
 
+# First install: ~2.8 GB on disk in $(VENV) (TensorFlow is 1.9 GB of it), a ~0.8 GB download; pip shows
+# its progress. Later runs reinstall only when pyproject.toml changes.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[all]"
+	@echo "installing ser-edge[all] into $(VENV): TensorFlow, LiteRT, TFLite Micro, librosa, matplotlib, pyserial, ..."
+	@echo "  about 2.8 GB on disk after a ~0.8 GB download; a few minutes on first install"
+	$(PY) -m pip install --progress-bar on -e ".[all]"
 	rm -f $(VENV)/.installed-* && touch $@
 
 demo: $(STAMP)
