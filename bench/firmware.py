@@ -216,7 +216,7 @@ def aot_section(clips: list[np.ndarray], repeats: int, max_qemu_windows: int = 2
     """The shipped model compiled ahead of time to C (ser-edge export: ser_nn kernels + ser_net.c).
 
     Windows: every window of the second half of the speech clips (C front end + C quantiser, the
-    device path) plus 16 full-range random windows. Host: the C (gcc -O2, portable path, through
+    device path) plus 16 full-range random windows. Host: the C (gcc -O3, portable path, through
     ctypes) vs the tflite-micro interpreter on every window (bit-exact?) and its speed vs LiteRT
     (default kernels, 1 thread) and tflite-micro, same windows, interleaved medians. Cortex-M4:
     the same kernels built for -mcpu=cortex-m4 -O2 (SMLAD path) in QEMU mps2-an386 with -icount:

@@ -122,12 +122,16 @@ def sigmoid_lut() -> np.ndarray:
 
 
 def pad_rows(w: np.ndarray) -> tuple[np.ndarray, int]:
-    """[rows, k] int8 -> [rows, k4] with k4 = k rounded up to a multiple of 4 (zeros)."""
+    """[rows, k] int8 -> the kernels' weight layout and k4 (k rounded up to a multiple of 4, zero
+    padded): full blocks of 4 rows interleaved by groups of 4 bytes (row0[0:4] row1[0:4] row2[0:4]
+    row3[0:4] row0[4:8] ...), so ``dot4`` walks one pointer; the last ``rows % 4`` rows plain."""
     rows, k = w.shape
     k4 = (k + 3) // 4 * 4
-    out = np.zeros((rows, k4), np.int8)
-    out[:, :k] = w
-    return out, k4
+    padded = np.zeros((rows, k4), np.int8)
+    padded[:, :k] = w
+    nb = rows // 4
+    blocks = padded[:4 * nb].reshape(nb, 4, k4 // 4, 4).transpose(0, 2, 1, 3).reshape(nb * 4, k4)
+    return np.concatenate([blocks, padded[4 * nb:]]), k4
 
 
 # ------------------------------------------------------------------------------------ lowered network

@@ -114,6 +114,13 @@ static inline uint32_t ld32(const void *p) {
     memcpy(&v, p, 4);
     return v;
 }
+/* The same from a 4-byte aligned address (weights blocks, columns): lets the compiler pair loads
+ * into LDRD / LDM. */
+static inline uint32_t ld32a(const void *p) {
+    uint32_t v;
+    memcpy(&v, __builtin_assume_aligned(p, 4), 4);
+    return v;
+}
 static inline int32_t sxtb16_ror8(uint32_t v) {
     int32_t r;
     __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v));
@@ -150,27 +157,62 @@ static void expand(const int8_t *x, int32_t n, int32_t k4, int32_t off, int16_t 
     for (; j < k4; j++) col[SLOT(j)] = (int16_t)(j < n ? x[j] + off : 0);
 }
 
-/* Dot products of one column with 4 weight rows (stride k4) -> acc[0..4). */
+/* Dot products of one column with one block of 4 weight rows -> acc[0..4). The block is stored
+ * interleaved by the exporter: for each group of 4 columns, 4 bytes of row 0, of row 1, of row 2,
+ * of row 3 (16 consecutive bytes), so one pointer walks all four rows (two LDRD per group). */
 static void dot4(const int16_t *col, const int8_t *w, int32_t k4, int32_t *acc) {
     int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
-    const int8_t *w0 = w, *w1 = w + k4, *w2 = w + 2 * k4, *w3 = w + 3 * k4;
-    int32_t k;
-#if SER_NN_DSP
-    for (k = 0; k < k4; k += 4) {
-        int32_t c02 = (int32_t)ld32(col + k), c13 = (int32_t)ld32(col + k + 2);
-        uint32_t v;
-        v = ld32(w0 + k); a0 = __smlad(c02, __sxtb16(v), a0); a0 = __smlad(c13, sxtb16_ror8(v), a0);
-        v = ld32(w1 + k); a1 = __smlad(c02, __sxtb16(v), a1); a1 = __smlad(c13, sxtb16_ror8(v), a1);
-        v = ld32(w2 + k); a2 = __smlad(c02, __sxtb16(v), a2); a2 = __smlad(c13, sxtb16_ror8(v), a2);
-        v = ld32(w3 + k); a3 = __smlad(c02, __sxtb16(v), a3); a3 = __smlad(c13, sxtb16_ror8(v), a3);
+    const int16_t *end = col + k4;
+#if SER_NN_DSP && defined(__GNUC__) && !defined(SER_NN_NO_ASM)
+    /* Per group of 4 columns: 3 LDRD (post-indexed), 8 SXTB16, 8 SMLAD, compare + branch:
+     * 21 instructions for 16 multiply-accumulates. */
+    if (col < end) {
+        uint32_t c02, c13, v0, v1, v2, v3, t;
+        __asm__ volatile(
+            "1:\n\t"
+            "ldrd %[c02], %[c13], [%[col]], #8\n\t"
+            "ldrd %[v0], %[v1], [%[w]], #8\n\t"
+            "ldrd %[v2], %[v3], [%[w]], #8\n\t"
+            "sxtb16 %[t], %[v0]\n\t"
+            "smlad %[a0], %[c02], %[t], %[a0]\n\t"
+            "sxtb16 %[v0], %[v0], ror #8\n\t"
+            "smlad %[a0], %[c13], %[v0], %[a0]\n\t"
+            "sxtb16 %[t], %[v1]\n\t"
+            "smlad %[a1], %[c02], %[t], %[a1]\n\t"
+            "sxtb16 %[v1], %[v1], ror #8\n\t"
+            "smlad %[a1], %[c13], %[v1], %[a1]\n\t"
+            "sxtb16 %[t], %[v2]\n\t"
+            "smlad %[a2], %[c02], %[t], %[a2]\n\t"
+            "sxtb16 %[v2], %[v2], ror #8\n\t"
+            "smlad %[a2], %[c13], %[v2], %[a2]\n\t"
+            "sxtb16 %[t], %[v3]\n\t"
+            "smlad %[a3], %[c02], %[t], %[a3]\n\t"
+            "sxtb16 %[v3], %[v3], ror #8\n\t"
+            "smlad %[a3], %[c13], %[v3], %[a3]\n\t"
+            "cmp %[col], %[end]\n\t"
+            "bne 1b"
+            : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [col] "+r"(col), [w] "+r"(w),
+              [c02] "=&r"(c02), [c13] "=&r"(c13), [v0] "=&r"(v0), [v1] "=&r"(v1), [v2] "=&r"(v2),
+              [v3] "=&r"(v3), [t] "=&r"(t)
+            : [end] "r"(end)
+            : "cc", "memory");
+    }
+#elif SER_NN_DSP
+    for (; col < end; col += 4, w += 16) {
+        int32_t c02 = (int32_t)ld32a(col), c13 = (int32_t)ld32a(col + 2);
+        uint32_t v0 = ld32a(w), v1 = ld32a(w + 4), v2 = ld32a(w + 8), v3 = ld32a(w + 12);
+        a0 = __smlad(c02, __sxtb16(v0), a0); a0 = __smlad(c13, sxtb16_ror8(v0), a0);
+        a1 = __smlad(c02, __sxtb16(v1), a1); a1 = __smlad(c13, sxtb16_ror8(v1), a1);
+        a2 = __smlad(c02, __sxtb16(v2), a2); a2 = __smlad(c13, sxtb16_ror8(v2), a2);
+        a3 = __smlad(c02, __sxtb16(v3), a3); a3 = __smlad(c13, sxtb16_ror8(v3), a3);
     }
 #else
-    for (k = 0; k < k4; k += 4) {
-        int32_t c0 = col[k], c2 = col[k + 1], c1 = col[k + 2], c3 = col[k + 3];
-        a0 += c0 * w0[k] + c1 * w0[k + 1] + c2 * w0[k + 2] + c3 * w0[k + 3];
-        a1 += c0 * w1[k] + c1 * w1[k + 1] + c2 * w1[k + 2] + c3 * w1[k + 3];
-        a2 += c0 * w2[k] + c1 * w2[k + 1] + c2 * w2[k + 2] + c3 * w2[k + 3];
-        a3 += c0 * w3[k] + c1 * w3[k + 1] + c2 * w3[k + 2] + c3 * w3[k + 3];
+    for (; col < end; col += 4, w += 16) {
+        int32_t c0 = col[0], c2 = col[1], c1 = col[2], c3 = col[3];
+        a0 += c0 * w[0] + c1 * w[1] + c2 * w[2] + c3 * w[3];
+        a1 += c0 * w[4] + c1 * w[5] + c2 * w[6] + c3 * w[7];
+        a2 += c0 * w[8] + c1 * w[9] + c2 * w[10] + c3 * w[11];
+        a3 += c0 * w[12] + c1 * w[13] + c2 * w[14] + c3 * w[15];
     }
 #endif
     acc[0] = a0; acc[1] = a1; acc[2] = a2; acc[3] = a3;

@@ -7,8 +7,9 @@
  * double rounding), same LUT-based int16 sigmoid / tanh in the LSTM.
  *
  * The parameter structs are filled by generated code (<prefix>_net.c): shapes, offsets,
- * per-channel multipliers and shifts are computed on the host; weights are stored row-major per
- * output unit, each row zero-padded to a multiple of 4 ("k4"). Activations are expanded once to
+ * per-channel multipliers and shifts are computed on the host; weights are stored per output unit,
+ * each row zero-padded to a multiple of 4 ("k4"), rows in blocks of 4 interleaved by groups of 4
+ * bytes (row0[0..4) row1[0..4) row2[0..4) row3[0..4) row0[4..8) ...), the last n % 4 rows plain. Activations are expanded once to
  * int16 "columns" (value + input offset, groups of 4 stored as a0 a2 a1 a3 so that one SXTB16 of
  * 4 weight bytes lines up with one 32-bit load of the column) and reused for every output unit.
  * No kernel allocates: buffers come from the caller's arena (sizes in the structs' comments).
