@@ -51,6 +51,7 @@ bench: $(STAMP)
 	$(PY) bench/runtime.py
 	$(PY) bench/serial_link.py
 	$(PY) bench/firmware.py
+	$(PY) bench/fleet.py --boost
 
 clean:
 	rm -rf out .pytest_cache build *.egg-info

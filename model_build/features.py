@@ -96,16 +96,25 @@ def _work(kind: str, cfg, clips: list[np.ndarray], paths: list[Path] | None) -> 
     return feats
 
 
-def _pool(workers: int):
+# The clips of the call in progress, for workers forked from this process: they inherit the list
+# (copy-on-write) and receive only indices, instead of every clip pickled through a pipe.
+_FORKED_AUDIOS: Sequence[np.ndarray] | None = None
+
+
+def _work_forked(kind: str, cfg, idx: list[int], paths: list[Path] | None) -> list[np.ndarray]:
+    return _work(kind, cfg, [_FORKED_AUDIOS[i] for i in idx], paths)  # type: ignore[index]
+
+
+def _start_method() -> str:
     import multiprocessing
     import sys
-    from concurrent.futures import ProcessPoolExecutor
 
-    # fork starts a worker in milliseconds, but a child forked from a process that runs
-    # TensorFlow's native threads inherits their locks in whatever state they were (a classic
-    # deadlock): then spawn, whose workers import numpy and the front end only.
-    method = "spawn" if "tensorflow" in sys.modules or "fork" not in multiprocessing.get_all_start_methods() else "fork"
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method))
+    # fork starts a worker in milliseconds and shares the clips, but a child forked from a process
+    # that runs TensorFlow's native threads inherits their locks in whatever state they were (a
+    # classic deadlock): then spawn, whose workers import numpy and the front end only.
+    if "tensorflow" in sys.modules or "fork" not in multiprocessing.get_all_start_methods():
+        return "spawn"
+    return "fork"
 
 
 def _cached(audios: Sequence[np.ndarray], cfg, kind: str, cache_dir, progress: bool, batch: int,
@@ -146,16 +155,28 @@ def _cached(audios: Sequence[np.ndarray], cfg, kind: str, cache_dir, progress: b
                         out[i] = f
                     bar.update(len(idx))
             else:
-                from concurrent.futures import as_completed
+                import multiprocessing
+                from concurrent.futures import ProcessPoolExecutor, as_completed
 
-                with _pool(min(workers, len(batches))) as ex:
-                    futs = {ex.submit(_work, kind, cfg, [audios[i] for i in idx], paths(idx)): idx
-                            for idx in batches}
-                    for fut in as_completed(futs):
-                        idx = futs[fut]
-                        for i, f in zip(idx, fut.result()):
-                            out[i] = f
-                        bar.update(len(idx))
+                global _FORKED_AUDIOS
+                method = _start_method()
+                if method == "fork":
+                    _FORKED_AUDIOS = audios
+                try:
+                    with ProcessPoolExecutor(min(workers, len(batches)),
+                                             mp_context=multiprocessing.get_context(method)) as ex:
+                        if method == "fork":
+                            futs = {ex.submit(_work_forked, kind, cfg, idx, paths(idx)): idx for idx in batches}
+                        else:
+                            futs = {ex.submit(_work, kind, cfg, [audios[i] for i in idx], paths(idx)): idx
+                                    for idx in batches}
+                        for fut in as_completed(futs):
+                            idx = futs[fut]
+                            for i, f in zip(idx, fut.result()):
+                                out[i] = f
+                            bar.update(len(idx))
+                finally:
+                    _FORKED_AUDIOS = None
         for idx in pending.values():
             for j in idx[1:]:
                 out[j] = out[idx[0]]

@@ -398,3 +398,38 @@ def test_dashboard_in_headless_chromium(broker, tmp_path):
         drv.quit()
         pubs[0].close()
         dash.close()
+
+
+def test_dashboard_cli_rejects_a_bad_url():
+    p = subprocess.run([sys.executable, "-m", "edge_runtime", "dashboard", "--mqtt", "http://x"],
+                       capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=60)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert p.stderr.strip().splitlines() == ["ser-edge dashboard: error: --mqtt wants mqtt://host[:port] or "
+                                             "mqtts://host[:port], got 'http://x'"]
+
+
+def test_device_side_imports_without_paho():
+    """paho-mqtt is an extra: edge_runtime (and every device command's parser) imports without it,
+    and a missing paho is reported as the extra to install."""
+    code = r"""
+import sys, importlib.abc
+class Blocker(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "paho":
+            raise ImportError(f"blocked: {name}")
+sys.meta_path.insert(0, Blocker())
+import edge_runtime.mqtt, edge_runtime.run_cli, edge_runtime.serial_device
+from edge_runtime.cli import build_parser
+from edge_runtime.cli_errors import describe
+build_parser().parse_args(["run", "--mqtt", "mqtt://h", "--stdin"])
+try:
+    edge_runtime.mqtt.MqttPublisher(edge_runtime.mqtt.MqttTarget.parse("mqtt://h"), "d")
+except ImportError as e:
+    print(describe(ModuleNotFoundError("no paho", name="paho")))
+print(sorted(m for m in sys.modules if m.startswith("paho")))
+"""
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=60)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.strip().splitlines()
+    assert lines[-1] == "[]"
+    assert "pip install 'ser-edge[mqtt]'" in lines[0] and lines[0].startswith("(1,")
