@@ -11,7 +11,14 @@ name               package (import)                             notes
 ``tensorflow``     tensorflow (``tensorflow.lite``)              big; host machines
 ``tflm``           tflite-micro (``tflite_micro``)              only when asked: the micro-controller
                                                                 kernels, to check firmware parity
+``c``              firmware_bridge + a C compiler (plugin)     the model compiled ahead of time to C
+                                                                (ser_nn kernels, bit-exact with tflm),
+                                                                built with gcc, loaded with ctypes:
+                                                                the fallback when no TFLite is installed
 =================  ===========================================  =====================================
+
+Plugin backends (``c``) are found through the ``ser_edge.backends`` entry points (or, in a source
+checkout, by module name) and imported only when used: this module never imports them itself.
 
 Choose with ``backend=...`` or the ``SER_EDGE_BACKEND`` environment variable. Nothing heavy is
 imported until a backend is created. (Creating a ``tflite_runtime`` interpreter after
@@ -43,8 +50,12 @@ import numpy as np
 from .model_metadata import ModelFileError, ModelMetadata, _load_bytes, model_hash, read_metadata
 from .native_log import quiet_native_stderr
 
-BACKENDS = ("litert", "tflite_runtime", "tensorflow", "tflm")
-AUTO_ORDER = ("litert", "tflite_runtime", "tensorflow")
+BACKENDS = ("litert", "tflite_runtime", "tensorflow", "tflm", "c")
+AUTO_ORDER = ("litert", "tflite_runtime", "tensorflow", "c")
+# Plugin backends: name -> "module:factory" (entry point group ser_edge.backends; this fallback
+# covers a source checkout whose installed metadata predates the entry point).
+PLUGIN_GROUP = "ser_edge.backends"
+_PLUGIN_FALLBACK = {"c": "firmware_bridge.nn_host:make_interpreter_backend"}
 ENV_VAR = "SER_EDGE_BACKEND"
 
 _MODULES = {
@@ -52,12 +63,14 @@ _MODULES = {
     "tflite_runtime": "tflite_runtime",
     "tensorflow": "tensorflow",
     "tflm": "tflite_micro",
+    "c": "firmware_bridge.nn_host",
 }
 _INSTALL_HINT = (
     "no TFLite interpreter is installed. Install one:\n"
     "  pip install ai-edge-litert            # CPython 3.11-3.13 on x86_64 / aarch64 (Pi 4/5 64-bit OS)\n"
     "  pip install tflite-runtime 'numpy<2'  # CPython <= 3.11 (the only option on 32-bit Raspberry Pi OS, <= 2.14)\n"
     "  pip install tensorflow                # host machines (large)\n"
+    "or install ser-edge's firmware_bridge package and gcc for the C backend (--backend c),\n"
     "or pick an installed one with --backend / SER_EDGE_BACKEND"
 )
 _PIP = {
@@ -65,6 +78,7 @@ _PIP = {
     "tflite_runtime": "pip install tflite-runtime 'numpy<2'",
     "tensorflow": "pip install tensorflow",
     "tflm": "pip install tflite-micro",
+    "c": "install ser-edge with its firmware_bridge package and a C compiler (apt-get install gcc)",
 }
 
 
@@ -76,9 +90,28 @@ class ModelMismatchError(ModelFileError):
     """The model does not fit this runtime (front end, tensor shape or type)."""
 
 
+def _plugin_factories() -> dict[str, str]:
+    found = dict(_PLUGIN_FALLBACK)
+    try:
+        from importlib import metadata
+
+        for ep in metadata.entry_points(group=PLUGIN_GROUP):
+            found[ep.name] = ep.value
+    except Exception:  # pragma: no cover - very old importlib.metadata
+        pass
+    return found
+
+
+def _installed(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(_MODULES[name]) is not None
+    except ImportError:  # a plugin's parent package is missing
+        return False
+
+
 def available_backends() -> list[str]:
     """Installed backends, in :data:`BACKENDS` order (found without importing them)."""
-    return [b for b in BACKENDS if importlib.util.find_spec(_MODULES[b]) is not None]
+    return [b for b in BACKENDS if _installed(b)]
 
 
 def resolve_backend(backend: str | None = None) -> str:
@@ -91,11 +124,11 @@ def resolve_backend(backend: str | None = None) -> str:
                 "tflite_micro": "tflm", "micro": "tflm"}.get(name, name)
         if name not in BACKENDS:
             raise ValueError(f"unknown interpreter backend {name!r}; choose from {', '.join(BACKENDS)}")
-        if importlib.util.find_spec(_MODULES[name]) is None:
+        if not _installed(name):
             raise BackendUnavailableError(f"interpreter backend {name!r} is not installed: {_PIP[name]}")
         return name
     for b in AUTO_ORDER:
-        if importlib.util.find_spec(_MODULES[b]) is not None:
+        if _installed(b):
             return b
     raise BackendUnavailableError(_INSTALL_HINT)
 
@@ -179,6 +212,9 @@ def make_backend(model_bytes: bytes, backend: str | None = None, num_threads: in
     name = resolve_backend(backend)
     if name == "tflm":
         return _TflmBackend(model_bytes, num_threads)
+    if name in _PLUGIN_FALLBACK:
+        mod, _, attr = _plugin_factories()[name].partition(":")
+        return getattr(importlib.import_module(mod), attr)(model_bytes, num_threads)
     return _TfliteBackend(name, model_bytes, num_threads)
 
 

@@ -42,8 +42,9 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     src.add_argument("--stdin", action="store_true", help="read raw S16_LE mono PCM from stdin")
     src.add_argument("--mic", action="store_true", help="record from the microphone (needs sounddevice)")
     p.add_argument("--model", type=existing_file, help="model .tflite with ser_edge metadata (default: the shipped model)")
-    p.add_argument("--backend", choices=["litert", "tflite_runtime", "tensorflow", "tflm"],
-                   help="interpreter (default: $SER_EDGE_BACKEND, else the first installed)")
+    p.add_argument("--backend", choices=["litert", "tflite_runtime", "tensorflow", "tflm", "c"],
+                   help="interpreter (default: $SER_EDGE_BACKEND, else the first installed; "
+                        "c = the model compiled to C with gcc, no TFLite needed)")
     p.add_argument("--threads", type=positive_int, default=1, help="interpreter threads (default 1)")
     p.add_argument("--realtime", action="store_true", help="pace a file at real time (simulate a mic)")
     p.add_argument("--rate", type=positive_int, default=None,

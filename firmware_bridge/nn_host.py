@@ -5,6 +5,9 @@ and run it through ctypes. Needs numpy and a C compiler, no TFLite package.
     m = CModel.from_file("edge_runtime/models/default.tflite")
     scores = m.invoke(window_int8)          # int8 [n_labels], == tflite-micro, bit for bit
     scores = m.invoke_many(windows_int8)    # [n, n_labels]
+
+It is also the ``c`` backend of ``edge_runtime.interpreter`` (:func:`make_interpreter_backend`,
+entry point ``ser_edge.backends``): ``ser-edge run --backend c`` needs no TFLite package at all.
 """
 from __future__ import annotations
 
@@ -86,3 +89,27 @@ class CModel:
     def invoke_many(self, windows: np.ndarray) -> np.ndarray:
         w = np.asarray(windows, np.int8)
         return np.stack([self.invoke(x) for x in w]) if len(w) else np.zeros((0, self.output_size), np.int8)
+
+
+class _CInterpreterBackend:
+    """The ``edge_runtime.interpreter`` backend protocol (``.name``, ``.input``, ``.output``,
+    ``.n_inputs``, ``.n_outputs``, ``.run(x)``) over :class:`CModel`."""
+
+    def __init__(self, model_bytes: bytes) -> None:
+        from edge_runtime.interpreter import TensorInfo
+
+        self.name = "c"
+        self._m = CModel(model_bytes, "<model>")
+        t_in, t_out = self._m.net.input, self._m.net.output
+        self.input = TensorInfo(tuple(t_in.shape), np.dtype(np.int8), t_in.scale, t_in.zero_point)
+        self.output = TensorInfo(tuple(t_out.shape), np.dtype(np.int8), t_out.scale, t_out.zero_point)
+        self.n_inputs = self.n_outputs = 1
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return self._m.invoke(x).reshape(self.output.shape)  # state starts from zero on every call
+
+
+def make_interpreter_backend(model_bytes: bytes, num_threads: int | None = None) -> _CInterpreterBackend:
+    """Factory for ``edge_runtime.interpreter.make_backend(..., backend="c")`` (``num_threads`` is
+    ignored: one core)."""
+    return _CInterpreterBackend(model_bytes)

@@ -4,6 +4,7 @@ scores on every window of generated audio, for the shipped model and the tiny te
 unsupported operator is refused at export naming the operator."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -150,3 +151,22 @@ def test_cortex_m4_kernels_bit_exact_under_qemu():
     assert len(n) == len(wins) and max(n) - min(n) < 0.01 * min(n)  # data-independent cost
     assert 1e6 < min(n) < 6e6  # regression guard (bench/firmware.py records the exact figure)
     assert set(r.per_op) >= {"1 CONV_2D", "6 UNIDIRECTIONAL_SEQUENCE_LSTM"}
+
+
+def test_c_backend_of_edge_runtime_matches_tflm(tmp_path, capsys):
+    """`ser-edge run --backend c` (no TFLite package involved) prints exactly what the tflite-micro
+    backend prints for the same clip: same windows, same probabilities."""
+    require_module("tflite_micro")
+    sf = require_module("soundfile")
+    from edge_runtime.cli import main
+    from edge_runtime.interpreter import available_backends
+
+    assert "c" in available_backends()
+    wav = tmp_path / "clip.wav"
+    sf.write(str(wav), speech_with_pauses(6.0), 16000)
+    outs = {}
+    for backend in ("c", "tflm"):
+        assert main(["run", "--backend", backend, str(wav)]) == 0
+        recs = [json.loads(ln) for ln in capsys.readouterr().out.splitlines() if ln.startswith("{")]
+        outs[backend] = [{k: v for k, v in r.items() if not k.endswith("_ms") and k != "time"} for r in recs]
+    assert len(outs["c"]) >= 4 and outs["c"] == outs["tflm"]  # labels, int8 scores, probabilities

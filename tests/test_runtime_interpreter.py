@@ -94,8 +94,11 @@ def test_no_backend_message(monkeypatch):
 
     real = importlib.util.find_spec
     monkeypatch.delenv("SER_EDGE_BACKEND", raising=False)
+    tflite = ("ai_edge_litert", "tflite_runtime", "tensorflow")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in tflite else real(name, *a))
+    assert resolve_backend() == "c"  # no TFLite at all: the model compiled to C (firmware_bridge + gcc)
     monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name in ("ai_edge_litert", "tflite_runtime", "tensorflow") else real(name, *a))
+                        lambda name, *a: None if name in (*tflite, "firmware_bridge.nn_host") else real(name, *a))
     with pytest.raises(BackendUnavailableError) as e:
         resolve_backend()
     assert "pip install ai-edge-litert" in str(e.value) and "numpy<2" in str(e.value)
