@@ -170,3 +170,54 @@ def test_c_backend_of_edge_runtime_matches_tflm(tmp_path, capsys):
         recs = [json.loads(ln) for ln in capsys.readouterr().out.splitlines() if ln.startswith("{")]
         outs[backend] = [{k: v for k, v in r.items() if not k.endswith("_ms") and k != "time"} for r in recs]
     assert len(outs["c"]) >= 4 and outs["c"] == outs["tflm"]  # labels, int8 scores, probabilities
+
+
+def _mbqm_reference(x: int, m: int, shift: int) -> int:
+    """TFLite MultiplyByQuantizedMultiplier written out literally (Python integers)."""
+    left, right = max(shift, 0), max(-shift, 0)
+    x = ((x << left) + 2**31) % 2**32 - 2**31  # int32 wrap, as the C shifts an unsigned value
+    ab = x * m
+    nudge = 2**30 if ab >= 0 else 1 - 2**30
+    v = ab + nudge
+    hi = (abs(v) // 2**31) * (1 if v >= 0 else -1)  # C++ integer division truncates toward zero
+    mask = (1 << right) - 1
+    rem, thr = hi & mask, (mask >> 1) + (1 if hi < 0 else 0)
+    return (hi >> right) + (1 if rem > thr else 0)
+
+
+def test_requantize_matches_tflite_definition_on_edge_values():
+    """ser_nn_requantize (one add + shift instead of gemmlowp's remainder/threshold form) equals
+    the literal definition, including accumulators near INT32_MIN / INT32_MAX (its slow path)."""
+    import ctypes
+
+    from firmware_bridge.nn_host import CModel
+
+    f = CModel.from_file(DEFAULT_MODEL).lib.ser_nn_requantize
+    f.restype, f.argtypes = ctypes.c_int32, [ctypes.c_int32, ctypes.c_int32, ctypes.c_int32]
+    rng = np.random.default_rng(3)
+    edge = [-2**31, -2**31 + 1, -1, 0, 1, 2**31 - 1, 2**31 - 2, 2**30, -2**30]
+    xs = list(rng.integers(-2**31, 2**31, 4000)) + list(rng.integers(-70000, 70000, 4000)) + edge * 40
+    for i, x in enumerate(xs):
+        m = int(rng.integers(2**30, 2**31))
+        shift = int(rng.integers(-31, 1)) if i % 5 else int(rng.integers(0, 3))
+        x = int(x) if shift <= 0 else int(x) >> 3
+        assert f(x, m, shift) == _mbqm_reference(x, m, shift), (x, m, shift)
+
+
+def test_memory_plan_never_overlaps_live_buffers():
+    from firmware_bridge.nn_export import ALIGN, Buffer, plan_memory
+
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        bufs = []
+        for i in range(int(rng.integers(1, 25))):
+            a = int(rng.integers(0, 30))
+            bufs.append(Buffer(f"b{i}", int(rng.integers(1, 5000)), a, a + int(rng.integers(0, 6))))
+        total = plan_memory(bufs)
+        for b in bufs:
+            assert b.offset % ALIGN == 0 and b.offset + b.size <= total
+        for i, p in enumerate(bufs):
+            for q in bufs[i + 1:]:
+                if not (p.last < q.first or q.last < p.first):  # both alive at some operator
+                    assert p.offset + p.size <= q.offset or q.offset + q.size <= p.offset, (p, q)
+        assert total <= sum((b.size + ALIGN - 1) // ALIGN * ALIGN for b in bufs)
