@@ -385,7 +385,7 @@ class PublishingEngine:
 
     def _publish(self, results: list) -> list:
         for r in results:
-            self.publisher.publish_record({"time": round(r.t_end_s, 4), **r.to_json_dict(self.labels)})
+            self.publisher.publish_record(r.to_json_dict(self.labels))
         return results
 
     def push_audio(self, pcm):

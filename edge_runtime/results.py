@@ -16,6 +16,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from .records import make as make_record
+
 SILENCE_LABEL = "silence"
 NO_SPEECH_LABEL = "no_speech"
 UNCERTAIN_LABEL = "uncertain"
@@ -59,9 +61,9 @@ class WindowResult:
         return int(np.argmax(self.scores_int8))
 
     def to_json_dict(self, labels: list[str] | None = None) -> dict:
-        """A JSON-serialisable dict (what `run` prints as one JSON line)."""
+        """The ``window`` record `run` prints as one JSON line (schema: :mod:`edge_runtime.records`)."""
         d = {
-            "record": "window",
+            "time": round(self.t_end_s, 4),
             "window": self.window_index,
             "t_start": round(self.t_start_s, 4),
             "t_end": round(self.t_end_s, 4),
@@ -73,7 +75,7 @@ class WindowResult:
             "probs": _probs_json(self.probs, labels),
         }
         d.update(self.extra)
-        return d
+        return make_record("window", d)
 
 
 @dataclass(frozen=True)
@@ -111,14 +113,15 @@ class UtteranceResult:
         return replace(self, t_start_s=t_start_s, t_end_s=t_end_s)
 
     def to_json_dict(self, labels: list[str] | None = None) -> dict:
-        """A JSON-serialisable dict (what `run` prints after the window records)."""
+        """The ``utterance`` / ``summary`` record `run` prints after the window records."""
         d = {
-            "record": self.record,
+            "time": round(self.t_end_s, 4),
             "t_start": round(self.t_start_s, 4),
             "t_end": round(self.t_end_s, 4),
             "label": self.label,
             "index": self.label_index,
             "reason": self.reason,
+            "scores_int8": [int(v) for v in np.asarray(self.scores_int8).ravel()],
             "confidence": round(self.confidence, 4),
             "probs": _probs_json(self.probs, labels),
             "windows": self.n_windows,
@@ -127,4 +130,4 @@ class UtteranceResult:
         if self.record == "utterance":
             d["utterance"] = self.utterance_index
             d["first_window"], d["last_window"] = self.first_window, self.last_window
-        return d
+        return make_record(self.record, d)

@@ -122,7 +122,7 @@ def run_command(args: argparse.Namespace) -> int:
     audio_s = 0.0
 
     def emit(r) -> None:
-        d = {"record": r.record, "time": round(r.t_end_s, 4), **r.to_json_dict(labels)}
+        d = r.to_json_dict(labels)  # one schema for every record (edge_runtime.records)
         line = json.dumps(d)
         if not args.quiet:
             sys.stdout.write(line + "\n")

@@ -98,7 +98,7 @@ def _stream(port: str, baud: int, wav: Path, out_jsonl: Path, model: Path, mode:
         _ser_edge(["stream", "--port", port, "--baud", str(baud), "--mode", mode, "--model", str(model), "--realtime",
                    "--quiet", str(wav)], stdout=fh)
     records = [json.loads(line) for line in out_jsonl.read_text().splitlines() if line.strip()]
-    rows = [r for r in records if "window" in r]
+    rows = [r for r in records if r.get("record") == "window"]
     print(f"  {'window':>8}  {'time':>11}  {'true class':>10}  {'predicted':>10}  device latency  int8 scores")
     for r in rows:
         truth = _truth(segments, r["t_start"], r["t_end"])

@@ -316,8 +316,12 @@ def _cmd_validate(args) -> int:
         rep["link"] = dev.counters()
     finally:
         dev.close()
-    summary = {k: v for k, v in rep.items() if k != "per_file"}
-    print(json.dumps(summary, indent=2))
+    # JSON lines in the one record schema (edge_runtime.records): a file record per clip, then totals
+    from edge_runtime.records import make as make_record
+
+    for pf in rep["per_file"]:
+        print(json.dumps(make_record("file", pf)))
+    print(json.dumps(make_record("validation", {k: v for k, v in rep.items() if k != "per_file"})), flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps(rep, indent=2))
     print("\n| metric | value |\n|---|---|", file=sys.stderr)

@@ -35,6 +35,7 @@ from edge_runtime.protocol import (MAX_PAYLOAD, NO_SEQ, Accepts, Ack, Audio, Err
                                    MsgType, Ping, Pong, Result, ResultFlags, Sequencer, Start,
                                    Stats, Stop, cobs_encode)
 from edge_runtime.protocol.framing import CRC_SIZE, HEADER_SIZE
+from edge_runtime.records import make as make_record
 
 __all__ = ["DeviceClient", "DeviceError", "DeviceResult", "HostFeatures", "LinkPlan",
            "audio_baud_needed", "features_baud_needed", "frame_wire_bytes", "plan_link"]
@@ -190,12 +191,16 @@ class DeviceResult:
         return None if self.msg.flags & none else self.msg.label_index
 
     def to_json_dict(self, labels: list[str] | tuple[str, ...] | None = None) -> dict:
+        """The record ``stream``/``listen`` print: the same schema as ``run``'s
+        (:mod:`edge_runtime.records`), with the device's latency, session and flags."""
         m = self.msg
         rec = self.record
-        d = {"record": rec, "t_start": round(self.stream_offset_s + m.t_start_ms / 1000, 3),
-             "t_end": round(self.stream_offset_s + m.t_end_ms / 1000, 3), "label": self.label,
-             "index": self.emotion_index, "scores_int8": list(m.scores),
-             "device_latency_ms": round(m.latency_us / 1000, 3), "session": m.session}
+        t_end = round(self.stream_offset_s + m.t_end_ms / 1000, 3)
+        index = self.emotion_index
+        d = {"time": t_end, "t_start": round(self.stream_offset_s + m.t_start_ms / 1000, 3), "t_end": t_end,
+             "label": self.label, "index": index, "reason": None if index is not None else self.label,
+             "scores_int8": list(m.scores), "device_latency_ms": round(m.latency_us / 1000, 3),
+             "session": m.session}
         if rec == "window":
             d["window"] = m.window_index
         elif rec == "utterance":
@@ -203,7 +208,7 @@ class DeviceResult:
         flags = [f.name.lower() for f in ResultFlags if m.flags & f]
         if flags:
             d["flags"] = flags
-        return d
+        return make_record(rec, d)
 
 
 # ---------------------------------------------------------------------------------- client
