@@ -326,12 +326,12 @@ def home_assistant_configs(device_id: str, model: str = "", prefix: str = HA_PRE
     return {
         f"{prefix}/sensor/{device_id}/emotion/config": {
             **common, "name": "Emotion", "unique_id": f"ser_edge_{device_id}_emotion",
-            "object_id": f"ser_edge_{device_id}_emotion", "icon": "mdi:emoticon-outline",
+            "icon": "mdi:emoticon-outline",
             "value_template": "{{ value_json.label }}",
             "json_attributes_topic": device_topic(device_id, "state")},
         f"{prefix}/sensor/{device_id}/confidence/config": {
             **common, "name": "Emotion confidence", "unique_id": f"ser_edge_{device_id}_confidence",
-            "object_id": f"ser_edge_{device_id}_confidence", "icon": "mdi:gauge",
+            "icon": "mdi:gauge",
             "unit_of_measurement": "%", "state_class": "measurement",
             "value_template": "{{ (value_json.confidence * 100) | round(0) if value_json.confidence is not none else none }}"},
     }
