@@ -39,6 +39,7 @@ def op_counts(cfg) -> dict:
     k = t.mel.bin_hi - t.mel.bin_lo
     L, D = cfg.n_mels, cfg.n_features
     stages = max(int(np.log2(m)) - 1, 0)
+    lm = int(np.log2(m))
 
     def per(count, **ops):
         return {"iterations": int(count), **{o: float(v) * count for o, v in ops.items()}}
@@ -50,9 +51,20 @@ def op_counts(cfg) -> dict:
         "window + peak": per(n, load=2, mul64=1, alu=10, branch=1),
         # pass 2: x w again, rounded shift to int32
         "window + shift": per(n, load=2, mul64=1, alu=4, shift=4, store=1, branch=0.5),
-        "fft butterflies (twiddled)": per(stages * m // 2, load=4, store=4, mul64=3, alu=11, shift=4, branch=1),
-        "fft twiddle loads": per(m - 2, load=2, alu=3, branch=1),
-        "fft last stage (W=1)": per(m // 2, load=4, store=4, alu=4, branch=1),
+        **({
+            "fft butterflies (twiddled)": per(stages * m // 2, load=4, store=4, mul64=3, alu=11, shift=4, branch=1),
+            "fft twiddle loads": per(m - 2, load=2, alu=3, branch=1),
+            "fft last stage (W=1)": per(m // 2, load=4, store=4, alu=4, branch=1),
+        } if cfg.algorithm_version == 1 else {
+            # v2 radix-4: per butterfly 8 loads + 6 twiddle loads, 16 adds (b, c), 3 x (3 SMULL/SMLAL,
+            # 4 adds, two 64-bit shifts kept as 32 bits) ; stages with q > 1 (the n = 0 column is cheaper)
+            "fft radix-4 butterflies (twiddled)": per((lm // 2 - (1 - lm % 2)) * m // 4, load=14, store=8, mul64=9,
+                                                      alu=34, shift=6, branch=1),
+            "fft last stage (W=1)": per(m // 4 if lm % 2 == 0 else m // 2, load=8, store=8, alu=16, branch=1),
+            # running-mean subtraction: one 32-bit update and subtraction per mel (division only
+            # during the first 2^norm_shift frames)
+            "running mean (per mel)": per(L if cfg.norm == "mean" else 0, load=2, store=2, alu=6, shift=3, branch=1),
+        }),
         # real split (4 SMULL/SMLAL), power (2), mel split (3), two mel accumulations (int64 RMW)
         "split + power + mel": per(k, load=13, store=4, mul64=8, mul32=1, alu=24, shift=14, branch=3),
         "log2 (per mel)": per(L, load=4, store=3, mul32=1, alu=13, shift=6, branch=3),
@@ -309,6 +321,9 @@ def main() -> None:
     ap.add_argument("--no-aot", action="store_true", help="skip the ahead-of-time C model section")
     ap.add_argument("--only-aot", action="store_true",
                     help="run only the ahead-of-time C model section and update its keys in firmware.json")
+    ap.add_argument("--only-frontend", action="store_true",
+                    help="run only the C front-end sections (bit-exactness, speed, M4 size/estimate) and "
+                         "update their keys in firmware.json")
     args = ap.parse_args()
 
     from bench.frontend import load_speech
@@ -330,15 +345,18 @@ def main() -> None:
     print(f"{len(clips)} speech clips ({sum(x.size for x in clips) / 16000:.1f} s) + {len(synth)} synthetic",
           file=sys.stderr)
 
+    # front end v2 (the default) and v1 (the shipped model's), plus a small v2 configuration
     cfgs = [FrontendConfig(), FrontendConfig(output="logmel"),
-            FrontendConfig(frame_length=256, hop_length=128, n_mels=24)]
+            FrontendConfig(frame_length=256, hop_length=128, n_mels=24),
+            FrontendConfig(algorithm_version=1), FrontendConfig(algorithm_version=1, output="logmel")]
     exact = check_bit_exact(clips + list(synth.values()), cfgs)
     sp = speed(clips, args.repeats)
     cfg = FrontendConfig()
     ops = op_counts(cfg)
     sizes = m4_sizes(cfg)
-    tfl = None if args.no_tflm else tflm_section(clips)
-    aot = None if args.no_aot else aot_section(clips, args.repeats)
+    only_fe = args.only_frontend
+    tfl = None if (args.no_tflm or only_fe) else tflm_section(clips)
+    aot = None if (args.no_aot or only_fe) else aot_section(clips, args.repeats)
 
     from firmware_bridge.cbuild import load_library
 
@@ -378,19 +396,28 @@ def main() -> None:
         "tflm": tfl,
         "repeats": args.repeats,
         "frontend_hash": cfg.hash,
+        "frontend_algorithm_version": cfg.algorithm_version,
         "machine": machine(),
         **(aot or {}),
     }
+    if only_fe:  # keep the other sections' keys from the previous run
+        import json
+
+        prev = ROOT / "bench" / "results" / "firmware.json"
+        old = json.loads(prev.read_text()) if prev.exists() else {}
+        for k in ("tflm_arena_bytes", "tflm_matches_litert", "tflm"):
+            result[k] = old.get(k)
+        result = {**old, **result}
     path = write_result("firmware", result)
     print(markdown_table([
-        ("C bit-exact vs numpy", f"{result['c_bit_exact']} ({exact['frames']} frames, {result['clips_tested']} clips, 3 configs)"),
+        ("C bit-exact vs numpy", f"{result['c_bit_exact']} ({exact['frames']} frames, {result['clips_tested']} clips, {len(cfgs)} configs, v1 + v2)"),
         ("RTF C front end (1 core)", f"{result['rtf_c']}x"),
         ("RTF numpy / librosa / kaldi-native-fbank", f"{result['rtf_numpy']}x / {result['rtf_librosa']}x / {result['rtf_kaldi_native_fbank']}x"),
         ("M4 .text front end / protocol (-Os)", f"{result['m4_text_bytes']} / {result['m4_protocol_text_bytes']} B"),
         ("M4 tables (const) / state .bss", f"{result['m4_tables_bytes']} / {result['m4_bss_bytes']} B"),
         ("M4 cycles per s of audio (est.)", f"{result['m4_cycles_per_second_est']:,} ({result['m4_cpu_percent_at_80mhz_est']}% of 80 MHz)"),
-        ("TFLM arena", f"{result['tflm_arena_bytes']} B" if tfl else "not run"),
-        ("TFLM matches LiteRT", f"{result['tflm_matches_litert']} ({tfl['compare']})" if tfl else "not run"),
+        ("TFLM arena", f"{result['tflm_arena_bytes']} B" if tfl else "not run now"),
+        ("TFLM matches LiteRT", f"{result['tflm_matches_litert']} ({tfl['compare']})" if tfl else "not run now"),
     ], ("metric", "value")))
     print()
     print(markdown_table([(k, r["iterations"], f"{r['cycles']:.0f}") for k, r in ops["per_frame"].items()],

@@ -71,6 +71,16 @@ def main() -> None:
     snr["speech_median"] = float(np.median(speech_snr))
     logmel_cfg = FrontendConfig(output="logmel")
     snr["speech_logmel_min"] = float(np.min([snr_db(compute_features(x, logmel_cfg), compute_features_float(x, logmel_cfg)) for _, x in speech[:40]]))
+    # version 1 (the shipped model's front end), for comparison: worst synthetic and speech
+    v1 = FrontendConfig(algorithm_version=1)
+    snr_v1 = {name: snr_db(compute_features(x, v1), compute_features_float(x, v1)) for name, x in synthetic.items()}
+    snr_v1["speech_min"] = float(np.min([snr_db(compute_features(x, v1), compute_features_float(x, v1)) for _, x in speech[:40]]))
+    # gain invariance on real speech: features of x and of x at -20 dB (int16), frames after start-up
+    gain_diff = []
+    for _, x in speech[:40]:
+        y = np.round(x * 0.1).astype(np.int16)
+        a, b = compute_features(x, logmel_cfg), compute_features(y, logmel_cfg)
+        gain_diff.append(np.median(np.abs(a - b)) / 2**16)
 
     # --- agreement with librosa (different conventions: correlation, not equality) ---------------
     lib_kw = dict(sr=cfg.sample_rate, n_fft=cfg.frame_length, hop_length=cfg.hop_length, n_mels=cfg.n_mels,
@@ -110,6 +120,9 @@ def main() -> None:
         "snr_db_min": round(min(snr.values()), 2),
         "snr_db_quiet": round(snr["quiet_-40dBFS"], 2),
         "snr_db": {k: round(v, 2) for k, v in snr.items()},
+        "snr_db_min_v1": round(min(snr_v1.values()), 2),
+        "snr_db_v1": {k: round(v, 2) for k, v in snr_v1.items()},
+        "gain_minus20db_median_abs_diff_log2": round(float(np.median(gain_diff)), 5),
         "corr_librosa": round(corr_librosa, 4),
         "rtf_numpy": round(rtf["numpy_batch"], 1),
         "rtf_numpy_per_clip": round(rtf["numpy_per_clip"], 1),
@@ -122,6 +135,7 @@ def main() -> None:
         "speech_seconds": round(seconds, 1),
         "repeats": args.repeats,
         "frontend_hash": cfg.hash,
+        "frontend_algorithm_version": cfg.algorithm_version,
         "frontend": cfg.to_dict(),
         "machine": machine(),
         "goals": {"snr_db_min": ">= 66", "rtf_numpy": ">= 0.5 x rtf_librosa and >= 1 x rtf_kaldi_native_fbank"},

@@ -86,6 +86,8 @@ class FixedPointFrontend:
         rev = t.bitrev
         self._kz = rev[kk % self.m]  # DIF output is bit-reversed: fold the reordering into the gather
         self._kc = rev[(self.m - kk) % self.m]  # partner bin Z_{M-k} for the real-FFT split
+        # Many bins: gathering all M + 1 rows once is cheaper than gathering Z_k and Z_{M-k} apart.
+        self._nat = np.concatenate([rev, rev[:1]]) if 2 * kk.size > self.m + 1 and mel.bin_lo >= 1 else None
         self._rc = col(t.rfft_cos_q[kk])
         self._rs = col(t.rfft_sin_q[kk])
         self._rise = col(mel.rise_q)
@@ -246,8 +248,16 @@ class FixedPointFrontend:
         |X_k| <= N * 2^21 = 2^30 (int32); the int64 sums below stay under 2^62.2.
         """
         q = self.cfg.twiddle_bits
-        a_r, a_i = zr[self._kz], zi[self._kz]
-        b_r, b_i = zr[self._kc], zi[self._kc]
+        if self._nat is not None:
+            # One gather per component into natural order (row M = Z_0 again): Z_k is row k and
+            # Z_{M-k} row k of the reversed view, so no second gather is needed.
+            gr, gi = zr[self._nat], zi[self._nat]
+            lo, hi = self.t.mel.bin_lo, self.t.mel.bin_hi
+            a_r, a_i = gr[lo:hi], gi[lo:hi]
+            b_r, b_i = gr[::-1][lo:hi], gi[::-1][lo:hi]
+        else:
+            a_r, a_i = zr[self._kz], zi[self._kz]
+            b_r, b_i = zr[self._kc], zi[self._kc]
         er = a_r + b_r
         ei = a_i - b_i
         o_r = a_r - b_r
