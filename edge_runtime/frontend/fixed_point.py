@@ -122,6 +122,8 @@ class FixedPointFrontend:
             if right:
                 a += rnd
                 a >>= rs
+        if self.version >= 2:  # |v| <= 2^block_bits: int32, as the C port stores it
+            return re.astype(np.int32), im.astype(np.int32), s
         return re, im, s
 
     def fft(self, re: np.ndarray, im: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -168,7 +170,8 @@ class FixedPointFrontend:
         return re, im
 
     def fft_v2(self, re: np.ndarray, im: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Step 4 (v2): in-place radix-4 decimation-in-frequency FFT over axis 0 (M points, output in
+        """Step 4 (v2): in-place radix-4 decimation-in-frequency FFT over axis 0 of int32 data (as in
+        C: half the memory traffic of int64, and every value fits; M points, output in
         digit-reversed order, ``tables.bitrev[k]`` = position of bin k), radix-2 last if log2 M is odd.
 
         Butterfly on a0..a3 (offsets n, n+q, n+2q, n+3q): b0 = a0+a2, b1 = a0-a2, b2 = a1+a3,
@@ -229,16 +232,19 @@ class FixedPointFrontend:
             rnd = np.int64(1) << (qs - 1)
             for (dr, di), (c, s_c, c_s), (outr, outi) in zip(((c1r, c1i), (c2r, c2i), (c3r, c3i)), tw,
                                                            ((a1r, a1i), (a2r, a2i), (a3r, a3i))):
-                # (dr + j di)(c - j s): A = c (dr + di); re = A + di (s - c); im = A - dr (c + s)
-                acc = dr + di
+                # (dr + j di)(c - j s): A = c (dr + di); re = A + di (s - c); im = A - dr (c + s);
+                # the data are int32 (as in C), the products int64.
+                acc = np.add(dr, di, dtype=np.int64)
                 acc *= c
                 acc += rnd
-                np.multiply(di, s_c, out=outr)
-                outr += acc
-                outr >>= qs
-                np.multiply(dr, c_s, out=outi)
-                np.subtract(acc, outi, out=outi)
-                outi >>= qs
+                t = np.multiply(di, s_c)
+                t += acc
+                t >>= qs
+                np.copyto(outr, t, casting="unsafe")  # |.| < 2^31 by the bounds above
+                np.multiply(dr, c_s, out=t)
+                np.subtract(acc, t, out=t)
+                t >>= qs
+                np.copyto(outi, t, casting="unsafe")
         return re, im
 
     def real_split(self, zr: np.ndarray, zi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -258,8 +264,9 @@ class FixedPointFrontend:
         else:
             a_r, a_i = zr[self._kz], zi[self._kz]
             b_r, b_i = zr[self._kc], zi[self._kc]
-        er = a_r + b_r
-        ei = a_i - b_i
+        # E, O components < 2^30.5: int32 inputs (v2) give int32 O; E is shifted, so int64
+        er = np.add(a_r, b_r, dtype=np.int64)
+        ei = np.subtract(a_i, b_i, dtype=np.int64)
         o_r = a_r - b_r
         o_i = a_i + b_i
         rnd = np.int64(1) << q
