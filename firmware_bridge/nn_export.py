@@ -31,7 +31,7 @@ import numpy as np
 from .tflite_graph import Graph, Operator, Tensor
 
 SUPPORTED_OPS = ("CONV_2D", "MAX_POOL_2D", "AVERAGE_POOL_2D", "FULLY_CONNECTED", "RESHAPE", "SQUEEZE",
-                 "EXPAND_DIMS", "STRIDED_SLICE", "UNIDIRECTIONAL_SEQUENCE_LSTM")
+                 "EXPAND_DIMS", "STRIDED_SLICE", "UNIDIRECTIONAL_SEQUENCE_LSTM", "ADD", "SUB", "CONCATENATION")
 _ALIAS_OPS = ("RESHAPE", "SQUEEZE", "EXPAND_DIMS")
 _ACT = {0: "NONE", 1: "RELU", 2: "RELU_N1_TO_1", 3: "RELU6", 4: "TANH", 5: "SIGN_BIT"}
 ALIGN = 8
@@ -392,6 +392,50 @@ class _Lowering:
         step.outputs = [self.act_tensor(y.index, i)]
         self.steps.append(step)
 
+    def _add(self, op: Operator, i: int, subtract: int = 0) -> None:
+        a = self.need(op, op.inputs[0], ("int8",), "input 1", const=False)
+        b = self.need(op, op.inputs[1], ("int8",), "input 2", const=False)
+        y = self.need(op, op.outputs[0], ("int8",), "output")
+        if tuple(a.shape) != tuple(b.shape) or a.size != y.size:
+            raise NetExportError(f"{self.where(op)}: broadcasting ({list(a.shape)} vs {list(b.shape)}) is not supported")
+        left = 20
+        twice_max = 2.0 * max(_f32(a.scale), _f32(b.scale))
+        m1 = quantize_multiplier(_f32(a.scale) / twice_max)
+        m2 = quantize_multiplier(_f32(b.scale) / twice_max)
+        mo = quantize_multiplier(twice_max / ((1 << left) * _f32(y.scale)))
+        lo, hi = activation_range(op.options["activation"], y.scale, y.zero_point, self.where(op))
+        step = Step(op, "add", {"size": y.size, "subtract": subtract, "input1_offset": -a.zero_point,
+                                "input2_offset": -b.zero_point, "output_offset": y.zero_point, "left_shift": left,
+                                "input1_mult": m1[0], "input1_shift": m1[1], "input2_mult": m2[0],
+                                "input2_shift": m2[1], "output_mult": mo[0], "output_shift": mo[1],
+                                "act_min": lo, "act_max": hi})
+        step.inputs = [self.act_tensor(a.index, i), self.act_tensor(b.index, i)]
+        step.outputs = [self.act_tensor(y.index, i)]
+        self.steps.append(step)
+
+    def _sub(self, op: Operator, i: int) -> None:
+        self._add(op, i, subtract=1)
+
+    def _concatenation(self, op: Operator, i: int) -> None:
+        y = self.t(op.outputs[0])
+        xs = [self.need(op, k, ("int8", "int16", "int32"), f"input {j}", const=False) for j, k in enumerate(op.inputs)]
+        if len(xs) > 8:
+            raise NetExportError(f"{self.where(op)}: more than 8 inputs")
+        if any((x.type, x.scale, x.zero_point) != (y.type, y.scale, y.zero_point) for x in xs):
+            raise NetExportError(f"{self.where(op)}: inputs must share the output's type and quantisation")
+        if op.options.get("activation", 0):
+            raise NetExportError(f"{self.where(op)}: a fused activation is not supported")
+        axis = op.options["axis"] % len(y.shape)
+        item = {"int8": 1, "int16": 2, "int32": 4}[y.type]
+        outer = int(np.prod(y.shape[:axis])) if axis else 1
+        inner = [int(np.prod(x.shape[axis:])) * item for x in xs]
+        if sum(inner) * outer != y.size * item:
+            raise NetExportError(f"{self.where(op)}: input shapes do not add up to {y.describe()}")
+        step = Step(op, "concat", {"outer": outer, "n_inputs": len(xs), "inner": inner})
+        step.inputs = [self.act_tensor(x.index, i) for x in xs]
+        step.outputs = [self.act_tensor(y.index, i)]
+        self.steps.append(step)
+
     def _unidirectional_sequence_lstm(self, op: Operator, i: int) -> None:
         ins = list(op.inputs) + [-1] * (24 - len(op.inputs))
         if len(op.inputs) != 24:
@@ -542,7 +586,8 @@ def render(net: Net, prefix: str = "ser", header_name: str | None = None) -> tup
          "/* Profiling hook: -DSER_NET_PROFILE=fn calls void fn(int k) before operator k and fn(-1) at the end. */",
          "#ifdef SER_NET_PROFILE", "void SER_NET_PROFILE(int k);", "#define SER_NET_STEP(k) SER_NET_PROFILE(k)",
          "#else", "#define SER_NET_STEP(k) ((void)0)", "#endif", "",
-         f"static const uint16_t {prefix}_lut[256] = {{{_c_values(net.lut)}}};", ""]
+         *([f"static const uint16_t {prefix}_lut[256] = {{{_c_values(net.lut)}}};", ""]
+           if any(st.kind == "lstm" for st in net.steps) else [])]
     calls = []
     for k, st in enumerate(net.steps):
         if st.kind == "alias":
@@ -561,6 +606,13 @@ def render(net: Net, prefix: str = "ser", header_name: str | None = None) -> tup
             calls.append(f"    ser_nn_pool(&{base}, (const int8_t *){inp}, (int8_t *){out});")
         elif st.kind == "slice":
             calls.append(f"    ser_nn_slice(&{base}, {inp}, {out});")
+        elif st.kind == "add":
+            inp2 = f"A({net.buffers[st.inputs[1]].offset})"
+            calls.append(f"    ser_nn_add(&{base}, (const int8_t *){inp}, (const int8_t *){inp2}, (int8_t *){out});")
+        elif st.kind == "concat":
+            ptrs = ", ".join(f"A({net.buffers[b].offset})" for b in st.inputs)
+            calls.append(f"    {{ const void *const in_{st.op.index}[] = {{{ptrs}}}; "
+                         f"ser_nn_concat(&{base}, in_{st.op.index}, {out}); }}")
         elif st.kind == "lstm":
             p["w_in"] = [f"{base}_w_in{g}" for g in range(4)]
             p["w_rec"] = [f"{base}_w_rec{g}" for g in range(4)]
@@ -570,7 +622,7 @@ def render(net: Net, prefix: str = "ser", header_name: str | None = None) -> tup
                          f"(int8_t *){sc['hidden']}, (int16_t *){sc['cell']});")
         calls.insert(len(calls) - 1, f"    SER_NET_STEP({st.op.index});")
         ctype = {"conv": "ser_nn_conv_t", "fc": "ser_nn_fc_t", "pool": "ser_nn_pool_t", "slice": "ser_nn_slice_t",
-                 "lstm": "ser_nn_lstm_t"}[st.kind]
+                 "lstm": "ser_nn_lstm_t", "add": "ser_nn_add_t", "concat": "ser_nn_concat_t"}[st.kind]
         fields = []
         for kf, v in p.items():
             if isinstance(v, (list, tuple)):

@@ -221,3 +221,37 @@ def test_memory_plan_never_overlaps_live_buffers():
                 if not (p.last < q.first or q.last < p.first):  # both alive at some operator
                     assert p.offset + p.size <= q.offset or q.offset + q.size <= p.offset, (p, q)
         assert total <= sum((b.size + ALIGN - 1) // ALIGN * ALIGN for b in bufs)
+
+
+@pytest.fixture(scope="module")
+def add_sub_concat_model(tmp_path_factory):
+    """A real int8 model with ADD, SUB, CONCATENATION, bias-free and 3-D FULLY_CONNECTED."""
+    tf = require_module("tensorflow")
+    keras = require_module("tf_keras")
+
+    inp = keras.Input((6, 16), batch_size=1)
+    d1 = keras.layers.Dense(16)(inp)
+    d2 = keras.layers.Dense(16, activation="relu")(inp)
+    cat = keras.layers.Concatenate(axis=-1)([keras.layers.Add()([d1, d2]), keras.layers.Subtract()([d1, d2]), d1])
+    km = keras.Model(inp, keras.layers.Dense(4)(keras.layers.Flatten()(cat)))
+    conv = tf.lite.TFLiteConverter.from_keras_model(km)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    rng = np.random.default_rng(0)
+    conv.representative_dataset = lambda: ([rng.normal(size=(1, 6, 16)).astype(np.float32)] for _ in range(30))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = conv.inference_output_type = tf.int8
+    p = tmp_path_factory.mktemp("addcat") / "addcat.tflite"
+    p.write_bytes(conv.convert())
+    return p
+
+
+def test_add_sub_concatenation_bit_exact(add_sub_concat_model):
+    require_module("tflite_micro")
+    from firmware_bridge.nn_host import CModel
+    from firmware_bridge.tflite_graph import read_graph
+    from model_build.tflm import run_tflm
+
+    data = add_sub_concat_model.read_bytes()
+    assert {"ADD", "SUB", "CONCATENATION"} <= {o.name for o in read_graph(data).operators}
+    wins = np.random.default_rng(2).integers(-128, 128, (300, 6, 16)).astype(np.int8)
+    np.testing.assert_array_equal(CModel(data, "addcat").invoke_many(wins), run_tflm(data, wins))

@@ -422,3 +422,26 @@ void ser_nn_lstm(const ser_nn_lstm_t *p, const int8_t *in, int8_t *out, int16_t 
         }
     }
 }
+
+void ser_nn_add(const ser_nn_add_t *p, const int8_t *a, const int8_t *b, int8_t *out) {
+    int32_t i;
+    for (i = 0; i < p->size; i++) {
+        int32_t x = (int32_t)((uint32_t)(a[i] + p->input1_offset) << p->left_shift);
+        int32_t y = (int32_t)((uint32_t)(b[i] + p->input2_offset) << p->left_shift);
+        int32_t sx = requant(x, p->input1_mult, p->input1_shift);
+        int32_t sy = requant(y, p->input2_mult, p->input2_shift);
+        int32_t r = requant(p->subtract ? sx - sy : sx + sy, p->output_mult, p->output_shift) + p->output_offset;
+        out[i] = (int8_t)clamp(r, p->act_min, p->act_max);
+    }
+}
+
+void ser_nn_concat(const ser_nn_concat_t *p, const void *const *inputs, void *out) {
+    uint8_t *dst = (uint8_t *)out;
+    int32_t o, i;
+    for (o = 0; o < p->outer; o++) {
+        for (i = 0; i < p->n_inputs; i++) {
+            memcpy(dst, (const uint8_t *)inputs[i] + (size_t)o * (size_t)p->inner[i], (size_t)p->inner[i]);
+            dst += p->inner[i];
+        }
+    }
+}

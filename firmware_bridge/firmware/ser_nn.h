@@ -93,6 +93,25 @@ typedef struct {
     const uint16_t *lut;             /* 256-entry sigmoid(i / 24) in Q0.16 */
 } ser_nn_lstm_t;
 
+/* ADD / SUB of two int8 tensors of the same shape (TFLite's general rescaling: both inputs
+ * shifted left by left_shift, rescaled to a common scale, summed, rescaled to the output). */
+typedef struct {
+    int32_t size, subtract;
+    int32_t input1_offset, input2_offset, output_offset, left_shift;
+    int32_t input1_mult, input1_shift, input2_mult, input2_shift, output_mult, output_shift;
+    int32_t act_min, act_max;
+} ser_nn_add_t;
+
+/* CONCATENATION of inputs with the output's quantisation: for each of `outer` slices, copy
+ * inner[i] bytes of input i in turn. */
+#define SER_NN_MAX_CONCAT 8
+typedef struct {
+    int32_t outer, n_inputs;
+    int32_t inner[SER_NN_MAX_CONCAT];
+} ser_nn_concat_t;
+
+void ser_nn_add(const ser_nn_add_t *p, const int8_t *a, const int8_t *b, int8_t *out);
+void ser_nn_concat(const ser_nn_concat_t *p, const void *const *inputs, void *out);
 void ser_nn_conv(const ser_nn_conv_t *p, const int8_t *in, int8_t *out, int16_t *col);
 void ser_nn_pool(const ser_nn_pool_t *p, const int8_t *in, int8_t *out);
 void ser_nn_fc(const ser_nn_fc_t *p, const int8_t *in, int8_t *out, int16_t *col);
