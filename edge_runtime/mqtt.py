@@ -368,24 +368,22 @@ def publisher_from_args(args, *, labels=(), model: str = "", default_id: Callabl
 
 
 class PublishingEngine:
-    """Wrap a classifier engine (``StreamingClassifier``) so every window it classifies is also
+    """Wrap a classifier engine (``StreamingClassifier``) so every record it produces is also
     published: what ``serve --mqtt`` uses, so a device in push mode (robot) reports to the broker
-    even with no host on its serial port. Records are the ``run`` JSON-line records."""
+    even with no host on its serial port. Records are ``run``'s: windows, and the utterance and
+    summary records the engine queues (``take_utterances``, ``finish`` on STOP)."""
 
     def __init__(self, engine, publisher: MqttPublisher):
         self.engine = engine
         self.publisher = publisher
         self.labels = list(engine.info()["labels"])
 
-    def info(self) -> dict:
-        return self.engine.info()
-
-    def reset(self) -> None:
-        self.engine.reset()
+    def __getattr__(self, name):  # anything else (info, reset, window geometry) is the engine's
+        return getattr(self.engine, name)
 
     def _publish(self, results: list) -> list:
-        for r in results:
-            self.publisher.publish_record(r.to_json_dict(self.labels))
+        for r in results:  # the same dict `run` prints for a record
+            self.publisher.publish_record({"record": r.record, "time": round(r.t_end_s, 4), **r.to_json_dict(self.labels)})
         return results
 
     def push_audio(self, pcm):
@@ -393,3 +391,9 @@ class PublishingEngine:
 
     def push_features(self, frames_int8):
         return self._publish(self.engine.push_features(frames_int8))
+
+    def finish(self):
+        return self._publish(self.engine.finish())
+
+    def take_utterances(self):
+        return self._publish(self.engine.take_utterances())
