@@ -311,6 +311,181 @@ def print_aot(a: dict) -> None:
         rows += [(f"  {k}", f"{v:,}") for k, v in a["aot_m4_instructions_per_op"].items()]
     print()
     print(markdown_table(rows, ("ahead-of-time C model", "value")))
+# ------------------------------------------------------------------ firmware image in QEMU (measured)
+# The emulated UART moves ~18 KB/s whatever the baud rate, so a device busy draining a queued second of
+# AUDIO is silent for seconds: the host's liveness period must allow for it.
+QEMU_LIVENESS_S = 15.0
+
+def _generated_clips(n: int) -> list[tuple[str, np.ndarray]]:
+    """Deterministic test audio of 3-6 s (speech-like with pauses, vowels, noise, quiet speech)."""
+    from edge_runtime.test_signals import harmonic_vowel, quiet_speechlike, speech_with_pauses, white_noise
+
+    rng = np.random.default_rng(7)
+    out = []
+    for i in range(n):
+        sec = float(rng.uniform(3.0, 6.0))
+        kind = i % 4
+        x = (speech_with_pauses(sec, seed=i) if kind == 0 else
+             harmonic_vowel(sec, f0=float(rng.uniform(90, 260)), level_dbfs=float(rng.uniform(-30, -6)), seed=i)
+             if kind == 1 else white_noise(sec, level_dbfs=float(rng.uniform(-40, -15)), seed=i) if kind == 2
+             else quiet_speechlike(sec, peak_dbfs=float(rng.uniform(-45, -20)), seed=i))
+        out.append((("neutral", "happy", "sad", "angry")[i % 4], x))
+    return out
+
+
+def qemu_windows(clips: list[np.ndarray], min_windows: int, audio_clips: int) -> dict:
+    """Stream clips to the firmware in QEMU (FEATURES for most, AUDIO for ``audio_clips`` of them)
+    and compare every RESULT with the tflite-micro interpreter (``StreamingClassifier`` on the
+    ``tflm`` backend) on the same windows: scores, label, flags, times."""
+    from edge_runtime.classifier import StreamingClassifier
+    from edge_runtime.frontend import compute_features
+    from tqdm import tqdm
+
+    from edge_runtime.protocol import Mode
+    from firmware_bridge.image import build_image
+    from firmware_bridge.qemu import QemuDevice
+    from firmware_bridge.serial_host import DeviceClient
+
+    ref = StreamingClassifier.from_model(None, backend="tflm")
+    img = build_image()
+    res = {"features_windows": 0, "audio_windows": 0, "mismatched": 0, "missing": 0, "clips": 0}
+    with QemuDevice(img.elf) as q, DeviceClient(q.port, 921600, timeout=5.0, retries=5,
+                                                    liveness_s=QEMU_LIVENESS_S) as dev:
+        todo = [(Mode.AUDIO, x) for x in clips[:audio_clips]] + [(Mode.FEATURES, x) for x in clips[audio_clips:]]
+        for mode, x in tqdm(todo, desc="firmware in QEMU", unit="clip", file=sys.stderr):
+            if mode == Mode.FEATURES and res["features_windows"] >= min_windows:
+                break
+            if mode == Mode.AUDIO:
+                want = ref.classify(x)
+            else:
+                fr = ref.model.quantize(compute_features(x, ref.cfg))
+                ref.reset()
+                want = ref.push_features(fr)
+            if not want:
+                continue
+            dev.drain_results()
+            dev.start(mode)
+            if mode == Mode.AUDIO:
+                dev.send_audio(x)
+            else:
+                dev.send_features(fr)
+            n_bytes = x.size * 2 if mode == Mode.AUDIO else fr.size
+            got = {r.window_index: r for r in dev.results(timeout=20.0 + 5 * n_bytes / 18000, count=len(want))}
+            res["clips"] += 1
+            for w in want:
+                r = got.get(w.window_index)
+                res["audio_windows" if mode == Mode.AUDIO else "features_windows"] += 1
+                if r is None:
+                    res["missing"] += 1
+                    continue
+                same = (tuple(r.msg.scores) == tuple(int(v) for v in w.scores_int8)
+                        and r.msg.label_index == w.label_index
+                        and bool(r.msg.flags & 1) == bool(w.gated)
+                        and r.msg.t_end_ms == int(round(w.t_end_s * 1000)))
+                res["mismatched"] += not same
+        dev.stop()
+    res["windows"] = res["features_windows"] + res["audio_windows"]
+    res["bit_exact"] = res["windows"] > 0 and res["mismatched"] == 0 and res["missing"] == 0
+    return res
+
+
+def qemu_validate(n_clips: int) -> dict:
+    """``ser-edge validate`` (the CLI, as a user runs it) against the firmware in QEMU over its pty,
+    FEATURES mode, on generated clips in label folders; the host reference is the tflite-micro
+    interpreter (``SER_EDGE_BACKEND=tflm``)."""
+    import json
+    import os
+    import subprocess
+
+    import soundfile as sf
+
+    from firmware_bridge.image import build_image
+    from firmware_bridge.qemu import QemuDevice
+
+    tmp = Path(tempfile.mkdtemp(prefix="ser_fw_validate_"))
+    for i, (label, x) in enumerate(_generated_clips(n_clips)):
+        (tmp / "corpus" / label).mkdir(parents=True, exist_ok=True)
+        sf.write(str(tmp / "corpus" / label / f"clip{i:03d}.wav"), x, 16000, subtype="PCM_16")
+    env = {**os.environ, "SER_EDGE_BACKEND": "tflm", "PYTHONPATH": str(ROOT)}
+    with QemuDevice(build_image().elf) as q:
+        r = subprocess.run([sys.executable, "-m", "edge_runtime", "validate", "--port", q.port, "--mode", "features",
+                            "--timeout", "20", "--liveness", str(QEMU_LIVENESS_S), "--out", str(tmp / "report.json"), str(tmp / "corpus")],
+                           capture_output=True, text=True, env=env, cwd=str(ROOT), timeout=1800)
+    if not (tmp / "report.json").exists():
+        raise RuntimeError(f"ser-edge validate failed: {r.stderr[-800:]}")
+    rep = json.loads((tmp / "report.json").read_text())
+    return {"exit_code": r.returncode, "files": rep["files"], "windows": rep["windows"], "missing": rep["missing"],
+            "agreement": rep["agreement"], "scores_identical": rep["scores_identical"],
+            "device_latency_ms": rep["device_latency_ms"]}
+
+
+def qemu_section(speech: list[np.ndarray], min_windows: int = 200) -> dict:
+    """Everything measured on the firmware image: sizes from the ELF (production build, no
+    semihosting), instruction counts from the self-test image under ``-icount shift=0``, bit-exact
+    windows and ``ser-edge validate`` through QEMU's pty."""
+    from firmware_bridge.image import build_image, run_selftest
+
+    img = build_image(semihosting=False)
+    st = run_selftest()
+    win = qemu_windows(speech, min_windows, audio_clips=6)
+    val = qemu_validate(24)
+    ipt = st["instructions_per_tick"]
+    from edge_runtime.model_metadata import read_metadata
+
+    md = read_metadata(ROOT / "edge_runtime" / "models" / "default.tflite")
+    fps = md.frontend_config().sample_rate / md.frontend_config().hop_length
+    return {
+        "qemu_bit_exact": win["bit_exact"],
+        "qemu_windows_compared": win["windows"],
+        "qemu_validate_agreement": val["agreement"],
+        "qemu_validate_scores_identical": val["scores_identical"],
+        "m4_instructions_per_inference": int(round(st["nn_instructions_per_inference"])),
+        "m4_instructions_per_frame": int(round(st["fe_instructions_per_frame"])),
+        "m4_quantize_instructions_per_frame": int(round(st["quantize_instructions_per_frame"])),
+        "m4_instructions_per_second_of_audio": int(round(
+            fps * (st["fe_instructions_per_frame"] + st["quantize_instructions_per_frame"])
+            + st["nn_instructions_per_inference"] * fps / md.hop_frames)),
+        "m4_image_flash_bytes": img.flash_bytes,
+        "m4_image_ram_bytes": img.ram_bytes,
+        "m4_image_sections": img.sections,
+        "m4_arena_bytes": st["arena_bytes"],
+        "m4_selftest_stack_used_bytes": st["stack_used_bytes"],
+        "m4_engine": img.engine,
+        "m4_opt": img.opt,
+        "qemu": {"windows": win, "validate": val, "selftest_ticks": st["ticks"],
+                 "instructions_per_tick": ipt,
+                 "method": "qemu-system-arm -M mps2-an386 -icount shift=0: 1 guest instruction = 1 ns of "
+                           "virtual time; SysTick at 25 MHz; ticks -> instructions with a calibration loop "
+                           "of known length in the same image"},
+    }
+
+
+def print_qemu(q: dict) -> None:
+    print(markdown_table([
+        ("firmware scores == tflite-micro on every window (qemu_bit_exact)",
+         f"{q['qemu_bit_exact']} ({q['qemu_windows_compared']} windows)"),
+        ("ser-edge validate vs firmware, agreement", f"{q['qemu_validate_agreement']}"),
+        ("instructions per inference (M4, measured)", f"{q['m4_instructions_per_inference']:,}"),
+        ("instructions per front-end frame (M4, measured)", f"{q['m4_instructions_per_frame']:,}"),
+        ("image flash / RAM", f"{q['m4_image_flash_bytes']:,} / {q['m4_image_ram_bytes']:,} B"),
+        ("model arena", f"{q['m4_arena_bytes']:,} B"),
+    ], ("firmware in QEMU", "value")))
+
+
+def main_qemu_only(n_clips: int) -> None:
+    """Re-measure only the QEMU keys, keeping the rest of bench/results/firmware.json."""
+    import json
+
+    from bench.frontend import load_speech
+
+    path = ROOT / "bench" / "results" / "firmware.json"
+    old = json.loads(path.read_text()) if path.exists() else {}
+    q = qemu_section([x for _, x in load_speech(n_clips)])
+    old.update(q)
+    old["machine"] = machine()
+    out = write_result("firmware", old)
+    print_qemu(q)
+    print(f"\nwrote {out}")
 
 
 def main() -> None:
@@ -324,7 +499,13 @@ def main() -> None:
     ap.add_argument("--only-frontend", action="store_true",
                     help="run only the C front-end sections (bit-exactness, speed, M4 size/estimate) and "
                          "update their keys in firmware.json")
+    ap.add_argument("--no-qemu", action="store_true", help="skip the firmware image in QEMU")
+    ap.add_argument("--qemu-only", action="store_true",
+                    help="only the QEMU section; other keys are kept from bench/results/firmware.json")
     args = ap.parse_args()
+    if args.qemu_only:
+        main_qemu_only(args.clips)
+        return
 
     from bench.frontend import load_speech
     from edge_runtime.frontend import FrontendConfig
@@ -357,6 +538,7 @@ def main() -> None:
     only_fe = args.only_frontend
     tfl = None if (args.no_tflm or only_fe) else tflm_section(clips)
     aot = None if (args.no_aot or only_fe) else aot_section(clips, args.repeats)
+    qemu = {} if (args.no_qemu or only_fe) else qemu_section(clips)
 
     from firmware_bridge.cbuild import load_library
 
@@ -394,6 +576,7 @@ def main() -> None:
         "tflm_arena_bytes": tfl["tflm_arena_bytes"] if tfl else None,
         "tflm_matches_litert": tfl["tflm_matches_litert"] if tfl else None,
         "tflm": tfl,
+        **qemu,
         "repeats": args.repeats,
         "frontend_hash": cfg.hash,
         "frontend_algorithm_version": cfg.algorithm_version,
@@ -424,6 +607,8 @@ def main() -> None:
                          ("M4 stage (per frame)", "iterations", "est. cycles")))
     if aot:
         print_aot(aot)
+    if qemu:
+        print_qemu(qemu)
     print(f"\nwrote {path}")
 
 

@@ -42,6 +42,8 @@ def _live_line(r, labels) -> str:
 def _open_client(args, **kw):
     from .serial_host import DeviceClient
 
+    if getattr(args, "liveness", None) is not None and "liveness_s" not in kw:
+        kw["liveness_s"] = args.liveness
     return DeviceClient(args.port, args.baud, timeout=args.timeout, **kw).open()
 
 
@@ -100,6 +102,10 @@ def _add_link_args(p, mode=True) -> None:
     p.add_argument("--baud", type=baud_rate, default=921600, help="baud rate (default 921600)")
     p.add_argument("--timeout", type=positive_float, default=1.0, help="seconds to wait for each reply")
     if mode:
+        p.add_argument("--liveness", type=positive_float, default=1.0,
+                       help="seconds of device silence while streaming before the host PINGs and, after 3, "
+                            "re-handshakes (default 1; raise it for links slower than their baud rate, e.g. "
+                            "the firmware in QEMU, whose emulated UART moves ~18 KB/s)")
         p.add_argument("--mode", choices=("auto", "audio", "features"), default="auto",
                        help="send raw AUDIO or host-computed FEATURES (auto: AUDIO if the baud rate "
                             "carries it, else FEATURES)")

@@ -28,7 +28,7 @@ BOARD_DIR = FIRMWARE_DIR / "mps2"
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "edge_runtime" / "models" / "default.tflite"
 MAX_GAP_S = 10.0  # SerialDevice's default max_gap_s
 
-__all__ = ["FirmwareImage", "build_image", "image_sizes", "add_cli"]
+__all__ = ["FirmwareImage", "build_image", "image_sizes", "run_selftest", "add_cli"]
 
 
 @dataclass(frozen=True)
@@ -209,3 +209,37 @@ def add_cli(subparsers) -> None:
     r.add_argument("--elf", default=None, help="image to run (default: build for --model)")
     r.add_argument("--model", default=None, help="model to build for when --elf is not given")
     r.set_defaults(func=_cmd_run)
+
+
+def run_selftest(model: str | Path | None = None, *, opt: str = "-O2", timeout: float = 300.0) -> dict:
+    """Build the self-test variant of the image (``-DSER_FW_SELFTEST``: mps2/selftest.c), run it in
+    QEMU with ``-icount shift=0`` and return its figures, converted to guest instructions with the
+    calibration loop it also runs: ``instructions_per_tick``, ``fe_instructions_per_frame``,
+    ``nn_instructions_per_inference`` (fastest of the windows), ``quantize_instructions_per_frame``,
+    ``arena_bytes``, ``stack_used_bytes`` and the raw ``ticks``."""
+    import re
+
+    from .qemu import QemuDevice, QemuError
+
+    img = build_image(model, opt=opt, extra_cflags=("-DSER_FW_SELFTEST",))
+    dev = QemuDevice(img.elf)
+    dev.start()
+    try:
+        rc = dev.wait(timeout)
+    finally:
+        dev.stop()
+    text = dev.output.decode(errors="replace")
+    vals = {k: int(v) for k, v in re.findall(r"SER_SELFTEST (\w+)=(\d+)", text)}
+    if rc != 0 or "nn_min_ticks" not in vals:
+        raise QemuError(f"self-test failed (QEMU exit {rc}): {text[-400:]}")
+    ipt = vals["calibration_instructions"] / vals["calibration_ticks"]
+    return {
+        "instructions_per_tick": ipt,
+        "fe_instructions_per_frame": vals["fe_ticks"] * ipt / vals["frames"],
+        "quantize_instructions_per_frame": vals["quantize_ticks"] * ipt / vals["frames"],
+        "nn_instructions_per_inference": vals["nn_min_ticks"] * ipt,
+        "nn_instructions_mean": vals["nn_ticks"] * ipt / vals["windows"],
+        "frames": vals["frames"], "windows": vals["windows"],
+        "arena_bytes": vals["arena_bytes"], "stack_used_bytes": vals["stack_used_bytes"],
+        "ticks": vals, "opt": opt, "elf": str(img.elf),
+    }

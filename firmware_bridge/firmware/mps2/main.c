@@ -27,8 +27,17 @@ static uint64_t io_ticks(void *ctx) {
 
 static const ser_device_io_t io = {io_write, io_ticks, BOARD_SYSCLK_HZ / 1000000u, 0};
 
+#ifdef SER_FW_SELFTEST
+#include "semihost.h"
+void ser_selftest(void);
+#endif
+
 int main(void) {
     systick_init();
+#ifdef SER_FW_SELFTEST
+    ser_selftest(); /* measure on the target, print through semihosting, end the emulation */
+    semihost_exit(0);
+#endif
     uart_init(SER_FW_BAUD);
     ser_device_init(&device, &io);
     for (;;) {
