@@ -334,25 +334,25 @@ def _generated_clips(n: int) -> list[tuple[str, np.ndarray]]:
 
 
 def qemu_windows(clips: list[np.ndarray], min_windows: int, audio_clips: int) -> dict:
-    """Stream clips to the firmware in QEMU (FEATURES for most, AUDIO for ``audio_clips`` of them)
-    and compare every RESULT with the tflite-micro interpreter (``StreamingClassifier`` on the
-    ``tflm`` backend) on the same windows: scores, label, flags, times."""
-    from edge_runtime.classifier import StreamingClassifier
-    from edge_runtime.frontend import compute_features
+    """Stream clips to the firmware in QEMU (AUDIO for the first ``audio_clips``, then FEATURES
+    until ``min_windows`` FEATURES windows) and compare every RESULT with the tflite-micro
+    interpreter (``StreamingClassifier`` on the ``tflm`` backend) on the same windows: scores,
+    label, SILENCE flag and times must all be equal."""
     from tqdm import tqdm
 
-    from edge_runtime.protocol import Mode
+    from edge_runtime.classifier import StreamingClassifier
+    from edge_runtime.frontend import compute_features
+    from edge_runtime.protocol import Audio, Features, Mode, MsgType, Start, Stop
     from firmware_bridge.image import build_image
-    from firmware_bridge.qemu import QemuDevice
-    from firmware_bridge.serial_host import DeviceClient
+    from firmware_bridge.qemu import QemuDevice, RawHost
 
     ref = StreamingClassifier.from_model(None, backend="tflm")
-    img = build_image()
     res = {"features_windows": 0, "audio_windows": 0, "mismatched": 0, "missing": 0, "clips": 0}
-    with QemuDevice(img.elf) as q, DeviceClient(q.port, 921600, timeout=5.0, retries=5,
-                                                    liveness_s=QEMU_LIVENESS_S) as dev:
-        todo = [(Mode.AUDIO, x) for x in clips[:audio_clips]] + [(Mode.FEATURES, x) for x in clips[audio_clips:]]
-        for mode, x in tqdm(todo, desc="firmware in QEMU", unit="clip", file=sys.stderr):
+    todo = [(Mode.AUDIO, x) for x in clips[:audio_clips]] + [(Mode.FEATURES, x) for x in clips[audio_clips:]]
+    with QemuDevice(build_image().elf, start_paused=True) as q, RawHost(q.port) as host:
+        q.resume()
+        host.recv(1, timeout=10.0)  # boot INFO
+        for session, (mode, x) in enumerate(tqdm(todo, desc="firmware in QEMU", unit="clip", file=sys.stderr)):
             if mode == Mode.FEATURES and res["features_windows"] >= min_windows:
                 break
             if mode == Mode.AUDIO:
@@ -361,29 +361,31 @@ def qemu_windows(clips: list[np.ndarray], min_windows: int, audio_clips: int) ->
                 fr = ref.model.quantize(compute_features(x, ref.cfg))
                 ref.reset()
                 want = ref.push_features(fr)
-            if not want:
-                continue
-            dev.drain_results()
-            dev.start(mode)
+            host.send(Start(mode, session + 1))
+            host.recv(1, types={MsgType.ACK}, timeout=10.0)
             if mode == Mode.AUDIO:
-                dev.send_audio(x)
+                for i in range(0, x.size, 510):  # 1 KB payloads (the firmware's max_payload)
+                    host.send(Audio(i, x[i:i + 510]))
             else:
-                dev.send_features(fr)
+                for i in range(0, len(fr), 20):
+                    host.send(Features(i, fr[i:i + 20]))
             n_bytes = x.size * 2 if mode == Mode.AUDIO else fr.size
-            got = {r.window_index: r for r in dev.results(timeout=20.0 + 5 * n_bytes / 18000, count=len(want))}
+            got = {m.window_index: m for m in host.recv(len(want), timeout=20.0 + 5 * n_bytes / 18000,
+                                                        types={MsgType.RESULT}) if m.session == session + 1}
+            host.send(Stop())
+            host.recv(1, types={MsgType.ACK}, timeout=10.0)
             res["clips"] += 1
             for w in want:
-                r = got.get(w.window_index)
+                m = got.get(w.window_index)
                 res["audio_windows" if mode == Mode.AUDIO else "features_windows"] += 1
-                if r is None:
+                if m is None:
                     res["missing"] += 1
                     continue
-                same = (tuple(r.msg.scores) == tuple(int(v) for v in w.scores_int8)
-                        and r.msg.label_index == w.label_index
-                        and bool(r.msg.flags & 1) == bool(w.gated)
-                        and r.msg.t_end_ms == int(round(w.t_end_s * 1000)))
+                same = (tuple(m.scores) == tuple(int(v) for v in w.scores_int8)
+                        and m.label_index == w.label_index
+                        and bool(m.flags & 1) == bool(w.gated)
+                        and (m.t_start_ms, m.t_end_ms) == (int(round(w.t_start_s * 1000)), int(round(w.t_end_s * 1000))))
                 res["mismatched"] += not same
-        dev.stop()
     res["windows"] = res["features_windows"] + res["audio_windows"]
     res["bit_exact"] = res["windows"] > 0 and res["mismatched"] == 0 and res["missing"] == 0
     return res
@@ -409,7 +411,8 @@ def qemu_validate(n_clips: int) -> dict:
     env = {**os.environ, "SER_EDGE_BACKEND": "tflm", "PYTHONPATH": str(ROOT)}
     with QemuDevice(build_image().elf) as q:
         r = subprocess.run([sys.executable, "-m", "edge_runtime", "validate", "--port", q.port, "--mode", "features",
-                            "--timeout", "20", "--liveness", str(QEMU_LIVENESS_S), "--out", str(tmp / "report.json"), str(tmp / "corpus")],
+                            "--timeout", "20", "--liveness", str(QEMU_LIVENESS_S),
+                            "--model", str(ROOT / "edge_runtime" / "models" / "default.tflite"), "--out", str(tmp / "report.json"), str(tmp / "corpus")],
                            capture_output=True, text=True, env=env, cwd=str(ROOT), timeout=1800)
     if not (tmp / "report.json").exists():
         raise RuntimeError(f"ser-edge validate failed: {r.stderr[-800:]}")

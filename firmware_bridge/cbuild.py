@@ -115,9 +115,9 @@ _SZ = ctypes.c_size_t
 
 
 @functools.lru_cache(maxsize=None)
-def load_library(cc: str = "gcc") -> ctypes.CDLL:
+def load_library(cc: str = "gcc", extra_flags: tuple[str, ...] = ()) -> ctypes.CDLL:
     """Build (if needed) and load the host library, with argument types declared."""
-    lib = ctypes.CDLL(str(build_library(cc)))
+    lib = ctypes.CDLL(str(build_library(cc, extra_flags=tuple(extra_flags))))
     sig = {
         "ser_fe_check_tables": (ctypes.c_int, [_P]),
         "ser_fe_init": (ctypes.c_int, [_P, _P]),
@@ -160,9 +160,10 @@ def _ptr(a: np.ndarray) -> int:
 class CFrontend:
     """The C front end for one configuration (tables from make_tables, passed by pointer)."""
 
-    def __init__(self, cfg: FrontendConfig = FrontendConfig(), cc: str = "gcc") -> None:
+    def __init__(self, cfg: FrontendConfig = FrontendConfig(), cc: str = "gcc",
+                 extra_flags: tuple[str, ...] = ()) -> None:
         self.cfg = cfg
-        self.lib = load_library(cc)
+        self.lib = load_library(cc, tuple(extra_flags))  # e.g. the Cortex-M build switches
         self._arrays = c_arrays(cfg)  # keep alive: the C struct points into them
         self.tables = _Tables(**c_params(cfg))  # scalars by name: PARAM_FIELDS and V2_FIELDS
         for name, ctype in ARRAY_FIELDS:

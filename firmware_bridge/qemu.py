@@ -24,7 +24,7 @@ import subprocess
 import time
 from pathlib import Path
 
-__all__ = ["QemuDevice", "QemuError", "qemu_binary", "MACHINE"]
+__all__ = ["QemuDevice", "QemuError", "RawHost", "qemu_binary", "MACHINE"]
 
 MACHINE = "mps2-an386"
 _PTY_RE = re.compile(rb"char device redirected to (/dev/pts/\d+)")
@@ -168,3 +168,43 @@ class QemuDevice:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class RawHost:
+    """A pyserial connection that sends messages and collects decoded replies, nothing else (no
+    handshake, retries or liveness): the harness's own view of the device. Writes block as long as
+    the emulated UART needs (``DeviceClient`` gives up on a write after 2 s, which a burst of AUDIO
+    to QEMU's ~18 KB/s UART can exceed)."""
+
+    def __init__(self, port: str, baud: int = 921600):
+        import serial
+
+        from edge_runtime.protocol import FrameDecoder, Sequencer
+
+        self.port = serial.Serial(port, baud, timeout=0.02)  # no write timeout
+        self.tx = Sequencer()
+        self.dec = FrameDecoder()
+
+    def send(self, msg) -> int:
+        seq, frame = self.tx.encode(msg)
+        self.port.write(frame)
+        return seq
+
+    def recv(self, n: int = 1, timeout: float = 3.0, types=None) -> list:
+        """Up to ``n`` messages (of ``types``, if given) within ``timeout`` seconds."""
+        out = []
+        t_end = time.monotonic() + timeout
+        while len(out) < n and time.monotonic() < t_end:
+            for r in self.dec.feed(self.port.read(4096)):
+                if types is None or r.msg.TYPE in types:
+                    out.append(r.msg)
+        return out
+
+    def close(self) -> None:
+        self.port.close()
+
+    def __enter__(self) -> "RawHost":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -16,39 +16,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge_runtime.protocol import FrameDecoder, Sequencer
+from firmware_bridge.qemu import RawHost
 
 DEVICES = ("python", "qemu")
 MAX_PAYLOAD = 1024
 QEMU_BYTES_PER_S = 18_000  # the emulated CMSDK UART (wall clock), for timeouts
 
 
-class Host:
-    """Minimal raw host on a pyserial port: send messages, collect decoded replies."""
-
-    def __init__(self, path: str, baud: int = 921600):
-        import serial
-
-        self.port = serial.Serial(path, baud, timeout=0.02)
-        self.tx = Sequencer()
-        self.dec = FrameDecoder()
-
-    def send(self, msg) -> int:
-        seq, frame = self.tx.encode(msg)
-        self.port.write(frame)
-        return seq
-
-    def recv(self, n: int = 1, timeout: float = 3.0, types=None) -> list:
-        out = []
-        t_end = time.monotonic() + timeout
-        while len(out) < n and time.monotonic() < t_end:
-            for r in self.dec.feed(self.port.read(4096)):
-                if types is None or r.msg.TYPE in types:
-                    out.append(r.msg)
-        return out
-
-    def close(self) -> None:
-        self.port.close()
+class Host(RawHost):
+    """Minimal raw host on a pyserial port (firmware_bridge.qemu.RawHost)."""
 
 
 @dataclass

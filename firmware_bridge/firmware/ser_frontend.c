@@ -30,6 +30,30 @@
  */
 #include "ser_frontend.h"
 
+/* Build-time table formats (optional; the firmware image passes -DSER_FE_TWIDDLE_BITS=30
+ * -DSER_FE_MEL_BITS=15 from its export): on a Cortex-M4 a 64-bit shift by a constant is 2
+ * instructions, by a variable 7. ser_fe_check_tables refuses tables of another format. */
+#ifdef SER_FE_TWIDDLE_BITS
+#define TWIDDLE_BITS(t) (SER_FE_TWIDDLE_BITS)
+#else
+#define TWIDDLE_BITS(t) ((t)->twiddle_bits)
+#endif
+#ifdef SER_FE_MEL_BITS
+#define MEL_BITS(t) (SER_FE_MEL_BITS)
+#else
+#define MEL_BITS(t) ((t)->mel_bits)
+#endif
+/* FFT loop order: twiddle-outer (each twiddle loaded once per stage) on cache-less Cortex-M
+ * cores; group-outer (contiguous rows) elsewhere. Same arithmetic, same values. */
+#ifndef SER_FE_TWIDDLE_OUTER
+#if defined(__ARM_ARCH_7EM__) || defined(__ARM_ARCH_7M__) || defined(__ARM_ARCH_8M_MAIN__)
+#define SER_FE_TWIDDLE_OUTER 1
+#else
+#define SER_FE_TWIDDLE_OUTER 0
+#endif
+#endif
+
+
 #include <string.h>
 
 /* Compile-time checks of what the arithmetic relies on (negative index = compile error). */
@@ -80,6 +104,9 @@ int ser_fe_check_tables(const ser_fe_tables_t *t) {
     if (t->algorithm_version != 2 && t->block_bits + log2_exact(n) > 30) return SER_FE_ERR_CONFIG;
     if (t->twiddle_bits < 1 || t->twiddle_bits > 30) return SER_FE_ERR_CONFIG;
     if (t->mel_bits < 1 || t->mel_bits > 30) return SER_FE_ERR_CONFIG;
+    if (t->twiddle_bits != TWIDDLE_BITS(t) || t->mel_bits != MEL_BITS(t)) return SER_FE_ERR_CONFIG;
+    for (j = 0; j < n; j++) /* the peak pass takes |x w| = |x| w */
+        if (t->window_q[j] < 0) return SER_FE_ERR_CONFIG;
     if (t->log_table_bits < 1 || t->log_table_bits > 15) return SER_FE_ERR_CONFIG;
     if (t->dct_bits < 0 || t->dct_bits > 30 || t->dct_bits + 16 - t->frac_bits < 1) return SER_FE_ERR_CONFIG;
     if (t->bin_lo < 0 || t->bin_hi <= t->bin_lo || t->bin_hi > m + 1) return SER_FE_ERR_CONFIG;
@@ -126,12 +153,29 @@ int ser_fe_init(ser_fe_state_t *st, const ser_fe_tables_t *t) {
  * a' = a + b; b' = (a - b) W with W = c - j s and one rounding per component, 3 multiplies:
  * A = c (dr + di) + 2^(Q-1); re = (A + di (s - c)) >> Q; im = (A - dr (c + s)) >> Q. */
 static void fft_v1(const ser_fe_tables_t *t, int32_t *re, int32_t *im) {
-    const int32_t m = t->frame_length / 2, q = t->twiddle_bits;
+    const int32_t m = t->frame_length / 2, q = TWIDDLE_BITS(t);
     int32_t j, h, g;
     {
         const int64_t rnd = (int64_t)1 << (q - 1);
         for (h = m / 2; h >= 4; h >>= 1) {
             const int32_t stride = m / (2 * h);
+#if SER_FE_TWIDDLE_OUTER
+            for (j = 0; j < h; j++) {
+                const int32_t c = t->fft_cos_q[j * stride], sn = t->fft_sin_q[j * stride];
+                const int32_t s_c = sn - c, c_s = c + sn;
+                int32_t *ar = re + j, *ai = im + j;
+                for (g = 0; g < m; g += 2 * h, ar += 2 * h, ai += 2 * h) {
+                    const int32_t a_r = ar[0], a_i = ai[0], b_r = ar[h], b_i = ai[h];
+                    const int32_t dr = a_r - b_r, di = a_i - b_i;
+                    const int64_t acc = (int64_t)c * (dr + di) + rnd;
+                    ar[0] = a_r + b_r;
+                    ai[0] = a_i + b_i;
+                    ar[h] = (int32_t)((acc + (int64_t)di * s_c) >> q);
+                    ai[h] = (int32_t)((acc - (int64_t)dr * c_s) >> q);
+                }
+            }
+            continue;
+#endif
             /* group-outer, twiddle-inner: the inner loop walks contiguous a/b rows (the same
              * arithmetic in another order; every value is computed exactly as before) */
             for (g = 0; g < m; g += 2 * h) {
@@ -192,7 +236,7 @@ static inline void twiddle(int32_t dr, int32_t di, int32_t c, int32_t sn, int64_
 }
 
 static void fft_v2(const ser_fe_tables_t *t, int32_t *re, int32_t *im) {
-    const int32_t m = t->frame_length / 2, qb = t->twiddle_bits;
+    const int32_t m = t->frame_length / 2, qb = TWIDDLE_BITS(t);
     const int32_t *cs = t->fft_cos_q, *sn = t->fft_sin_q;
     const int32_t q_shift = (log2_exact(m) % 2 == 0) ? 4 : 2;
     int32_t q, g, n;
@@ -244,7 +288,7 @@ static void fft_v2(const ser_fe_tables_t *t, int32_t *re, int32_t *im) {
 static void compute_frame(ser_fe_state_t *st, const int16_t *src, size_t start, size_t mask,
                           int32_t *out) {
     const ser_fe_tables_t *t = st->t;
-    const int32_t n = t->frame_length, m = n / 2, q = t->twiddle_bits;
+    const int32_t n = t->frame_length, m = n / 2, q = TWIDDLE_BITS(t);
     const int32_t *w = t->window_q;
     int32_t *re = st->re, *im = st->im;
     int32_t i, j;
@@ -254,10 +298,17 @@ static void compute_frame(ser_fe_state_t *st, const int16_t *src, size_t start, 
     /* 2-3. Window (int16 x Q30 -> int64, exact, |.| <= 2^45) and block floating point. The
      * windowed frame is computed twice (peak pass, then shift pass) instead of being stored as
      * int64: two SMULLs per sample are cheaper than 8 bytes of RAM per sample. */
-    for (i = 0; i < n; i++) {
-        int64_t v = (int64_t)src[(start + (size_t)i) & mask] * w[i];
-        uint64_t a = (uint64_t)(v < 0 ? -v : v);
-        if (a > peak) peak = a;
+    {
+        /* bitlen(max |x w|) = bitlen(OR |x w|), and the window is >= 0 (checked with the
+         * tables), so |x w| = |x| w: one UMULL and two ORRs per sample */
+        uint32_t or_lo = 0, or_hi = 0;
+        for (i = 0; i < n; i++) {
+            const int32_t x = src[(start + (size_t)i) & mask];
+            const uint64_t a = (uint64_t)(uint32_t)(x < 0 ? -x : x) * (uint32_t)w[i];
+            or_lo |= (uint32_t)a;
+            or_hi |= (uint32_t)(a >> 32);
+        }
+        peak = (uint64_t)or_hi << 32 | or_lo;
     }
     s = t->block_bits - bitlen64(peak); /* peak 0 -> shift block_bits, the frame stays 0 */
     if (s >= 0) {
@@ -270,9 +321,18 @@ static void compute_frame(ser_fe_state_t *st, const int16_t *src, size_t start, 
     } else {
         const int64_t rnd = (int64_t)1 << (-s - 1);
         rs = -s;
-        for (i = 0; i < m; i++) {
-            re[i] = (int32_t)(((int64_t)src[(start + (size_t)(2 * i)) & mask] * w[2 * i] + rnd) >> rs);
-            im[i] = (int32_t)(((int64_t)src[(start + (size_t)(2 * i + 1)) & mask] * w[2 * i + 1] + rnd) >> rs);
+        if (rs < 32) { /* the result fits int32: only the low word of the shifted sum is needed */
+            for (i = 0; i < m; i++) {
+                const uint64_t a = (uint64_t)((int64_t)src[(start + (size_t)(2 * i)) & mask] * w[2 * i] + rnd);
+                const uint64_t b = (uint64_t)((int64_t)src[(start + (size_t)(2 * i + 1)) & mask] * w[2 * i + 1] + rnd);
+                re[i] = (int32_t)(((uint32_t)a >> rs) | ((uint32_t)(a >> 32) << (32 - rs)));
+                im[i] = (int32_t)(((uint32_t)b >> rs) | ((uint32_t)(b >> 32) << (32 - rs)));
+            }
+        } else {
+            for (i = 0; i < m; i++) {
+                re[i] = (int32_t)(((int64_t)src[(start + (size_t)(2 * i)) & mask] * w[2 * i] + rnd) >> rs);
+                im[i] = (int32_t)(((int64_t)src[(start + (size_t)(2 * i + 1)) & mask] * w[2 * i + 1] + rnd) >> rs);
+            }
         }
     }
 
@@ -286,13 +346,16 @@ static void compute_frame(ser_fe_state_t *st, const int16_t *src, size_t start, 
      * X_k = (E_k - j W_N^k O_k) / 2, E = Z_k + conj(Z_{M-k}), O = Z_k - conj(Z_{M-k}), rounded once
      * per component: ((E << Q) + 2^Q +- ...) >> (Q + 1). */
     {
-        const int32_t mb = t->mel_bits;
+        const int32_t mb = MEL_BITS(t);
         const int64_t mask_lo = ((int64_t)1 << mb) - 1, half_mb = (int64_t)1 << (mb - 1);
         const int64_t rnd = (int64_t)1 << q, one_q = (int64_t)1 << q;
         int32_t k = t->bin_lo, b = 0, seg;
-        for (j = 0; j < t->n_mels; j++) st->mel[j] = 0;
         for (seg = 0; seg <= t->n_mels; seg++) {
+            /* a segment's bins feed the rising edge of filter seg and the falling edge of filter
+             * seg - 1: sum P and the rising parts in registers; falling = sum P - sum rise (exact
+             * int64 sums, so the same values as adding bin by bin) */
             const int32_t len = t->seg_len[seg];
+            int64_t sum_p = 0, sum_rise = 0;
             for (i = 0; i < len; i++, k++, b++) {
                 const int32_t kz = t->bitrev[k & (m - 1)], kc = t->bitrev[(m - k) & (m - 1)];
                 const int32_t ar = re[kz], ai = im[kz], br = re[kc], bi = im[kc];
@@ -307,9 +370,11 @@ static void compute_frame(ser_fe_state_t *st, const int16_t *src, size_t start, 
                 const int32_t r = t->rise_q[b]; /* 0..2^mb */
                 /* (P >> mb) r <= P; (P mod 2^mb) r <= 2^(2 mb): an unsigned 32x32->64 product */
                 const int64_t rise = (p >> mb) * r + (((int64_t)(uint32_t)(p & mask_lo) * r + half_mb) >> mb);
-                if (seg < t->n_mels) st->mel[seg] += rise;   /* rising edge of filter seg */
-                if (seg > 0) st->mel[seg - 1] += p - rise;   /* falling edge of filter seg-1 */
+                sum_p += p;
+                sum_rise += rise;
             }
+            if (seg < t->n_mels) st->mel[seg] = sum_rise;            /* rising edge of filter seg */
+            if (seg > 0) st->mel[seg - 1] += sum_p - sum_rise;        /* falling edge of filter seg-1 */
         }
     }
 

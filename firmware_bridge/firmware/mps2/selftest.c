@@ -18,7 +18,7 @@
 #include "uart.h"
 
 #ifndef SER_SELFTEST_FRAMES
-#define SER_SELFTEST_FRAMES 250
+#define SER_SELFTEST_FRAMES 300
 #endif
 #ifndef SER_SELFTEST_WINDOWS
 #define SER_SELFTEST_WINDOWS 5
@@ -57,22 +57,28 @@ void ser_selftest(void) {
     static int16_t hop[SER_HOP_LENGTH];
     static int8_t window[SER_WINDOW_FRAMES][SER_N_FEATURES];
     int32_t feats[SER_N_FEATURES];
-    uint32_t seed = 12345u, f = 0, i, w;
+    uint32_t seed = 12345u, f = 0, i, w, hops = 0, fe_hash = 2166136261u;
     uint64_t fe_ticks = 0, q_ticks = 0, nn_ticks = 0, nn_min = ~(uint64_t)0, t0;
+
     int8_t scores[SER_N_LABELS];
     if (ser_fe_init(&st, &ser_fe_tables) != SER_FE_OK) semihost_exit(4);
     if (ser_engine_init() != 0) semihost_exit(5);
     while (f < SER_SELFTEST_FRAMES) {
         for (i = 0; i < SER_HOP_LENGTH; i++) {
-            const int32_t env = 256 + (int32_t)((f * 37u) & 1023u) * 8; /* up to ~8.4k */
+            const int32_t env = 256 + (int32_t)((hops * 37u) & 1023u) * 8; /* up to ~8.4k */
             seed = seed * 1664525u + 1013904223u;
             hop[i] = (int16_t)(((int32_t)(seed >> 16) - 32768) * env / 32768);
         }
+        hops++;
         (void)ser_fe_push(&st, hop, SER_HOP_LENGTH);
         while (ser_fe_samples_needed(&st) == 0 && f < SER_SELFTEST_FRAMES) {
             t0 = systick_ticks();
             (void)ser_fe_pop(&st, feats);
             fe_ticks += systick_ticks() - t0;
+            for (i = 0; i < SER_N_FEATURES; i++) { /* FNV-1a over the features, little-endian */
+                uint32_t b;
+                for (b = 0; b < 4; b++) fe_hash = (fe_hash ^ (((uint32_t)feats[i] >> (8 * b)) & 0xFFu)) * 16777619u;
+            }
             t0 = systick_ticks();
             ser_fe_quantize(feats, SER_N_FEATURES, SER_INPUT_MULTIPLIER, SER_INPUT_RIGHT_SHIFT,
                             SER_INPUT_ZERO_POINT, window[f % SER_WINDOW_FRAMES]);
@@ -82,7 +88,10 @@ void ser_selftest(void) {
     }
     for (w = 0; w < SER_SELFTEST_WINDOWS; w++) {
         uint64_t dt;
-        memcpy(ser_engine_input(), window, sizeof window);
+        const uint32_t oldest = f % SER_WINDOW_FRAMES; /* the last window, oldest frame first */
+        memcpy(ser_engine_input(), window[oldest], (size_t)(SER_WINDOW_FRAMES - oldest) * SER_N_FEATURES);
+        memcpy(ser_engine_input() + (size_t)(SER_WINDOW_FRAMES - oldest) * SER_N_FEATURES, window[0],
+               (size_t)oldest * SER_N_FEATURES);
         t0 = systick_ticks();
         (void)ser_engine_invoke(scores);
         dt = systick_ticks() - t0;
@@ -103,6 +112,13 @@ void ser_selftest(void) {
     put_kv("nn_min_ticks", nn_min);
     put_kv("arena_bytes", ser_engine_arena_bytes());
     put_kv("stack_used_bytes", ser_stack_used_bytes());
-    put_kv("score0", (uint8_t)scores[0]);
+    put_kv("fe_hash", fe_hash);
+    for (i = 0; i < SER_N_LABELS; i++) {
+        char key[12] = "score";
+        key[5] = (char)('0' + i / 10u);
+        key[6] = (char)('0' + i % 10u);
+        key[7] = 0;
+        put_kv(key, (uint8_t)scores[i]); /* as unsigned bytes */
+    }
     put_kv("ticks_per_second", 25000000u);
 }
