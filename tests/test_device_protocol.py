@@ -53,27 +53,45 @@ def _f32(x: float) -> float:
     return struct.unpack("<f", struct.pack("<f", x))[0]
 
 
-def _expected(results, flags_of=lambda r: 0):
-    return [(r.window_index, r.label_index, tuple(int(v) for v in r.scores_int8),
-             (ResultFlags.SILENCE if r.gated else 0) | flags_of(r),
-             int(round(r.t_start_s * 1000)), int(round(r.t_end_s * 1000))) for r in results]
+def _reference_session(reference, chunks, session, features=False, gap=None):
+    """The RESULT messages the Python device sends for a session fed ``chunks`` then STOP, in order:
+    each chunk's windows then the utterances they closed; at STOP the flushed tail window, the open
+    utterance and the summary (``SerialDevice._send_results`` / ``_finish_stream``)."""
+    from edge_runtime.serial_device import result_to_message
+
+    reference.reset()
+    out = []
+
+    def emit(windows):
+        for r in windows:
+            out.append(result_to_message(r, session, gap(r) if gap else 0))
+        out.extend(result_to_message(u, session) for u in reference.take_utterances())
+
+    for c in chunks:
+        emit(reference.push_features(c) if features else reference.push_audio(c))
+    emit(reference.finish())
+    return out
 
 
-def _got(msgs):
-    return [(m.window_index, m.label_index, tuple(m.scores), m.flags, m.t_start_ms, m.t_end_ms) for m in msgs]
+def _fields(msgs):
+    """Everything of a RESULT but the measured latency."""
+    return [(m.window_index, m.session, m.label_index, m.flags, m.t_start_ms, m.t_end_ms, m.scores) for m in msgs]
 
 
-def _collect_results(dut, host, n, n_bytes, session):
-    """n RESULTs (or, on firmware without inference kernels, the n ERROR ENGINE answers)."""
-    if dut.has_engine:
-        got = host.recv(n, timeout=dut.transfer_timeout(n_bytes), types={MsgType.RESULT})
-        assert len(got) == n and all(m.session == session for m in got)
-        assert all(0 < m.latency_us < 1_000_000 for m in got)
-        return got
-    errs = host.recv(n, timeout=dut.transfer_timeout(n_bytes), types={MsgType.ERROR, MsgType.RESULT})
-    assert [(e.TYPE, e.code) for e in errs] == [(MsgType.ERROR, ErrorCode.ENGINE)] * n
-    assert "without inference kernels" in errs[0].message
-    return None
+def _stop_and_collect(dut, host, want, n_bytes):
+    """STOP, then every RESULT up to the STOP's ACK (or, on firmware without inference kernels,
+    the ERROR ENGINE answer of each window)."""
+    s = host.send(Stop())
+    msgs = host.recv(len(want) + 1, timeout=dut.transfer_timeout(n_bytes), types={MsgType.RESULT, MsgType.ACK,
+                                                                                   MsgType.ERROR})
+    assert msgs and msgs[-1] == Ack(s, MsgType.STOP, 0), msgs[-3:]
+    got = msgs[:-1]
+    if not dut.has_engine:
+        assert all(isinstance(m, Error) and m.code == ErrorCode.ENGINE for m in got if not isinstance(m, Result))
+        return None
+    assert all(isinstance(m, Result) for m in got)
+    assert all(0 < m.latency_us < 1_000_000 for m in got if not m.flags & ResultFlags.UTTERANCE)
+    return got
 
 
 def test_boot_info_hello_ping_stats(dut, reference):
@@ -136,13 +154,15 @@ def test_bad_requests_errors_and_counters(dut):
         bad[3] ^= 0x40  # corrupt: CRC drop, no answer (seq and type cannot be trusted)
         host.port.write(bytes(bad))
         s = host.send(Stop())
-        assert host.recv(1) == [Ack(s, MsgType.STOP, 0)]
+        summary, ack = host.recv(2)  # an empty session still gets its summary record before the ACK
+        assert ack == Ack(s, MsgType.STOP, 0) and summary.window_index == 0xFFFFFFFF
+        assert summary.flags == ResultFlags.UTTERANCE | ResultFlags.SILENCE  # nothing was classified
         st = _stats(host)
         # the two devices count identically (the firmware's C decoder mirrors FrameDecoder)
         assert {k: st[k] for k in ("rx_payload", "rx_unknown_type", "rx_version", "rx_oversize", "rx_crc",
                                    "errors", "results")} == {
             "rx_payload": 3, "rx_unknown_type": 1, "rx_version": 1, "rx_oversize": 1, "rx_crc": 1,
-            "errors": 11, "results": 0}
+            "errors": 11, "results": 1}
     finally:
         host.close()
 
@@ -150,40 +170,59 @@ def test_bad_requests_errors_and_counters(dut):
 def test_features_session_matches_tflite_micro(dut, reference):
     pcm = speechlike(4.5, seed=3)
     feats = features_int8(pcm)
+    chunks = [feats[i:i + 20] for i in range(0, len(feats), 20)]
     host = _host(dut)
     try:
-        s = host.send(Start(Mode.FEATURES, 9, start_offset=1000))
+        host.send(Start(Mode.FEATURES, 9, start_offset=1000))
         host.recv(1)
-        for i in range(0, len(feats), 20):  # 20 frames (808-byte payloads) per frame
-            host.send(Features(1000 + i, feats[i:i + 20]))
-        reference.reset()
-        want = _expected(reference.push_features(feats))
-        assert len(want) >= 3
-        got = _collect_results(dut, host, len(want), feats.size, 9)
+        for i, c in enumerate(chunks):  # 20 frames (808-byte payloads) per frame
+            host.send(Features(1000 + 20 * i, c))
+        want = _reference_session(reference, chunks, 9, features=True)
+        assert sum(not m.flags & ResultFlags.UTTERANCE for m in want) >= 3
+        got = _stop_and_collect(dut, host, want, feats.size)
         if got is not None:
-            assert _got(got) == want
-        s = host.send(Stop())
-        assert host.recv(1, types={MsgType.ACK}) == [Ack(s, MsgType.STOP, 0)]
+            assert _fields(got) == _fields(want)
     finally:
         host.close()
 
 
-def test_audio_session_gate_and_results_match(dut, reference):
-    # 1 s of speech, then near-silence: window 1 (from sample 62 * 256) is entirely quiet (the gate)
-    speech = speechlike(1.0, seed=4)
-    quiet = np.random.default_rng(4).integers(-3, 4, 48128 - 15872).astype(np.int16)
-    pcm = np.concatenate([speech[:15872], quiet])
+def test_audio_session_gate_flush_and_records_match(dut, reference):
+    # 1 s of speech, 1 s of near-silence, then 0.6 s of speech: windows pass and close the gate,
+    # an utterance closes, STOP flushes the tail window and sends the utterance and summary records
+    rng = np.random.default_rng(4)
+    pcm = np.concatenate([speechlike(1.0, seed=4), rng.integers(-3, 4, 16000).astype(np.int16),
+                          speechlike(0.6, seed=5)])
+    chunks = [pcm[i:i + 500] for i in range(0, pcm.size, 500)]  # odd chunking on purpose
     host = _host(dut)
     try:
         host.send(Start(Mode.AUDIO, 7))
         host.recv(1)
-        for i in range(0, pcm.size, 500):  # odd chunking on purpose
-            host.send(Audio(i, pcm[i:i + 500]))
-        want = _expected(reference.classify(pcm))
-        assert len(want) == 2 and want[1][3] == ResultFlags.SILENCE and want[0][3] == 0
-        got = _collect_results(dut, host, len(want), 2 * pcm.size, 7)
+        for i, c in enumerate(chunks):
+            host.send(Audio(500 * i, c))
+        want = _reference_session(reference, chunks, 7)
+        kinds = [(m.window_index, m.flags & (ResultFlags.UTTERANCE | ResultFlags.SILENCE | ResultFlags.NO_SPEECH))
+                 for m in want]
+        assert any(f & ResultFlags.UTTERANCE for _, f in kinds) and kinds[-1][0] == 0xFFFFFFFF
+        got = _stop_and_collect(dut, host, want, 2 * pcm.size)
         if got is not None:
-            assert _got(got) == want
+            assert _fields(got) == _fields(want)
+    finally:
+        host.close()
+
+
+def test_short_utterance_gets_a_label(dut, reference):
+    pcm = speechlike(0.8, seed=6)  # shorter than one 2 s window: padded and classified at STOP
+    host = _host(dut)
+    try:
+        host.send(Start(Mode.AUDIO, 2))
+        host.recv(1)
+        for i in range(0, pcm.size, 510):
+            host.send(Audio(i, pcm[i:i + 510]))
+        want = _reference_session(reference, [pcm], 2)
+        assert len(want) == 3 and want[0].window_index == 0  # the short window, its utterance, the summary
+        got = _stop_and_collect(dut, host, want, 2 * pcm.size)
+        if got is not None:
+            assert _fields(got) == _fields(want)
     finally:
         host.close()
 
@@ -191,7 +230,7 @@ def test_audio_session_gate_and_results_match(dut, reference):
 def test_lost_audio_frame_is_zero_filled_and_flagged(dut, reference):
     pcm = speechlike(3.1, seed=5)  # 2 windows; the gap is inside window 0 only
     chunk = 500
-    lost = range(5000, 6000)  # two chunks never arrive (inside window 0 only)
+    lost = range(5000, 6000)  # two chunks never arrive
     host = _host(dut)
     try:
         host.send(Start(Mode.AUDIO, 3))
@@ -202,17 +241,17 @@ def test_lost_audio_frame_is_zero_filled_and_flagged(dut, reference):
         host.send(Audio(0, pcm[:chunk]))  # a stale duplicate: ignored
         filled = pcm.copy()
         filled[lost.start:lost.stop] = 0
-        ref = reference.classify(filled)
 
         def gap(r):
             lo, hi = round(r.t_start_s * 16000), round(r.t_end_s * 16000)
             return ResultFlags.GAP if lo < lost.stop and lost.start < hi else 0
 
-        want = _expected(ref, gap)
-        assert any(w[3] & ResultFlags.GAP for w in want) and not all(w[3] & ResultFlags.GAP for w in want)
-        got = _collect_results(dut, host, len(want), 2 * pcm.size, 3)
+        want = _reference_session(reference, [filled], 3, gap=gap)
+        wins = [m for m in want if not m.flags & ResultFlags.UTTERANCE]
+        assert wins[0].flags & ResultFlags.GAP and not wins[-1].flags & ResultFlags.GAP
+        got = _stop_and_collect(dut, host, want, 2 * pcm.size)
         if got is not None:
-            assert _got(got) == want
+            assert _fields(got) == _fields(want)
         st = _stats(host)
         assert (st["gap_samples"], st["stale"]) == (1000, 1)
     finally:

@@ -20,8 +20,7 @@ enum { MODE_IDLE = 0, MODE_AUDIO = 1, MODE_FEATURES = 2, MODE_MIC_PUSH = 3 };
 #define ACCEPTS_AUDIO_FEATURES 0x03u
 #define STREAM_HALF 0x80000000u
 #define TABLES_CORRUPT (-1000)
-/* window gate: a window whose frames' sums of squares add up to less than this is silence */
-static const int64_t gate_sumsq = SER_FW_GATE_SUMSQ;
+
 
 static const char *const mode_names[4] = {"IDLE", "AUDIO", "FEATURES", "MIC_PUSH"};
 static const char *const type_names[SER_MSG_TYPE_MAX + 1] = {
@@ -136,11 +135,82 @@ static void send_stats(ser_device_t *d, uint16_t ref_seq) {
     send(d, SER_MSG_STATS, p, 4 + 4 * 15);
 }
 
+/* ------------------------------------------------------------------ speech gate */
+#define NO_LEVEL (-1)
+#define GATE_NONE 0x7FFFFFFF
+
+static void gate_reset(ser_device_t *d) {
+    uint32_t i;
+    for (i = 0; i < SER_FW_GATE_FLOOR_BLOCKS; i++) d->gate_blocks[i] = GATE_NONE;
+    d->gate_blocks_min = d->gate_cur_min = GATE_NONE;
+    d->gate_cur_n = d->gate_run = 0;
+}
+
+/* SpeechGate.push for one frame level (Q8 log2): 1 if the frame is active. */
+static uint8_t gate_push(ser_device_t *d, int32_t x) {
+    int32_t floor, thr;
+    uint8_t act;
+    if (x < d->gate_cur_min) d->gate_cur_min = x;
+    floor = d->gate_cur_min < d->gate_blocks_min ? d->gate_cur_min : d->gate_blocks_min;
+    thr = floor >= GATE_NONE - SER_FW_GATE_MARGIN_Q8 ? GATE_NONE : floor + SER_FW_GATE_MARGIN_Q8;
+    if (thr < SER_FW_GATE_ABS_FLOOR_Q8) thr = SER_FW_GATE_ABS_FLOOR_Q8;
+    d->gate_run = x >= thr ? d->gate_run + 1 : 0;
+    act = d->gate_run >= SER_FW_GATE_MIN_RUN;
+    if (++d->gate_cur_n == SER_FW_GATE_BLOCK_FRAMES) { /* close the block: drop the oldest minimum */
+        uint32_t i;
+        int32_t m = d->gate_cur_min;
+        for (i = 0; i + 1 < SER_FW_GATE_FLOOR_BLOCKS; i++) {
+            d->gate_blocks[i] = d->gate_blocks[i + 1];
+            if (d->gate_blocks[i] < m) m = d->gate_blocks[i];
+        }
+        d->gate_blocks[SER_FW_GATE_FLOOR_BLOCKS - 1] = d->gate_cur_min;
+        d->gate_blocks_min = m;
+        d->gate_cur_min = GATE_NONE;
+        d->gate_cur_n = 0;
+    }
+    return act;
+}
+
+/* ilog2_q8 of the frame's L * sum x^2 - (sum x)^2 (speech_gate.frame_stats): the frame about to
+ * be popped is in the front end's ring. */
+static int32_t frame_level(const ser_fe_state_t *fe) {
+    const uint32_t mask = SER_FRAME_LENGTH - 1u;
+    int64_t sum = 0, sq = 0, e;
+    uint32_t i;
+    int msb;
+    for (i = 0; i < SER_FRAME_LENGTH; i++) {
+        const int32_t v = fe->ring[(fe->start + i) & mask];
+        sum += v;
+        sq += v * v;
+    }
+    e = (int64_t)SER_FRAME_LENGTH * sq - sum * sum;
+    if (e <= 0) return 0;
+    msb = 63 - __builtin_clzll((uint64_t)e);
+    return msb * 256 + (int32_t)(((uint64_t)e << 8) >> msb) - 256;
+}
+
 /* ------------------------------------------------------------------ stream state */
-static void reset_stream(ser_device_t *d, uint32_t offset) {
+static void utt_clear(ser_utterance_t *u) {
+    memset(u, 0, sizeof *u);
+    u->first = u->last = -1;
+}
+
+static void reset_engine(ser_device_t *d) { /* StreamingClassifier.reset */
     ser_fe_reset(&d->fe);
+    gate_reset(d);
     d->frames_total = 0;
     d->windows_emitted = 0;
+    d->last_end = 0;
+    utt_clear(&d->utt);
+    utt_clear(&d->all);
+    d->utt_open = 0;
+    d->utt_gap = 0;
+    d->utterances_emitted = 0;
+}
+
+static void reset_stream(ser_device_t *d, uint32_t offset) {
+    reset_engine(d);
+    d->pending_utt = 0;
     d->next_offset = offset;
     d->base = offset;
     d->n_gaps = 0;
@@ -166,75 +236,195 @@ static uint32_t ms_of(uint64_t samples) { /* round(samples * 1000 / sr), half to
     return (uint32_t)(2u * r > SER_SAMPLE_RATE || (2u * r == SER_SAMPLE_RATE && (q & 1u)) ? q + 1u : q);
 }
 
-static void classify_window(ser_device_t *d, uint32_t k) {
-    const uint32_t W = SER_WINDOW_FRAMES, oldest = d->frames_total % W;
+static uint8_t argmax8(const int8_t *v, int n) { /* first maximum, as np.argmax */
+    int i, best = 0;
+    for (i = 1; i < n; i++)
+        if (v[i] > v[best]) best = i;
+    return (uint8_t)best;
+}
+
+/* Utterance / summary record (classifier._record + serial_device.result_to_message). */
+static void send_record(ser_device_t *d, const ser_utterance_t *u, uint32_t number, int summary) {
+    int8_t mean[SER_N_LABELS];
+    uint8_t flags = 0x20u /* UTTERANCE */, index = 0;
+    uint64_t t0 = u->t_start, t1 = u->t_end;
+    int i, best = -1, tie = 0;
+    size_t n;
+    if (u->n_speech) {
+        for (i = 0; i < SER_N_LABELS; i++) { /* rint(mean): half to even */
+            const int32_t s = u->sum_scores[i], c = (int32_t)u->n_speech;
+            int32_t q = s / c, r = s % c;
+            if (r < 0) { q -= 1; r += c; } /* floor division */
+            if (2 * r > c || (2 * r == c && (q & 1))) q += 1;
+            mean[i] = (int8_t)(q < -128 ? -128 : q > 127 ? 127 : q);
+            /* argmax of the mean log-probability = argmax of the sum of int8 logits */
+            if (best < 0 || s > u->sum_scores[best]) {
+                best = i;
+                tie = 0;
+            } else if (s == u->sum_scores[best]) {
+                tie = 1; /* Python breaks it by the mean probability: the firmware says uncertain */
+            }
+        }
+        if (tie) {
+            flags |= SER_RESULT_UNCERTAIN;
+            index = argmax8(mean, SER_N_LABELS);
+        } else {
+            index = (uint8_t)best;
+        }
+    } else {
+        memset(mean, 0, sizeof mean);
+        if (summary && u->n_windows == 0) {
+            flags |= SER_RESULT_SILENCE; /* too_short (fewer frames than a window) or silence */
+            t0 = 0;
+            t1 = d->mode == MODE_AUDIO ? d->fe.samples_seen : 0;
+        } else {
+            flags |= u->n_no_speech ? 0x10u /* NO_SPEECH */ : SER_RESULT_SILENCE;
+        }
+    }
+    n = ser_result_payload(number, d->session, index, flags, ms_of(t0), ms_of(t1), 0, mean, SER_N_LABELS,
+                           d->payload, sizeof d->payload);
+    send(d, SER_MSG_RESULT, d->payload, n);
+    d->c.results++;
+}
+
+static void flush_pending(ser_device_t *d) {
+    if (d->pending_utt) {
+        d->pending_utt = 0;
+        send_record(d, &d->pending, d->pending_number, 0);
+    }
+}
+
+static void close_utterance(ser_device_t *d) {
+    if (!d->utt_open) return;
+    flush_pending(d); /* at most one record waits: an older one goes out now */
+    d->pending = d->utt;
+    d->pending_number = d->utterances_emitted++;
+    d->pending_utt = 1;
+    d->utt_open = 0;
+    d->utt_gap = 0;
+    utt_clear(&d->utt);
+}
+
+static void utt_add(ser_utterance_t *u, uint32_t k, uint64_t t0, uint64_t t1, const int8_t *scores, int speech,
+                    int no_speech) {
+    int i;
+    if (u->first < 0) {
+        u->first = (int32_t)k;
+        u->t_start = t0;
+    }
+    u->last = (int32_t)k;
+    if (t1 > u->t_end) u->t_end = t1;
+    u->n_windows++;
+    if (speech) {
+        u->n_speech++;
+        for (i = 0; i < SER_N_LABELS; i++) u->sum_scores[i] += scores[i];
+    } else if (no_speech) {
+        u->n_no_speech++;
+    }
+}
+
+/* Classify window k: frames [first, first + n_real) (+ pad frames for a short stream).
+ * kind: 0 hop / flush (the last W frames of the ring), 1 short (ring [0, n_real) + padding). */
+static void classify_window(ser_device_t *d, uint32_t k, uint32_t first, uint32_t n_real, int is_short) {
+    static const int8_t pad[SER_N_FEATURES] = SER_FW_PAD_FRAME;
+    const uint32_t W = SER_WINDOW_FRAMES, oldest = is_short ? 0u : d->frames_total % W;
     int8_t *in = ser_engine_input();
-    uint32_t i, best = 0;
-    uint8_t flags = 0;
-    uint64_t t0, first = (uint64_t)k * SER_HOP_FRAMES, lo, hi;
+    uint32_t i, n_active = 0;
+    int32_t max_level = NO_LEVEL;
+    uint8_t flags = 0, index;
+    int audio, reason = 0; /* 1 silence, 2 no_speech */
+    uint64_t t0, lo, hi;
     size_t n;
     int rc;
-    /* oldest frame first: the ring slot the next frame would overwrite */
-    memcpy(in, d->frames[oldest], (size_t)(W - oldest) * SER_N_FEATURES);
-    memcpy(in + (size_t)(W - oldest) * SER_N_FEATURES, d->frames[0], (size_t)oldest * SER_N_FEATURES);
+    if (is_short) {
+        memcpy(in, d->frames[0], (size_t)n_real * SER_N_FEATURES);
+        for (i = n_real; i < W; i++) memcpy(in + (size_t)i * SER_N_FEATURES, pad, SER_N_FEATURES);
+    } else { /* oldest frame first: the ring slot the next frame would overwrite */
+        memcpy(in, d->frames[oldest], (size_t)(W - oldest) * SER_N_FEATURES);
+        memcpy(in + (size_t)(W - oldest) * SER_N_FEATURES, d->frames[0], (size_t)oldest * SER_N_FEATURES);
+    }
     t0 = d->io->ticks(d->io->ctx);
     rc = d->engine_rc ? d->engine_rc : ser_engine_invoke(d->scores);
     d->c.nn_ticks += d->io->ticks(d->io->ctx) - t0;
     d->c.nn_windows++;
+    d->last_end = first + n_real;
+    d->windows_emitted = k + 1;
     if (rc) {
         send_error(d, SER_ERR_ENGINE, SER_NO_SEQ, 0,
                    rc == TABLES_CORRUPT ? "front-end tables fail their checksum" : ser_engine_error(rc));
         return;
     }
-    for (i = 1; i < SER_N_LABELS; i++)
-        if (d->scores[i] > d->scores[best]) best = i; /* first maximum, as np.argmax */
-    if (d->mode == MODE_AUDIO && gate_sumsq > 0) {
-        int64_t total = 0;
-        for (i = 0; i < W; i++) total += d->energy[i];
-        if (total < gate_sumsq) flags |= SER_RESULT_SILENCE;
+    /* the gate over the window's real frames (audio only; features are never gated) */
+    audio = 1;
+    for (i = 0; i < n_real; i++) {
+        const uint32_t slot = is_short ? i : (oldest + i) % W;
+        if (d->level[slot] == NO_LEVEL) audio = 0;
+        if (d->level[slot] > max_level) max_level = d->level[slot];
+        n_active += d->active[slot];
     }
+    if (n_real == 0) audio = 0;
+    if (audio) {
+        if (max_level < SER_FW_GATE_ABS_FLOOR_Q8) reason = 1;
+        else if (n_active < SER_FW_GATE_MIN_ACTIVE) reason = 2;
+    }
+    if (reason == 1) flags |= SER_RESULT_SILENCE;
+    if (reason == 2) flags |= 0x10u; /* NO_SPEECH */
+    index = argmax8(d->scores, SER_N_LABELS); /* the emotion, or the model's top-1 when gated */
     if (d->mode == MODE_FEATURES) {
         lo = first;
-        hi = first + W;
+        hi = (uint64_t)first + n_real;
     } else {
-        lo = first * SER_HOP_LENGTH;
-        hi = (first + W - 1u) * SER_HOP_LENGTH + SER_FRAME_LENGTH;
+        lo = (uint64_t)first * SER_HOP_LENGTH;
+        hi = ((uint64_t)first + n_real - 1u) * SER_HOP_LENGTH + SER_FRAME_LENGTH;
     }
     if (d->n_gaps && overlaps_gap(d, lo, hi)) flags |= SER_RESULT_GAP;
-    n = ser_result_payload(k, d->session, (uint8_t)best, flags, ms_of(first * SER_HOP_LENGTH),
-                           ms_of((first + W - 1u) * SER_HOP_LENGTH + SER_FRAME_LENGTH),
-                           (uint32_t)((d->io->ticks(d->io->ctx) - d->t_rx) / d->io->ticks_per_us),
-                           d->scores, SER_N_LABELS, d->payload, sizeof d->payload);
-    send(d, SER_MSG_RESULT, d->payload, n);
-    d->c.results++;
+    {
+        const uint64_t ts = (uint64_t)first * SER_HOP_LENGTH;
+        const uint64_t te = ((uint64_t)first + n_real - 1u) * SER_HOP_LENGTH + SER_FRAME_LENGTH;
+        n = ser_result_payload(k, d->session, index, flags, ms_of(ts), ms_of(te),
+                               (uint32_t)((d->io->ticks(d->io->ctx) - d->t_rx) / d->io->ticks_per_us),
+                               d->scores, SER_N_LABELS, d->payload, sizeof d->payload);
+        send(d, SER_MSG_RESULT, d->payload, n);
+        d->c.results++;
+        /* StreamingClassifier._account */
+        utt_add(&d->all, k, ts, te, d->scores, reason == 0, reason == 2);
+        if (reason == 0) {
+            if (!d->utt_open) {
+                utt_clear(&d->utt);
+                d->utt_open = 1;
+            }
+            utt_add(&d->utt, k, ts, te, d->scores, 1, 0);
+            d->utt_gap = 0;
+        } else if (d->utt_open && ++d->utt_gap >= SER_FW_UTTERANCE_GAP_WINDOWS) {
+            close_utterance(d);
+        }
+    }
 }
 
 /* StreamingClassifier._add_frames, one frame at a time: a window fires when its last frame lands. */
-static void add_frame(ser_device_t *d, const int8_t *q, int64_t energy) {
+static void add_frame(ser_device_t *d, const int8_t *q, int32_t level) {
     const uint32_t W = SER_WINDOW_FRAMES, slot = d->frames_total % W;
     uint32_t end;
     memcpy(d->frames[slot], q, SER_N_FEATURES);
-    d->energy[slot] = energy;
+    d->level[slot] = level;
+    d->active[slot] = level == NO_LEVEL ? 0 : gate_push(d, level);
     d->frames_total++;
     end = d->windows_emitted * SER_HOP_FRAMES + W;
-    if (d->frames_total == end) {
-        classify_window(d, d->windows_emitted);
-        d->windows_emitted++;
-    } else if (d->frames_total > end) { /* hop > window: skip ahead */
-        d->windows_emitted = (d->frames_total - W + SER_HOP_FRAMES - 1u) / SER_HOP_FRAMES;
-    }
+    if (d->frames_total == end) classify_window(d, d->windows_emitted, end - W, W, 0);
 }
 
-/* Sum of squares of the frame about to be popped (the front end's ring holds it). */
-static int64_t frame_energy(const ser_fe_state_t *fe) {
-    const uint32_t mask = SER_FRAME_LENGTH - 1u;
-    int64_t acc = 0;
-    uint32_t i;
-    for (i = 0; i < SER_FRAME_LENGTH; i++) {
-        const int32_t s = fe->ring[(fe->start + i) & mask];
-        acc += s * s;
+/* StreamingClassifier.finish (serial STOP): the tail window, the open utterance, the summary. */
+static void finish_stream(ser_device_t *d) {
+    const uint32_t W = SER_WINDOW_FRAMES, n = d->frames_total;
+    if (d->windows_emitted == 0 && n > 0 && n < W) {
+        if (n >= SER_FW_MIN_FRAMES) classify_window(d, 0, 0, n, 1);
+    } else if (d->windows_emitted > 0 && n - d->last_end >= SER_FW_FLUSH_MIN_FRAMES) {
+        classify_window(d, d->windows_emitted, n - W, W, 0);
     }
-    return acc;
+    close_utterance(d);
+    flush_pending(d);
+    send_record(d, &d->all, 0xFFFFFFFFu, 1);
+    reset_engine(d);
 }
 
 static void push_pcm(ser_device_t *d, const int16_t *pcm, size_t n) {
@@ -245,14 +435,14 @@ static void push_pcm(ser_device_t *d, const int16_t *pcm, size_t n) {
         pcm += k;
         n -= k;
         while (ser_fe_samples_needed(&d->fe) == 0) {
-            const int64_t e = frame_energy(&d->fe);
+            const int32_t level = frame_level(&d->fe);
             const uint64_t t0 = d->io->ticks(d->io->ctx);
             (void)ser_fe_pop(&d->fe, feats);
             d->c.fe_ticks += d->io->ticks(d->io->ctx) - t0;
             d->c.fe_frames++;
             ser_fe_quantize(feats, SER_N_FEATURES, SER_INPUT_MULTIPLIER, SER_INPUT_RIGHT_SHIFT,
                             SER_INPUT_ZERO_POINT, q);
-            add_frame(d, q, e);
+            add_frame(d, q, level);
         }
         if (n == 0) break;
     }
@@ -362,11 +552,11 @@ static void on_features(ser_device_t *d, uint16_t seq, const uint8_t *p, size_t 
         uint32_t fill = (uint32_t)(-skip);
         memset(zp, (int8_t)SER_INPUT_ZERO_POINT, sizeof zp);
         d->c.gap_frames += fill;
-        for (i = 0; i < fill; i++) add_frame(d, zp, -1);
+        for (i = 0; i < fill; i++) add_frame(d, zp, NO_LEVEL);
         d->next_offset += fill;
         skip = 0;
     }
-    for (i = (uint32_t)skip; i < n; i++) add_frame(d, (const int8_t *)(p + 8 + (size_t)i * nf), -1);
+    for (i = (uint32_t)skip; i < n; i++) add_frame(d, (const int8_t *)(p + 8 + (size_t)i * nf), NO_LEVEL);
     d->next_offset += n - (uint32_t)skip;
 }
 
@@ -401,6 +591,7 @@ static void handle(ser_device_t *d, const ser_frame_t *f) {
         case SER_MSG_HELLO: send_info(d, f->seq, 0); break;
         case SER_MSG_START: on_start(d, f->seq, f->payload, f->length); break;
         case SER_MSG_STOP:
+            if (d->mode == MODE_AUDIO || d->mode == MODE_FEATURES) finish_stream(d);
             d->mode = MODE_IDLE;
             send_ack(d, f->seq, SER_MSG_STOP);
             break;
@@ -449,6 +640,7 @@ void ser_device_feed(ser_device_t *d, uint8_t byte) {
     }
     d->t_rx = d->io->ticks(d->io->ctx);
     handle(d, &f);
+    flush_pending(d); /* an utterance closed by this message's windows follows them */
 }
 
 void ser_device_init(ser_device_t *d, const ser_device_io_t *io) {

@@ -18,6 +18,7 @@
 #include "ser_frontend.h"
 #include "ser_model.h"
 #include "ser_protocol.h"
+#include "ser_fw_info.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -44,6 +45,14 @@ typedef struct {
     uint64_t fe_ticks, nn_ticks;
 } ser_device_counters_t;
 
+/* An utterance (or the whole session, for the summary) being accumulated (classifier._Utterance). */
+typedef struct {
+    uint32_t n_windows, n_speech, n_no_speech;
+    int32_t first, last;        /* window indices, -1 = none yet */
+    uint64_t t_start, t_end;    /* samples (AUDIO) or frames x hop samples (FEATURES) */
+    int32_t sum_scores[SER_N_LABELS]; /* over the speech windows */
+} ser_utterance_t;
+
 typedef struct {
     const ser_device_io_t *io;
     ser_decoder_t rx;
@@ -58,7 +67,20 @@ typedef struct {
     uint32_t n_gaps;
     uint32_t frames_total, windows_emitted;
     int8_t frames[SER_WINDOW_FRAMES][SER_N_FEATURES]; /* ring of the last window's int8 frames */
-    int64_t energy[SER_WINDOW_FRAMES];                /* their sums of squares (AUDIO sessions) */
+    int32_t level[SER_WINDOW_FRAMES];  /* their Q8 log2 levels (speech gate), -1 = no audio */
+    uint8_t active[SER_WINDOW_FRAMES]; /* gate: frame counted as speech-like */
+    uint32_t last_end;                 /* frame (exclusive) where the last classified window ended */
+    /* speech gate state (edge_runtime.speech_gate.SpeechGate) */
+    int32_t gate_blocks[SER_FW_GATE_FLOOR_BLOCKS];
+    int32_t gate_blocks_min, gate_cur_min;
+    uint32_t gate_cur_n, gate_run;
+    /* utterances (window policy) */
+    ser_utterance_t utt, all;
+    int utt_open;
+    uint32_t utt_gap, utterances_emitted;
+    int pending_utt; /* an utterance record to send after the current message's windows */
+    ser_utterance_t pending;
+    uint32_t pending_number;
     int8_t scores[SER_N_LABELS];
     uint64_t t_rx; /* tick when the request being handled arrived */
     ser_device_counters_t c;
