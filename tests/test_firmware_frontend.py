@@ -139,7 +139,8 @@ def test_check_tables_rejects_bad_parameters():
             assert lib.ser_fe_check_tables(ctypes.byref(t)) == -3, field
         finally:
             setattr(t, field, old)
-    v1 = CFrontend(CONFIGS["v1_mfcc"]).tables
+    fe_v1 = CFrontend(CONFIGS["v1_mfcc"])  # keep it alive: its tables point into its arrays
+    v1 = fe_v1.tables
     assert lib.ser_fe_check_tables(ctypes.byref(v1)) == 0
     for field, value in (("block_bits", 22), ("norm", 1), ("fft_shift", 2)):  # not version 1
         old = getattr(v1, field)
