@@ -295,8 +295,24 @@ def aot_section(clips: list[np.ndarray], repeats: int, max_qemu_windows: int = 2
             "aot_m4_tflm_cmsis_nn_instructions": 4_570_000,  # issue #12 probe, same model and board
             "aot_m4_tflm_reference_instructions": 17_500_000,
             "aot_m4_flags": ["-mcpu=cortex-m4", "-mthumb", "-O2"],
+            **aot_m4_sizes(data),
         })
     return out
+
+
+def aot_m4_sizes(data: bytes) -> dict:
+    """Cortex-M4 -O2 section sizes of the kernels (ser_nn.c) and of the generated model
+    (ser_net.c: weights, parameters, LUT as flash; the static arena as .bss)."""
+    from firmware_bridge.cbuild import cross_compile_m4
+    from firmware_bridge.nn_export import lower, write_net
+    from firmware_bridge.tflite_graph import read_graph
+
+    tmp = Path(tempfile.mkdtemp(prefix="ser_aot_sizes_"))
+    write_net(lower(read_graph(data)), tmp, "ser")
+    r = cross_compile_m4(tmp, sources=("ser_nn.c", tmp / "ser_net.c"), include_dirs=(tmp,), opt="-O2")
+    return {"aot_m4_kernels_text_bytes": r["ser_nn.c"]["text"],
+            "aot_m4_net_flash_bytes": r["ser_net.c"]["text"] + r["ser_net.c"]["data"],
+            "aot_m4_net_bss_bytes": r["ser_net.c"]["bss"]}
 
 
 def print_aot(a: dict) -> None:
@@ -309,6 +325,8 @@ def print_aot(a: dict) -> None:
                  ("M4 instructions / inference -O2 (-Os)", f"{a['aot_m4_instructions_per_inference']:,} "
                                                            f"({a['aot_m4_instructions_per_inference_Os']:,})")]
         rows += [(f"  {k}", f"{v:,}") for k, v in a["aot_m4_instructions_per_op"].items()]
+        rows += [("M4 -O2 kernels .text / model flash / arena .bss",
+                  f"{a['aot_m4_kernels_text_bytes']} / {a['aot_m4_net_flash_bytes']} / {a['aot_m4_net_bss_bytes']} B")]
     print()
     print(markdown_table(rows, ("ahead-of-time C model", "value")))
 # ------------------------------------------------------------------ firmware image in QEMU (measured)

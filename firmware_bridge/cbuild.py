@@ -31,8 +31,8 @@ from edge_runtime.frontend import FrontendConfig
 
 from .export import ARRAY_FIELDS, FIRMWARE_DIR, PARAM_FIELDS, V2_FIELDS, c_arrays, c_params
 
-SOURCES = ("ser_frontend.c", "ser_protocol.c")
-HEADERS = ("ser_frontend.h", "ser_protocol.h")
+SOURCES = ("ser_frontend.c", "ser_protocol.c", "ser_nn.c")
+HEADERS = ("ser_frontend.h", "ser_protocol.h", "ser_nn.h")
 WARN_FLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-Wdouble-promotion", "-Wfloat-conversion",
               "-Wshadow", "-pedantic")
 CFLAGS = ("-O2", *WARN_FLAGS, "-fPIC", "-shared")
@@ -344,7 +344,7 @@ def arm_toolchain() -> tuple[str, str] | None:
 
 def cross_compile_m4(out_dir: str | Path | None = None, sources: tuple[str | Path, ...] = SOURCES,
                      defines: dict[str, int] | None = None,
-                     include_dirs: tuple[str | Path, ...] = ()) -> dict | None:
+                     include_dirs: tuple[str | Path, ...] = (), opt: str = "-Os") -> dict | None:
     """Compile each source for a Cortex-M4 (``-Os -ffunction-sections``) and return section sizes
     ``{source: {"text", "data", "bss"}, "total": {...}, "undefined": [...], "flags": [...]}``, or
     None when arm-none-eabi-gcc is not installed. ``undefined`` lists the external symbols the
@@ -356,7 +356,7 @@ def cross_compile_m4(out_dir: str | Path | None = None, sources: tuple[str | Pat
     cc, size = tc
     out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="ser_m4_"))
     out.mkdir(parents=True, exist_ok=True)
-    flags = [*M4_FLAGS, *_define_flags(defines or {})]
+    flags = [*(opt if f == "-Os" else f for f in M4_FLAGS), *_define_flags(defines or {})]
     res: dict = {"flags": flags, "undefined": []}
     tot = {"text": 0, "data": 0, "bss": 0}
     nm = shutil.which("arm-none-eabi-nm")
