@@ -87,13 +87,26 @@ def _load(path: Path) -> np.ndarray | None:
         return None  # version killed mid-write): recompute
 
 
-def _work(kind: str, cfg, clips: list[np.ndarray], paths: list[Path] | None) -> list[np.ndarray]:
-    """One batch in a worker process: compute, store each entry, return the features."""
-    feats = _compute(kind, clips, cfg)
-    if paths is not None:
-        for p, f in zip(paths, feats):
-            _store(p, f)
-    return feats
+def _work(kind: str, cfg, clips: list[np.ndarray], cache: Path | None) -> list[np.ndarray]:
+    """One batch, whole: hash each clip, take what the cache has, compute the rest in one
+    vectorised call, store it. Runs in a worker process, so hashing and cache reads are parallel
+    too (no serial pass over the corpus in the parent)."""
+    keys = [audio_key(c) for c in clips]
+    out: list[np.ndarray | None] = [None] * len(clips)
+    first: dict[str, int] = {}  # key -> the index that computes it (a duplicate is computed once)
+    for i, k in enumerate(keys):
+        if k in first:
+            continue
+        first[k] = i
+        if cache is not None:
+            out[i] = _load(cache / f"{k}{kind}.npz")
+    todo = [i for i in first.values() if out[i] is None]
+    if todo:
+        for i, f in zip(todo, _compute(kind, [clips[i] for i in todo], cfg)):
+            out[i] = f
+            if cache is not None:
+                _store(cache / f"{keys[i]}{kind}.npz", f)
+    return [out[first[k]] for k in keys]  # type: ignore[misc]
 
 
 # The clips of the call in progress, for workers forked from this process: they inherit the list
@@ -101,8 +114,8 @@ def _work(kind: str, cfg, clips: list[np.ndarray], paths: list[Path] | None) -> 
 _FORKED_AUDIOS: Sequence[np.ndarray] | None = None
 
 
-def _work_forked(kind: str, cfg, idx: list[int], paths: list[Path] | None) -> list[np.ndarray]:
-    return _work(kind, cfg, [_FORKED_AUDIOS[i] for i in idx], paths)  # type: ignore[index]
+def _work_forked(kind: str, cfg, idx: list[int], cache: Path | None) -> list[np.ndarray]:
+    return _work(kind, cfg, [_FORKED_AUDIOS[i] for i in idx], cache)  # type: ignore[index]
 
 
 def _start_method() -> str:
@@ -122,64 +135,47 @@ def _cached(audios: Sequence[np.ndarray], cfg, kind: str, cache_dir, progress: b
     cache = Path(cache_dir) / cfg.hash if cache_dir is not None else None
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
-    keys = [audio_key(a) for a in audios]
-    out: list[np.ndarray | None] = [None] * len(audios)
-    pending: dict[str, list[int]] = {}  # key -> every index with that audio (computed once)
-    for i, k in enumerate(keys):
-        if k in pending:
-            pending[k].append(i)
-            continue
-        f = _load(cache / f"{k}{kind}.npz") if cache is not None else None
-        if f is not None:
-            out[i] = f
+    n = len(audios)
+    if n == 0:
+        return []
+    from tqdm.auto import tqdm
+
+    workers = default_workers() if workers is None else max(1, int(workers))
+    # Enough batches per worker to balance uneven clip lengths; never more clips per batch than
+    # ``batch`` (the vectorised front end's sweet spot). Identical clips in one batch are computed
+    # once; in different batches, twice (same entry, same bytes: harmless and rare).
+    per = max(1, min(batch, -(-n // (workers * 4))))
+    batches = [list(range(s, min(n, s + per))) for s in range(0, n, per)]
+    out: list[np.ndarray | None] = [None] * n
+    with tqdm(total=n, desc=desc, unit="clip", disable=not progress, leave=False) as bar:
+        if workers == 1 or len(batches) == 1:
+            for idx in batches:
+                for i, f in zip(idx, _work(kind, cfg, [audios[i] for i in idx], cache)):
+                    out[i] = f
+                bar.update(len(idx))
         else:
-            pending[k] = [i]
-    todo = [idx[0] for idx in pending.values()]
-    if todo:
-        from tqdm.auto import tqdm
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        workers = default_workers() if workers is None else max(1, int(workers))
-        # Enough batches per worker to balance uneven clip lengths; never more clips per batch
-        # than ``batch`` (the vectorised front end's sweet spot).
-        per = max(1, min(batch, -(-len(todo) // (workers * 4))))
-        batches = [todo[s:s + per] for s in range(0, len(todo), per)]
-        path = (lambda i: cache / f"{keys[i]}{kind}.npz") if cache is not None else (lambda i: None)
-
-        def paths(idx):
-            return [path(i) for i in idx] if cache is not None else None
-
-        with tqdm(total=len(todo), desc=desc, unit="clip", disable=not progress, leave=False) as bar:
-            if workers == 1 or len(batches) == 1:
-                for idx in batches:
-                    for i, f in zip(idx, _work(kind, cfg, [audios[i] for i in idx], paths(idx))):
-                        out[i] = f
-                    bar.update(len(idx))
-            else:
-                import multiprocessing
-                from concurrent.futures import ProcessPoolExecutor, as_completed
-
-                global _FORKED_AUDIOS
-                method = _start_method()
-                if method == "fork":
-                    _FORKED_AUDIOS = audios
-                try:
-                    with ProcessPoolExecutor(min(workers, len(batches)),
-                                             mp_context=multiprocessing.get_context(method)) as ex:
-                        if method == "fork":
-                            futs = {ex.submit(_work_forked, kind, cfg, idx, paths(idx)): idx for idx in batches}
-                        else:
-                            futs = {ex.submit(_work, kind, cfg, [audios[i] for i in idx], paths(idx)): idx
-                                    for idx in batches}
-                        for fut in as_completed(futs):
-                            idx = futs[fut]
-                            for i, f in zip(idx, fut.result()):
-                                out[i] = f
-                            bar.update(len(idx))
-                finally:
-                    _FORKED_AUDIOS = None
-        for idx in pending.values():
-            for j in idx[1:]:
-                out[j] = out[idx[0]]
+            global _FORKED_AUDIOS
+            method = _start_method()
+            if method == "fork":
+                _FORKED_AUDIOS = audios
+            try:
+                with ProcessPoolExecutor(min(workers, len(batches)),
+                                         mp_context=multiprocessing.get_context(method)) as ex:
+                    if method == "fork":
+                        futs = {ex.submit(_work_forked, kind, cfg, idx, cache): idx for idx in batches}
+                    else:
+                        futs = {ex.submit(_work, kind, cfg, [audios[i] for i in idx], cache): idx
+                                for idx in batches}
+                    for fut in as_completed(futs):
+                        idx = futs[fut]
+                        for i, f in zip(idx, fut.result()):
+                            out[i] = f
+                        bar.update(len(idx))
+            finally:
+                _FORKED_AUDIOS = None
     return out  # type: ignore[return-value]
 
 
