@@ -16,12 +16,14 @@ No pyserial, no model code imported here: the engine is passed in (``StreamingCl
 """
 from __future__ import annotations
 
+import errno
 import os
 import select
 import termios
 import threading
 import time
 import tty
+from collections import deque
 from typing import Any, Iterable, Protocol
 
 import numpy as np
@@ -35,7 +37,19 @@ from .window_policy import NO_SPEECH, SILENCE, UNCERTAIN
 
 SUMMARY_INDEX = 0xFFFFFFFF  # window_index of the summary record sent after STOP
 
-__all__ = ["Engine", "SerialDevice", "TtyTransport", "add_cli", "result_to_message"]
+__all__ = ["Engine", "PortLost", "SerialDevice", "TtyTransport", "WriteTimeout", "add_cli",
+           "result_to_message", "serve_port"]
+
+# errno values that mean "this serial port is gone" (USB unplugged, pty master closed, gadget reset)
+_LOST_ERRNOS = frozenset({errno.EIO, errno.ENXIO, errno.ENODEV, errno.EBADF, errno.EPIPE})
+
+
+class PortLost(ConnectionError):
+    """The serial port went away: end of file, EIO, ENXIO or ENODEV (unplugged USB, closed pty)."""
+
+
+class WriteTimeout(TimeoutError):
+    """A write did not complete in time (the peer stopped reading and the TX buffer is full)."""
 
 
 class Engine(Protocol):
@@ -65,12 +79,18 @@ def _baud_constant(baud: int) -> int:
 class TtyTransport:
     """A serial port opened with os/termios only: raw 8N1, no flow control, given baud rate.
 
-    ``read(n)`` waits up to ``timeout`` seconds and returns ``b""`` when nothing arrived.
+    ``read(n)`` waits up to ``timeout`` seconds and returns ``b""`` when nothing arrived; it raises
+    :class:`PortLost` when the port is gone (end of file or EIO/ENXIO/ENODEV: a tty that reports
+    "readable" and then returns no data has been hung up, and reading it again would spin).
+    ``write(data)`` gives up after ``write_timeout`` seconds (:class:`WriteTimeout`), so a peer that
+    stops reading cannot block the caller for ever.
     """
 
-    def __init__(self, path: str, baud: int = 921600, timeout: float = 0.02):
+    def __init__(self, path: str, baud: int = 921600, timeout: float = 0.02,
+                 write_timeout: float = 0.5):
         self.path = path
         self.timeout = timeout
+        self.write_timeout = write_timeout
         self.fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
         try:
             tty.setraw(self.fd)
@@ -89,25 +109,51 @@ class TtyTransport:
             os.close(self.fd)
             raise
 
+    def _lost(self, why: str) -> PortLost:
+        return PortLost(f"{self.path}: {why}")
+
     def read(self, n: int = 4096) -> bytes:
-        r, _, _ = select.select([self.fd], [], [], self.timeout)
+        if self.fd < 0:
+            raise self._lost("closed")
+        try:
+            r, _, _ = select.select([self.fd], [], [], self.timeout)
+        except (OSError, ValueError) as exc:
+            raise self._lost(str(exc)) from None
         if not r:
             return b""
         try:
-            return os.read(self.fd, n)
+            data = os.read(self.fd, n)
         except BlockingIOError:
             return b""
+        except OSError as exc:
+            if exc.errno in _LOST_ERRNOS:
+                raise self._lost(os.strerror(exc.errno)) from None
+            raise
+        if not data:
+            raise self._lost("end of file (hung up)")
+        return data
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: bytes, timeout: float | None = None) -> int:
+        if self.fd < 0:
+            raise self._lost("closed")
+        deadline = time.monotonic() + (self.write_timeout if timeout is None else timeout)
         view = memoryview(data)
         while view:
             try:
                 k = os.write(self.fd, view)
             except BlockingIOError:
                 k = 0
-            if k == 0:
-                select.select([], [self.fd], [], 1.0)
+            except OSError as exc:
+                if exc.errno in _LOST_ERRNOS:
+                    raise self._lost(os.strerror(exc.errno)) from None
+                raise
             view = view[k:]
+            if view and k == 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise WriteTimeout(f"{self.path}: write timed out with {len(view)} of "
+                                       f"{len(data)} bytes unsent")
+                select.select([], [self.fd], [], min(left, 0.05))
         return len(data)
 
     def close(self) -> None:
@@ -117,6 +163,11 @@ class TtyTransport:
 
 
 # ---------------------------------------------------------------------------------- helpers
+def _is_timeout(exc: BaseException) -> bool:
+    """A write timeout from our transport (TimeoutError) or pyserial (SerialTimeoutException)."""
+    return isinstance(exc, TimeoutError) or "timeout" in type(exc).__name__.lower()
+
+
 def result_to_message(r: WindowResult | UtteranceResult, session: int, extra_flags: int = 0,
                       latency_us: int | None = None) -> Result:
     """The RESULT message for one window, utterance or summary record.
@@ -172,11 +223,19 @@ class SerialDevice:
 
     ``max_payload``: largest payload accepted (advertised in INFO). ``max_gap_s``: a stream gap up
     to this long is zero-filled; a longer one resets the stream (ERROR STREAM_RESET).
+
+    Sending never blocks the receive loop: frames go into a bounded queue (``tx_queue`` frames)
+    drained by a writer thread. When the host stops reading, each write gives up after the
+    transport's write timeout (``tx_timeouts``) and, once the queue is full, the oldest RESULT is
+    dropped (``tx_dropped_results``; other frames only if no RESULT is queued, ``tx_dropped``), so
+    input keeps being read and answered. A port that is gone (:class:`PortLost`, raised by the
+    transport on EOF/EIO/ENXIO) ends :meth:`serve` with that exception; :func:`serve_port` reopens.
     """
 
     def __init__(self, transport: Transport, engine: Engine, *, max_payload: int = MAX_PAYLOAD,
                  audio_source: Iterable[np.ndarray] | None = None, push_on_boot: bool = False,
-                 max_gap_s: float = 10.0, announce: bool = True, read_size: int = 4096):
+                 max_gap_s: float = 10.0, announce: bool = True, read_size: int = 4096,
+                 tx_queue: int = 64):
         self.transport = transport
         self.engine = engine
         self.max_payload = min(max_payload, MAX_PAYLOAD)
@@ -204,8 +263,18 @@ class SerialDevice:
         self._push_thread: threading.Thread | None = None
         self._push_stop = threading.Event()
         self._stop = threading.Event()
+        self._txq: deque[tuple[bool, bytes]] = deque()  # (is_result, wire bytes), oldest first
+        self._tx_max = max(1, int(tx_queue))
+        self._tx_cv = threading.Condition()
+        self._tx_busy = False
+        self._tx_resync = False  # a write timed out mid-frame: start the next one with a delimiter
+        self._tx_closed = False
+        self._lost: BaseException | None = None  # set by the writer when the port disappeared
+        self._writer = threading.Thread(target=self._write_loop, name="serial-tx", daemon=True)
+        self._writer.start()
         self.counters = {"tx_frames": 0, "results": 0, "errors": 0, "gap_samples": 0,
-                         "gap_frames": 0, "stale": 0, "sessions": 0}
+                         "gap_frames": 0, "stale": 0, "sessions": 0, "tx_dropped_results": 0,
+                         "tx_dropped": 0, "tx_timeouts": 0}
         if announce:
             self._send(info_message(self._info, accepts=int(self.accepts), mode=int(self.mode),
                                     max_payload=self.max_payload, reply_to=NO_SEQ, boot=True))
@@ -224,13 +293,39 @@ class SerialDevice:
                 self.poll()
         finally:
             self._stop_push()
+            self.flush(timeout=0.5)
 
     def stop(self) -> None:
         """Ask :meth:`serve` (running in another thread) to return."""
         self._stop.set()
 
+    def close(self) -> None:
+        """Stop the push and writer threads (queued frames not yet written are discarded)."""
+        self._stop_push()
+        with self._tx_cv:
+            self._tx_closed = True
+            self._txq.clear()
+            self._tx_cv.notify_all()
+        if self._writer is not threading.current_thread():
+            self._writer.join(timeout=2)
+
+    def flush(self, timeout: float = 2.0) -> bool:
+        """Wait until every queued frame has been written (or dropped); True if that happened."""
+        deadline = time.monotonic() + timeout
+        with self._tx_cv:
+            while (self._txq or self._tx_busy) and self._lost is None and not self._tx_closed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._tx_cv.wait(left)
+        return not self._txq
+
     def poll(self) -> int:
-        """Read once (the transport's timeout bounds the wait) and handle complete frames."""
+        """Read once (the transport's timeout bounds the wait) and handle complete frames.
+
+        Raises :class:`PortLost` (or the transport's OSError) when the port is gone."""
+        if self._lost is not None:
+            raise self._lost
         data = self.transport.read(self.read_size)
         if not data:
             return 0
@@ -253,10 +348,48 @@ class SerialDevice:
 
     # ------------------------------------------------------------------ sending
     def _send(self, msg: Message) -> None:
+        """Queue ``msg`` for the writer thread (never blocks; drops the oldest RESULT when full)."""
         with self._tx_lock:
             _, frame = self.tx.encode(msg)
-            self.transport.write(frame)
-            self.counters["tx_frames"] += 1
+        with self._tx_cv:
+            if self._tx_closed:
+                return
+            if len(self._txq) >= self._tx_max:
+                victim = next((i for i, (is_res, _) in enumerate(self._txq) if is_res), 0)
+                is_res, _ = self._txq[victim]
+                del self._txq[victim]
+                self.counters["tx_dropped_results" if is_res else "tx_dropped"] += 1
+            self._txq.append((msg.TYPE == MsgType.RESULT, frame))
+            self._tx_cv.notify_all()
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._tx_cv:
+                while not self._txq and not self._tx_closed:
+                    self._tx_cv.wait()
+                if self._tx_closed:
+                    return
+                _, frame = self._txq.popleft()
+                self._tx_busy = True
+                if self._tx_resync:
+                    frame = b"\x00" + frame
+                    self._tx_resync = False
+            try:
+                self.transport.write(frame)
+                self.counters["tx_frames"] += 1
+            except Exception as exc:  # noqa: BLE001 - classify, never let the writer die silently
+                if _is_timeout(exc):
+                    self.counters["tx_timeouts"] += 1
+                    self._tx_resync = True  # the peer may hold half a frame: terminate it first
+                else:
+                    with self._tx_cv:
+                        self._lost = exc if isinstance(exc, OSError) else PortLost(str(exc))
+                        self._tx_closed = True
+                        self._txq.clear()
+            finally:
+                with self._tx_cv:
+                    self._tx_busy = False
+                    self._tx_cv.notify_all()
 
     def _error(self, code: int, ref_seq: int = NO_SEQ, ref_type: int = 0, text: str = "") -> None:
         self.counters["errors"] += 1
@@ -480,28 +613,48 @@ def looped(source: Iterable[np.ndarray]):
 
 def serve_port(port: str, baud: int, engine: Engine, *, audio_source=None, push_on_boot=False,
                max_payload: int = MAX_PAYLOAD, stop: threading.Event | None = None,
-               log=print) -> None:
-    """Open ``port`` and serve it; if the port fails (USB unplugged), reopen with backoff."""
+               log=print, min_backoff: float = 0.05, max_backoff: float = 1.0) -> None:
+    """Open ``port`` and serve it until ``stop`` is set.
+
+    A port that goes away (:class:`PortLost`: EOF, EIO, ENXIO, ENODEV -- a USB cable pulled, a
+    USB gadget reset, a pty closed) or cannot be opened is closed and reopened with exponential
+    backoff (``min_backoff`` → ``max_backoff`` seconds), sleeping in between, so an unplugged
+    device costs no CPU. Every (re)open starts a fresh :class:`SerialDevice`, which announces
+    itself with a boot INFO; the backoff is reset only once a reopened port has really worked (a
+    valid frame received, or 5 s without failing), so a port that opens and hangs up at once does
+    not spin.
+    """
     stop = stop or threading.Event()
-    backoff = 0.1
+    backoff = min_backoff
+    failed_before = False
     while not stop.is_set():
         try:
             tr = TtyTransport(port, baud)
         except OSError as exc:
-            log(f"serve: cannot open {port}: {exc}; retrying in {backoff:.1f} s")
+            if not failed_before:
+                log(f"serve: cannot open {port}: {exc}; retrying with backoff up to {max_backoff:g} s")
+            failed_before = True
             stop.wait(backoff)
-            backoff = min(backoff * 2, 5.0)
+            backoff = min(backoff * 2, max_backoff)
             continue
-        backoff = 0.1
         log(f"serve: listening on {port} at {baud} baud")
+        t_open = time.monotonic()
+        dev = None
         try:
             dev = SerialDevice(tr, engine, max_payload=max_payload, audio_source=audio_source,
                                push_on_boot=push_on_boot)
             dev.serve(stop)
         except OSError as exc:
-            log(f"serve: {port} failed ({exc}); reopening")
+            log(f"serve: {port} lost ({exc}); reopening")
         finally:
+            if dev is not None:
+                dev.close()
             tr.close()
+        worked = (dev is not None and dev.decoder.stats.frames_ok > 0) or time.monotonic() - t_open > 5
+        backoff = min_backoff if worked else min(backoff * 2, max_backoff)
+        failed_before = False
+        if not stop.is_set():
+            stop.wait(backoff)
 
 
 def _device_arg(dev: str | None):

@@ -19,6 +19,12 @@ Model of the cable:
   bursts of random garbage bytes, and a pulled cable (:meth:`unplug` / :meth:`plug` /
   :meth:`pulled`): everything sent meanwhile, including bytes in flight, is lost.
 
+A **vanishing port** (:meth:`hangup` / :meth:`replug`, e.g. a USB-serial adapter unplugged and
+plugged back): one side's pty pair is closed (whoever holds that tty sees end of file / EIO, as
+with a real unplugged device) and later replaced by a new one. With ``stable_paths=True`` the
+ports are symlinks (like udev's ``/dev/serial/by-id/...``) that disappear on hang-up and point to
+the new pty on replug, so a program can reopen the same path.
+
 All injections are counted in :attr:`counters`; with ``record_events=True`` the position of each
 fault in the sender's byte stream is logged in :attr:`events` (used by tests to know which frames
 were hit).
@@ -29,6 +35,8 @@ import contextlib
 import errno
 import os
 import select
+import shutil
+import tempfile
 import threading
 import time
 import tty
@@ -84,7 +92,7 @@ class PtyLink:
 
     def __init__(self, baud: int | None = None, faults: Faults | None = None,
                  faults_b_to_a: Faults | None = None, seed: int = 0, overrun: str = "drop",
-                 tx_buffer: int = 4096, record_events: bool = False):
+                 tx_buffer: int = 4096, record_events: bool = False, stable_paths: bool = False):
         if overrun not in ("drop", "block"):
             raise ValueError("overrun must be 'drop' or 'block'")
         self.baud = baud
@@ -94,14 +102,18 @@ class PtyLink:
         self.seed = seed
         fa = faults or Faults()
         fb = faults_b_to_a if faults_b_to_a is not None else fa
-        self._ma, self._sa = os.openpty()
-        self._mb, self._sb = os.openpty()
-        for fd in (self._sa, self._sb):
-            tty.setraw(fd)  # no echo, no CR/LF translation, no signals: bytes pass untouched
-        for fd in (self._ma, self._mb):
-            os.set_blocking(fd, False)
-        self.port_a = os.ttyname(self._sa)
-        self.port_b = os.ttyname(self._sb)
+        self._ma, self._sa = self._new_pty()
+        self._mb, self._sb = self._new_pty()
+        self._retired: list[int] = []  # fds of hung-up ports, closed by the forwarding thread
+        self._link_dir = tempfile.mkdtemp(prefix="ptylink_") if stable_paths else None
+        if self._link_dir:
+            self.port_a = os.path.join(self._link_dir, "port_a")
+            self.port_b = os.path.join(self._link_dir, "port_b")
+            self._point(self.port_a, self._sa)
+            self._point(self.port_b, self._sb)
+        else:
+            self.port_a = os.ttyname(self._sa)
+            self.port_b = os.ttyname(self._sb)
         self._dirs = (_Direction("a_to_b", self._ma, self._mb, fa, seed, 0),
                       _Direction("b_to_a", self._mb, self._ma, fb, seed, 1))
         self._lock = threading.Lock()
@@ -130,9 +142,78 @@ class PtyLink:
         self._wake()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        for fd in (self._ma, self._sa, self._mb, self._sb, self._wake_r, self._wake_w):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        for fd in (self._ma, self._sa, self._mb, self._sb, self._wake_r, self._wake_w, *self._retired):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        if self._link_dir:
+            shutil.rmtree(self._link_dir, ignore_errors=True)
+
+    @staticmethod
+    def _new_pty() -> tuple[int, int]:
+        m, s = os.openpty()
+        tty.setraw(s)  # no echo, no CR/LF translation, no signals: bytes pass untouched
+        os.set_blocking(m, False)
+        return m, s
+
+    @staticmethod
+    def _point(link: str, slave: int) -> None:
+        tmp = link + ".new"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        os.symlink(os.ttyname(slave), tmp)
+        os.replace(tmp, link)  # atomic: a reader sees the old or the new pty, never half
+
+    def hangup(self, side: str = "b") -> None:
+        """That side's port vanishes (USB unplugged): its pty is closed, so the program holding it
+        reads end of file / gets EIO; with ``stable_paths`` its symlink is removed. Bytes in flight
+        both ways are lost. :meth:`replug` brings a new port."""
+        if side not in ("a", "b"):
+            raise ValueError("side must be 'a' or 'b'")
+        with self._lock:
+            m, sl = (self._ma, self._sa) if side == "a" else (self._mb, self._sb)
+            if m < 0:
+                return
+            self._retired += [m, sl]
+            if side == "a":
+                self._ma = self._sa = -1
+            else:
+                self._mb = self._sb = -1
+            self._rewire()
+            if self._link_dir:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.port_a if side == "a" else self.port_b)
+        self._wake()
+
+    def replug(self, side: str = "b") -> str:
+        """A new port for that side after :meth:`hangup`; returns its path (the same path with
+        ``stable_paths``, else the new pty's name, also stored in ``port_a``/``port_b``)."""
+        m, sl = self._new_pty()
+        with self._lock:
+            if side == "a":
+                self._ma, self._sa = m, sl
+            else:
+                self._mb, self._sb = m, sl
+            self._rewire()
+            if self._link_dir:
+                self._point(self.port_a if side == "a" else self.port_b, sl)
+            elif side == "a":
+                self.port_a = os.ttyname(sl)
+            else:
+                self.port_b = os.ttyname(sl)
+        self._wake()
+        return self.port_a if side == "a" else self.port_b
+
+    def _rewire(self) -> None:
+        """Point both directions at the current masters (called with the lock held)."""
+        for d, (src, dst) in zip(self._dirs, ((self._ma, self._mb), (self._mb, self._ma))):
+            if (d.src, d.dst) != (src, dst):
+                d.counters["unplugged_dropped"] += d.queued + len(d.pending)
+                d.queue.clear()
+                d.queued = 0
+                d.pending.clear()
+                d.busy_until = 0.0
+            d.src, d.dst = src, dst
 
     def __enter__(self) -> "PtyLink":
         return self.start()
@@ -236,13 +317,17 @@ class PtyLink:
             rlist, wlist = [self._wake_r], []
             timeout = 0.2
             with self._lock:
+                retired, self._retired = self._retired, []
+                for fd in retired:  # hung-up ports: no select() of ours is using them now
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
                 for d in self._dirs:
                     self._deliver_due(d, now)
-                    if d.pending:
+                    if d.pending and d.dst >= 0:
                         wlist.append(d.dst)
                     if d.queue:
                         timeout = min(timeout, max(0.0, d.queue[0][0] - now))
-                    if d.queued + len(d.pending) < self.tx_buffer:
+                    if d.queued + len(d.pending) < self.tx_buffer and d.src >= 0:
                         rlist.append(d.src)
             try:
                 r, w, _ = select.select(rlist, wlist, [], timeout)
@@ -256,7 +341,7 @@ class PtyLink:
             now = time.monotonic()
             with self._lock:
                 for d in self._dirs:
-                    if d.src in r:
+                    if d.src >= 0 and d.src in r:
                         self._read_from(d, now)
                     self._deliver_due(d, time.monotonic())
 
@@ -337,6 +422,10 @@ class PtyLink:
             d.queued -= len(piece)
             d.pending += piece
         if not d.pending:
+            return
+        if d.dst < 0:  # the receiving port is unplugged
+            d.counters["unplugged_dropped"] += len(d.pending)
+            d.pending.clear()
             return
         try:
             n = os.write(d.dst, d.pending)
