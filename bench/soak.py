@@ -54,6 +54,10 @@ def log(msg: str) -> None:
 
 
 def git_commit() -> str:
+    """The commit measured: ``git rev-parse HEAD`` (+ "-dirty"), or ``$SER_EDGE_COMMIT`` when run
+    from an exported copy of the tree (so edits to the work tree cannot leak into a long run)."""
+    if os.environ.get("SER_EDGE_COMMIT"):
+        return os.environ["SER_EDGE_COMMIT"]
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                               check=True).stdout.strip()
