@@ -91,7 +91,7 @@ class FixedPointFrontend:
         self._rc = col(t.rfft_cos_q[kk])
         self._rs = col(t.rfft_sin_q[kk])
         self._rise = col(mel.rise_q)
-        self._seg_start = mel.seg_start
+        self._seg_start = mel.seg_start.astype(np.intp)  # reduceat wants intp: int32 on armv7
         self._seg_empty = mel.seg_len == 0
         self._log_table = t.log_table_q.astype(np.int64)
         self._pow2 = np.int64(1) << np.arange(63, dtype=np.int64)

@@ -32,7 +32,7 @@ def compute_features_float(pcm: np.ndarray, cfg: FrontendConfig) -> np.ndarray:
     spec = np.fft.rfft(frames * t.window_f, axis=1)
     mel_t = t.mel
     p = (spec.real**2 + spec.imag**2)[:, mel_t.bin_lo : mel_t.bin_hi]
-    seg = np.repeat(np.arange(cfg.n_mels + 1), mel_t.seg_len)
+    seg = np.repeat(np.arange(cfg.n_mels + 1), mel_t.seg_len.astype(np.intp))  # intp: armv7 is 32-bit
     weights = np.zeros((p.shape[1], cfg.n_mels))
     cols = np.arange(p.shape[1])
     rise_ok = seg < cfg.n_mels
