@@ -24,14 +24,17 @@ import threading
 import time
 import tty
 from collections import deque
+from dataclasses import replace
 from typing import Any, Iterable, Protocol
 
 import numpy as np
 
-from .protocol import (INFO_FLAG_BOOT, MAX_PAYLOAD, NO_SEQ, PROTOCOL_VERSION, Accepts, Ack, Audio,
-                       Error, ErrorCode, Features, FrameDecoder, GetStats, Hello, Info, Message,
-                       Mode, MsgType, Ping, Pong, Result, ResultFlags, Sequencer, Start, Stats,
-                       Stop)
+from .protocol import (DEVICE_TO_HOST, INFO_FLAG_BOOT, MAX_PAYLOAD, NO_GATE, NO_SEQ,
+                       PROTOCOL_REVISION, PROTOCOL_VERSION, Accepts, Ack, AckStatus, Audio, Error,
+                       ErrorCode, Features, FrameDecoder, GetStats, Hello, Info, InfoExtFlags,
+                       Message, Mode, MsgType, Ping, Pong, Resend, Result, ResultFlags, Sequencer,
+                       Start, Stats, Stop)
+from .protocol.reassembly import StreamReassembler
 from .results import UtteranceResult, WindowResult
 from .window_policy import NO_SPEECH, SILENCE, UNCERTAIN
 
@@ -198,11 +201,16 @@ def result_to_message(r: WindowResult | UtteranceResult, session: int, extra_fla
 
 
 def info_message(info: dict, *, accepts: int, mode: int, max_payload: int, reply_to: int,
-                 boot: bool) -> Info:
+                 boot: bool, revision: int = PROTOCOL_REVISION, session: int = 0,
+                 resend_hold_ms: int = 0) -> Info:
     """Build INFO from ``engine.info()`` (extra optional keys: frame_hop_samples, output_scale,
-    output_zero_point)."""
+    output_zero_point, frame_length_samples, gate_dbfs, min_confidence, scores_are_probs)."""
+    gate = info.get("gate_dbfs")
+    ext = ((InfoExtFlags.SCORES_ARE_PROBS if info.get("scores_are_probs") else 0)
+           | (InfoExtFlags.GATE if gate is not None else 0)
+           | (InfoExtFlags.RESEND if resend_hold_ms else 0))
     return Info(
-        protocol_version=PROTOCOL_VERSION, flags=INFO_FLAG_BOOT if boot else 0, accepts=accepts,
+        protocol_version=revision, flags=INFO_FLAG_BOOT if boot else 0, accepts=accepts,
         mode=mode, max_payload=max_payload, reply_to=reply_to,
         sample_rate=int(info["sample_rate"]), window_frames=int(info["window_frames"]),
         hop_frames=int(info["hop_frames"]), n_features=int(info["n_features"]),
@@ -212,10 +220,25 @@ def info_message(info: dict, *, accepts: int, mode: int, max_payload: int, reply
         output_scale=float(info.get("output_scale", 0.0) or 0.0),
         version=str(info.get("version", "")), model_hash=str(info.get("model_hash", "")),
         frontend_hash=str(info.get("frontend_hash", "")),
-        labels=tuple(str(x) for x in info["labels"]))
+        labels=tuple(str(x) for x in info["labels"]),
+        frame_length_samples=int(info.get("frame_length_samples", 0) or 0), ext_flags=int(ext),
+        min_confidence=float(info.get("min_confidence", 0.0) or 0.0),
+        gate_dbfs=float(gate) if gate is not None else NO_GATE, session=session & 0xFFFF,
+        resend_hold_ms=int(resend_hold_ms))
 
 
-_STREAM_WRAP = 1 << 32
+def engine_info(engine) -> dict:
+    """``engine.info()`` plus what INFO's extension reports, read from a StreamingClassifier's
+    attributes when its info() does not name them (frame length, gate, confidence threshold)."""
+    info = dict(engine.info())
+    cfg = getattr(engine, "cfg", None)
+    if "frame_length_samples" not in info and cfg is not None:
+        info["frame_length_samples"] = int(getattr(cfg, "frame_length", 0) or 0)
+    if "gate_dbfs" not in info and hasattr(engine, "gate_dbfs"):
+        info["gate_dbfs"] = engine.gate_dbfs
+    if "min_confidence" not in info and hasattr(engine, "min_confidence"):
+        info["min_confidence"] = engine.min_confidence
+    return info
 
 
 class SerialDevice:
@@ -235,13 +258,14 @@ class SerialDevice:
     def __init__(self, transport: Transport, engine: Engine, *, max_payload: int = MAX_PAYLOAD,
                  audio_source: Iterable[np.ndarray] | None = None, push_on_boot: bool = False,
                  max_gap_s: float = 10.0, announce: bool = True, read_size: int = 4096,
-                 tx_queue: int = 64):
+                 tx_queue: int = 64, resend_hold_s: float = 1.5, resend_retry_s: float = 0.12,
+                 reorder_s: float = 4.0):
         self.transport = transport
         self.engine = engine
         self.max_payload = min(max_payload, MAX_PAYLOAD)
         self.audio_source = audio_source
         self.read_size = read_size
-        self._info = dict(engine.info())
+        self._info = engine_info(engine)
         self.sample_rate = int(self._info["sample_rate"])
         self.n_features = int(self._info["n_features"])
         self.window_frames = int(self._info["window_frames"])
@@ -250,6 +274,20 @@ class SerialDevice:
         self.max_gap_samples = int(max_gap_s * self.sample_rate)
         fhs = int(self._info.get("frame_hop_samples", 0) or 0)
         self.max_gap_frames = int(max_gap_s * self.sample_rate / fhs) if fhs else 1000
+        self.frame_hop_samples = fhs
+        # selective retransmission (revision 2): wait up to resend_hold_s for a lost range, asking
+        # again every resend_retry_s, while buffering at most reorder_s of later input
+        self.resend_hold_s = resend_hold_s
+        self.resend_retry_s = resend_retry_s
+        self.reorder_s = reorder_s
+        self.peer_revision = 1  # until a HELLO says more: no RESEND frames to unknown hosts
+        self.host_max_payload = MAX_PAYLOAD
+        self._stream: StreamReassembler | None = None
+        self._start_key: tuple | None = None  # (mode, session, start_offset) of the current START
+        self._engine_pos = 0  # items fed to the engine since its last reset
+        self._win_base = 0  # window numbering continues across a STREAM_RESET
+        self._t_base_s = 0.0  # and so do window times (seconds since the session's start_offset)
+        self._last_window = -1
         self.accepts = Accepts.AUDIO | Accepts.FEATURES | (Accepts.MIC_PUSH if audio_source is not None else 0)
         self.decoder = FrameDecoder(self.max_payload, on_drop=self._on_drop)
         self.tx = Sequencer()
@@ -257,8 +295,6 @@ class SerialDevice:
         self._engine_lock = threading.Lock()
         self.mode = Mode.IDLE
         self.session = 0
-        self._next_offset = 0  # expected offset of the next AUDIO sample / FEATURES frame
-        self._base = 0  # stream offset of the engine's t = 0
         self._gaps: list[tuple[int, int]] = []  # [start, end) in engine units (samples/frames)
         self._push_thread: threading.Thread | None = None
         self._push_stop = threading.Event()
@@ -274,10 +310,10 @@ class SerialDevice:
         self._writer.start()
         self.counters = {"tx_frames": 0, "results": 0, "errors": 0, "gap_samples": 0,
                          "gap_frames": 0, "stale": 0, "sessions": 0, "tx_dropped_results": 0,
-                         "tx_dropped": 0, "tx_timeouts": 0}
+                         "tx_dropped": 0, "tx_timeouts": 0, "resend_requests": 0,
+                         "resend_recovered": 0, "gap_windows": 0, "rx_unexpected_type": 0}
         if announce:
-            self._send(info_message(self._info, accepts=int(self.accepts), mode=int(self.mode),
-                                    max_payload=self.max_payload, reply_to=NO_SEQ, boot=True))
+            self._send(self._info_msg(NO_SEQ, boot=True))
         if push_on_boot:
             if audio_source is None:
                 raise ValueError("push_on_boot needs an audio_source")
@@ -327,6 +363,8 @@ class SerialDevice:
         if self._lost is not None:
             raise self._lost
         data = self.transport.read(self.read_size)
+        if self._stream is not None:
+            self._service_stream()
         if not data:
             return 0
         received = self.decoder.feed(data)
@@ -344,11 +382,29 @@ class SerialDevice:
         d = {"rx_frames": s.frames_ok, "rx_seq_lost": s.seq_lost, "rx_bytes": s.bytes_in}
         d.update({f"rx_{k}": v for k, v in s.dropped.items()})
         d.update(self.counters)
+        if self._stream is not None:  # the live session's reassembler counts too
+            d["resend_recovered"] += self._stream.counters["recovered_items"]
+            d["stale"] += self._stream.counters["stale"]
         return d
+
+    def _info_msg(self, reply_to: int, boot: bool) -> Info:
+        revision = PROTOCOL_REVISION if boot else min(self.peer_revision, PROTOCOL_REVISION)
+        hold = int(self.resend_hold_s * 1000) if revision >= 2 else 0
+        return info_message(self._info, accepts=int(self.accepts), mode=int(self.mode),
+                            max_payload=self.max_payload, reply_to=reply_to, boot=boot,
+                            revision=revision, session=self.session if self.mode else 0,
+                            resend_hold_ms=hold)
 
     # ------------------------------------------------------------------ sending
     def _send(self, msg: Message) -> None:
         """Queue ``msg`` for the writer thread (never blocks; drops the oldest RESULT when full)."""
+        payload_len = len(msg.encode_payload())
+        if payload_len > self.host_max_payload:  # HELLO said the host cannot take it
+            self.counters["tx_dropped"] += 1
+            if msg.TYPE != MsgType.ERROR:
+                self._error(ErrorCode.TOO_LARGE, NO_SEQ, msg.TYPE,
+                            f"{msg.TYPE.name} needs {payload_len} bytes, host accepts {self.host_max_payload}")
+            return
         with self._tx_lock:
             _, frame = self.tx.encode(msg)
         with self._tx_cv:
@@ -399,17 +455,27 @@ class SerialDevice:
         # Only frames that passed the CRC have a trustworthy seq/type worth answering.
         if seq is None:
             return
+        if reason == "payload" and mtype in DEVICE_TO_HOST and mtype != MsgType.PONG:
+            reason = "unknown_type"  # a device→host type is refused as such, whatever its payload
         code = {"unknown_type": ErrorCode.UNKNOWN_TYPE, "payload": ErrorCode.BAD_PAYLOAD,
                 "oversize": ErrorCode.TOO_LARGE, "version": ErrorCode.VERSION,
                 "length": ErrorCode.BAD_PAYLOAD}.get(reason)
         if code is not None:
             text = {"version": f"this device speaks protocol version {PROTOCOL_VERSION}",
-                    "oversize": f"max payload is {self.max_payload} bytes"}.get(reason, reason)
+                    "oversize": f"max payload is {self.max_payload} bytes",
+                    "unknown_type": (f"{MsgType(mtype).name} is not a request" if mtype in DEVICE_TO_HOST
+                                     else f"unknown message type 0x{(mtype or 0):02x}")}.get(reason, reason)
             self._error(code, seq, mtype or 0, text)
 
     def _send_results(self, results: list[WindowResult], t_rx: float, extra_flags: int = 0) -> None:
         for r in results:
-            flags = extra_flags | (ResultFlags.GAP if self._overlaps_gap(r) else 0)
+            gap = self._overlaps_gap(r)
+            flags = extra_flags | (ResultFlags.GAP if gap else 0)
+            self.counters["gap_windows"] += bool(gap)
+            if self._win_base or self._t_base_s:  # after a STREAM_RESET: numbering continues
+                r = replace(r, window_index=r.window_index + self._win_base,
+                            t_start_s=r.t_start_s + self._t_base_s, t_end_s=r.t_end_s + self._t_base_s)
+            self._last_window = r.window_index
             lat = int((time.perf_counter() - t_rx) * 1e6)
             self._send(result_to_message(r, self.session, flags, latency_us=lat))
             self.counters["results"] += 1
@@ -438,48 +504,88 @@ class SerialDevice:
         elif t == MsgType.PING:
             self._send(Pong(msg.data))
         elif t == MsgType.HELLO:
-            self._send(info_message(self._info, accepts=int(self.accepts), mode=int(self.mode),
-                                    max_payload=self.max_payload, reply_to=seq, boot=False))
+            self.peer_revision = max(1, min(int(msg.max_version), PROTOCOL_REVISION))
+            self.host_max_payload = max(64, int(msg.host_max_payload))
+            self.decoder.reset_seq()  # a new conversation: the host's counter may have restarted
+            self._send(self._info_msg(seq, boot=False))
         elif t == MsgType.START:
             self._on_start(seq, msg)
         elif t == MsgType.STOP:
             self._stop_push()
+            idle = self.mode == Mode.IDLE
+            self._flush_stream(t_rx)  # input still held for a RESEND goes in (holes zero-filled)
             self._finish_stream(t_rx)  # the tail window, utterance and summary come before the ACK
+            self._end_stream()
             self.mode = Mode.IDLE
-            self._send(Ack(seq, MsgType.STOP))
+            self._start_key = None
+            self._send(Ack(seq, MsgType.STOP, AckStatus.ALREADY if idle else AckStatus.OK))
         elif t == MsgType.GET_STATS:
             self._send(Stats(seq, self.stats()))
-        elif t in (MsgType.PONG, MsgType.ACK):
-            pass  # answers to nothing we asked; harmless
-        else:
+        elif t == MsgType.PONG:
+            pass  # the answer to a PING this device sent
+        else:  # a device→host type sent to the device
+            self.counters["rx_unexpected_type"] += 1
             self._error(ErrorCode.UNKNOWN_TYPE, seq, t, f"{t.name} is not a request")
 
     def _on_start(self, seq: int, msg: Start) -> None:
         try:
             mode = Mode(msg.mode)
         except ValueError:
-            self._error(ErrorCode.UNSUPPORTED, seq, MsgType.START, f"unknown mode {msg.mode}")
+            mode = None
+        if mode is None or mode == Mode.IDLE:
+            self._error(ErrorCode.UNSUPPORTED, seq, MsgType.START,
+                        f"unknown mode {msg.mode}" if mode is None else "mode 0 is not a session; send STOP")
+            return
+        key = (mode, msg.session, msg.start_offset)
+        if key == self._start_key and self.mode == mode:
+            # a retry after a lost ACK: acknowledge again, keep the stream (audio may already flow)
+            self._send(Ack(seq, MsgType.START, AckStatus.ALREADY))
             return
         if mode == Mode.MIC_PUSH and self.audio_source is None:
             self._error(ErrorCode.UNSUPPORTED, seq, MsgType.START, "this device has no audio source")
             return
         self._stop_push()
+        self._end_stream()
         self.session = msg.session
+        self._start_key = key
         self._reset_stream(msg.start_offset)
+        self._win_base, self._t_base_s, self._last_window = 0, 0.0, -1
+        if mode in (Mode.AUDIO, Mode.FEATURES):
+            unit = self.sample_rate if mode == Mode.AUDIO else 1
+            self._stream = StreamReassembler(
+                msg.start_offset, resend=self.peer_revision >= 2 and self.resend_hold_s > 0,
+                hold_s=self.resend_hold_s, retry_s=self.resend_retry_s,
+                max_buffered=max(1, int(self.reorder_s * (self.sample_rate if mode == Mode.AUDIO
+                                                          else self.sample_rate / max(1, self.frame_hop_samples)))),
+                max_gap=self.max_gap_samples if unit != 1 else self.max_gap_frames)
         self.mode = mode
         self.counters["sessions"] += 1
         self._send(Ack(seq, MsgType.START))
         if mode == Mode.MIC_PUSH:
             self._start_push(msg.session)
-        elif mode == Mode.IDLE:
-            pass
 
     def _reset_stream(self, offset: int) -> None:
         with self._engine_lock:
             self.engine.reset()
-        self._next_offset = offset & 0xFFFFFFFF
-        self._base = self._next_offset
+        self._engine_pos = 0
         self._gaps.clear()
+
+    def _flush_stream(self, t_rx: float) -> None:
+        """End of input (STOP): give up the holes still open and feed everything held."""
+        st = self._stream
+        if st is not None and self.mode in (Mode.AUDIO, Mode.FEATURES):
+            pieces = st.flush()
+            if pieces:
+                self._apply(pieces, MsgType.AUDIO if self.mode == Mode.AUDIO else MsgType.FEATURES,
+                            t_rx, NO_SEQ)
+
+    def _end_stream(self) -> None:
+        """Leaving an AUDIO/FEATURES session: count what the reassembler saw; drop what it held."""
+        st = self._stream
+        if st is not None:
+            self.counters["stale"] += st.counters["stale"]
+            self.counters["resend_recovered"] += st.counters["recovered_items"]
+            self._stream = None
 
     def _check_session(self, seq: int, want: Mode, got_type: MsgType) -> bool:
         if self.mode == want:
@@ -491,45 +597,10 @@ class SerialDevice:
                         f"session is {self.mode.name}, got {got_type.name}")
         return False
 
-    def _align(self, seq: int, mtype: MsgType, offset: int, n: int, max_gap: int) -> int | None:
-        """How many leading items of a chunk at ``offset`` (``n`` items) to skip, after filling any
-        gap before it; None = drop the whole chunk."""
-        diff = (offset - self._next_offset) % _STREAM_WRAP
-        if diff == 0:
-            return 0
-        if diff >= _STREAM_WRAP // 2:  # behind: a duplicate or an overlap
-            behind = _STREAM_WRAP - diff
-            if behind >= n:
-                self.counters["stale"] += 1
-                return None
-            return behind
-        if diff > max_gap:
-            self._error(ErrorCode.STREAM_RESET, seq, mtype,
-                        f"gap of {diff} {'samples' if mtype == MsgType.AUDIO else 'frames'} is too long "
-                        "to fill; stream state reset at the new offset (window numbering restarts)")
-            self._reset_stream(offset)
-            return 0
-        start = (self._next_offset - self._base) % _STREAM_WRAP
-        self._gaps.append((start, start + diff))
-        return -diff  # negative: fill this many items first
-
     def _on_audio(self, seq: int, msg: Audio, t_rx: float) -> None:
         if not self._check_session(seq, Mode.AUDIO, MsgType.AUDIO):
             return
-        pcm = msg.pcm
-        skip = self._align(seq, MsgType.AUDIO, msg.offset, pcm.size, self.max_gap_samples)
-        if skip is None:
-            return
-        results: list[WindowResult] = []
-        with self._engine_lock:
-            if skip < 0:
-                self.counters["gap_samples"] += -skip
-                results += self.engine.push_audio(np.zeros(-skip, np.int16))
-                self._next_offset = (self._next_offset - skip) % _STREAM_WRAP
-            pcm = pcm[max(skip, 0):]
-            results += self.engine.push_audio(pcm)
-        self._next_offset = (self._next_offset + pcm.size) % _STREAM_WRAP
-        self._send_results(results, t_rx)
+        self._on_stream(seq, MsgType.AUDIO, msg.offset, msg.pcm, t_rx)
 
     def _on_features(self, seq: int, msg: Features, t_rx: float) -> None:
         if not self._check_session(seq, Mode.FEATURES, MsgType.FEATURES):
@@ -539,20 +610,60 @@ class SerialDevice:
             self._error(ErrorCode.BAD_DIMS, seq, MsgType.FEATURES,
                         f"got {fr.shape[1]} features per frame, this model takes {self.n_features}")
             return
-        skip = self._align(seq, MsgType.FEATURES, msg.offset, fr.shape[0], self.max_gap_frames)
-        if skip is None:
+        self._on_stream(seq, MsgType.FEATURES, msg.offset, fr, t_rx)
+
+    def _on_stream(self, seq: int, mtype: MsgType, offset: int, items: np.ndarray, t_rx: float) -> None:
+        """One AUDIO/FEATURES chunk (or SYNC) through the reassembler, then into the engine."""
+        st = self._stream
+        pieces = st.push(offset, items, time.monotonic())
+        self._apply(pieces, mtype, t_rx, seq)
+        self._service_stream()
+
+    def _service_stream(self) -> None:
+        """Give up holes that waited too long; ask the host (RESEND) for the ones still missing."""
+        st = self._stream
+        if st is None:
             return
+        pieces, ranges = st.poll(time.monotonic())
+        if pieces:
+            self._apply(pieces, MsgType.AUDIO if self.mode == Mode.AUDIO else MsgType.FEATURES,
+                        time.perf_counter(), NO_SEQ)
+        if ranges:
+            self.counters["resend_requests"] += 1
+            self._send(Resend(self.session, tuple(ranges)))
+
+    def _apply(self, pieces: list, mtype: MsgType, t_rx: float, seq: int) -> None:
+        audio = mtype == MsgType.AUDIO
         results: list[WindowResult] = []
         with self._engine_lock:
-            if skip < 0:
-                self.counters["gap_frames"] += -skip
-                fill = np.full((-skip, self.n_features), self.zero_point, np.int8)
-                results += self.engine.push_features(fill)
-                self._next_offset = (self._next_offset - skip) % _STREAM_WRAP
-            fr = fr[max(skip, 0):]
-            results += self.engine.push_features(fr)
-        self._next_offset = (self._next_offset + fr.shape[0]) % _STREAM_WRAP
-        self._send_results(results, t_rx)
+            for kind, val in pieces:
+                if kind == "data":
+                    results += self.engine.push_audio(val) if audio else self.engine.push_features(val)
+                    self._engine_pos += len(val)
+                elif kind == "fill":
+                    self.counters["gap_samples" if audio else "gap_frames"] += val
+                    self._gaps.append((self._engine_pos, self._engine_pos + val))
+                    if audio:
+                        results += self.engine.push_audio(np.zeros(val, np.int16))
+                    else:
+                        results += self.engine.push_features(
+                            np.full((val, self.n_features), self.zero_point, np.int8))
+                    self._engine_pos += val
+                else:  # "reset": a gap too long to fill; numbering and times continue
+                    if results:
+                        self._send_results(results, t_rx)
+                        results = []
+                    unit = 1.0 / self.sample_rate if audio else self.frame_hop_samples / self.sample_rate
+                    self._win_base = self._last_window + 1
+                    self._t_base_s = val * unit
+                    self.engine.reset()
+                    self._engine_pos = 0
+                    self._gaps.clear()
+                    self._error(ErrorCode.STREAM_RESET, seq, mtype,
+                                f"gap too long to fill; stream restarted at offset "
+                                f"{self._stream.offset_of(val)}; windows continue at {self._win_base}")
+        if results:
+            self._send_results(results, t_rx)
 
     def _overlaps_gap(self, r: WindowResult) -> bool:
         if not self._gaps:

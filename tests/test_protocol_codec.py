@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import random
 import struct
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 from edge_runtime.protocol import (DROP_REASONS, HEADER_SIZE, MAX_ENCODED_FRAME, MAX_PAYLOAD,
                                    MESSAGE_CLASSES, Ack, Audio, Error, ErrorCode, Features,
                                    FrameDecoder, GetStats, Hello, Info, Mode, MsgType, Ping, Pong,
-                                   Result, ResultFlags, Start, Stats, Stop, build_raw_frame,
+                                   Resend, Result, ResultFlags, Start, Stats, Stop, build_raw_frame,
                                    cobs_decode, cobs_encode, crc32, encode_frame, encode_message)
 from edge_runtime.protocol import _cobs
 
@@ -119,7 +120,7 @@ u32 = st.integers(0, 0xFFFFFFFF)
 text = st.text(max_size=20)
 
 messages = st.one_of(
-    st.builds(Hello, st.integers(0, 255), u16, st.text(max_size=10).filter(lambda s: len(s.encode()) <= 64)),
+    st.builds(Hello, st.integers(1, 255), u16, st.text(max_size=10).filter(lambda s: len(s.encode()) <= 64)),
     st.builds(lambda labels, s: make_info(tuple(labels)), st.lists(st.text(min_size=1, max_size=12), max_size=8), text),
     st.builds(lambda off, a: Audio(off, np.array(a, np.int16)), u32, st.lists(st.integers(-32768, 32767), min_size=1, max_size=300)),
     st.builds(lambda off, n, f, seed: Features(off, np.random.default_rng(seed).integers(-128, 128, (n, f)).astype(np.int8)),
@@ -128,6 +129,13 @@ messages = st.one_of(
               u32, u16, st.integers(0, 15), u32, u32, u32, st.lists(i8, min_size=1, max_size=16), st.integers(0, 255)),
     st.builds(Error, u16, u16, st.integers(0, 255), st.text(max_size=30).filter(lambda s: len(s.encode()) <= 200)),
     st.builds(Ping, st.binary(max_size=64)),
+    st.builds(lambda sess, r: Resend(sess, tuple(r)), u16,
+              st.lists(st.tuples(u32, st.integers(1, 0xFFFFFFFF)), min_size=1, max_size=8)),
+    st.builds(lambda labels, fl, mc, g, sess: replace(make_info(tuple(labels)), protocol_version=2,
+                                                     frame_length_samples=fl, min_confidence=mc,
+                                                     gate_dbfs=g, session=sess, ext_flags=7),
+              st.lists(st.text(min_size=1, max_size=12), max_size=8), u16,
+              st.floats(0, 1, width=32), st.floats(-120, 0, width=32), u16),
     st.builds(Pong, st.binary(max_size=64)),
     st.builds(Start, st.integers(0, 3), u16, u32),
     st.builds(Stop), st.builds(GetStats),

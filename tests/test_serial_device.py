@@ -112,7 +112,7 @@ def test_features_session_and_bad_requests(link):
             s_mic = host.send(Start(Mode.MIC_PUSH, 2))  # no audio source on this device
             assert host.recv(1)[0].code == ErrorCode.UNSUPPORTED
             s_unk = host.port.write(encode_frame(0x55, 99, b"")) and 99
-            assert host.recv(1)[0] == Error(ErrorCode.UNKNOWN_TYPE, s_unk, 0x55, "unknown_type")
+            assert host.recv(1)[0] == Error(ErrorCode.UNKNOWN_TYPE, s_unk, 0x55, "unknown message type 0x55")
             host.port.write(encode_frame(MsgType.START, 100, b"\x01"))  # malformed START
             assert host.recv(1)[0].code == ErrorCode.BAD_PAYLOAD
             host.send(Result(0, 0, 0, 0, 0, 0, 0, (1,)))  # device->host type sent to the device

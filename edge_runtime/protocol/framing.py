@@ -31,6 +31,9 @@ MAX_ENCODED_FRAME = cobs_max_encoded_len(MAX_RAW_FRAME)  # 4123, excluding the 0
 DELIMITER = b"\x00"
 
 DROP_REASONS = ("cobs", "short", "crc", "version", "length", "oversize", "unknown_type", "payload")
+# A forward sequence jump of this many frames or more is taken as a resynchronisation (the peer
+# restarted or reconnected mid-count), not as that many lost frames.
+MAX_SEQ_GAP = 1024
 
 
 def crc32(data: bytes) -> int:
@@ -89,6 +92,7 @@ class DecoderStats:
     frames_ok: int = 0
     empty: int = 0  # zero-length segments (0x00 0x00): legal padding, not errors
     seq_lost: int = 0  # frames missing according to sequence-number gaps
+    seq_resync: int = 0  # sequence jumps too large (or backwards) to be losses: peer restarted
     dropped: dict = field(default_factory=lambda: {r: 0 for r in DROP_REASONS})
 
     @property
@@ -97,7 +101,8 @@ class DecoderStats:
 
     def as_dict(self) -> dict:
         d = {"bytes_in": self.bytes_in, "frames_ok": self.frames_ok, "empty": self.empty,
-             "seq_lost": self.seq_lost, "dropped_total": self.dropped_total}
+             "seq_lost": self.seq_lost, "seq_resync": self.seq_resync,
+             "dropped_total": self.dropped_total}
         d.update({f"dropped_{k}": v for k, v in self.dropped.items()})
         return d
 
@@ -117,7 +122,9 @@ class FrameDecoder:
 
     def __init__(self, max_payload: int = MAX_PAYLOAD, on_drop: DropCallback | None = None):
         self.max_payload = min(max_payload, MAX_PAYLOAD)
-        self._max_encoded = cobs_max_encoded_len(HEADER_SIZE + self.max_payload + CRC_SIZE)
+        # Buffer up to the protocol's largest frame whatever our own limit, so that a too-large
+        # frame still gets its CRC checked and can be answered (TOO_LARGE) by seq and type.
+        self._max_encoded = MAX_ENCODED_FRAME
         self._buf = bytearray()
         self._discarding = False  # inside an oversize segment: skip until the next delimiter
         self._last_seq: int | None = None
@@ -211,8 +218,10 @@ class FrameDecoder:
             return
         if self._last_seq is not None:
             gap = (seq - self._last_seq - 1) & 0xFFFF
-            if gap < 0x8000:  # a backwards jump means the peer restarted its counter: not a loss
+            if gap < MAX_SEQ_GAP:
                 self.stats.seq_lost += gap
+            else:  # backwards or a huge jump: the peer restarted its counter, not a loss
+                self.stats.seq_resync += 1
         self._last_seq = seq
         self.stats.frames_ok += 1
         out.append(Received(seq, msg))

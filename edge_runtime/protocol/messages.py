@@ -32,6 +32,23 @@ class MsgType(enum.IntEnum):
     ACK = 0x0B
     GET_STATS = 0x0C
     STATS = 0x0D
+    RESEND = 0x0E  # revision 2: device asks the host to send lost AUDIO/FEATURES ranges again
+
+
+# Message-set revision a device/host speaks (negotiated with HELLO.max_version / INFO.protocol_version).
+# The frame format (header version byte 1) is unchanged; revision 2 adds RESEND, SYNC (an AUDIO or
+# FEATURES frame with no items), the INFO extension block and more STATS counters.
+PROTOCOL_REVISION = 2
+MAX_CLIENT_NAME = 64
+MAX_ERROR_TEXT = 200
+MAX_RESEND_RANGES = 8
+
+# Which side sends which type (a device answers a valid frame of a device→host type with
+# ERROR UNKNOWN_TYPE, except PONG: the answer to a PING the device sent).
+HOST_TO_DEVICE = frozenset({MsgType.HELLO, MsgType.AUDIO, MsgType.FEATURES, MsgType.PING,
+                            MsgType.PONG, MsgType.START, MsgType.STOP, MsgType.GET_STATS})
+DEVICE_TO_HOST = frozenset({MsgType.INFO, MsgType.RESULT, MsgType.ERROR, MsgType.PING,
+                            MsgType.PONG, MsgType.ACK, MsgType.STATS, MsgType.RESEND})
 
 
 class Mode(enum.IntEnum):
@@ -61,6 +78,19 @@ class ResultFlags(enum.IntFlag):
     #                   scores = mean int8 scores of its speech windows, label_index = its label
 
 
+class InfoExtFlags(enum.IntFlag):
+    """INFO extension ``flags`` (revision 2)."""
+
+    SCORES_ARE_PROBS = 0x01  # scores dequantise to probabilities (else: logits, apply softmax)
+    GATE = 0x02  # gate_dbfs is valid (the device flags quiet windows SILENCE)
+    RESEND = 0x04  # the device asks for lost AUDIO/FEATURES ranges with RESEND
+
+
+class AckStatus(enum.IntEnum):
+    OK = 0  # carried out
+    ALREADY = 1  # nothing to do: a repeated START of the current session, or STOP while idle
+
+
 class ErrorCode(enum.IntEnum):
     BAD_PAYLOAD = 1  # payload length/layout wrong for its type
     UNKNOWN_TYPE = 2  # valid frame of a type this device does not handle
@@ -76,6 +106,7 @@ class ErrorCode(enum.IntEnum):
 
 
 NO_SEQ = 0xFFFF  # "no frame referenced" in reply_to / ref_seq fields
+NO_GATE = -200.0  # INFO extension gate_dbfs when the device has no silence gate
 INFO_FLAG_BOOT = 0x01  # INFO sent unasked right after the device (re)started
 
 _U8_STR_MAX = 255
@@ -123,18 +154,23 @@ class Hello(Message):
     """Host → device: open a conversation; the device answers with INFO."""
 
     TYPE: ClassVar[MsgType] = MsgType.HELLO
-    max_version: int = 1
+    max_version: int = PROTOCOL_REVISION
     host_max_payload: int = 4096
     client: str = "ser-edge"
     _S: ClassVar[struct.Struct] = struct.Struct("<BBH")
 
     def encode_payload(self) -> bytes:
-        return self._S.pack(self.max_version, 0, self.host_max_payload) + self.client.encode()[:64]
+        name = self.client.encode()[:MAX_CLIENT_NAME]
+        return self._S.pack(self.max_version, 0, self.host_max_payload) + name
 
     @classmethod
     def decode_payload(cls, payload: bytes) -> "Hello":
         _need(payload, 4, "HELLO")
+        if len(payload) > 4 + MAX_CLIENT_NAME:
+            raise PayloadError(f"HELLO client name is {len(payload) - 4} bytes (max {MAX_CLIENT_NAME})")
         ver, _res, maxp = cls._S.unpack_from(payload)
+        if ver < 1:
+            raise PayloadError("HELLO max_version is 0")
         try:
             client = payload[4:].decode("utf-8")
         except UnicodeDecodeError:
@@ -166,11 +202,19 @@ class Info(Message):
     model_hash: str
     frontend_hash: str
     labels: tuple[str, ...]
+    # revision-2 extension block (after the labels; absent from revision-1 devices: defaults)
+    frame_length_samples: int = 0  # analysis frame length (0 = unknown)
+    ext_flags: int = 0  # InfoExtFlags
+    min_confidence: float = 0.0  # UNCERTAIN when the top softmax probability is below this
+    gate_dbfs: float = NO_GATE  # SILENCE when the window's mean-square level is below this
+    session: int = 0  # current session id (0 when idle or pushing from boot)
+    resend_hold_ms: int = 0  # how long the device waits for a RESEND before zero-filling
     _S: ClassVar[struct.Struct] = struct.Struct("<BBBBHHIHHHHfbbBxf")  # 32 bytes
+    _X: ClassVar[struct.Struct] = struct.Struct("<HBxffHH")  # 16-byte extension, after a u8 length
 
     def __post_init__(self) -> None:
         # The wire carries float32: store what a decoder will see, so encode/decode round-trips.
-        for k in ("input_scale", "output_scale"):
+        for k in ("input_scale", "output_scale", "min_confidence", "gate_dbfs"):
             object.__setattr__(self, k, float(np.float32(getattr(self, k))))
         object.__setattr__(self, "labels", tuple(self.labels))
 
@@ -188,7 +232,12 @@ class Info(Message):
             self.output_zero_point, len(self.labels), self.output_scale,
         )
         tail = b"".join(_pack_str(s) for s in (self.version, self.model_hash, self.frontend_hash))
-        return head + tail + b"".join(_pack_str(s) for s in self.labels)
+        body = head + tail + b"".join(_pack_str(s) for s in self.labels)
+        if self.protocol_version >= 2:
+            ext = self._X.pack(self.frame_length_samples, self.ext_flags, self.min_confidence,
+                               self.gate_dbfs, self.session & 0xFFFF, self.resend_hold_ms)
+            body += bytes([len(ext)]) + ext
+        return body
 
     @classmethod
     def decode_payload(cls, payload: bytes) -> "Info":
@@ -200,15 +249,22 @@ class Info(Message):
         for _ in range(3 + nl):
             s, pos = _unpack_str(payload, pos)
             strs.append(s)
-        if pos != len(payload):
-            raise PayloadError(f"INFO has {len(payload) - pos} trailing bytes")
+        ext: tuple = ()
+        if pos < len(payload):  # revision-2 extension: u8 length + fields (longer = future fields)
+            n = payload[pos]
+            if pos + 1 + n != len(payload) or n < cls._X.size:
+                raise PayloadError(f"INFO extension of {len(payload) - pos - 1} bytes says {n}")
+            ext = cls._X.unpack_from(payload, pos + 1)
         return cls(pv, flags, acc, mode, maxp, reply, sr, wf, hf, nf, fhs, iscale, izp, ozp,
-                   oscale, strs[0], strs[1], strs[2], tuple(strs[3:]))
+                   oscale, strs[0], strs[1], strs[2], tuple(strs[3:]), *ext)
 
 
 @dataclass(frozen=True, eq=False)
 class Audio(Message):
-    """Host → device: a chunk of int16 mono PCM starting at stream sample ``offset``."""
+    """Host → device: a chunk of int16 mono PCM starting at stream sample ``offset``.
+
+    With no samples (revision 2) it is a SYNC: "every sample before ``offset`` has been sent", so
+    the device can notice (and ask again for) a lost last frame."""
 
     TYPE: ClassVar[MsgType] = MsgType.AUDIO
     offset: int
@@ -222,7 +278,7 @@ class Audio(Message):
 
     @classmethod
     def decode_payload(cls, payload: bytes) -> "Audio":
-        _need(payload, 6, "AUDIO")
+        _need(payload, 4, "AUDIO")
         if (len(payload) - 4) % 2:
             raise PayloadError("AUDIO sample bytes are odd (int16 expected)")
         (off,) = struct.unpack_from("<I", payload)
@@ -235,7 +291,9 @@ class Audio(Message):
 
 @dataclass(frozen=True, eq=False)
 class Features(Message):
-    """Host → device: int8 feature frames (n_frames × n_features, row-major) from frame ``offset``."""
+    """Host → device: int8 feature frames (n_frames × n_features, row-major) from frame ``offset``.
+
+    ``n_frames == 0`` (revision 2) is a SYNC, as for :class:`Audio`."""
 
     TYPE: ClassVar[MsgType] = MsgType.FEATURES
     offset: int
@@ -252,7 +310,7 @@ class Features(Message):
     def decode_payload(cls, payload: bytes) -> "Features":
         _need(payload, cls._S.size, "FEATURES")
         off, n, nf = cls._S.unpack_from(payload)
-        if n == 0 or nf == 0 or len(payload) != cls._S.size + n * nf:
+        if nf == 0 or len(payload) != cls._S.size + n * nf:
             raise PayloadError(
                 f"FEATURES header says {n}x{nf} but carries {len(payload) - cls._S.size} bytes")
         data = np.frombuffer(payload, dtype=np.int8, offset=cls._S.size).reshape(n, nf).copy()
@@ -309,11 +367,14 @@ class Error(Message):
     _S: ClassVar[struct.Struct] = struct.Struct("<HHB")
 
     def encode_payload(self) -> bytes:
-        return self._S.pack(self.code, self.ref_seq, self.ref_type) + self.message.encode()[:200]
+        text = self.message.encode()[:MAX_ERROR_TEXT].decode("utf-8", errors="ignore").encode()
+        return self._S.pack(self.code, self.ref_seq, self.ref_type) + text
 
     @classmethod
     def decode_payload(cls, payload: bytes) -> "Error":
         _need(payload, cls._S.size, "ERROR")
+        if len(payload) > cls._S.size + MAX_ERROR_TEXT:
+            raise PayloadError(f"ERROR text is {len(payload) - cls._S.size} bytes (max {MAX_ERROR_TEXT})")
         code, ref, rtype = cls._S.unpack_from(payload)
         msg = payload[cls._S.size:].decode("utf-8", errors="replace")
         return cls(code, ref, rtype, msg)
@@ -412,6 +473,9 @@ STATS_FIELDS: tuple[str, ...] = (
     "rx_frames", "rx_crc", "rx_cobs", "rx_length", "rx_version", "rx_unknown_type",
     "rx_oversize", "rx_payload", "rx_seq_lost", "tx_frames", "results", "errors",
     "gap_samples", "gap_frames", "stale",
+    # revision 2
+    "rx_short", "tx_dropped_results", "tx_dropped", "tx_timeouts", "resend_requests",
+    "resend_recovered", "gap_windows", "sessions", "rx_unexpected_type",
 )
 
 
@@ -439,7 +503,40 @@ class Stats(Message):
         return cls(ref, dict(zip(names, vals)))
 
 
+@dataclass(frozen=True)
+class Resend(Message):
+    """Device → host (revision 2): send these stream ranges of the current session again.
+
+    ``ranges``: 1..MAX_RESEND_RANGES ``(offset, count)`` pairs in AUDIO samples or FEATURES frames."""
+
+    TYPE: ClassVar[MsgType] = MsgType.RESEND
+    session: int
+    ranges: tuple[tuple[int, int], ...]
+    _S: ClassVar[struct.Struct] = struct.Struct("<HBx")
+    _R: ClassVar[struct.Struct] = struct.Struct("<II")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ranges", tuple((int(o), int(c)) for o, c in self.ranges))
+
+    def encode_payload(self) -> bytes:
+        if not 1 <= len(self.ranges) <= MAX_RESEND_RANGES:
+            raise ValueError(f"RESEND carries 1..{MAX_RESEND_RANGES} ranges")
+        return self._S.pack(self.session & 0xFFFF, len(self.ranges)) + b"".join(
+            self._R.pack(o & 0xFFFFFFFF, c) for o, c in self.ranges)
+
+    @classmethod
+    def decode_payload(cls, payload: bytes) -> "Resend":
+        _need(payload, cls._S.size, "RESEND")
+        sess, n = cls._S.unpack_from(payload)
+        if not 1 <= n <= MAX_RESEND_RANGES or len(payload) != cls._S.size + n * cls._R.size:
+            raise PayloadError(f"RESEND says {n} ranges in {len(payload)} bytes")
+        ranges = tuple(cls._R.unpack_from(payload, cls._S.size + i * cls._R.size) for i in range(n))
+        if any(c == 0 for _, c in ranges):
+            raise PayloadError("RESEND range with count 0")
+        return cls(sess, ranges)
+
+
 MESSAGE_CLASSES: dict[int, type[Message]] = {
     c.TYPE: c for c in (Hello, Info, Audio, Features, Result, Error, Ping, Pong, Start, Stop, Ack,
-                        GetStats, Stats)
+                        GetStats, Stats, Resend)
 }
