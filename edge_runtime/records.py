@@ -27,7 +27,7 @@ SCHEMA_VERSION = 1
 KINDS = ("window", "utterance", "summary", "file", "validation")
 LABELLED = ("window", "utterance", "summary")  # records that carry a label
 # labels that are not emotions (then "index" is null and "reason" names the case)
-REASONS = ("silence", "no_speech", "uncertain", "too_short")
+REASONS = ("silence", "no_speech", "uncertain", "too_short", "gap")
 # serial RESULT flags, lower-case (edge_runtime.protocol.ResultFlags)
 FLAGS = ("silence", "uncertain", "gap", "push", "no_speech", "utterance")
 
@@ -79,7 +79,8 @@ FIELDS: tuple[Field, ...] = (
     Field("reason", ("string", "null"), "", _L, frozenset(), "run, stream, listen",
           "null for an emotion; else why there is none: `silence` (nothing audible), `no_speech` "
           "(audible but not speech), `uncertain` (top probability below `--min-confidence`, or a tie), "
-          "`too_short` (summary of an input shorter than the shortest window)", enum=(None,) + REASONS),
+          "`too_short` (summary of an input shorter than the shortest window), `gap` (stream/listen: the "
+          "window overlaps input lost on the serial link and zero-filled; never a label)", enum=(None,) + REASONS),
     Field("scores_int8", ("array",), "int8 LSB", _L, frozenset(), "run, stream, listen",
           "the model's raw int8 outputs in label order (utterance/summary: their mean over the speech "
           "windows, rounded); dequantise with the model's output scale and zero point",

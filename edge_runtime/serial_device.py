@@ -258,8 +258,8 @@ class SerialDevice:
     def __init__(self, transport: Transport, engine: Engine, *, max_payload: int = MAX_PAYLOAD,
                  audio_source: Iterable[np.ndarray] | None = None, push_on_boot: bool = False,
                  max_gap_s: float = 10.0, announce: bool = True, read_size: int = 4096,
-                 tx_queue: int = 64, resend_hold_s: float = 1.5, resend_retry_s: float = 0.12,
-                 reorder_s: float = 4.0):
+                 tx_queue: int = 64, resend_hold_s: float = 3.0, resend_retry_s: float = 0.1,
+                 reorder_s: float = 6.0, result_history: int = 512):
         self.transport = transport
         self.engine = engine
         self.max_payload = min(max_payload, MAX_PAYLOAD)
@@ -288,6 +288,8 @@ class SerialDevice:
         self._win_base = 0  # window numbering continues across a STREAM_RESET
         self._t_base_s = 0.0  # and so do window times (seconds since the session's start_offset)
         self._last_window = -1
+        self._result_history: dict[int, Result] = {}  # window_index -> RESULT, for a host's RESEND
+        self._result_history_max = result_history
         self.accepts = Accepts.AUDIO | Accepts.FEATURES | (Accepts.MIC_PUSH if audio_source is not None else 0)
         self.decoder = FrameDecoder(self.max_payload, on_drop=self._on_drop)
         self.tx = Sequencer()
@@ -311,7 +313,8 @@ class SerialDevice:
         self.counters = {"tx_frames": 0, "results": 0, "errors": 0, "gap_samples": 0,
                          "gap_frames": 0, "stale": 0, "sessions": 0, "tx_dropped_results": 0,
                          "tx_dropped": 0, "tx_timeouts": 0, "resend_requests": 0,
-                         "resend_recovered": 0, "gap_windows": 0, "rx_unexpected_type": 0}
+                         "resend_recovered": 0, "gap_windows": 0, "rx_unexpected_type": 0,
+                         "results_resent": 0}
         if announce:
             self._send(self._info_msg(NO_SEQ, boot=True))
         if push_on_boot:
@@ -475,9 +478,14 @@ class SerialDevice:
             if self._win_base or self._t_base_s:  # after a STREAM_RESET: numbering continues
                 r = replace(r, window_index=r.window_index + self._win_base,
                             t_start_s=r.t_start_s + self._t_base_s, t_end_s=r.t_end_s + self._t_base_s)
-            self._last_window = r.window_index
+            self._last_window = max(self._last_window, r.window_index)
             lat = int((time.perf_counter() - t_rx) * 1e6)
-            self._send(result_to_message(r, self.session, flags, latency_us=lat))
+            msg = result_to_message(r, self.session, flags, latency_us=lat)
+            if self._result_history_max and not msg.flags & ResultFlags.PUSH:
+                self._result_history[msg.window_index] = msg
+                if len(self._result_history) > self._result_history_max:
+                    del self._result_history[next(iter(self._result_history))]
+            self._send(msg)
             self.counters["results"] += 1
         take = getattr(self.engine, "take_utterances", None)
         for u in (take() if take is not None else []):
@@ -523,6 +531,14 @@ class SerialDevice:
             self._send(Stats(seq, self.stats()))
         elif t == MsgType.PONG:
             pass  # the answer to a PING this device sent
+        elif t == MsgType.RESEND:  # the host missed RESULTs: send the ones still held again
+            if msg.session == self.session:
+                for first, count in msg.ranges:
+                    for k in range(first, first + min(count, self._result_history_max)):
+                        old = self._result_history.get(k & 0xFFFFFFFF)
+                        if old is not None:
+                            self._send(old)
+                            self.counters["results_resent"] += 1
         else:  # a device→host type sent to the device
             self.counters["rx_unexpected_type"] += 1
             self._error(ErrorCode.UNKNOWN_TYPE, seq, t, f"{t.name} is not a request")
@@ -550,6 +566,7 @@ class SerialDevice:
         self._start_key = key
         self._reset_stream(msg.start_offset)
         self._win_base, self._t_base_s, self._last_window = 0, 0.0, -1
+        self._result_history.clear()
         if mode in (Mode.AUDIO, Mode.FEATURES):
             unit = self.sample_rate if mode == Mode.AUDIO else 1
             self._stream = StreamReassembler(

@@ -25,19 +25,20 @@ import queue
 import struct
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import numpy as np
 
-from edge_runtime.protocol import (MAX_PAYLOAD, NO_SEQ, Accepts, Ack, Audio, Error, ErrorCode,
-                                   Features, FrameDecoder, GetStats, Hello, Info, Message, Mode,
-                                   MsgType, Ping, Pong, Result, ResultFlags, Sequencer, Start,
-                                   Stats, Stop, cobs_encode)
+from edge_runtime.protocol import (MAX_PAYLOAD, NO_SEQ, PROTOCOL_REVISION, Accepts, Ack, Audio,
+                                   Error, ErrorCode, Features, FrameDecoder, GetStats, Hello, Info,
+                                   Message, Mode, MsgType, Ping, Pong, Resend, Result, ResultFlags,
+                                   Sequencer, Start, Stats, Stop, cobs_encode)
 from edge_runtime.protocol.framing import CRC_SIZE, HEADER_SIZE
 from edge_runtime.records import make as make_record
 
-__all__ = ["DeviceClient", "DeviceError", "DeviceResult", "HostFeatures", "LinkPlan",
+__all__ = ["DeviceClient", "DeviceError", "DeviceResult", "HostFeatures", "LinkPlan", "SentHistory",
            "audio_baud_needed", "features_baud_needed", "frame_wire_bytes", "plan_link"]
 
 BITS_PER_BYTE = 10  # 8N1: start + 8 data + stop
@@ -163,7 +164,7 @@ class DeviceResult:
     """A RESULT as received: the message plus host-side context."""
 
     msg: Result
-    label: str  # label name; "silence" / "uncertain" when flagged
+    label: str  # label name; "gap" / "silence" / "uncertain" when flagged (never a plain label then)
     t_rx: float  # time.monotonic() at reception
     seq: int
     stream_offset_s: float = 0.0  # START offset of its session, in seconds
@@ -186,8 +187,9 @@ class DeviceResult:
 
     @property
     def emotion_index(self) -> int | None:
-        """The emotion's index, or None when a flag says there is none (silence/no_speech/uncertain)."""
-        none = ResultFlags.SILENCE | ResultFlags.NO_SPEECH | ResultFlags.UNCERTAIN
+        """The emotion's index, or None when a flag says there is none (silence/no_speech/uncertain)
+        or the window cannot be trusted (gap: input lost on the link)."""
+        none = ResultFlags.SILENCE | ResultFlags.NO_SPEECH | ResultFlags.UNCERTAIN | ResultFlags.GAP
         return None if self.msg.flags & none else self.msg.label_index
 
     def to_json_dict(self, labels: list[str] | tuple[str, ...] | None = None) -> dict:
@@ -209,6 +211,51 @@ class DeviceResult:
         if flags:
             d["flags"] = flags
         return make_record(rec, d)
+
+
+# RESULT records that are not windows (the window policy's utterance/summary records) are not
+# tracked for completeness.
+_NOT_A_WINDOW = 0x20
+
+
+# ---------------------------------------------------------------------------------- resend buffer
+class SentHistory:
+    """The last ``capacity`` items (samples or frames) sent, by stream position, so ranges a device
+    reports lost (RESEND) can be sent again. Bounded: older items are forgotten."""
+
+    def __init__(self, capacity: int):
+        self.capacity = int(capacity)
+        self._chunks: deque[tuple[int, np.ndarray]] = deque()  # (unwrapped position, items)
+        self._items = 0
+        self._end = 0  # unwrapped position after the newest item
+        self._lock = threading.Lock()
+
+    def reset(self, offset: int = 0) -> None:
+        with self._lock:
+            self._chunks.clear()
+            self._items = 0
+            self._end = offset
+
+    def add(self, items: np.ndarray) -> None:
+        with self._lock:
+            self._chunks.append((self._end, items))
+            self._end += len(items)
+            self._items += len(items)
+            while self._chunks and self._items - len(self._chunks[0][1]) >= self.capacity:
+                self._items -= len(self._chunks.popleft()[1])
+
+    def get(self, offset: int, count: int) -> list[tuple[int, np.ndarray]]:
+        """``(wire offset, items)`` pieces of ``[offset, offset + count)`` still held (may be fewer)."""
+        with self._lock:
+            d = (offset - self._end) % (1 << 32)
+            start = self._end + (d - (1 << 32) if d >= 1 << 31 else d)
+            end = start + count
+            out = []
+            for pos, items in self._chunks:
+                lo, hi = max(start, pos), min(end, pos + len(items))
+                if lo < hi:
+                    out.append((lo & 0xFFFFFFFF, items[lo - pos:hi - pos]))
+            return out
 
 
 # ---------------------------------------------------------------------------------- client
@@ -234,7 +281,8 @@ class DeviceClient:
                  reconnect: bool = True, liveness_s: float = 1.0, max_backoff: float = 2.0,
                  on_result: Callable[[DeviceResult], None] | None = None,
                  accept_push: bool = False, client_name: str = "ser-edge-host",
-                 open_timeout: float = 10.0, serial_factory: Callable | None = None):
+                 open_timeout: float = 10.0, serial_factory: Callable | None = None,
+                 resend_buffer_s: float = 10.0, sync_interval_s: float = 0.2):
         self.port = port
         self.baud = baud
         self.timeout = timeout
@@ -247,6 +295,18 @@ class DeviceClient:
         self.client_name = client_name
         self.open_timeout = open_timeout
         self._serial_factory = serial_factory
+        self.resend_buffer_s = resend_buffer_s
+        self.sync_interval_s = sync_interval_s
+        self._history = SentHistory(0)
+        self._resend_q: queue.Queue = queue.Queue()
+        self._resender: threading.Thread | None = None
+        self._last_data_tx = 0.0
+        self._windows_seen: set[int] = set()  # window indexes received in the current session
+        self._window_asks: dict[int, int] = {}  # window index -> RESENDs sent for it
+        self._last_result_check = 0.0
+        self.result_check_s = 0.15
+        self._last_sync = 0.0
+        self._syncs_since_data = 0
         self.info: Info | None = None
         self.decoder = FrameDecoder()
         self.tx = Sequencer()
@@ -274,7 +334,9 @@ class DeviceClient:
         self._counters = {"reconnects": 0, "device_restarts": 0, "recoveries": 0,
                           "stale_results": 0, "results": 0, "gap_results": 0, "errors_rx": 0,
                           "tx_frames": 0, "tx_dropped": 0, "timeouts": 0, "pings": 0,
-                          "session_restarts": 0}
+                          "session_restarts": 0, "resend_requests": 0, "resent_items": 0,
+                          "resend_unavailable": 0, "syncs": 0, "duplicate_results": 0,
+                          "result_resend_requests": 0}
 
     # ------------------------------------------------------------------ lifecycle
     def open(self) -> "DeviceClient":
@@ -286,6 +348,8 @@ class DeviceClient:
         self._recovery_thread = threading.Thread(target=self._recovery_loop, name="serial-host-recover",
                                                  daemon=True)
         self._recovery_thread.start()
+        self._resender = threading.Thread(target=self._resend_loop, name="serial-host-resend", daemon=True)
+        self._resender.start()
         try:
             self.hello()
         except BaseException:
@@ -297,7 +361,8 @@ class DeviceClient:
         """Stop the threads and close the port."""
         self._stop.set()
         self._recover_needed.set()
-        for th in (self._reader, self._recovery_thread):
+        self._resend_q.put(None)
+        for th in (self._reader, self._recovery_thread, self._resender):
             if th is not None and th is not threading.current_thread():
                 th.join(timeout=3)
         self._close_port()
@@ -399,7 +464,8 @@ class DeviceClient:
     # ------------------------------------------------------------------ requests
     def hello(self, timeout: float | None = None) -> Info:
         """HELLO → INFO; stores and returns the device's :class:`Info`."""
-        info = self._request(Hello(1, MAX_PAYLOAD, self.client_name), lambda s: ("info", s), timeout)
+        info = self._request(Hello(PROTOCOL_REVISION, MAX_PAYLOAD, self.client_name),
+                             lambda s: ("info", s), timeout)
         self.info = info
         early, self._early = self._early, []
         for seq, msg, t in early:  # pushed results that arrived before we knew the label names
@@ -423,6 +489,7 @@ class DeviceClient:
             self.mode, self.session = Mode(mode), session
             self._session_offsets[session] = start_offset
             self.offset = start_offset
+            self._reset_history(mode, start_offset)
             try:
                 self._request(Start(int(mode), session, start_offset), lambda s: ("ack", s))
             except Exception:
@@ -443,6 +510,77 @@ class DeviceClient:
         """The device's counters (STATS)."""
         return self._request(GetStats(), lambda s: ("stats", s)).counters
 
+    def _reset_history(self, mode, offset: int) -> None:
+        """A fresh resend buffer for a new session: ``resend_buffer_s`` seconds of its items."""
+        sr = self.info.sample_rate if self.info else 16000
+        hop = (self.info.frame_hop_samples if self.info else 0) or 256
+        per_s = sr if Mode(mode) == Mode.AUDIO else sr / hop
+        self._history = SentHistory(max(1, int(self.resend_buffer_s * per_s)))
+        self._history.reset(offset)
+        self._windows_seen = set()
+        self._window_asks = {}
+
+    def expected_windows(self) -> int | None:
+        """Windows the device owes for what this session has sent so far (None if INFO lacks the
+        frame length needed to know)."""
+        info = self.info
+        if info is None or self.mode not in (Mode.AUDIO, Mode.FEATURES) or not info.hop_frames:
+            return None
+        n = (self.offset - self._session_offsets.get(self.session, 0)) % (1 << 32)
+        if self.mode == Mode.AUDIO:
+            L, hop = info.frame_length_samples, info.frame_hop_samples
+            if not L or not hop:
+                return None
+            n = 0 if n < L else 1 + (n - L) // hop
+        return 0 if n < info.window_frames else 1 + (n - info.window_frames) // info.hop_frames
+
+    def missing_windows(self) -> list[int]:
+        """Window indexes owed (see :meth:`expected_windows`) but not received in this session."""
+        exp = self.expected_windows()
+        top = exp if exp is not None else (max(self._windows_seen) + 1 if self._windows_seen else 0)
+        seen = self._windows_seen
+        return [k for k in range(top) if k not in seen]
+
+    def _check_results(self, now: float) -> None:
+        """Ask the device again (RESEND) for RESULTs lost on the way back."""
+        if now - self._last_result_check < self.result_check_s or not self.resend_supported:
+            return
+        self._last_result_check = now
+        if self.mode not in (Mode.AUDIO, Mode.FEATURES):
+            return
+        top_seen = max(self._windows_seen) if self._windows_seen else -1
+        idle = now - self._last_data_tx > 0.3
+        want = [k for k in self.missing_windows() if (k < top_seen or idle)
+                and self._window_asks.get(k, 0) < 60]
+        if not want:
+            return
+        ranges: list[list[int]] = []
+        for k in want:
+            self._window_asks[k] = self._window_asks.get(k, 0) + 1
+            if ranges and ranges[-1][0] + ranges[-1][1] == k:
+                ranges[-1][1] += 1
+            elif len(ranges) < 8:
+                ranges.append([k, 1])
+        self._counters["result_resend_requests"] += 1
+        self.send(Resend(self.session, tuple((a, b) for a, b in ranges)))
+
+    @property
+    def resend_supported(self) -> bool:
+        """The device asks for lost ranges (revision 2 and INFO's RESEND flag)."""
+        return bool(self.info and self.info.protocol_version >= 2 and self.info.resend_hold_ms)
+
+    def sync(self) -> None:
+        """Tell the device where the stream has got to (an empty AUDIO/FEATURES frame), so it can
+        ask again for a lost last frame."""
+        if self.mode == Mode.AUDIO:
+            msg = Audio(self.offset, np.zeros(0, np.int16))
+        elif self.mode == Mode.FEATURES and self.info is not None:
+            msg = Features(self.offset, np.zeros((0, self.info.n_features), np.int8))
+        else:
+            return
+        self._counters["syncs"] += 1
+        self.send(msg)
+
     @property
     def max_payload(self) -> int:
         return min(self.info.max_payload if self.info else 1024, MAX_PAYLOAD)
@@ -457,9 +595,11 @@ class DeviceClient:
         sent = 0
         for i in range(0, pcm.size, chunk):
             piece = pcm[i:i + chunk]
+            self._history.add(piece)
             if self.send(Audio(self.offset, piece)) is not None:
                 sent += 1
             self.offset = (self.offset + piece.size) & 0xFFFFFFFF
+            self._data_sent()
         return sent
 
     def send_features(self, frames: np.ndarray, frames_per_msg: int | None = None) -> int:
@@ -471,10 +611,16 @@ class DeviceClient:
         sent = 0
         for i in range(0, len(fr), per):
             piece = fr[i:i + per]
+            self._history.add(piece)
             if self.send(Features(self.offset, piece)) is not None:
                 sent += 1
             self.offset = (self.offset + len(piece)) & 0xFFFFFFFF
+            self._data_sent()
         return sent
+
+    def _data_sent(self) -> None:
+        self._last_data_tx = time.monotonic()
+        self._syncs_since_data = 0
 
     def results(self, timeout: float | None = None, count: int | None = None) -> Iterator[DeviceResult]:
         """Yield RESULTs as they arrive; stop after ``timeout`` s without one or ``count`` results."""
@@ -531,12 +677,20 @@ class DeviceClient:
                     self._last_rx = now
                     self._dispatch(seq, msg, now)
             self._check_liveness(now)
+            self._check_results(now)
 
     def _port_failed(self) -> None:
         if self._ser is not None:
             self._close_port()
 
     def _check_liveness(self, now: float) -> None:
+        if (self.mode in (Mode.AUDIO, Mode.FEATURES) and self.resend_supported and self.sync_interval_s
+                and now - self._last_data_tx > self.sync_interval_s
+                and now - self._last_sync > self.sync_interval_s and self._syncs_since_data < 50):
+            # the stream paused (or ended): say where it is, so a lost last frame gets asked for
+            self._last_sync = now
+            self._syncs_since_data += 1
+            self.sync()
         if self.mode == Mode.IDLE or self.mode == Mode.MIC_PUSH and not self.liveness_s:
             return
         silent = now - self._last_rx
@@ -576,6 +730,28 @@ class DeviceClient:
                     self._recover_needed.set()  # the device lost our session (restart)
         elif t == MsgType.PING:
             self.send(Pong(msg.data))
+        elif t == MsgType.RESEND:
+            if msg.session == self.session and self.mode in (Mode.AUDIO, Mode.FEATURES):
+                self._counters["resend_requests"] += 1
+                self._resend_q.put((msg.session, msg.ranges))
+
+    def _resend_loop(self) -> None:
+        """Send requested ranges again from the history (own thread: the reader never blocks)."""
+        while not self._stop.is_set():
+            job = self._resend_q.get()
+            if job is None:
+                return
+            session, ranges = job
+            for offset, count in ranges:
+                pieces = self._history.get(offset, count)
+                got = sum(len(p) for _, p in pieces)
+                self._counters["resend_unavailable"] += count - got
+                for off, items in pieces:
+                    if session != self.session:
+                        break
+                    msg = Audio(off, items) if self.mode == Mode.AUDIO else Features(off, items)
+                    if self.send(msg) is not None:
+                        self._counters["resent_items"] += len(items)
 
     def _resolve(self, key: tuple, value) -> bool:
         w = self._waiters.get(key)
@@ -595,7 +771,9 @@ class DeviceClient:
             self._counters["stale_results"] += 1
             return
         labels = self.info.labels if self.info else ()
-        if msg.flags & ResultFlags.SILENCE:
+        if msg.flags & ResultFlags.GAP:
+            label = "gap"  # input lost on the link: never shown as a label
+        elif msg.flags & ResultFlags.SILENCE:
             label = "silence"
         elif msg.flags & ResultFlags.NO_SPEECH:
             label = "no_speech"
@@ -605,6 +783,11 @@ class DeviceClient:
             label = labels[msg.label_index]
         else:
             label = str(msg.label_index)
+        if not push and not msg.flags & _NOT_A_WINDOW:
+            if msg.window_index in self._windows_seen:  # a RESEND answer we no longer need
+                self._counters["duplicate_results"] += 1
+                return
+            self._windows_seen.add(msg.window_index)
         off = self._session_offsets.get(msg.session, 0)
         unit = self._unit_seconds()
         r = DeviceResult(msg, label, now, seq, off * unit)
@@ -650,6 +833,7 @@ class DeviceClient:
                 off = self.offset  # frames sent from now on start here (a racing one is zero-filled)
                 self._session_offsets[session] = off
                 self.session = session
+                self._windows_seen, self._window_asks = set(), {}
                 self._request(Start(int(self.mode), session, off), lambda s: ("ack", s))
                 self._counters["session_restarts"] += 1
 

@@ -29,7 +29,8 @@ class EnergyEngine:
         return {"model_hash": "energy-test-0001", "frontend_hash": "energy-fe", "labels": LABELS,
                 "sample_rate": SR, "window_frames": self.W, "hop_frames": self.H, "n_features": NF,
                 "input_scale": 0.5, "input_zero_point": -128, "version": "test",
-                "frame_hop_samples": FRAME, "output_scale": 1 / 256, "output_zero_point": -128}
+                "frame_hop_samples": FRAME, "frame_length_samples": FRAME, "output_scale": 1 / 256,
+                "output_zero_point": -128}
 
     def reset(self) -> None:
         self._buf = np.zeros(0, np.int16)

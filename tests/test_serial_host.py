@@ -77,8 +77,9 @@ def test_handshake_ping_stream_and_counters():
 
 
 def test_no_wrong_result_accepted_under_bit_errors_drops_and_garbage():
-    """1 % byte errors + drops + garbage both ways: requests retried, results either right, flagged
-    GAP, or missing -- never wrong -- and every rejected frame is counted."""
+    """1 % byte errors + drops + garbage both ways: requests retried, lost AUDIO sent again when the
+    device asks (RESEND), lost RESULTs asked for again by the host: every window arrives once,
+    never wrong, and every rejected frame is counted."""
     pcm = test_audio(6.0, seed=11)
     # Device -> host at 1 % byte errors (a RESULT frame survives ~70 % of the time); host -> device
     # lighter, because one lost AUDIO frame flags the two windows that overlap it.
@@ -87,38 +88,42 @@ def test_no_wrong_result_accepted_under_bit_errors_drops_and_garbage():
     with PtyLink(baud=921600, faults=up, faults_b_to_a=down, seed=21) as link, running_device(link.port_b) as devsrv, \
             DeviceClient(link.port_a, 921600, timeout=0.3, retries=8) as dev:
         dev.start(Mode.AUDIO)
-        _send_paced(dev, pcm, chunk=256, speed=6.0)
-        time.sleep(0.5)
+        _send_paced(dev, pcm, chunk=256, speed=2.0)
+        n_expected = len(expected_labels(pcm))
+        t_end = time.monotonic() + 6
+        while time.monotonic() < t_end and len(dev.missing_windows()) > 0:
+            time.sleep(0.1)
+        time.sleep(0.3)
         results = dev.drain_results()
         ok, gap = _check_results(results, pcm)
-        n_expected = len(expected_labels(pcm))
-        assert ok >= 5 and gap > 0 and ok + gap == len(results) < n_expected
+        assert ok + gap == len(results) == n_expected and ok >= n_expected - 2, (ok, gap, n_expected)
         hc, ds = dev.counters(), devsrv.stats()
         lc = link.counters
     assert lc["a_to_b"]["bits_flipped"] > 5 and lc["b_to_a"]["bits_flipped"] > 10
     dev_drops = sum(ds[f"rx_{k}"] for k in ("crc", "cobs", "short", "length", "version", "oversize",
                                              "unknown_type", "payload"))
-    assert dev_drops > 5 and ds["gap_samples"] > 0
-    assert hc["rx_dropped_total"] + hc["rx_seq_lost"] > 0
+    assert dev_drops > 5 and ds["resend_requests"] > 0 and hc["resent_items"] > 0
+    assert hc["rx_dropped_total"] + hc["rx_seq_lost"] > 0 and hc["result_resend_requests"] > 0
 
 
-def test_pulled_cable_recovers_and_flags_the_hole():
+def test_pulled_cable_recovers_and_resends_the_hole():
     pcm = test_audio(8.0, seed=12)
     with PtyLink(baud=921600) as link, running_device(link.port_b) as devsrv, \
             DeviceClient(link.port_a, 921600, timeout=0.3, liveness_s=0.15) as dev:
         dev.start(Mode.AUDIO)
         _send_paced(dev, pcm, speed=4.0, at={SR * 2: lambda: link.pull_for(0.6)})
-        time.sleep(0.5)
+        t_end = time.monotonic() + 5
+        while time.monotonic() < t_end and dev.missing_windows():
+            time.sleep(0.1)
         results = dev.drain_results()
         ok, gap = _check_results(results, pcm)
-        assert gap >= 1 and ok >= 10
-        # after the plug-in, windows are clean again up to the end of the clip
-        last = max(r.window_index for r in results)
-        assert last == expected_labels(pcm)[-1][0]
+        # the 0.6 s lost while unplugged was asked for (RESEND) and sent again from the host's
+        # buffer: every window arrives, unflagged and right
+        assert ok == len(expected_labels(pcm)) and gap == 0, (ok, gap)
         assert link.counters["a_to_b"]["unplugged_dropped"] > 0
-        assert dev.counters()["recoveries"] >= 1
-        assert devsrv.stats()["gap_samples"] > 0
-        assert dev.ping() < 0.5
+        assert dev.counters()["recoveries"] >= 1 and dev.counters()["resent_items"] >= 0.5 * SR
+        assert devsrv.stats()["gap_samples"] == 0 and devsrv.stats()["resend_recovered"] > 0
+        assert dev.ping() < 2.0  # alive (generous: 2 cores shared with other jobs)
 
 
 def test_host_recovers_after_device_restart():
@@ -165,7 +170,7 @@ def test_host_reopens_a_failed_port():
         while dev.counters()["reconnects"] == 0 and time.monotonic() < t_end:
             time.sleep(0.02)
         assert dev.counters()["reconnects"] == 1
-        assert dev.ping() < 0.5
+        assert dev.ping() < 2.0  # alive (generous: 2 cores shared with other jobs)
         assert dev.hello().model_hash == "energy-test-0001"
 
 

@@ -32,7 +32,8 @@ class MsgType(enum.IntEnum):
     ACK = 0x0B
     GET_STATS = 0x0C
     STATS = 0x0D
-    RESEND = 0x0E  # revision 2: device asks the host to send lost AUDIO/FEATURES ranges again
+    RESEND = 0x0E  # revision 2: ask the peer to send lost ranges again (device: AUDIO/FEATURES
+    #                items; host: RESULT windows)
 
 
 # Message-set revision a device/host speaks (negotiated with HELLO.max_version / INFO.protocol_version).
@@ -46,7 +47,8 @@ MAX_RESEND_RANGES = 8
 # Which side sends which type (a device answers a valid frame of a device→host type with
 # ERROR UNKNOWN_TYPE, except PONG: the answer to a PING the device sent).
 HOST_TO_DEVICE = frozenset({MsgType.HELLO, MsgType.AUDIO, MsgType.FEATURES, MsgType.PING,
-                            MsgType.PONG, MsgType.START, MsgType.STOP, MsgType.GET_STATS})
+                            MsgType.PONG, MsgType.START, MsgType.STOP, MsgType.GET_STATS,
+                            MsgType.RESEND})
 DEVICE_TO_HOST = frozenset({MsgType.INFO, MsgType.RESULT, MsgType.ERROR, MsgType.PING,
                             MsgType.PONG, MsgType.ACK, MsgType.STATS, MsgType.RESEND})
 
@@ -505,9 +507,11 @@ class Stats(Message):
 
 @dataclass(frozen=True)
 class Resend(Message):
-    """Device → host (revision 2): send these stream ranges of the current session again.
+    """Either direction (revision 2): send these ranges of the current session again.
 
-    ``ranges``: 1..MAX_RESEND_RANGES ``(offset, count)`` pairs in AUDIO samples or FEATURES frames."""
+    Device → host: ``(offset, count)`` pairs of AUDIO samples / FEATURES frames it did not get.
+    Host → device: ``(window_index, count)`` pairs of RESULTs it did not get.
+    1..MAX_RESEND_RANGES ranges, counts >= 1."""
 
     TYPE: ClassVar[MsgType] = MsgType.RESEND
     session: int
