@@ -33,6 +33,7 @@ import json
 import os
 import re
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -52,6 +53,7 @@ ARCHES = {
     "armhf": {"qemu": "arm", "cpu": "cortex-a7", "wheels": ["tflite-runtime"]},
 }
 VENV = "/opt/ser-edge-venv"
+HOST_CA = "/etc/ssl/certs/ser-edge-host-ca.crt"
 # Device-side tests: numpy + interpreter + termios only (what a Pi runs). Tests needing TensorFlow
 # or a C compiler skip themselves outside the full test environment.
 DEVICE_TESTS = ["tests/test_frontend_fixed.py", "tests/test_frontend_streaming.py",
@@ -107,6 +109,10 @@ def mounted(root: Path):
             run(["mount", *opts, src, str(target)])
             done.append(target)
         shutil.copyfile("/etc/resolv.conf", root / "etc/resolv.conf")
+        # this machine's trust store, so that pip inside works behind the same TLS proxy as here
+        cafile = ssl.get_default_verify_paths().cafile or "/etc/ssl/certs/ca-certificates.crt"
+        if os.path.exists(cafile):
+            shutil.copyfile(cafile, root / HOST_CA.lstrip("/"))
         yield
     finally:
         for target in reversed(done):
@@ -116,6 +122,11 @@ def mounted(root: Path):
 def chroot(root: Path, cpu: str, args: list[str], **kw) -> subprocess.CompletedProcess:
     env = {"PATH": f"{VENV}/bin:/usr/bin:/bin", "HOME": "/root", "LANG": "C.UTF-8",
            "QEMU_CPU": cpu, "PYTHONDONTWRITEBYTECODE": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    if (root / HOST_CA.lstrip("/")).exists():
+        env.update(PIP_CERT=HOST_CA, SSL_CERT_FILE=HOST_CA, REQUESTS_CA_BUNDLE=HOST_CA)
+    for k in ("PIP_INDEX_URL", "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        if k in os.environ:
+            env[k] = os.environ[k]
     return subprocess.run(["chroot", str(root), *args], env=env, **kw)
 
 
@@ -211,6 +222,7 @@ def main() -> None:
         try:
             r = check_arch(arch, args.cache, ref, args.seconds, args.tests)
         except (subprocess.CalledProcessError, OSError) as exc:
+            log(f"[{arch}] failed: {exc}")
             r = {"bit_exact": False, "error": str(exc)}
         out[arch] = r
         out[f"{arch}_bit_exact"] = bool(r.get("bit_exact"))

@@ -52,7 +52,10 @@ import numpy as np  # noqa: E402
 DEFAULT_MODEL = ROOT / "edge_runtime" / "models" / "default.tflite"
 GOALS = {"label_latency_ms_p50_115200": ("<=", 20.0), "audio_rtf_921600": (">=", 1.0),
          "frames_lost_921600": ("==", 0), "corrupted_frames_detected_ratio": ("==", 1.0),
-         "wrong_labels_accepted": ("==", 0)}
+         "gapless_windows_ratio_0p1pct": (">=", 0.99), "gapless_windows_ratio_1pct": (">=", 0.95),
+         "wrong_labels_accepted": ("==", 0), "wrong_labels_checked": (">=", 500),
+         "replug_recovered": ("==", True), "replug_recovery_s": ("<=", 2.0),
+         "serve_cpu_unplugged_pct": ("<=", 5.0), "stalled_host_deadlock": ("==", False)}
 
 
 def log(msg: str) -> None:
@@ -333,50 +336,199 @@ def measure_corruption(n_frames: int = 6000, seed: int = 7) -> dict:
             "corruption_drops_by_reason": {k: v for k, v in res.stats.dropped.items() if v}}
 
 
-def measure_wrong_labels(model, seconds: float) -> dict:
-    """Through the device at 921600, FEATURES mode, 1 % byte errors: (a) on the RESULTs coming back
-    (labels corrupted in flight), (b) both ways (inputs lost too: affected windows must come back
-    flagged GAP). Any RESULT the host accepts as reliable must carry the host's own label."""
+def _stream_through(dev, link, pcm, *, mode, feats, faults, speed: float, chunk: int = 512,
+                    settle_s: float = 20.0) -> tuple[dict, float]:
+    """One session through ``faults`` (both ways): AUDIO in ``chunk``-sample frames, or host
+    FEATURES one frame per message, paced at ``speed`` x real time; then wait until the host has
+    every window it is owed (lost inputs and lost RESULTs are asked for again) or ``settle_s``."""
+    from edge_runtime.protocol import Mode
+    from firmware_bridge.ptylink import Faults
+
+    got: dict = {}
+    dev.on_result = lambda r: got.__setitem__(r.window_index, r)
+    if feats is not None:
+        feats.reset()
+    dev.start(mode)
+    link.set_faults(faults)
+    sr = dev.info.sample_rate
+    step = chunk if mode == Mode.AUDIO else (dev.info.frame_hop_samples or 256)
+    t0 = time.monotonic()
+    for i in range(0, pcm.size, step):
+        time.sleep(max(0.0, t0 + (i + step) / sr / speed - time.monotonic()))
+        if mode == Mode.AUDIO:
+            dev.send_audio(pcm[i:i + step], chunk_samples=chunk)
+        else:
+            fr = feats.push(pcm[i:i + step])
+            if len(fr):
+                dev.send_features(fr, frames_per_msg=1)
+    t_end = time.monotonic() + settle_s
+    while time.monotonic() < t_end and dev.missing_windows():
+        time.sleep(0.1)
+    elapsed = time.monotonic() - t0
+    link.set_faults(Faults())
+    time.sleep(0.3)
+    dev.on_result = None
+    return dict(got), elapsed
+
+
+def _score(got: dict, ref: dict) -> dict:
+    """Windows complete (arrived, not GAP, same time span, label and every int8 score equal to the
+    clean run). A window whose span differs (the device restarted its stream) is not compared."""
+    complete = wrong = checked = gap = moved = 0
+    for k, (label, scores, t_ms) in ref.items():
+        r = got.get(k)
+        if r is None:
+            continue
+        if not r.reliable:
+            gap += 1
+            continue
+        if r.msg.t_start_ms != t_ms:
+            moved += 1
+            continue
+        checked += 1
+        same = r.msg.label_index == label
+        wrong += not same
+        complete += same and tuple(r.msg.scores) == scores
+    return {"windows": len(ref), "complete": complete, "gap": gap, "missing": sum(k not in got for k in ref),
+            "moved": moved, "checked": checked, "wrong": wrong}
+
+
+def measure_noisy(model, audio_seconds: float, features_seconds: float) -> dict:
+    """Byte errors both ways at 921600 through the real device: 0.1 % with raw AUDIO (128-sample
+    frames, 1.5x real time), 1 % with host FEATURES (one frame per message, 6x real time). Every
+    window must come back complete and equal to the clean run; none may be wrong and unflagged."""
     from edge_runtime.protocol import Mode
     from firmware_bridge.ptylink import Faults, PtyLink
 
-    pcm = speech_like(seconds, seed=4)
-    ref = {r.window_index: r.label_index for r in _reference(model).classify(pcm)}
-    out = {"wrong_labels_accepted": 0, "faulty_run_windows": len(ref)}
-    with PtyLink(baud=921600, seed=11) as link, device_process(link.port_b, 921600, model):
+    out: dict = {}
+    wrong = checked = 0
+    with PtyLink(baud=921600, seed=17) as link, device_process(link.port_b, 921600, model):
         dev = _client(link.port_a, 921600)
         try:
             feats = _host_features(dev.info, model)
-            hop = dev.info.frame_hop_samples or 256
-            for name, direction in (("results_1pct", "b_to_a"), ("both_ways_1pct", "both")):
-                feats.reset()
-                dev.drain_results()
-                hb = dev.counters()
-                dev.start(Mode.FEATURES)
-                link.set_faults(Faults(bit_error_rate=0.01), direction)
-                for i in range(0, pcm.size, hop * 8):
-                    fr = feats.push(pcm[i:i + hop * 8])
-                    for j in range(len(fr)):
-                        dev.send_features(fr[j:j + 1])
-                    time.sleep(0.002)
-                link.wait_idle(10)
-                time.sleep(1.5)
-                link.set_faults(Faults())
-                results = dev.drain_results()
-                hc = dev.counters()
-                reliable = [r for r in results if r.reliable]
-                wrong = sum(1 for r in reliable if ref.get(r.window_index) != r.msg.label_index)
-                out["wrong_labels_accepted"] += wrong
-                out[f"{name}_results_reliable_checked"] = len(reliable)
-                out[f"{name}_results_gap_flagged"] = len(results) - len(reliable)
-                out[f"{name}_results_missing"] = len(ref) - len(results)
-                out[f"{name}_host_frames_rejected"] = hc["rx_dropped_total"] - hb["rx_dropped_total"]
-                out[f"{name}_wrong"] = wrong
-                log(f"  {name}: {len(reliable)} reliable results checked ({wrong} wrong), "
-                    f"{len(results) - len(reliable)} flagged GAP, {len(ref) - len(results)} lost")
+            runs = (("0p1pct", 0.001, Mode.AUDIO, audio_seconds, 1.5, 128),
+                    ("1pct", 0.01, Mode.FEATURES, features_seconds, 6.0, 0))
+            for name, ber, mode, seconds, speed, chunk in runs:
+                pcm = speech_like(seconds, seed=5)
+                ref = {r.window_index: (r.label_index, tuple(int(v) for v in r.scores_int8),
+                                        int(round(r.t_start_s * 1000))) for r in _reference(model).classify(pcm)}
+                hb, db = dev.counters(), dev.get_stats()
+                got, elapsed = _stream_through(dev, link, pcm, mode=mode, feats=feats if mode == Mode.FEATURES else None,
+                                               faults=Faults(bit_error_rate=ber), speed=speed, chunk=chunk)
+                sc = _score(got, ref)
+                hc, dc = dev.counters(), dev.get_stats()
+                wrong += sc["wrong"]
+                checked += sc["checked"]
+                out[f"gapless_windows_ratio_{name}"] = round(sc["complete"] / max(1, sc["windows"]), 4)
+                out[f"noisy_{name}"] = {
+                    "mode": Mode(mode).name.lower(), "byte_error_rate_both_ways": ber, "speed_x_realtime": speed,
+                    "audio_frame_samples": chunk or None, "audio_seconds": seconds, "wall_seconds": round(elapsed, 1),
+                    **sc,
+                    "device_resend_requests": dc.get("resend_requests", 0) - db.get("resend_requests", 0),
+                    "host_items_resent": hc["resent_items"] - hb["resent_items"],
+                    "host_result_resend_requests": hc["result_resend_requests"] - hb["result_resend_requests"],
+                    "device_frames_rejected": sum(dc.get(k, 0) - db.get(k, 0) for k in ("rx_crc", "rx_cobs", "rx_short")),
+                    "host_frames_rejected": hc["rx_dropped_total"] - hb["rx_dropped_total"],
+                    "gap_items_zero_filled": (dc.get("gap_samples", 0) - db.get("gap_samples", 0))
+                    + (dc.get("gap_frames", 0) - db.get("gap_frames", 0)),
+                }
+                log(f"  {name} ({Mode(mode).name}): {sc['complete']}/{sc['windows']} windows complete, "
+                    f"{sc['gap']} GAP, {sc['missing']} missing, {sc['wrong']} wrong; {elapsed:.0f} s")
+                dev.stop()
         finally:
             dev.close()
+    out["wrong_labels_accepted"] = wrong
+    out["wrong_labels_checked"] = checked
     return out
+
+
+def _proc_cpu_s(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure_replug(model, unplugged_s: float = 4.0) -> dict:
+    """The device's port vanishes (USB unplugged: its pty closed, the path gone) mid-stream and comes
+    back: serve's CPU meanwhile, and the time from replug until the host's session is running again
+    (device reopened the port, boot INFO, host re-HELLO + new START acknowledged)."""
+    from edge_runtime.protocol import Mode
+    from firmware_bridge.ptylink import PtyLink
+
+    pcm = speech_like(unplugged_s + 12.0, seed=6)
+    with PtyLink(baud=921600, stable_paths=True) as link, device_process(link.port_b, 921600, model) as proc:
+        dev = _client(link.port_a, 921600, liveness_s=0.2)
+        got: list = []
+        try:
+            dev.on_result = got.append
+            s1 = dev.start(Mode.AUDIO)
+            sr = dev.info.sample_rate
+            t0 = time.monotonic()
+            marks: dict = {}
+            for i in range(0, pcm.size, 512):
+                time.sleep(max(0.0, t0 + (i + 512) / sr - time.monotonic()))
+                if i >= 4 * sr and "unplug" not in marks:
+                    link.hangup("b")
+                    marks["unplug"] = time.monotonic()
+                    time.sleep(0.5)  # serve notices, closes, starts its backoff
+                    marks["cpu0"] = (_proc_cpu_s(proc.pid), time.monotonic())
+                if "unplug" in marks and "plug" not in marks and time.monotonic() - marks["unplug"] >= unplugged_s:
+                    c0, w0 = marks["cpu0"]
+                    marks["cpu_pct"] = (_proc_cpu_s(proc.pid) - c0) / (time.monotonic() - w0) * 100
+                    restarts0 = dev.counters()["session_restarts"]
+                    link.replug("b")
+                    marks["plug"] = time.monotonic()
+                if "plug" in marks and "back" not in marks and dev.counters()["session_restarts"] > restarts0:
+                    marks["back"] = time.monotonic()
+                dev.send_audio(pcm[i:i + 512])
+            time.sleep(2.5)
+            after = [r for r in got if r.msg.session != s1 and r.reliable]
+        finally:
+            dev.close()
+    rec = marks.get("back", 0) - marks.get("plug", 0) if "back" in marks else None
+    return {"replug_recovered": bool(rec is not None and after), "replug_recovery_s": round(rec, 3) if rec is not None else None,
+            "replug_results_after": len(after), "serve_cpu_unplugged_pct": round(marks.get("cpu_pct", float("nan")), 2),
+            "replug_unplugged_s": unplugged_s}
+
+
+def measure_stalled_host(model, seconds: float = 12.0) -> dict:
+    """A host that sends AUDIO flat out and never reads, over a link with flow control (the device's
+    writes block when the host's buffer is full): does anything deadlock? Then the host reads again
+    and must get a PONG within 2 s."""
+    import serial
+
+    from edge_runtime.protocol import Audio, FrameDecoder, Info, Mode, Ping, Pong, Sequencer, Start
+    from firmware_bridge.ptylink import PtyLink
+
+    pcm = speech_like(seconds, seed=7)
+    with PtyLink(baud=921600, overrun="block", tx_buffer=1024) as link, device_process(link.port_b, 921600, model):
+        port = serial.Serial(link.port_a, 921600, timeout=0.05, write_timeout=10.0)
+        tx, dec = Sequencer(), FrameDecoder()
+        try:
+            t_end = time.monotonic() + 30
+            while not any(isinstance(r.msg, Info) for r in dec.feed(port.read(4096))) and time.monotonic() < t_end:
+                pass  # the device's boot INFO: it is up
+            port.write(tx.encode(Start(Mode.AUDIO, 1, 0))[1])
+            blocked = False
+            t0 = time.monotonic()
+            try:
+                for i in range(0, pcm.size, 256):  # small frames: many RESULT-free writes, never read
+                    port.write(tx.encode(Audio(i, pcm[i:i + 256]))[1])
+            except serial.SerialTimeoutException:
+                blocked = True
+            send_s = time.monotonic() - t0
+            time.sleep(1.0)
+            port.reset_input_buffer()
+            pong, t1 = None, time.monotonic()
+            while pong is None and time.monotonic() - t1 < 2.0:
+                port.write(tx.encode(Ping(b"stall"))[1])
+                t2 = time.monotonic()
+                while pong is None and time.monotonic() - t2 < 0.3:
+                    pong = next((r.msg for r in dec.feed(port.read(4096)) if isinstance(r.msg, Pong)), None)
+        finally:
+            port.close()
+    return {"stalled_host_deadlock": bool(blocked or pong is None), "stalled_host_send_s": round(send_s, 2),
+            "stalled_host_audio_s": seconds, "stalled_host_pong_after_s": round(time.monotonic() - t1, 2) if pong else None}
 
 
 def _meets(key, v) -> str:
@@ -393,7 +545,8 @@ def main() -> None:
     ap.add_argument("--latency-seconds", type=float, default=20.0)
     ap.add_argument("--rtf-seconds", type=float, default=10.0)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--fault-seconds", type=float, default=60.0, help="audio length of the 1 %% error runs")
+    ap.add_argument("--noisy-audio-seconds", type=float, default=90.0, help="audio of the 0.1 %% AUDIO run")
+    ap.add_argument("--noisy-features-seconds", type=float, default=440.0, help="audio of the 1 %% FEATURES run")
     ap.add_argument("--device-child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--port", help=argparse.SUPPRESS)
     ap.add_argument("--baud", type=int, default=921600, help=argparse.SUPPRESS)
@@ -412,8 +565,12 @@ def main() -> None:
     res.update(measure_rtf(model, args.rtf_seconds, args.repeats))
     log("corruption: 1 % byte errors, decoder ...")
     res.update(measure_corruption())
-    log("wrong labels: 1 % byte errors both ways through the device ...")
-    res.update(measure_wrong_labels(model, args.fault_seconds))
+    log("noisy wire: byte errors both ways through the device (0.1 % AUDIO, 1 % FEATURES) ...")
+    res.update(measure_noisy(model, args.noisy_audio_seconds, args.noisy_features_seconds))
+    log("replug: the device's port vanishes for 4 s mid-stream ...")
+    res.update(measure_replug(model))
+    log("stalled host: sends, never reads ...")
+    res.update(measure_stalled_host(model))
     res["goals"] = {k: f"{op} {g}" for k, (op, g) in GOALS.items()}
     path = write_result("serial_link", res)
     rows = [(k, res.get(k), f"{GOALS[k][0]} {GOALS[k][1]}", _meets(k, res.get(k))) for k in GOALS]

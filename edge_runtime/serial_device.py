@@ -259,7 +259,7 @@ class SerialDevice:
                  audio_source: Iterable[np.ndarray] | None = None, push_on_boot: bool = False,
                  max_gap_s: float = 10.0, announce: bool = True, read_size: int = 4096,
                  tx_queue: int = 64, resend_hold_s: float = 3.0, resend_retry_s: float = 0.1,
-                 reorder_s: float = 6.0, result_history: int = 512):
+                 reorder_bytes: int = 256 * 1024, result_history: int = 512):
         self.transport = transport
         self.engine = engine
         self.max_payload = min(max_payload, MAX_PAYLOAD)
@@ -276,10 +276,10 @@ class SerialDevice:
         self.max_gap_frames = int(max_gap_s * self.sample_rate / fhs) if fhs else 1000
         self.frame_hop_samples = fhs
         # selective retransmission (revision 2): wait up to resend_hold_s for a lost range, asking
-        # again every resend_retry_s, while buffering at most reorder_s of later input
+        # again every resend_retry_s, while buffering at most reorder_bytes of later input
         self.resend_hold_s = resend_hold_s
         self.resend_retry_s = resend_retry_s
-        self.reorder_s = reorder_s
+        self.reorder_bytes = reorder_bytes
         self.peer_revision = 1  # until a HELLO says more: no RESEND frames to unknown hosts
         self.host_max_payload = MAX_PAYLOAD
         self._stream: StreamReassembler | None = None
@@ -568,13 +568,11 @@ class SerialDevice:
         self._win_base, self._t_base_s, self._last_window = 0, 0.0, -1
         self._result_history.clear()
         if mode in (Mode.AUDIO, Mode.FEATURES):
-            unit = self.sample_rate if mode == Mode.AUDIO else 1
             self._stream = StreamReassembler(
                 msg.start_offset, resend=self.peer_revision >= 2 and self.resend_hold_s > 0,
                 hold_s=self.resend_hold_s, retry_s=self.resend_retry_s,
-                max_buffered=max(1, int(self.reorder_s * (self.sample_rate if mode == Mode.AUDIO
-                                                          else self.sample_rate / max(1, self.frame_hop_samples)))),
-                max_gap=self.max_gap_samples if unit != 1 else self.max_gap_frames)
+                max_buffered=max(1, self.reorder_bytes // (2 if mode == Mode.AUDIO else self.n_features)),
+                max_gap=self.max_gap_samples if mode == Mode.AUDIO else self.max_gap_frames)
         self.mode = mode
         self.counters["sessions"] += 1
         self._send(Ack(seq, MsgType.START))

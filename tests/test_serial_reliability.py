@@ -100,7 +100,7 @@ def test_stalled_host_does_not_block_the_device():
             time.sleep(0.5)
             st = dev.stats()
             assert st["rx_frames"] == 1 + pcm.size // 512 + (pcm.size % 512 > 0)  # every input read
-            assert st["tx_dropped_results"] > 0 and st["tx_timeouts"] > 0
+            assert st["tx_dropped_results"] > 0  # the writer fell behind; input was still read
             assert send_s < 15
             host.reset_input_buffer()
             dec = FrameDecoder()

@@ -12,7 +12,8 @@ and a firmware port can share the same rules, and tests can drive it determinist
 * a hole still missing ``hold_s`` after it was seen, or any hole while more than ``max_buffered``
   items wait behind holes, is given up: released as ``("fill", n)`` (the device zero-fills it and
   flags the windows it touches GAP) so that the stream always moves on with bounded memory;
-* a chunk more than ``max_gap`` items ahead resets the stream there (``("reset", position)``);
+* a chunk more than ``max_gap`` items beyond anything seen so far resets the stream there
+  (``("reset", position)``);
   a chunk entirely behind is stale (counted) and a partly old one is trimmed;
 * an empty chunk (SYNC) only says where the stream has got to, so a lost *last* chunk is noticed.
 
@@ -91,7 +92,7 @@ class StreamReassembler:
         if pos < self.next:
             items, pos = items[self.next - pos:], self.next
             n = len(items)
-        if pos - self.next > self.max_gap:
+        if pos - self.known_end > self.max_gap:  # a jump far past anything seen (not a backlog)
             out.append(("reset", pos))
             self.counters["resets"] += 1
             self._pending.clear()
