@@ -143,6 +143,8 @@ def load_library(cc: str = "gcc", extra_flags: tuple[str, ...] = ()) -> ctypes.C
                                      ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32, _P, ctypes.c_uint8,
                                      _P, _SZ]),
         "ser_audio_parse": (ctypes.c_long, [_P, _SZ, _P]),
+        "ser_resend_payload": (_SZ, [ctypes.c_uint16, _P, _P, ctypes.c_uint, _P, _SZ]),
+        "ser_resend_parse": (ctypes.c_int, [_P, _SZ, _P, _P, _P, ctypes.c_uint]),
     }
     for name, (res, args) in sig.items():
         fn = getattr(lib, name)
@@ -317,9 +319,10 @@ class CFrameDecoder:
     def stats(self) -> dict:
         """Counters with the Python DecoderStats names (``dropped`` by reason)."""
         p = self.lib.ser_decoder_stats(_ptr(self._buf))
-        vals = [p[i] for i in range(4 + len(DROP_REASONS))]
+        vals = [p[i] for i in range(4 + len(DROP_REASONS) + 1)]
         d = dict(zip(self._STATS_FIELDS, vals[:4]))
-        d["dropped"] = dict(zip(DROP_REASONS, vals[4:]))
+        d["dropped"] = dict(zip(DROP_REASONS, vals[4:-1]))
+        d["seq_resync"] = vals[-1]
         return d
 
 

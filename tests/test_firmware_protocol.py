@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_runtime.protocol import (MAX_PAYLOAD, Audio, FrameDecoder, MsgType, Result, build_raw_frame,
-                                   cobs_decode, cobs_encode, crc32, encode_frame, encode_message)
+from edge_runtime.protocol import (MAX_PAYLOAD, Audio, FrameDecoder, MsgType, Resend, Result,
+                                   build_raw_frame, cobs_decode, cobs_encode, crc32, encode_frame,
+                                   encode_message)
 from firmware_bridge import cbuild as C
 from tests.test_protocol_codec import GOLDEN, H
 
@@ -98,6 +99,18 @@ def test_messages_built_in_c_decode_as_python_messages():
     buf = ctypes.create_string_buffer(ev.payload, len(ev.payload))
     assert lib.ser_audio_parse(buf, len(ev.payload), ctypes.byref(off)) == pcm.size and off.value == 77
     assert lib.ser_audio_parse(buf, 5, None) == -1  # odd sample bytes
+    # RESEND (revision 2) built in C decodes in Python, and Python's parses in C
+    first = (ctypes.c_uint32 * 2)(512, 4096)
+    count = (ctypes.c_uint32 * 2)(512, 3)
+    out = ctypes.create_string_buffer(64)
+    n = lib.ser_resend_payload(7, first, count, 2, out, 64)
+    assert out.raw[:n] == Resend(7, ((512, 512), (4096, 3))).encode_payload()
+    assert lib.ser_resend_payload(7, first, (ctypes.c_uint32 * 2)(0, 1), 2, out, 64) == 0  # count 0
+    p = Resend(9, ((1, 2), (3, 4), (5, 6))).encode_payload()
+    sess, f3, c3 = ctypes.c_uint16(), (ctypes.c_uint32 * 8)(), (ctypes.c_uint32 * 8)()
+    assert lib.ser_resend_parse(p, len(p), ctypes.byref(sess), f3, c3, 8) == 3
+    assert sess.value == 9 and list(f3)[:3] == [1, 3, 5] and list(c3)[:3] == [2, 4, 6]
+    assert lib.ser_resend_parse(p, len(p) - 1, None, None, None, 0) == -1
 
 
 def _corrupt(wire: bytes, rng: random.Random) -> bytes:
@@ -152,6 +165,7 @@ def test_corrupted_stream_same_verdicts_as_python(max_payload):
     assert cs["empty"] == ps.empty and cs["bytes_in"] == ps.bytes_in
     assert sum(cs["dropped"].values()) > 50 and cs["dropped"]["oversize"] >= 1
     assert cs["seq_lost"] == ps.seq_lost if ps.dropped["payload"] == 0 else True
+    assert cs["seq_resync"] == ps.seq_resync if ps.dropped["payload"] == 0 else True
 
 
 def test_encode_respects_capacity():

@@ -146,7 +146,9 @@ void ser_decoder_init(ser_decoder_t *d, size_t max_payload) {
     memset(d, 0, sizeof(*d));
     if (max_payload == 0 || max_payload > SER_MAX_PAYLOAD) max_payload = SER_MAX_PAYLOAD;
     d->max_payload = max_payload;
-    d->max_encoded = SER_COBS_MAX_ENCODED(SER_HEADER_SIZE + max_payload + SER_CRC_SIZE);
+    /* Buffer whole frames up to this build's limit whatever the advertised max_payload, so that a
+     * too-large frame still gets its CRC checked and can be answered TOO_LARGE (docs/protocol.md §7). */
+    d->max_encoded = SER_COBS_MAX_ENCODED(SER_MAX_RAW_FRAME);
     ser_decoder_reset(d);
 }
 
@@ -184,7 +186,8 @@ static int decode_segment(ser_decoder_t *d, ser_frame_t *out) {
     if (d->check && d->check(type, out->payload, length)) return drop(d, SER_DROP_PAYLOAD);
     if (d->have_seq) {
         const uint16_t gap = (uint16_t)(seq - d->last_seq - 1u);
-        if (gap < 0x8000u) d->stats.seq_lost += gap; /* backwards jump = peer restarted */
+        if (gap < SER_MAX_SEQ_GAP) d->stats.seq_lost += gap;
+        else d->stats.seq_resync++; /* backwards or huge jump: the peer restarted, not a loss */
     }
     d->have_seq = 1;
     d->last_seq = seq;
@@ -308,23 +311,26 @@ int ser_message_check(uint8_t type, const uint8_t *p, size_t len) {
     size_t pos;
     unsigned i;
     switch (type) {
-        case SER_MSG_HELLO: return len >= 4 && utf8_ok(p + 4, len - 4) ? 0 : -1;
+        case SER_MSG_HELLO: /* max_version >= 1, client name <= 64 bytes of UTF-8 */
+            return len >= 4 && len <= 68 && p[0] >= 1 && utf8_ok(p + 4, len - 4) ? 0 : -1;
         case SER_MSG_INFO:
             if (len < 32) return -1;
             pos = 32;
             for (i = 0; i < 3u + p[26]; i++)
                 if (!str8_ok(p, len, &pos)) return -1;
-            return pos == len ? 0 : -1;
-        case SER_MSG_AUDIO: return len >= 6 && (len - 4) % 2 == 0 ? 0 : -1;
+            if (pos == len) return 0;
+            /* revision-2 extension: u8 length (>= 16) that ends the payload */
+            return p[pos] >= 16 && pos + 1 + p[pos] == len ? 0 : -1;
+        case SER_MSG_AUDIO: return len >= 4 && (len - 4) % 2 == 0 ? 0 : -1; /* 0 samples = SYNC (r2) */
         case SER_MSG_FEATURES: {
             size_t n, nf;
             if (len < 8) return -1;
             n = (size_t)(p[4] | p[5] << 8);
             nf = (size_t)(p[6] | p[7] << 8);
-            return n && nf && len == 8 + n * nf ? 0 : -1;
+            return nf && len == 8 + n * nf ? 0 : -1; /* n = 0: SYNC (revision 2) */
         }
         case SER_MSG_RESULT: return len >= 21 && len == 21u + p[20] && p[6] < p[20] ? 0 : -1;
-        case SER_MSG_ERROR: return len >= 5 ? 0 : -1; /* text decoded with errors="replace" */
+        case SER_MSG_ERROR: return len >= 5 && len <= 205 ? 0 : -1; /* text <= 200 bytes, errors="replace" */
         case SER_MSG_PING:
         case SER_MSG_PONG: return len <= 64 ? 0 : -1;
         case SER_MSG_START: return len == 8 ? 0 : -1;
@@ -332,6 +338,45 @@ int ser_message_check(uint8_t type, const uint8_t *p, size_t len) {
         case SER_MSG_GET_STATS: return len == 0 ? 0 : -1;
         case SER_MSG_ACK: return len == 4 ? 0 : -1;
         case SER_MSG_STATS: return len >= 4 && len == 4u + 4u * p[2] ? 0 : -1;
+        case SER_MSG_RESEND: { /* revision 2 */
+            unsigned n = len >= 4 ? p[2] : 0u;
+            if (n < 1 || n > SER_MAX_RESEND_RANGES || len != 4u + 8u * n) return -1;
+            for (i = 0; i < n; i++)
+                if (get_u32(p + 8 + 8 * i) == 0) return -1;
+            return 0;
+        }
         default: return -1;
     }
+}
+
+size_t ser_resend_payload(uint16_t session, const uint32_t *first, const uint32_t *count, unsigned n,
+                          uint8_t *out, size_t cap) {
+    unsigned i;
+    if (n < 1 || n > SER_MAX_RESEND_RANGES || cap < 4u + 8u * n) return 0;
+    for (i = 0; i < n; i++)
+        if (count[i] == 0) return 0;
+    put_u16(out, session);
+    out[2] = (uint8_t)n;
+    out[3] = 0;
+    for (i = 0; i < n; i++) {
+        put_u32(out + 4 + 8 * i, first[i]);
+        put_u32(out + 8 + 8 * i, count[i]);
+    }
+    return 4u + 8u * n;
+}
+
+int ser_resend_parse(const uint8_t *payload, size_t len, uint16_t *session, uint32_t *first,
+                     uint32_t *count, unsigned max_ranges) {
+    unsigned n, i;
+    if (len < 4) return -1;
+    n = payload[2];
+    if (n < 1 || n > SER_MAX_RESEND_RANGES || len != 4u + 8u * n) return -1;
+    for (i = 0; i < n; i++)
+        if (get_u32(payload + 8 + 8 * i) == 0) return -1;
+    if (session) *session = get_u16(payload);
+    for (i = 0; i < n && i < max_ranges; i++) {
+        if (first) first[i] = get_u32(payload + 4 + 8 * i);
+        if (count) count[i] = get_u32(payload + 8 + 8 * i);
+    }
+    return (int)n;
 }

@@ -22,7 +22,14 @@
 extern "C" {
 #endif
 
-#define SER_PROTOCOL_VERSION 1
+#define SER_PROTOCOL_VERSION 1 /* frame format (header version byte) */
+/* Message-set revision this codec can encode/parse (RESEND, SYNC, INFO extension). A device loop
+ * announces in INFO.protocol_version the revision it implements, min(HELLO.max_version, its own);
+ * a loop without retransmission says 1 and then never receives RESEND or SYNC from a host. */
+#define SER_PROTOCOL_REVISION 2
+#define SER_MAX_RESEND_RANGES 8
+/* A forward sequence jump of this many frames or more is a resynchronisation, not a loss. */
+#define SER_MAX_SEQ_GAP 1024u
 #define SER_HEADER_SIZE 6
 #define SER_CRC_SIZE 4
 #define SER_PROTOCOL_MAX_PAYLOAD 4096 /* protocol ceiling (framing.MAX_PAYLOAD) */
@@ -45,9 +52,9 @@ enum {
     SER_MSG_HELLO = 0x01, SER_MSG_INFO = 0x02, SER_MSG_AUDIO = 0x03, SER_MSG_FEATURES = 0x04,
     SER_MSG_RESULT = 0x05, SER_MSG_ERROR = 0x06, SER_MSG_PING = 0x07, SER_MSG_PONG = 0x08,
     SER_MSG_START = 0x09, SER_MSG_STOP = 0x0A, SER_MSG_ACK = 0x0B, SER_MSG_GET_STATS = 0x0C,
-    SER_MSG_STATS = 0x0D
+    SER_MSG_STATS = 0x0D, SER_MSG_RESEND = 0x0E /* revision 2 */
 };
-#define SER_MSG_TYPE_MAX 0x0D
+#define SER_MSG_TYPE_MAX 0x0E
 #define SER_NO_SEQ 0xFFFF
 
 /* Result flags (messages.ResultFlags) and error codes (messages.ErrorCode). */
@@ -101,6 +108,7 @@ typedef struct {
     uint32_t empty;     /* zero-length segments (0x00 0x00): padding, not errors */
     uint32_t seq_lost;  /* frames missing according to sequence gaps */
     uint32_t dropped[SER_DROP_N];
+    uint32_t seq_resync; /* sequence jumps taken as a peer restart (appended: layout-compatible) */
 } ser_decoder_stats_t;
 
 typedef struct {
@@ -162,6 +170,16 @@ int ser_message_check(uint8_t type, const uint8_t *payload, size_t len);
 /* START: u8 mode, pad, u16 session, u32 start_offset (exactly 8 bytes). 0 ok, -1 bad payload. */
 int ser_start_parse(const uint8_t *payload, size_t len, uint8_t *mode, uint16_t *session,
                     uint32_t *start_offset);
+
+/* RESEND (revision 2): u16 session, u8 n (1..SER_MAX_RESEND_RANGES), pad, n x (u32 first, u32 count).
+ * Device -> host: stream ranges of AUDIO samples / FEATURES frames to send again; host -> device:
+ * RESULT window ranges. ser_resend_payload returns the payload length (4 + 8n) or 0 (bad n, a count
+ * of 0, or cap too small); ser_resend_parse returns n, or -1 for a bad payload, and fills at most
+ * max_ranges pairs. */
+size_t ser_resend_payload(uint16_t session, const uint32_t *first, const uint32_t *count, unsigned n,
+                          uint8_t *out, size_t cap);
+int ser_resend_parse(const uint8_t *payload, size_t len, uint16_t *session, uint32_t *first,
+                     uint32_t *count, unsigned max_ranges);
 
 #ifdef __cplusplus
 }
