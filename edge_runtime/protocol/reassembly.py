@@ -23,6 +23,7 @@ same modulo 2**32.
 """
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,8 +56,10 @@ class StreamReassembler:
         self.next = 0  # position (items since start) of the next item to release
         self.known_end = 0  # furthest position any chunk or SYNC has announced
         self._pending: dict[int, Any] = {}  # position -> items buffered behind a hole
+        self._starts: list[int] = []  # the positions of _pending, sorted
         self._buffered = 0
         self._holes: list[_Hole] = []
+        self._now = 0.0  # the latest clock reading passed in (new holes are "seen" then)
         self.counters = {"stale": 0, "filled_items": 0, "fills": 0, "resend_requests": 0,
                          "resend_ranges": 0, "recovered_items": 0, "resets": 0}
 
@@ -78,6 +81,7 @@ class StreamReassembler:
 
     def holes(self) -> list[tuple[int, int]]:
         """Missing ``[start, end)`` positions between the release point and ``known_end``."""
+        self._update_holes(self._now)
         return [(h.start, h.end) for h in self._holes]
 
     # ------------------------------------------------------------------ input
@@ -86,6 +90,7 @@ class StreamReassembler:
         n = len(items)
         pos = self.position(offset)
         out: list[tuple] = []
+        self._now = max(self._now, now)
         if pos + n <= self.next and n:
             self.counters["stale"] += 1
             return out
@@ -96,11 +101,12 @@ class StreamReassembler:
             out.append(("reset", pos))
             self.counters["resets"] += 1
             self._pending.clear()
+            self._starts.clear()
             self._buffered = 0
             self._holes.clear()
             self.next = self.known_end = pos
-        if n and any(h.start <= pos < h.end for h in self._holes):
-            self.counters["recovered_items"] += n
+        if n and pos < self.known_end and pos not in self._pending:
+            self.counters["recovered_items"] += n  # it fills input that was missing
         self.known_end = max(self.known_end, pos + n)
         if n:
             if pos == self.next:
@@ -108,22 +114,27 @@ class StreamReassembler:
                 self.next += n
             else:
                 old = self._pending.get(pos)
+                if old is None:
+                    bisect.insort(self._starts, pos)
                 if old is None or len(old) < n:
                     self._buffered += n - (0 if old is None else len(old))
                     self._pending[pos] = items
             out += self._drain()
         if not self.resend:
             out += self._give_up(all_holes=True)
-        self._update_holes(now)
-        while self._buffered > self.max_buffered and self._holes:
-            out += self._give_up()
+        if self._buffered > self.max_buffered:
             self._update_holes(now)
+            while self._buffered > self.max_buffered and self._holes:
+                out += self._give_up()
+                self._update_holes(now)
         return out
 
     def poll(self, now: float) -> tuple[list[tuple], list[tuple[int, int]]]:
         """Give up holes older than ``hold_s``; return ``(pieces, ranges to request)``, the ranges
         as wire ``(offset, count)`` pairs, at most ``max_ranges``, oldest first."""
         out: list[tuple] = []
+        self._now = max(self._now, now)
+        self._update_holes(now)
         while self._holes and now - self._holes[0].seen > self.hold_s:
             out += self._give_up()
             self._update_holes(now)
@@ -143,28 +154,23 @@ class StreamReassembler:
     def flush(self) -> list[tuple]:
         """Give up every hole now (end of session): release everything buffered."""
         out: list[tuple] = []
+        self._update_holes(self._now)
         while self._holes:
             out += self._give_up()
-            self._update_holes(0.0)
+            self._update_holes(self._now)
         return out
 
     # ------------------------------------------------------------------ internals
     def _drain(self) -> list[tuple]:
+        """Release buffered chunks that now continue the stream (or reach past its end)."""
         out = []
-        while self._pending:
-            items = self._pending.pop(self.next, None)
-            if items is None:
-                # a buffered chunk that starts before the release point but reaches past it
-                hit = next((p for p in self._pending if p < self.next), None)
-                if hit is None:
-                    break
-                items = self._pending.pop(hit)
-                self._buffered -= len(items)
-                if hit + len(items) <= self.next:
-                    continue
-                items = items[self.next - hit:]
-                self._buffered += len(items)
+        while self._starts and self._starts[0] <= self.next:
+            p = self._starts.pop(0)
+            items = self._pending.pop(p)
             self._buffered -= len(items)
+            if p + len(items) <= self.next:
+                continue  # wholly released already (an overlapping copy)
+            items = items[self.next - p:]
             out.append(("data", items))
             self.next += len(items)
         return out
@@ -172,7 +178,7 @@ class StreamReassembler:
     def _give_up(self, all_holes: bool = False) -> list[tuple]:
         out = []
         while True:
-            first = min(self._pending) if self._pending else None
+            first = self._starts[0] if self._starts else None
             end = first if first is not None else self.known_end
             if end > self.next:
                 n = end - self.next
@@ -186,7 +192,7 @@ class StreamReassembler:
 
     def _update_holes(self, now: float) -> None:
         spans, cur = [], self.next
-        for p in sorted(self._pending):
+        for p in self._starts:
             if p > cur:
                 spans.append((cur, p))
             cur = max(cur, p + len(self._pending[p]))
