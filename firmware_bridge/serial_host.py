@@ -213,11 +213,6 @@ class DeviceResult:
         return make_record(rec, d)
 
 
-# RESULT records that are not windows (the window policy's utterance/summary records) are not
-# tracked for completeness.
-_NOT_A_WINDOW = 0x20
-
-
 # ---------------------------------------------------------------------------------- resend buffer
 class SentHistory:
     """The last ``capacity`` items (samples or frames) sent, by stream position, so ranges a device
@@ -783,7 +778,7 @@ class DeviceClient:
             label = labels[msg.label_index]
         else:
             label = str(msg.label_index)
-        if not push and not msg.flags & _NOT_A_WINDOW:
+        if not push and not msg.flags & ResultFlags.UTTERANCE:
             if msg.window_index in self._windows_seen:  # a RESEND answer we no longer need
                 self._counters["duplicate_results"] += 1
                 return
