@@ -27,7 +27,7 @@ import logging
 import sys
 import time
 
-from .cli_errors import BadInput
+from .cli_errors import BadInput, require
 from .cli_types import existing_file, fraction, positive_float, positive_int, udp_address
 
 
@@ -87,6 +87,8 @@ def run_command(args: argparse.Namespace) -> int:
                             stream=sys.stderr, format="ser-edge: %(message)s")
     if not (args.file or args.stdin or args.mic or args.info):
         raise BadInput("give an audio FILE, --stdin or --mic (see ser-edge run --help)")
+    if args.mic:  # before the model loads: a missing extra is a one-line answer
+        require("ser-edge run --mic", "sounddevice")
     # errors below (bad model, unreadable audio, no backend) are reported by edge_runtime.cli
     from .classifier import DEFAULT_GATE
     from .speech_gate import GateConfig

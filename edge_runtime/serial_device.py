@@ -812,6 +812,10 @@ def _cmd_serve(args) -> int:
 
     from .mqtt import PublishingEngine, publisher_from_args
 
+    if args.push_mic:
+        from .cli_errors import require
+
+        require("ser-edge serve --push-mic", "sounddevice")
     _check_port_opens(args.port, args.baud)  # a wrong --port fails now, not in the reconnect loop
     engine = StreamingClassifier.from_model(args.model)
     info = engine.info()

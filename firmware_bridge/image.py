@@ -186,6 +186,10 @@ def _cmd_build(args) -> int:
 
     if args.model is not None and not Path(args.model).is_file():
         raise BadInput(f"{args.model}: no such model file")
+    if args.model is not None:  # empty / not a TFLite file: say so (exit 2), not "no such model"
+        from edge_runtime.model_metadata import check_tflite
+
+        check_tflite(Path(args.model).read_bytes(), args.model)
     try:
         img = build_image(args.model, args.out, opt=args.opt, semihosting=not args.no_semihosting)
     except ExportError as e:

@@ -45,7 +45,7 @@ def write_wav(path: Path, seed: int, seconds: float = 1.0, rate: int = 16000) ->
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory) -> dict[str, str]:
+def files(tmp_path_factory):
     """Bad inputs of every kind, made once for the module."""
     d = tmp_path_factory.mktemp("bad")
     model = MODEL.read_bytes()
@@ -83,7 +83,11 @@ def files(tmp_path_factory) -> dict[str, str]:
     f["no_report"] = str(d / "build_without_report")
     (d / "a_file").write_text("x")
     f["a_file"] = str(d / "a_file")
-    return f
+    master, slave = os.openpty()  # a real terminal device with nobody on the other end
+    f["pty"] = os.ttyname(slave)
+    yield f
+    os.close(master)
+    os.close(slave)
 
 
 # (argv with {placeholders}, exit code, text the one stderr line must contain)
@@ -142,6 +146,18 @@ CASES = [
     ("run", 2, "give an audio FILE, --stdin or --mic"),
     ("frontend {audio_dir}", 2, "audio_dir: is a folder, expected a file"),
     ("frontend {truncated_wav}", 2, "truncated.wav: truncated WAV"),
+    # more: other commands' options and inputs
+    ("run --backend nope {wav}", 2, "argument --backend: invalid choice: 'nope'"),
+    ("run --stdin --chunk-ms 1e400", 2, "argument --chunk-ms: must be > 0, got 1e400"),
+    ("frontend --save {audio_dir}", 2, "argument --save: "),
+    ("convert {model}", 2, "default_float.npz: not found"),
+    ("export --prefix 1bad --out {dir}/fw", 2, "prefix '1bad' is not a C identifier"),
+    ("demo --epochs 0", 2, "argument --epochs: must be a positive integer, got 0"),
+    ("listen --port /dev/null --seconds 0", 2, "argument --seconds: must be > 0"),
+    ("stream --port /dev/null --timeout -1 {wav}", 2, "argument --timeout: must be > 0"),
+    ("serve --port {pty} --baud 12345", 2, "--baud 12345: baud rate 12345 is not a standard"),
+    ("check-model --json {random}", 2, "random.tflite: not a TFLite model"),
+    ("firmware build --model {empty} --out {dir}/img", 2, "empty.tflite: not a TFLite model"),
     # usage
     ("nosuchcommand", 2, "invalid choice: 'nosuchcommand'"),
     ("serve", 2, "the following arguments are required: --port"),
@@ -223,7 +239,7 @@ def test_runtime_failure_is_exit_1_device_that_does_not_answer(files):
 
 
 HIDE_HOST_EXTRAS = ("for m in ('tensorflow', 'tf_keras', 'librosa', 'matplotlib', 'tflite_micro', 'serial', "
-                    "'cobs', 'tqdm'):\n    sys.modules[m] = None")
+                    "'cobs', 'tqdm', 'sounddevice'):\n    sys.modules[m] = None")
 
 
 def test_edge_only_install_marks_and_explains_missing_extras(files):
@@ -237,6 +253,7 @@ def test_edge_only_install_marks_and_explains_missing_extras(files):
     run_line = next(ln for ln in out.splitlines() if ln.strip().startswith("run "))
     assert "not installed" not in run_line  # the device commands are whole
     for argv, extra in ((("build", "--out", files["dir"] + "/b"), "train"),
+                        (("run", "--mic"), "mic"),
                         (("report", files["no_report"]), "train"),
                         (("listen", "--port", "/dev/null"), "bridge")):
         r = ser_edge(*argv, prelude=HIDE_HOST_EXTRAS)
