@@ -272,3 +272,16 @@ def test_broken_pipe_is_not_an_error(files):
     err = p.stderr.read().decode()
     assert p.wait(timeout=60) == 0, err
     assert first.startswith(b"{") and "Traceback" not in err
+
+
+def test_truncated_wav_in_a_corpus_is_reported_and_skipped(tmp_path):
+    """build's corpus loader refuses a truncated WAV the way `run` does: reported by path, skipped."""
+    from model_build.corpora import load_corpus
+
+    for i in range(2):
+        write_wav(tmp_path / "happy" / f"s{i}_a.wav", 100 + i)
+    raw = (tmp_path / "happy" / "s1_a.wav").read_bytes()
+    (tmp_path / "happy" / "s1_a.wav").write_bytes(raw[: len(raw) // 2 + 1])
+    clips, audios, report = load_corpus(tmp_path)
+    assert [Path(c.path).name for c in clips] == ["s0_a.wav"] and audios[0].size == 16000
+    assert "s1_a.wav: truncated WAV" in report.summary()
