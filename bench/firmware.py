@@ -351,59 +351,73 @@ def _generated_clips(n: int) -> list[tuple[str, np.ndarray]]:
     return out
 
 
+def _reference_messages(ref, chunks, session: int, features: bool) -> list:
+    """The RESULT messages the Python device (``SerialDevice`` over the same engine) sends for a
+    session fed ``chunks`` and then STOP: windows, utterance records, the flushed tail, the summary."""
+    from edge_runtime.serial_device import result_to_message
+
+    ref.reset()
+    out = []
+    for c in [*chunks, None]:
+        wins = ref.finish() if c is None else ref.push_features(c) if features else ref.push_audio(c)
+        out += [result_to_message(r, session) for r in wins]
+        out += [result_to_message(u, session) for u in ref.take_utterances()]
+    return out
+
+
 def qemu_windows(clips: list[np.ndarray], min_windows: int, audio_clips: int) -> dict:
     """Stream clips to the firmware in QEMU (AUDIO for the first ``audio_clips``, then FEATURES
-    until ``min_windows`` FEATURES windows) and compare every RESULT with the tflite-micro
-    interpreter (``StreamingClassifier`` on the ``tflm`` backend) on the same windows: scores,
-    label, SILENCE flag and times must all be equal."""
+    until ``min_windows`` FEATURES windows), STOP each session, and compare every RESULT the
+    firmware sends (windows, utterance and summary records) with what the Python device sends for
+    the same session on the tflite-micro interpreter (``StreamingClassifier``, ``tflm`` backend):
+    scores, label, flags, times must all be equal."""
     from tqdm import tqdm
 
     from edge_runtime.classifier import StreamingClassifier
     from edge_runtime.frontend import compute_features
-    from edge_runtime.protocol import Audio, Features, Mode, MsgType, Start, Stop
+    from edge_runtime.protocol import Audio, Features, Mode, MsgType, ResultFlags, Start, Stop
     from firmware_bridge.image import build_image
     from firmware_bridge.qemu import QemuDevice, RawHost
 
+    def fields(m):
+        return (m.window_index, m.session, m.label_index, m.flags, m.t_start_ms, m.t_end_ms, tuple(m.scores))
+
     ref = StreamingClassifier.from_model(None, backend="tflm")
-    res = {"features_windows": 0, "audio_windows": 0, "mismatched": 0, "missing": 0, "clips": 0}
+    res = {"features_windows": 0, "audio_windows": 0, "records": 0, "mismatched": 0, "missing": 0, "clips": 0}
     todo = [(Mode.AUDIO, x) for x in clips[:audio_clips]] + [(Mode.FEATURES, x) for x in clips[audio_clips:]]
     with QemuDevice(build_image().elf, start_paused=True) as q, RawHost(q.port) as host:
         q.resume()
         host.recv(1, timeout=10.0)  # boot INFO
-        for session, (mode, x) in enumerate(tqdm(todo, desc="firmware in QEMU", unit="clip", file=sys.stderr)):
+        for session, (mode, x) in enumerate(tqdm(todo, desc="firmware in QEMU", unit="clip", file=sys.stderr), 1):
             if mode == Mode.FEATURES and res["features_windows"] >= min_windows:
                 break
             if mode == Mode.AUDIO:
-                want = ref.classify(x)
+                chunks = [x[i:i + 510] for i in range(0, x.size, 510)]  # 1 KB payloads (max_payload)
+                n_bytes = 2 * x.size
             else:
                 fr = ref.model.quantize(compute_features(x, ref.cfg))
-                ref.reset()
-                want = ref.push_features(fr)
-            host.send(Start(mode, session + 1))
+                chunks = [fr[i:i + 20] for i in range(0, len(fr), 20)]
+                n_bytes = fr.size
+            want = _reference_messages(ref, chunks, session, mode == Mode.FEATURES)
+            host.send(Start(mode, session))
             host.recv(1, types={MsgType.ACK}, timeout=10.0)
-            if mode == Mode.AUDIO:
-                for i in range(0, x.size, 510):  # 1 KB payloads (the firmware's max_payload)
-                    host.send(Audio(i, x[i:i + 510]))
-            else:
-                for i in range(0, len(fr), 20):
-                    host.send(Features(i, fr[i:i + 20]))
-            n_bytes = x.size * 2 if mode == Mode.AUDIO else fr.size
-            got = {m.window_index: m for m in host.recv(len(want), timeout=20.0 + 5 * n_bytes / 18000,
-                                                        types={MsgType.RESULT}) if m.session == session + 1}
-            host.send(Stop())
-            host.recv(1, types={MsgType.ACK}, timeout=10.0)
+            pos = 0
+            for c in chunks:
+                host.send(Audio(pos, c) if mode == Mode.AUDIO else Features(pos, c))
+                pos += len(c)
+            seq = host.send(Stop())
+            got = []
+            for m in host.recv(len(want) + 1, timeout=20.0 + 5 * n_bytes / 18000, types={MsgType.RESULT, MsgType.ACK}):
+                if m.TYPE == MsgType.ACK and m.ref_seq == seq:
+                    break
+                if m.TYPE == MsgType.RESULT:
+                    got.append(m)
             res["clips"] += 1
-            for w in want:
-                m = got.get(w.window_index)
-                res["audio_windows" if mode == Mode.AUDIO else "features_windows"] += 1
-                if m is None:
-                    res["missing"] += 1
-                    continue
-                same = (tuple(m.scores) == tuple(int(v) for v in w.scores_int8)
-                        and m.label_index == w.label_index
-                        and bool(m.flags & 1) == bool(w.gated)
-                        and (m.t_start_ms, m.t_end_ms) == (int(round(w.t_start_s * 1000)), int(round(w.t_end_s * 1000))))
-                res["mismatched"] += not same
+            n_win = sum(not m.flags & ResultFlags.UTTERANCE for m in want)
+            res["audio_windows" if mode == Mode.AUDIO else "features_windows"] += n_win
+            res["records"] += len(want) - n_win
+            res["missing"] += max(0, len(want) - len(got))
+            res["mismatched"] += sum(fields(a) != fields(b) for a, b in zip(got, want)) + abs(len(got) - len(want))
     res["windows"] = res["features_windows"] + res["audio_windows"]
     res["bit_exact"] = res["windows"] > 0 and res["mismatched"] == 0 and res["missing"] == 0
     return res
