@@ -287,8 +287,9 @@ def test_serve_push_and_listen_publish(broker, tmp_path):
             ok = col.wait(lambda: len(col.on("ser-edge/dev-listen/emotion")) >= 4, timeout=40)
             assert ok, [p.stderr.read() if p.poll() is not None else "running" for p in procs]
             served = [json.loads(x) for x in col.on("ser-edge/dev-serve/emotion")]
-            heard = [json.loads(x) for x in col.on("ser-edge/dev-listen/emotion")]
-            by_window = {d["window"]: d for d in served}
+            heard = [d for d in map(json.loads, col.on("ser-edge/dev-listen/emotion")) if d["record"] == "window"]
+            assert heard
+            by_window = {d["window"]: d for d in served if d["record"] == "window"}
             for h in heard:  # the serial link carried exactly what the device classified
                 s = by_window[h["window"]]
                 assert (h["label"], h["scores_int8"]) == (s["label"], s["scores_int8"])
