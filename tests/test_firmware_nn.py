@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from edge_runtime.interpreter import FeatureQuantizer
 from edge_runtime.model_metadata import read_metadata
 from edge_runtime.test_signals import harmonic_vowel, quiet_speechlike, speech_with_pauses, tone_sweep, white_noise
 from firmware_bridge.export import DEFAULT_MODEL, ExportError, export_c
-from tests.conftest import require_module
+from tests.conftest import FULL_ENV, require_module, require_tool
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -134,8 +135,6 @@ def test_unsupported_operator_refused_with_its_name(tanh_model, tmp_path, capsys
 def test_cortex_m4_kernels_bit_exact_under_qemu():
     """The shipping code path (Cortex-M4 build: SMLAD / SXTB16 / SSAT) in QEMU mps2-an386, every
     window's scores == tflite-micro; instructions per inference counted with -icount."""
-    from tests.conftest import require_tool
-
     for tool in ("arm-none-eabi-gcc", "qemu-system-arm"):
         require_tool(tool)
     require_module("tflite_micro")
@@ -223,35 +222,56 @@ def test_memory_plan_never_overlaps_live_buffers():
         assert total <= sum((b.size + ALIGN - 1) // ALIGN * ALIGN for b in bufs)
 
 
-@pytest.fixture(scope="module")
-def add_sub_concat_model(tmp_path_factory):
-    """A real int8 model with ADD, SUB, CONCATENATION, bias-free and 3-D FULLY_CONNECTED."""
+def _convert_int8(km, input_shape, path):
     tf = require_module("tensorflow")
-    keras = require_module("tf_keras")
-
-    inp = keras.Input((6, 16), batch_size=1)
-    d1 = keras.layers.Dense(16)(inp)
-    d2 = keras.layers.Dense(16, activation="relu")(inp)
-    cat = keras.layers.Concatenate(axis=-1)([keras.layers.Add()([d1, d2]), keras.layers.Subtract()([d1, d2]), d1])
-    km = keras.Model(inp, keras.layers.Dense(4)(keras.layers.Flatten()(cat)))
     conv = tf.lite.TFLiteConverter.from_keras_model(km)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     rng = np.random.default_rng(0)
-    conv.representative_dataset = lambda: ([rng.normal(size=(1, 6, 16)).astype(np.float32)] for _ in range(30))
+    conv.representative_dataset = lambda: ([rng.normal(size=(1, *input_shape)).astype(np.float32)] for _ in range(30))
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     conv.inference_input_type = conv.inference_output_type = tf.int8
-    p = tmp_path_factory.mktemp("addcat") / "addcat.tflite"
-    p.write_bytes(conv.convert())
-    return p
+    path.write_bytes(conv.convert())
+    return path
 
 
-def test_add_sub_concatenation_bit_exact(add_sub_concat_model):
+@pytest.fixture(scope="module")
+def generated_models(tmp_path_factory):
+    """Real int8 models (tf-keras -> TFLite converter) that exercise the other kernels:
+    "addcat": ADD, SUB, CONCATENATION, bias-free and 3-D FULLY_CONNECTED;
+    "odd": sizes that are not multiples of 4 (remainder rows, padded columns), dilated SAME conv
+    with RELU6, AVERAGE_POOL_2D with SAME padding, strided conv, 5 outputs."""
+    keras = require_module("tf_keras")
+    L = keras.layers
+    d = tmp_path_factory.mktemp("generated")
+    inp = keras.Input((6, 16), batch_size=1)
+    d1, d2 = L.Dense(16)(inp), L.Dense(16, activation="relu")(inp)
+    cat = L.Concatenate(axis=-1)([L.Add()([d1, d2]), L.Subtract()([d1, d2]), d1])
+    addcat = keras.Model(inp, L.Dense(4)(L.Flatten()(cat)))
+    inp = keras.Input((9, 7), batch_size=1)
+    c = L.Conv1D(6, 3, padding="same", activation="relu6", dilation_rate=2)(inp)
+    c = L.Conv1D(5, 2, strides=2, padding="same")(L.AveragePooling1D(2, padding="same")(c))
+    odd = keras.Model(inp, L.Dense(5)(L.Flatten()(c)))
+    return {"addcat": (_convert_int8(addcat, (6, 16), d / "addcat.tflite"), {"ADD", "SUB", "CONCATENATION"}),
+            "odd": (_convert_int8(odd, (9, 7), d / "odd.tflite"), {"AVERAGE_POOL_2D", "CONV_2D"})}
+
+
+@pytest.mark.parametrize("which", ["addcat", "odd"])
+def test_generated_models_bit_exact(generated_models, which):
     require_module("tflite_micro")
     from firmware_bridge.nn_host import CModel
     from firmware_bridge.tflite_graph import read_graph
     from model_build.tflm import run_tflm
 
-    data = add_sub_concat_model.read_bytes()
-    assert {"ADD", "SUB", "CONCATENATION"} <= {o.name for o in read_graph(data).operators}
-    wins = np.random.default_rng(2).integers(-128, 128, (300, 6, 16)).astype(np.int8)
-    np.testing.assert_array_equal(CModel(data, "addcat").invoke_many(wins), run_tflm(data, wins))
+    path, ops = generated_models[which]
+    data = path.read_bytes()
+    assert ops <= {o.name for o in read_graph(data).operators}
+    m = CModel(data, which)
+    wins = np.random.default_rng(2).integers(-128, 128, (300, *m.input_shape[1:])).astype(np.int8)
+    want = run_tflm(data, wins)
+    np.testing.assert_array_equal(m.invoke_many(wins), want)
+    if which == "odd" and (FULL_ENV or (shutil.which("qemu-system-arm") and shutil.which("arm-none-eabi-gcc"))):
+        from firmware_bridge.nn_m4 import run_m4  # the DSP build's remainder paths too
+
+        require_tool("qemu-system-arm")
+        require_tool("arm-none-eabi-gcc")
+        np.testing.assert_array_equal(run_m4(data, wins[:40], which).scores, want[:40])
