@@ -98,12 +98,24 @@ def _stream(port: str, baud: int, wav: Path, out_jsonl: Path, model: Path, mode:
         _ser_edge(["stream", "--port", port, "--baud", str(baud), "--mode", mode, "--model", str(model), "--realtime",
                    "--quiet", str(wav)], stdout=fh)
     records = [json.loads(line) for line in out_jsonl.read_text().splitlines() if line.strip()]
+    return _print_labels(records, segments)
+
+
+def _print_labels(records: list[dict], segments: list[tuple[str, float, float]]) -> list[dict]:
+    """Each window's predicted label next to the true class; then the utterance and whole-input
+    labels. Returns the window records."""
     rows = [r for r in records if r.get("record") == "window"]
     print(f"  {'window':>8}  {'time':>11}  {'true class':>10}  {'predicted':>10}  device latency  int8 scores")
     for r in rows:
         truth = _truth(segments, r["t_start"], r["t_end"])
         print(f"  {r['window']:8d}  {r['t_start']:5.2f}-{r['t_end']:5.2f}  {truth:>10}  {r['label']:>10}"
               f"  {r.get('device_latency_ms', float('nan')):11.2f} ms  {r['scores_int8']}")
+    for r in records:  # the device's utterance and whole-input labels (window policy: mean log-probability)
+        if r.get("record") in ("utterance", "summary"):
+            what = f"utterance {r['utterance']}" if r["record"] == "utterance" else "whole input"
+            truth = _truth(segments, r["t_start"], r["t_end"]) if r["record"] == "utterance" else \
+                ", ".join(lab for lab, _, _ in segments)
+            print(f"  {what:>20}  {r['t_start']:5.2f}-{r['t_end']:5.2f}  true {truth}, predicted {r['label']}")
     return rows
 
 

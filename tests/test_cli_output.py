@@ -63,6 +63,22 @@ def test_demo_truth_column():
     assert _truth(segs, 6.5, 8.5) == "pause"
 
 
+def test_demo_prints_truth_next_to_labels(capsys):
+    from firmware_bridge.demo import _print_labels
+
+    segs = [("angry", 0.5, 3.1), ("sad", 3.6, 6.2)]
+    recs = [{"record": "window", "window": 0, "t_start": 0.0, "t_end": 2.016, "label": "happy", "scores_int8": [1]},
+            {"record": "window", "window": 1, "t_start": 4.0, "t_end": 6.016, "label": "sad", "scores_int8": [2]},
+            {"record": "utterance", "utterance": 0, "t_start": 0.0, "t_end": 6.0, "label": "sad"},
+            {"record": "summary", "t_start": 0.0, "t_end": 7.0, "label": "sad"}]
+    rows = _print_labels(recs, segs)
+    out = capsys.readouterr().out.splitlines()
+    assert [r["window"] for r in rows] == [0, 1]
+    assert "true class" in out[0] and "predicted" in out[0]
+    assert out[1].split()[-5:-3] == ["angry", "happy"] and out[2].split()[-5:-3] == ["sad", "sad"]
+    assert out[-1].strip().startswith("whole input") and "true angry, sad, predicted sad" in out[-1]
+
+
 def _png_size(path: Path) -> tuple[int, int]:
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
