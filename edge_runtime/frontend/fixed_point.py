@@ -116,14 +116,27 @@ class FixedPointFrontend:
         rnd = (np.int64(1) << rs) >> 1
         # Speech frames almost all shift right, digital silence left: skip passes that are no-ops.
         left, right = bool(ls.any()), bool(rs.any())
+        if self.version >= 2:  # |v| <= 2^block_bits: int32, as the C port stores it
+            out = []
+            for a in (re, im):
+                a32 = np.empty(a.shape, dtype=np.int32)
+                if right:
+                    a += rnd
+                    np.right_shift(a, rs, out=a32, casting="unsafe")
+                    if left:
+                        a32 <<= ls.astype(np.int32)  # a frame shifts one way only: one pass is a no-op
+                elif left:
+                    np.left_shift(a, ls, out=a32, casting="unsafe")
+                else:
+                    a32[...] = a
+                out.append(a32)
+            return out[0], out[1], s
         for a in (re, im):
             if left:
                 a <<= ls
             if right:
                 a += rnd
                 a >>= rs
-        if self.version >= 2:  # |v| <= 2^block_bits: int32, as the C port stores it
-            return re.astype(np.int32), im.astype(np.int32), s
         return re, im, s
 
     def fft(self, re: np.ndarray, im: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -239,12 +252,10 @@ class FixedPointFrontend:
                 acc += rnd
                 t = np.multiply(di, s_c)
                 t += acc
-                t >>= qs
-                np.copyto(outr, t, casting="unsafe")  # |.| < 2^31 by the bounds above
+                np.right_shift(t, qs, out=outr, casting="unsafe")  # |.| < 2^31 by the bounds above
                 np.multiply(dr, c_s, out=t)
                 np.subtract(acc, t, out=t)
-                t >>= qs
-                np.copyto(outi, t, casting="unsafe")
+                np.right_shift(t, qs, out=outi, casting="unsafe")
         return re, im
 
     def real_split(self, zr: np.ndarray, zi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
