@@ -91,7 +91,8 @@ class FixedPointFrontend:
         self._rc = col(t.rfft_cos_q[kk])
         self._rs = col(t.rfft_sin_q[kk])
         self._rise = col(mel.rise_q)
-        self._seg_start = mel.seg_start.astype(np.intp)  # reduceat wants intp: int32 on armv7
+        self._seg_start = mel.seg_start.astype(np.intp)  # index arrays as intp: int32 on armv7
+        self._segments = [(int(a), int(a + n)) for a, n in zip(mel.seg_start, mel.seg_len)]
         self._seg_empty = mel.seg_len == 0
         self._log_table = t.log_table_q.astype(np.int64)
         self._pow2 = np.int64(1) << np.arange(63, dtype=np.int64)
@@ -315,14 +316,17 @@ class FixedPointFrontend:
         lo >>= mb
         rise += lo
         p -= rise  # the falling-edge share
-        sr = np.add.reduceat(rise, self._seg_start, axis=0)
-        sf = np.add.reduceat(p, self._seg_start, axis=0)
-        if self._seg_empty.any():  # reduceat returns the element itself for an empty segment
-            sr[self._seg_empty] = 0
-            sf[self._seg_empty] = 0
-        sr = sr[:-1]
-        sr += sf[1:]
-        return sr
+        # Filter j = rising shares of segment j + falling shares of segment j + 1: one sum over
+        # contiguous rows per segment (numpy reduces axis 0 of a C-ordered block row by row,
+        # vectorised over frames; np.add.reduceat on axis 0 was 5x slower). Exact int64 sums.
+        out = np.zeros((self.cfg.n_mels, rise.shape[1]), dtype=np.int64)
+        for j, (a, b) in enumerate(self._segments):
+            if b > a:
+                if j < self.cfg.n_mels:
+                    out[j] += rise[a:b].sum(axis=0)
+                if j > 0:
+                    out[j - 1] += p[a:b].sum(axis=0)
+        return out
 
     def log2_q16(self, mel: np.ndarray, s: np.ndarray) -> np.ndarray:
         """Step 8: log2 of the true mel energy in Q16, floored. Result |.| < 2^23."""
