@@ -75,12 +75,15 @@ def main() -> None:
     v1 = FrontendConfig(algorithm_version=1)
     snr_v1 = {name: snr_db(compute_features(x, v1), compute_features_float(x, v1)) for name, x in synthetic.items()}
     snr_v1["speech_min"] = float(np.min([snr_db(compute_features(x, v1), compute_features_float(x, v1)) for _, x in speech[:40]]))
-    # gain invariance on real speech: features of x and of x at -20 dB (int16), frames after start-up
-    gain_diff = []
-    for _, x in speech[:40]:
+    # gain invariance on real speech: log-mel of x and of x at -20 dB (rounded to int16), median
+    # |difference| per clip, v2 against v1. What v2 leaves is the int16 rounding of the quieter copy:
+    # weak bands and near-silent stretches of the studio recordings fall to the quantisation noise.
+    gain_diff, gain_diff_v1 = [], []
+    v1_logmel = FrontendConfig(algorithm_version=1, output="logmel")
+    for _, x in speech[::3]:
         y = np.round(x * 0.1).astype(np.int16)
-        a, b = compute_features(x, logmel_cfg), compute_features(y, logmel_cfg)
-        gain_diff.append(np.median(np.abs(a - b)) / 2**16)
+        for cfg_, out in ((logmel_cfg, gain_diff), (v1_logmel, gain_diff_v1)):
+            out.append(np.median(np.abs(compute_features(x, cfg_) - compute_features(y, cfg_))) / 2**16)
 
     # --- agreement with librosa (different conventions: correlation, not equality) ---------------
     lib_kw = dict(sr=cfg.sample_rate, n_fft=cfg.frame_length, hop_length=cfg.hop_length, n_mels=cfg.n_mels,
@@ -122,7 +125,8 @@ def main() -> None:
         "snr_db": {k: round(v, 2) for k, v in snr.items()},
         "snr_db_min_v1": round(min(snr_v1.values()), 2),
         "snr_db_v1": {k: round(v, 2) for k, v in snr_v1.items()},
-        "gain_minus20db_median_abs_diff_log2": round(float(np.median(gain_diff)), 5),
+        "gain_minus20db_median_abs_diff_log2": round(float(np.median(gain_diff)), 4),
+        "gain_minus20db_median_abs_diff_log2_v1": round(float(np.median(gain_diff_v1)), 4),
         "corr_librosa": round(corr_librosa, 4),
         "rtf_numpy": round(rtf["numpy_batch"], 1),
         "rtf_numpy_per_clip": round(rtf["numpy_per_clip"], 1),
