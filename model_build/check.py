@@ -62,7 +62,11 @@ def check_model(path: str | Path, arena: bool = True) -> dict:
         out["metadata"] = None
         problems.append(f"ser-edge run cannot load it: {str(e).split(': ', 1)[-1]}")
     out["check_ms"] = round((time.perf_counter() - t0) * 1000, 1)
-    if arena and not out["problems"]:
+    from edge_runtime.cli_errors import missing_modules
+
+    if arena and not out["problems"] and missing_modules("tflite_micro"):
+        out["arena_note"] = "not measured: TFLite Micro is not installed (pip install 'ser-edge[train]')"
+    elif arena and not out["problems"]:
         from .tflm import min_arena_size
 
         t1 = time.perf_counter()
@@ -87,6 +91,8 @@ def summary_lines(r: dict) -> list[str]:
     ]
     if "arena_bytes" in r:
         lines.append(f"arena      {r['arena_bytes']:,} bytes (TFLite Micro, smallest that runs)")
+    elif "arena_note" in r:
+        lines.append(f"arena      {r['arena_note']}")
     md = r.get("metadata")
     if md:
         fe = r.get("frontend") or {}

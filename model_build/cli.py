@@ -174,7 +174,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=_cmd_convert)
 
     p = subparsers.add_parser("check-model", help=needs("check a .tflite is pure int8 builtins; ops, metadata, arena",
-                                                       "ai_edge_litert", "tflite_micro"),
+                                                       "ai_edge_litert"),
                               description="Summarise a .tflite (ops, tensor types, size, TFLite Micro arena, "
                                           "front end, labels) and give a verdict: exit 0 when ser-edge run and "
                                           "TFLite Micro can use it, 1 when not, 2 when it is not a TFLite file.")

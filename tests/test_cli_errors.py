@@ -250,8 +250,12 @@ def test_edge_only_install_marks_and_explains_missing_extras(files):
     for cmd in ("build", "demo", "stream", "listen"):
         line = next(ln for ln in out.splitlines() if ln.strip().startswith(cmd + " "))
         assert "[not installed: pip install 'ser-edge[" in line, line
-    run_line = next(ln for ln in out.splitlines() if ln.strip().startswith("run "))
-    assert "not installed" not in run_line  # the device commands are whole
+    for cmd in ("run ", "serve ", "check-model"):  # the device commands are whole; check-model needs LiteRT only
+        i = next(i for i, ln in enumerate(out.splitlines()) if ln.strip().startswith(cmd))
+        assert "not installed" not in " ".join(out.splitlines()[i:i + 2]), cmd
+    r = ser_edge("check-model", files["model"], prelude=HIDE_HOST_EXTRAS)
+    assert r.returncode == 0, r.stderr.decode()
+    assert "arena      not measured: TFLite Micro is not installed" in r.stdout.decode()
     for argv, extra in ((("build", "--out", files["dir"] + "/b"), "train"),
                         (("run", "--mic"), "mic"),
                         (("report", files["no_report"]), "train"),
