@@ -19,6 +19,7 @@ What it does (loopback only, everything real):
    ``labels_lost`` = records published - distinct records received; ``fanin_latency_ms_*`` =
    receive - send time of records published while the broker was up (the queued ones are reported
    separately as ``restart_delivery_s_max``).
+   ``bench/results/fleet.png`` plots receive rate and per-record delay over the run.
 4. **dashboard**: ``ser-edge dashboard`` (a subprocess) watches the whole run; afterwards headless
    Chromium loads the page and every device's card must show that device's last label.
 """
@@ -72,10 +73,7 @@ def bench_features(n_clips: int, repeats: int, boost: bool) -> dict:
     from model_build.features import fixed_point_features
 
     clips, what = load_corpus(n_clips)
-    # On a shared machine the other sessions' groups get an equal share of the 2 cores each, so a
-    # second worker process of ours would only split our own share: --boost raises our group's
-    # weight for this measurement only (recorded in the result), so "2 cores" means 2 cores.
-    boosted = _autogroup_nice(-20) if boost else False
+    boosted = boost
     audio_s = sum(c.size for c in clips) / 16000
     load = os.getloadavg()[0]
     times: dict = {1: [], 2: [], "split": []}
@@ -113,8 +111,6 @@ def bench_features(n_clips: int, repeats: int, boost: bool) -> dict:
         for p in ps:
             p.join()
         times["split"].append(time.perf_counter() - t0)
-    if boosted:
-        _autogroup_nice(0)
     med = {w: float(np.median(t)) for w, t in times.items()}
     return {"scheduling_group_nice": -20 if boosted else 0, "corpus": what, "audio_s": round(audio_s, 1), "seconds_1_worker": round(med[1], 3),
             "seconds_2_workers": round(med[2], 3), "repeats": repeats,
@@ -344,6 +340,7 @@ def bench_fleet(n_dev: int, seconds: float, restart_at: float, down: float, proc
         steady = [(r - s) * 1000 for (s, r) in got.values() if s < t_down - 0.5 or s > t_up + settle]
         queued = [r - s for (s, r) in got.values() if t_down <= s <= t_up]
         lat = np.asarray(steady)
+        _plot(got, t_start, t_down, t_up, n_dev, RESULTS / "fleet.png")
         out.update({
             "devices": n_dev, "seconds": seconds, "records_published": total,
             "records_received_distinct": len(set(got) & want), "duplicates_received": col.dups,
@@ -372,6 +369,33 @@ def bench_fleet(n_dev: int, seconds: float, restart_at: float, down: float, proc
         broker.stop()
 
 
+def _plot(got: dict, t0: float, t_down: float, t_up: float, n_dev: int, path: Path) -> None:
+    """Records received per second and each record's publish -> subscriber delay over the run,
+    with the broker's down time shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sent = np.array([s for s, _ in got.values()]) - t0
+    recv = np.array([r for _, r in got.values()]) - t0
+    fig, (a1, a2) = plt.subplots(2, 1, figsize=(9, 5.5), sharex=True, constrained_layout=True)
+    bins = np.arange(0, max(recv.max(), sent.max()) + 1.0, 1.0)
+    a1.hist(recv, bins=bins, color="#3b6fd8")
+    a1.axhline(n_dev, color="#888", lw=0.8, ls="--")
+    a1.set_ylabel("records received / s")
+    a1.set_title(f"{n_dev} devices, 1 record/s each, through Mosquitto; broker stopped and restarted")
+    a2.scatter(sent, (recv - sent) * 1000, s=2, color="#d64541", alpha=0.5)
+    a2.set_yscale("log")
+    a2.set_ylabel("publish -> subscriber (ms)")
+    a2.set_xlabel("time of publishing (s into the run)")
+    for a in (a1, a2):
+        a.axvspan(t_down - t0, t_up - t0, color="#f2b705", alpha=0.25, lw=0, label="broker down")
+    a2.legend(loc="upper right")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--devices", type=int, default=100)
@@ -383,8 +407,23 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--skip-features", action="store_true", help="keep the feature figures of the last run")
     ap.add_argument("--boost", action="store_true",
-                    help="raise this session's scheduling-group weight while timing features (shared machine)")
+                    help="raise this session's scheduling-group weight (Linux autogroup, needs root) for the "
+                         "benchmark's duration: a shared machine's other jobs then count for less")
     args = ap.parse_args()
+
+    # On a shared machine every other session's scheduling group gets an equal share of the cores,
+    # whatever its processes' nice: a second worker of ours would only split our own share, and
+    # our latencies would be other people's load. --boost raises this session's group weight for
+    # the benchmark's duration (recorded in the result); without it, the figures are what is left.
+    boosted = _autogroup_nice(-20) if args.boost else False
+    try:
+        _run(args, boosted)
+    finally:
+        if boosted:
+            _autogroup_nice(0)
+
+
+def _run(args, boosted: bool) -> None:
     import tempfile
 
     old = json.loads((RESULTS / "fleet.json").read_text()) if (RESULTS / "fleet.json").exists() else {}
@@ -392,13 +431,15 @@ def main() -> None:
         feats = old["features"]
     else:
         print("features: 1 worker vs 2 ...", file=sys.stderr)
-        feats = bench_features(args.clips, args.repeats, args.boost)
+        feats = bench_features(args.clips, args.repeats, boosted)
     print(f"fleet: {args.devices} devices x {args.seconds:.0f} s ...", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="ser-edge-fleet-") as work:
         res = bench_fleet(args.devices, args.seconds, args.restart_at, args.down, args.procs, Path(work))
     res["feature_extraction_speedup_2cores"] = feats["speedup"]
     res["features"] = feats
     res["machine"] = machine()
+    res["scheduling_group_nice"] = -20 if boosted else 0
+    res["loadavg_1min_end"] = round(os.getloadavg()[0], 2)
     res["mosquitto"] = subprocess.run(["mosquitto", "-h"], capture_output=True, text=True).stdout.splitlines()[0]
     path = write_result("fleet", res)
     rows = [(k, res[k]) for k in ("devices", "records_published", "labels_lost", "broker_restart_survived",
