@@ -12,6 +12,8 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("frontend", help="compute fixed-point features of a WAV/FLAC file or a built-in signal")
     p.add_argument("audio", nargs="?", type=existing_file, help="WAV (or FLAC with soundfile), resampled to 16 kHz; default: a built-in vowel")
     p.add_argument("--output", choices=["mfcc", "logmel"], default="mfcc")
+    p.add_argument("--frontend-version", type=int, choices=[1, 2], default=None,
+                   help="front-end algorithm_version (default: 2; 1 = the shipped model's, no normalisation)")
     p.add_argument("--save", type=output_file, help="write the int32 features to this .npy file")
     p.add_argument("--plot", type=output_file, help="write a PNG of fixed-point vs float-twin features (needs matplotlib)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
@@ -23,7 +25,8 @@ def _run(args: argparse.Namespace) -> int:
 
     from .frontend import FrontendConfig, compute_features, compute_features_float
 
-    cfg = FrontendConfig(output=args.output)
+    cfg = FrontendConfig(output=args.output) if args.frontend_version is None else \
+        FrontendConfig(output=args.output, algorithm_version=args.frontend_version)
     if args.audio:
         from .audio_io import load_audio
 

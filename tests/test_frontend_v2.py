@@ -179,3 +179,19 @@ def test_shipped_model_still_gets_version_1_features():
         np.testing.assert_array_equal(compute_features(x, cfg), compute_features(x, FrontendConfig(algorithm_version=1, output="logmel")))
     else:
         assert cfg.hash == md.frontend_hash
+
+
+@pytest.mark.parametrize("version,want", [("1", SHIPPED_V1_HASH), (None, V2.hash)])
+def test_cli_selects_the_version(version, want):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cmd = [sys.executable, "-m", "edge_runtime", "frontend", "--output", "logmel", "--json"]
+    if version:
+        cmd += ["--frontend-version", version]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent, timeout=120)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["frontend_hash"] == want and summary["snr_vs_float_twin_db"] > 66
