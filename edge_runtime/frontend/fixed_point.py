@@ -222,6 +222,20 @@ class FixedPointFrontend:
             a0i += a2i
             a1r += a3r  # b2
             a1i += a3i
+            if not tw:  # q == 1: every twiddle is W^0 = 1: write c0..c3 straight into place
+                np.subtract(a0r, a1r, out=a2r)  # c2 (a2 is consumed)
+                np.subtract(a0i, a1i, out=a2i)
+                a0r += a1r  # c0
+                a0i += a1i
+                np.add(b1r, b3i, out=a1r)  # c1 (b2 in a1 is consumed)
+                np.subtract(b1i, b3r, out=a1i)
+                np.subtract(b1r, b3i, out=a3r)  # c3
+                np.add(b1i, b3r, out=a3i)
+                if sh:
+                    for a in (xr, xi):
+                        a += 1 << (sh - 1)
+                        a >>= sh
+                continue
             c2r = a0r - a1r
             c2i = a0i - a1i
             a0r += a1r  # c0
@@ -230,13 +244,6 @@ class FixedPointFrontend:
             c1i = b1i - b3r
             c3r = b1r - b3i
             c3i = b1i + b3r
-            if not tw:  # q == 1: every twiddle is W^0 = 1
-                a1r[...], a1i[...], a2r[...], a2i[...], a3r[...], a3i[...] = c1r, c1i, c2r, c2i, c3r, c3i
-                if sh:
-                    for a in (xr, xi):
-                        a += 1 << (sh - 1)
-                        a >>= sh
-                continue
             if sh:
                 a0r += 1 << (sh - 1)
                 a0r >>= sh
