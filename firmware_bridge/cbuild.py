@@ -139,6 +139,7 @@ def load_library(cc: str = "gcc", extra_flags: tuple[str, ...] = ()) -> ctypes.C
         "ser_decoder_feed": (ctypes.c_int, [_P, ctypes.c_uint8, _P]),
         "ser_decoder_stats": (ctypes.POINTER(ctypes.c_uint32), [_P]),
         "ser_decoder_size": (_SZ, []),
+        "ser_decoder_check_messages": (None, [_P, ctypes.c_int]),
         "ser_result_payload": (_SZ, [ctypes.c_uint32, ctypes.c_uint16, ctypes.c_uint8, ctypes.c_uint8,
                                      ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32, _P, ctypes.c_uint8,
                                      _P, _SZ]),
@@ -294,10 +295,12 @@ class CFrameDecoder:
 
     _STATS_FIELDS = ("bytes_in", "frames_ok", "empty", "seq_lost")
 
-    def __init__(self, max_payload: int = 0) -> None:
+    def __init__(self, max_payload: int = 0, check_messages: bool = False) -> None:
         self.lib = load_library()
         self._buf = np.zeros(self.lib.ser_decoder_size() // 8 + 2, np.int64)
         self.lib.ser_decoder_init(_ptr(self._buf), max_payload)
+        if check_messages:  # payload layouts checked in the decoder (ser_message_check), as the firmware does
+            self.lib.ser_decoder_check_messages(_ptr(self._buf), 1)
         self._frame = _Frame()
 
     def feed(self, data: bytes) -> list[CFrameEvent]:
@@ -309,7 +312,7 @@ class CFrameDecoder:
                 out.append(CFrameEvent(True, None, f.type, f.seq, ctypes.string_at(f.payload, f.length)))
             elif rc < 0:
                 reason = DROP_REASONS[-rc - 1]
-                after_crc = reason in ("version", "length", "oversize", "unknown_type") and self._frame.payload
+                after_crc = reason in ("version", "length", "oversize", "unknown_type", "payload") and self._frame.payload
                 out.append(CFrameEvent(False, reason, self._frame.type if after_crc else None,
                                        self._frame.seq if after_crc else None, None))
                 self._frame = _Frame()

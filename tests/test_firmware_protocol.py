@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_runtime.protocol import (MAX_PAYLOAD, Audio, FrameDecoder, MsgType, Resend, Result,
+from edge_runtime.protocol import (MAX_PAYLOAD, Audio, FrameDecoder, Info, MsgType, Resend, Result,
                                    build_raw_frame, cobs_decode, cobs_encode, crc32, encode_frame,
                                    encode_message)
 from firmware_bridge import cbuild as C
@@ -173,3 +173,52 @@ def test_encode_respects_capacity():
     full = encode_frame(MsgType.PING, 1, b"x" * 10)
     assert C.encode_frame(MsgType.PING, 1, b"x" * 10, cap=len(full)) == full
     assert C.encode_frame(MsgType.AUDIO, 1, b"\1" * (MAX_PAYLOAD + 1), cap=10000) == b""
+
+
+def _payload_variants(rng: random.Random) -> list[tuple[int, bytes]]:
+    """(type, payload) of every message type: well formed, and broken the ways messages.py checks."""
+    import struct
+
+    good_info = Info(1, 0, 3, 0, 1024, 0xFFFF, 16000, 125, 62, 40, 256, 0.15, 30, -22, 0.08, "fw",
+                     "0123456789abcdef", "f87a45e1b3aff79a", ("a", "bé")).encode_payload()
+    out = [
+        (MsgType.HELLO, b"\x01\x00\x00\x10host"), (MsgType.HELLO, b"\x01\x00\x00"),
+        (MsgType.HELLO, b"\x01\x00\x00\x10\xff\xfe"), (MsgType.HELLO, b"\x01\x00\x00\x10\xed\xa0\x80"),
+        (MsgType.HELLO, b"\x01\x00\x00\x10\xf0\x9f\x98\x80"), (MsgType.HELLO, b"\x01\x00\x00\x10\xc0\xaf"),
+        (MsgType.INFO, good_info), (MsgType.INFO, good_info[:-1]), (MsgType.INFO, good_info + b"x"),
+        (MsgType.INFO, good_info[:31]),
+        (MsgType.AUDIO, b"\0" * 4 + b"\1\2"), (MsgType.AUDIO, b"\0" * 4), (MsgType.AUDIO, b"\0" * 7),
+        (MsgType.FEATURES, struct.pack("<IHH", 0, 2, 3) + b"\1" * 6),
+        (MsgType.FEATURES, struct.pack("<IHH", 0, 2, 3) + b"\1" * 5),
+        (MsgType.FEATURES, struct.pack("<IHH", 0, 0, 3)), (MsgType.FEATURES, b"\0" * 7),
+        (MsgType.RESULT, Result(1, 2, 1, 0, 0, 10, 5, (1, 2)).encode_payload()),
+        (MsgType.RESULT, Result(1, 2, 1, 0, 0, 10, 5, (1, 2)).encode_payload()[:-1]),
+        (MsgType.RESULT, bytes(6) + b"\x05" + bytes(13) + b"\x02\x01\x02"),  # label 5 of 2 scores
+        (MsgType.ERROR, b"\x01\x00\xff\xff\x00bad \xff text"), (MsgType.ERROR, b"\x01\x00\xff\xff"),
+        (MsgType.PING, b"x" * 64), (MsgType.PING, b"x" * 65), (MsgType.PONG, b""), (MsgType.PONG, b"y" * 65),
+        (MsgType.START, b"\x01\x00\x01\x00\x00\x00\x00\x00"), (MsgType.START, b"\x01" * 9),
+        (MsgType.STOP, b""), (MsgType.STOP, b"\0"), (MsgType.GET_STATS, b""), (MsgType.GET_STATS, b"\1"),
+        (MsgType.ACK, b"\1\0\x09\0"), (MsgType.ACK, b"\1\0\x09"),
+        (MsgType.STATS, b"\1\0\x02\0" + bytes(8)), (MsgType.STATS, b"\1\0\x02\0" + bytes(7)),
+    ]
+    out += [(MsgType.RESEND, b"\1\0\x01\0" + struct.pack("<II", 5, 3)),
+            (MsgType.RESEND, b"\1\0\x01\0" + struct.pack("<II", 5, 0)),
+            (MsgType.RESEND, b"\1\0\x02\0" + struct.pack("<II", 5, 3)), (MsgType.RESEND, b"\1\0\0\0")]
+    for _ in range(200):  # random payloads of random types: mostly malformed
+        out.append((rng.randrange(1, 16), bytes(rng.randrange(256) for _ in range(rng.randrange(0, 40)))))
+    return out
+
+
+def test_c_message_check_same_verdicts_as_python():
+    """With ser_message_check in the decoder (as the firmware runs it), the C decoder accepts and
+    drops exactly the frames the Python FrameDecoder does, for every message type, including
+    payload layouts, string bounds and strict UTF-8, and counts sequence gaps the same way."""
+    rng = random.Random(12)
+    stream = b"".join(encode_frame(t, i, p) for i, (t, p) in enumerate(_payload_variants(rng)))
+    py = FrameDecoder()
+    py_ok = [(r.seq, int(r.msg.TYPE)) for r in py.feed(stream)]
+    cd = C.CFrameDecoder(check_messages=True)
+    c_ok = [(e.seq, e.type) for e in cd.feed(stream) if e.ok]
+    assert c_ok == py_ok
+    assert cd.stats["dropped"] == dict(py.stats.dropped) and cd.stats["dropped"]["payload"] > 50
+    assert cd.stats["seq_lost"] == py.stats.seq_lost and cd.stats["frames_ok"] == py.stats.frames_ok

@@ -25,7 +25,7 @@ enum { MODE_IDLE = 0, MODE_AUDIO = 1, MODE_FEATURES = 2, MODE_MIC_PUSH = 3 };
 static const char *const mode_names[4] = {"IDLE", "AUDIO", "FEATURES", "MIC_PUSH"};
 static const char *const type_names[SER_MSG_TYPE_MAX + 1] = {
     "", "HELLO", "INFO", "AUDIO", "FEATURES", "RESULT", "ERROR", "PING", "PONG",
-    "START", "STOP", "ACK", "GET_STATS", "STATS"};
+    "START", "STOP", "ACK", "GET_STATS", "STATS", "RESEND"};
 
 /* ------------------------------------------------------------------ little helpers */
 static void put16(uint8_t *p, uint32_t v) {
@@ -647,7 +647,7 @@ void ser_device_init(ser_device_t *d, const ser_device_io_t *io) {
     memset(d, 0, sizeof *d);
     d->io = io;
     ser_decoder_init(&d->rx, 0);
-    d->rx.check = ser_message_check;
+    ser_decoder_check_messages(&d->rx, 1);
     if (ser_fe_init(&d->fe, &ser_fe_tables) != SER_FE_OK ||
         ser_fe_tables_checksum(&ser_fe_tables) != SER_TABLES_CHECKSUM)
         d->engine_rc = TABLES_CORRUPT; /* tables corrupt: every window answers ERROR ENGINE */

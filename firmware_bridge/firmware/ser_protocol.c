@@ -380,3 +380,5 @@ int ser_resend_parse(const uint8_t *payload, size_t len, uint16_t *session, uint
     }
     return (int)n;
 }
+
+void ser_decoder_check_messages(ser_decoder_t *d, int on) { d->check = on ? ser_message_check : NULL; }

@@ -166,6 +166,9 @@ size_t ser_error_payload(uint16_t code, uint16_t ref_seq, uint8_t ref_type, cons
 /* The payload layout rules of messages.py for every type (lengths, string bounds, UTF-8,
  * RESULT label range). 0 = well formed, -1 = a "payload" drop. */
 int ser_message_check(uint8_t type, const uint8_t *payload, size_t len);
+/* Check every frame's payload with ser_message_check inside the decoder (on != 0), as the Python
+ * FrameDecoder does: a malformed payload is a "payload" drop, not a received frame. */
+void ser_decoder_check_messages(ser_decoder_t *d, int on);
 
 /* START: u8 mode, pad, u16 session, u32 start_offset (exactly 8 bytes). 0 ok, -1 bad payload. */
 int ser_start_parse(const uint8_t *payload, size_t len, uint8_t *mode, uint16_t *session,
