@@ -95,3 +95,37 @@ def test_firmware_build_cli(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "edge_runtime", "firmware", "build", "--model",
                           str(tmp_path / "missing.tflite")], capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "missing.tflite" in bad.stderr
+
+
+def test_firmware_run_cli_serves_a_host(tmp_path):
+    """`ser-edge firmware run`: QEMU behind a pty, announced on stdout; a host handshakes with it;
+    Ctrl-C ends both."""
+    import re
+    import signal
+    import time
+
+    require_tool("arm-none-eabi-gcc")
+    require_tool("qemu-system-arm")
+    require_module("serial")
+    from edge_runtime.protocol import Hello, Info
+    from firmware_bridge.image import build_image
+    from firmware_bridge.qemu import RawHost
+
+    elf = build_image().elf
+    proc = subprocess.Popen([sys.executable, "-m", "edge_runtime", "firmware", "run", "--elf", str(elf)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        line = proc.stdout.readline()
+        m = re.search(r"serial port: (/dev/pts/\d+)", line)
+        assert m, line + proc.stderr.read()
+        with RawHost(m.group(1)) as host:
+            t_end = time.monotonic() + 10
+            info = []
+            while not info and time.monotonic() < t_end:
+                seq = host.send(Hello())
+                info = [r for r in host.recv(2, timeout=1.0) if isinstance(r, Info) and r.reply_to == seq]
+            assert info and info[0].labels == _model_cfg().labels
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(20)
+    assert rc == 0
