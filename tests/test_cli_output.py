@@ -107,3 +107,53 @@ def test_report_plots(tmp_path):
     assert w > h > 200
     hist = {"loss": [2.0, 1.5, 1.2], "val_loss": [2.1, 1.9, 2.0], "accuracy": [0.3, 0.5, 0.6], "val_uar": [0.2, 0.4, 0.35]}
     assert _png_size(plot_training(hist, 2, tmp_path / "tr.png"))[0] > 600
+
+
+def _documented_command_lines() -> list[tuple[str, str]]:
+    """Every ``ser-edge SUBCOMMAND ...`` line in a code block of README.md / docs/*.md and the
+    systemd unit's ExecStart, as (source, command line)."""
+    import re
+
+    out = []
+    sources = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")),
+               *sorted((ROOT / "edge_runtime" / "systemd").glob("*.service"))]
+    for path in sources:
+        text = path.read_text()
+        blocks = re.findall(r"```[a-z]*\n(.*?)```", text, re.S) if path.suffix == ".md" else [text]
+        for block in blocks:
+            block = re.sub(r"\\\n\s*", " ", block)  # join continuation lines
+            for line in block.splitlines():
+                for part in line.split("|"):  # a pipeline: the segment that runs ser-edge
+                    m = re.match(r"\s*(?:ExecStart=)?(?:\S*/bin/)?ser-edge ([a-z][a-z-]*\b.*)", part.split(" #")[0])
+                    if m:
+                        out.append((path.name, m.group(1).strip()))
+    return out
+
+
+def test_documented_command_lines_use_real_options():
+    """Each documented command names a real subcommand and only options it has (catches docs and
+    the systemd unit drifting when an option is renamed or removed)."""
+    import argparse
+    import shlex
+
+    from edge_runtime.cli import build_parser
+
+    lines = _documented_command_lines()
+    assert len(lines) > 20
+    root = build_parser()
+    problems = []
+    for source, line in lines:
+        words = shlex.split(line)
+        parser = root
+        while words and not words[0].startswith("-"):  # walk subcommands (firmware build, ...)
+            subs = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+            if subs is None or words[0] not in subs.choices:
+                break
+            parser, words = subs.choices[words.pop(0)], words
+        if parser is root:
+            problems.append(f"{source}: {line!r}: no such subcommand")
+            continue
+        known = {s for a in parser._actions for s in a.option_strings}
+        problems += [f"{source}: {line!r}: {w.split('=')[0]} is not an option of {parser.prog}"
+                     for w in words if w.startswith("--") and w.split("=")[0] not in known]
+    assert problems == []
