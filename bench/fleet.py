@@ -79,7 +79,10 @@ def bench_features(n_clips: int, repeats: int, boost: bool) -> dict:
     times: dict = {1: [], 2: [], "split": []}
     ref = fixed_point_features(clips[:8], DEFAULT_CONFIG, cache_dir=None, progress=False, workers=1)  # warm-up
 
-    def half(k):  # the machine's own ceiling: two independent processes, half the corpus each
+    def half(k):  # the machine's own ceiling: two independent processes, half the corpus each,
+        from model_build.features import _init_worker  # with one BLAS thread each like the pool's
+
+        _init_worker()
         fixed_point_features(clips[k::2], DEFAULT_CONFIG, cache_dir=None, progress=False, workers=1)
 
     def spin():  # pure interpreter arithmetic: no memory traffic, the CPUs' own ceiling

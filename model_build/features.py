@@ -118,6 +118,17 @@ def _work_forked(kind: str, cfg, idx: list[int], cache: Path | None) -> list[np.
     return _work(kind, cfg, [_FORKED_AUDIOS[i] for i in idx], cache)  # type: ignore[index]
 
 
+def _init_worker() -> None:
+    """One BLAS thread per worker: the front end's DCT is a float64 matrix product, and OpenBLAS
+    would otherwise start a thread per core in every worker (2 workers x 2 threads on 2 cores
+    made the pool no faster than one process for some batch sizes)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # optional: without it the pool still works, just oversubscribed
+        return
+    threadpool_limits(limits=1)
+
+
 def _start_method() -> str:
     import multiprocessing
     import sys
@@ -162,7 +173,7 @@ def _cached(audios: Sequence[np.ndarray], cfg, kind: str, cache_dir, progress: b
             if method == "fork":
                 _FORKED_AUDIOS = audios
             try:
-                with ProcessPoolExecutor(min(workers, len(batches)),
+                with ProcessPoolExecutor(min(workers, len(batches)), initializer=_init_worker,
                                          mp_context=multiprocessing.get_context(method)) as ex:
                     if method == "fork":
                         futs = {ex.submit(_work_forked, kind, cfg, idx, cache): idx for idx in batches}
