@@ -29,18 +29,33 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "accuracy.json"
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ROOT / "runs" / "accuracy"  # every fold's int8 model + float weights + manifest.json (gitignored)
 
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def _load_trained(path: Path):
+    """A kept fold model as the bits of ``TrainedModel`` the benchmark reads (no training history)."""
+    from types import SimpleNamespace
+
+    from edge_runtime.model_metadata import read_metadata_json
+    from model_build.pipeline import load_float
+
+    data = path.read_bytes()
+    keras_model, _, _ = load_float(path.with_name(path.stem + "_float.npz"))
+    md = read_metadata_json(data, str(path))
+    return SimpleNamespace(keras_model=keras_model, model_bytes=data, metadata=md, best_epoch=-1,
+                           history={"loss": []}, params=int(md.get("params", 0)), path=path)
+
+
 def run_split(name, clips, audios, feats, twin, labels, tr, va, te, fe, args, W, H, TH, mcfg, tcfg, extra=None,
               extra_corpora=None):
     from model_build.evaluate import EvalInputs, validate
-    from model_build.features import augmented_copies, fixed_point_features, to_real
+    from model_build.features import augmented_copies, fixed_point_features
     from model_build.pipeline import train_and_convert
-    from model_build.windows import make_windows, silence_frame
 
     lab = {l: i for i, l in enumerate(labels)}
     y = np.array([lab[c.label] for c in clips])
@@ -59,26 +74,34 @@ def run_split(name, clips, audios, feats, twin, labels, tr, va, te, fe, args, W,
     if extra is not None:  # (features, labels) of an extra training corpus (TESS)
         tr_feats += list(extra[0])
         tr_y += list(extra[1])
-    tm = train_and_convert(tr_feats, tr_y, labels, fe, mcfg, tcfg, window_frames=W, hop_frames=H,
-                           train_hop_frames=TH, val_feats=[feats[i] for i in va], val_labels=y[va],
-                           out_path=Path(args.out) / f"{name}.tflite", model_name=name,
-                           trained_on=name, n_calib=args.n_calib, log=log, train_masks=masks,
-                           calibrate=args.calibrate)
-    pad = silence_frame(fe)
-    Qf, ci, _ = make_windows([feats[i] for i in te], W, H, pad)
-    Qt, _, _ = make_windows([twin[i] for i in te], W, H, pad.astype(np.float64))
-    inputs = EvalInputs(X_twin=to_real(Qt, fe), X_fixed=to_real(Qf, fe), Q_fixed=Qf, clip_index=ci, y_clip=y[te])
-    md = tm.metadata
-    quant = {k: md[k] for k in ("input_scale", "input_zero_point", "output_scale", "output_zero_point")}
-    val = validate(tm.keras_model, tm.model_bytes, inputs, list(labels), quant, fe.frac_bits,
-                   run_tflm=args.tflm, progress=log)
+    out_path = Path(args.out) / f"{name}.tflite"
+    if args.reuse_models and out_path.exists() and out_path.with_name(out_path.stem + "_float.npz").exists():
+        tm = _load_trained(out_path)  # evaluation only: the fold's kept model (e.g. a new gate or policy)
+        log(f"reusing {out_path}")
+    else:
+        tm = train_and_convert(tr_feats, tr_y, labels, fe, mcfg, tcfg, window_frames=W, hop_frames=H,
+                               train_hop_frames=TH, val_feats=[feats[i] for i in va], val_labels=y[va],
+                               out_path=out_path, model_name=name,
+                               trained_on=name, n_calib=args.n_calib, log=log, train_masks=masks,
+                               calibrate=args.calibrate)
+    # every row through the runtime (StreamingClassifier: window policy + speech gate), cached features
+    inputs = EvalInputs(audios=[audios[i] for i in te], y_clip=y[te], feats_fixed=[feats[i] for i in te],
+                        feats_twin=[twin[i] for i in te])
+    val = validate(tm.keras_model, tm.model_bytes, inputs, list(labels), run_tflm=args.tflm, progress=log)
     return tm, val
 
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
-    ap.add_argument("--out", default="runs/bench_accuracy")
+    ap.add_argument("--out", default=str(MODELS),
+                    help="where every fold's int8 model (+ _float.npz, + manifest.json) is kept (default runs/accuracy; "
+                         "bench/robustness.py reads it)")
+    ap.add_argument("--reuse-models", action="store_true",
+                    help="evaluate the kept fold models in --out instead of training (same options, no training)")
+    ap.add_argument("--recipe", default=None, metavar="FILE.json",
+                    help="a training recipe: a JSON object of this script's options (e.g. {\"epochs\": 40, "
+                         "\"conditions\": true, \"extra_corpora\": \"tess,ased\"}); command-line options win")
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--patience", type=int, default=8)
     ap.add_argument("--augment", type=int, default=1)
@@ -125,14 +148,27 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def parse_args(argv=None) -> argparse.Namespace:
+    """Options; ``--recipe FILE.json`` supplies defaults (any option, by its dest name)."""
+    ap = build_parser()
+    first, _ = ap.parse_known_args(argv)
+    if first.recipe:
+        recipe = json.loads(Path(first.recipe).read_text())
+        unknown = sorted(set(recipe) - set(vars(first)))
+        if unknown:
+            ap.error(f"--recipe {first.recipe}: unknown options {unknown}")
+        ap.set_defaults(**recipe)
+    return ap.parse_args(argv)
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
 
     from edge_runtime.frontend import FrontendConfig
     from model_build.corpora import leave_one_speaker_out, load_corpus, open_corpus, speaker_folds
     from model_build.features import fixed_point_features, float_twin_features
     from model_build.models import ModelConfig
-    from model_build.tflm import min_arena_size
+    from edge_runtime.interpreter import min_arena_size
     from model_build.train import TrainConfig
 
     Path(args.out).mkdir(parents=True, exist_ok=True)
@@ -147,8 +183,17 @@ def main(argv=None) -> int:
                        label_smoothing=args.label_smoothing, focal_gamma=args.focal_gamma,
                        time_masks=args.time_masks,
                        freq_masks=args.freq_masks, mixup=args.mixup)
+    from edge_runtime.classifier import DEFAULT_GATE
+    from edge_runtime.window_policy import WindowPolicy
+
     res: dict = {"config": {**vars(args), "frontend": fe.to_dict(), "window_frames": W, "hop_frames": H,
-                            "model": mcfg.to_dict(), "train": tcfg.to_dict()}, "ravdess_folds": []}
+                            "model": mcfg.to_dict(), "train": tcfg.to_dict()},
+                 # how the clip labels were made: the runtime's StreamingClassifier (what `ser-edge run` does)
+                 "eval_path": "runtime", "window_policy": WindowPolicy().resolve(W, H).to_dict(),
+                 "speech_gate": DEFAULT_GATE.to_dict(), "ravdess_folds": []}
+    manifest_path = Path(args.out) / "manifest.json"
+    manifest = {"corpus": "ravdess", "fold_seed": args.fold_seed, "k": 5, "data": args.data,
+                "frontend_hash": fe.hash, "models": []}
 
     out_json = Path(args.results)
 
@@ -201,7 +246,8 @@ def main(argv=None) -> int:
         u_m21 = [np.clip(np.rint(set_peak(np.asarray(a, np.float64) / 32768, -21.0) * 32768), -32768, 32767)
                  .astype(np.int16) for a in ua]
         urdu = {"y": np.array([lab[c.label] for c in uc]), "classes": sorted({lab[c.label] for c in uc}),
-                "m21": fixed_point_features(u_m21, fe), "raw": fixed_point_features(ua, fe)}
+                "m21": fixed_point_features(u_m21, fe), "raw": fixed_point_features(ua, fe),
+                "m21_audio": u_m21, "raw_audio": list(ua)}
     from dataclasses import replace as _replace
 
     seeds = [int(v) for v in args.seeds.split(",")] if args.seeds else [args.seed]
@@ -222,8 +268,14 @@ def main(argv=None) -> int:
             tr, va = train_all[tr_rel], train_all[va_rel]
             log(f"== seed {seed} RAVDESS fold {f}: test {sorted({clips[i].speaker for i in te})}, "
                 f"val {sorted({clips[i].speaker for i in va})} [{time.time() - t0:.0f}s]")
-            tm, val = run_split(f"ravdess_fold{f}", clips, audios, feats, twin, labels, tr, va, te, fe, args, W, H, TH,
+            name = f"ravdess_s{seed}_fold{f}"
+            tm, val = run_split(name, clips, audios, feats, twin, labels, tr, va, te, fe, args, W, H, TH,
                                 mcfg, tcfg, extra=extra, extra_corpora=extra_s)
+            manifest["models"] = [m for m in manifest["models"] if m["name"] != name] + [{
+                "name": name, "seed": seed, "fold": f, "path": f"{name}.tflite",
+                "test_speakers": sorted({clips[i].speaker for i in te}),
+                "validation_speakers": sorted({clips[i].speaker for i in va})}]
+            manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
             rows = val["rows"]
             fold = {"seed": seed, "fold": f, "test_speakers": sorted({clips[i].speaker for i in te}),
                     "uar_float": rows["keras_float_twin"]["uar"], "uar_float_fixed": rows["keras_float_fixed"]["uar"],
@@ -233,7 +285,10 @@ def main(argv=None) -> int:
                     "clip_agreement_int8_vs_float": rows["int8_litert"]["clip_agreement_vs_float"],
                     "per_class_recall_int8": {k: v["recall"] for k, v in rows["int8_litert"]["per_class"].items()},
                     "best_epoch": tm.best_epoch + 1, "epochs_run": len(tm.history["loss"]),
-                    "model_bytes": len(tm.model_bytes)}
+                    "model_bytes": len(tm.model_bytes),
+                    "clips_without_label": rows["int8_litert"]["clips_without_label"],
+                    "speech_windows": val["speech_windows"], "windows": val["n_windows"],
+                    "ece_clip_int8": val["ece_clip_int8"]}
             if "tflm_vs_litert" in val:
                 fold["tflm_vs_litert"] = val["tflm_vs_litert"]
             if urdu is not None:
@@ -241,7 +296,7 @@ def main(argv=None) -> int:
 
                 q = {k: tm.metadata[k] for k in ("input_scale", "input_zero_point", "output_scale", "output_zero_point")}
                 for key, name in (("m21", "urdu4_uar_int8"), ("raw", "urdu4_uar_int8_raw")):
-                    pu = int8_clip_probs(tm.model_bytes, urdu[key], q, fe, W, H)
+                    pu = int8_clip_probs(tm.model_bytes, urdu[key], audios=urdu[key + "_audio"])
                     fold[name] = restricted_uar(pu, urdu["y"], urdu["classes"], list(labels))
             if "calibration" in tm.metadata:
                 fold["calibration"] = tm.metadata["calibration"]
@@ -254,15 +309,18 @@ def main(argv=None) -> int:
                 te_spk = [clips[i].speaker for i in te]
                 yte = np.array([labels.index(clips[i].label) for i in te])
                 for cond in CONDITIONS:
-                    cf = fixed_point_features(condition_audio([audios[i] for i in te], te_spk, cond, 0), fe,
-                                              progress=False)
-                    pc = int8_clip_probs(tm.model_bytes, cf, q, fe, W, H)
+                    ca = condition_audio([audios[i] for i in te], te_spk, cond, 0)
+                    cf = fixed_point_features(ca, fe, progress=False)
+                    pc = int8_clip_probs(tm.model_bytes, cf, audios=ca)
                     fold[f"uar_{cond}"] = metrics(yte, pc.argmax(1), list(labels))["uar"]
                     if cond == "nominal":
                         fold["ece_clip"] = expected_calibration_error(pc, yte)
             res["ravdess_folds"].append(fold)
             uar_f.append(fold["uar_float"]); uar_fx.append(fold["uar_float_fixed"]); uar_q.append(fold["uar_int8"])
             agree.append(fold["window_agreement_int8_vs_float_fixed"]); accs.append(fold["acc_int8"])
+            res["clips_without_label_ravdess"] = int(sum(x["clips_without_label"] for x in res["ravdess_folds"]
+                                                         if x["seed"] == seeds[0]))
+            res["clips_without_label"] = res["clips_without_label_ravdess"] + res.get("clips_without_label_tess", 0)
             res.update({"ravdess8_uar_float": float(np.mean(uar_f)), "ravdess8_uar_float_fixed": float(np.mean(uar_fx)),
                         "ravdess8_uar_int8": float(np.mean(uar_q)), "ravdess8_acc_int8": float(np.mean(accs)),
                         "int8_float_agreement": float(np.mean(agree)),
@@ -311,14 +369,18 @@ def main(argv=None) -> int:
                                 te, fe, args, W, H, TH, mcfg, tcfg)
             tess.append({"test_speaker": spk, "acc_int8": val["rows"]["int8_litert"]["accuracy"],
                          "acc_float": val["rows"]["keras_float_twin"]["accuracy"],
-                         "uar_int8": val["rows"]["int8_litert"]["uar"]})
+                         "uar_int8": val["rows"]["int8_litert"]["uar"],
+                         "clips": int(len(te)), "clips_without_label": val["rows"]["int8_litert"]["clips_without_label"]})
             res["tess_loso"] = tess
             res["tess7_acc_int8"] = float(np.mean([t["acc_int8"] for t in tess]))
+            res["clips_without_label_tess"] = int(sum(t["clips_without_label"] for t in tess))
+            res["clips_without_label"] = res.get("clips_without_label_ravdess", 0) + res["clips_without_label_tess"]
             save()
     res["seconds"] = round(time.time() - t0)
     save()
-    keys = ("ravdess8_uar_float", "ravdess8_uar_float_fixed", "ravdess8_uar_int8", "tess7_acc_int8",
-            "int8_float_agreement", "model_bytes", "tflm_arena_bytes", "params")
+    keys = ("ravdess8_uar_float", "ravdess8_uar_float_fixed", "ravdess8_uar_int8", "ravdess8_uar_int8_sd",
+            "tess7_acc_int8", "clips_without_label", "int8_float_agreement", "model_bytes", "tflm_arena_bytes",
+            "params")
     print("| metric | value |\n|---|---|")
     for k in keys:
         if k in res:

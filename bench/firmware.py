@@ -219,7 +219,7 @@ def tflm_section(clips: list[np.ndarray], max_windows: int = 160) -> dict:
     return {"model": source, "model_bytes": len(model), "window_frames": w, "n_features": cfg.n_features,
             "tflm_arena_bytes": arena["arena_bytes"], "tflm_recorded_arena_bytes": arena["recorded_arena_bytes"],
             "compare": cmp,
-            # matches: same top-1 on every window and at most 1 LSB apart (see model_build/tflm.py)
+            # matches: same top-1 on every window and at most 1 LSB apart (see edge_runtime/interpreter.py)
             "tflm_matches_litert": bool(cmp["top1_agreement"] == 1.0 and cmp["max_abs_lsb"] <= 1),
             "tflm_bit_exact_litert": bool(cmp["bit_exact_fraction"] == 1.0)}
 

@@ -115,7 +115,7 @@ def train_final(data: str, recipe: dict, work: Path) -> dict:
     from model_build.models import ModelConfig
     from model_build.pipeline import LICENCES, train_and_convert
     from model_build.report import write_report
-    from model_build.tflm import min_arena_size
+    from edge_runtime.interpreter import min_arena_size
     from model_build.train import TrainConfig
     from model_build.windows import make_windows, silence_frame
 
@@ -201,15 +201,12 @@ def train_final(data: str, recipe: dict, work: Path) -> dict:
                         "accuracy_note": "speaker-independent estimate: bench/results/pretrained.json "
                                          "(5-fold actor-grouped CV of the same recipe)"})
     log(f"int8 model: {len(tm.model_bytes)} bytes, ops {tm.graph.op_counts}")
-    pad = silence_frame(fe)
     twin = float_twin_features([audios[i] for i in va], fe)
-    Qf, ci, _ = make_windows([feats[i] for i in va], W, H, pad)
-    Qt, _, _ = make_windows(twin, W, H, pad.astype(np.float64))
-    inputs = EvalInputs(X_twin=to_real(Qt, fe), X_fixed=to_real(Qf, fe), Q_fixed=Qf, clip_index=ci, y_clip=y[va])
+    inputs = EvalInputs(audios=[audios[i] for i in va], y_clip=y[va], feats_fixed=[feats[i] for i in va],
+                        feats_twin=twin)
     md = tm.metadata
     quant = {k: md[k] for k in ("input_scale", "input_zero_point", "output_scale", "output_zero_point")}
-    val = validate(tm.keras_model, tm.model_bytes, inputs, list(labels), quant, fe.frac_bits,
-                   run_tflm=True, progress=log)
+    val = validate(tm.keras_model, tm.model_bytes, inputs, list(labels), run_tflm=True, progress=log)
     arena = min_arena_size(tm.model_bytes)
     report = {
         "config": {"recipe": r, "note": "early-stopping actors are the held-out set below: they chose "

@@ -156,9 +156,12 @@ def _tensor_info(d: dict) -> TensorInfo:
 class _TfliteBackend:
     """LiteRT / tflite-runtime / tf.lite: the same Python Interpreter API."""
 
-    def __init__(self, name: str, model_bytes: bytes, num_threads: int | None) -> None:
+    def __init__(self, name: str, model_bytes: bytes, num_threads: int | None, kernels: str = "default") -> None:
+        extra = {}
         if name == "litert":
-            from ai_edge_litert.interpreter import Interpreter
+            from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+            extra["experimental_op_resolver_type"] = _litert_resolver(OpResolverType, kernels)
         elif name == "tflite_runtime":
             from tflite_runtime.interpreter import Interpreter
         else:
@@ -179,8 +182,9 @@ class _TfliteBackend:
         self._in = self._it.get_input_details()[0]["index"]
         self._out = self._it.get_output_details()[0]["index"]
 
-    def run(self, x: np.ndarray) -> np.ndarray:
-        self._it.reset_all_variables()  # fused LSTM state lives in variable tensors
+    def run(self, x: np.ndarray, reset: bool = True) -> np.ndarray:
+        if reset:
+            self._it.reset_all_variables()  # fused LSTM state lives in variable tensors
         self._it.set_tensor(self._in, x)
         self._it.invoke()
         return self._it.get_tensor(self._out)
@@ -189,33 +193,50 @@ class _TfliteBackend:
 class _TflmBackend:
     """TensorFlow Lite Micro's Python interpreter (the firmware's kernels)."""
 
-    def __init__(self, model_bytes: bytes, num_threads: int | None) -> None:
+    def __init__(self, model_bytes: bytes, num_threads: int | None, arena_size: int | None = None) -> None:
         from tflite_micro.python.tflite_micro import runtime
 
         self.name = "tflm"
         # arena: model size x 10 is the package default; small LSTM models need a floor.
-        self._it = runtime.Interpreter.from_bytes(model_bytes, arena_size=max(len(model_bytes) * 10, 256 * 1024))
+        self._it = runtime.Interpreter.from_bytes(bytes(model_bytes),
+                                                  arena_size=arena_size or max(len(model_bytes) * 10, 256 * 1024))
         self.input = _tensor_info(self._it.get_input_details(0))
         self.output = _tensor_info(self._it.get_output_details(0))
         self.n_inputs = self.n_outputs = 1
 
-    def run(self, x: np.ndarray) -> np.ndarray:
-        self._it.reset()
+    def run(self, x: np.ndarray, reset: bool = True) -> np.ndarray:
+        if reset:
+            self._it.reset()
         self._it.set_input(x, 0)
         self._it.invoke()
         return self._it.get_output(0)
 
 
-def make_backend(model_bytes: bytes, backend: str | None = None, num_threads: int | None = 1):
+def _litert_resolver(OpResolverType, kernels: str):
+    try:
+        return {"default": OpResolverType.AUTO,
+                "builtin": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+                "reference": OpResolverType.BUILTIN_REF}[kernels]
+    except KeyError:
+        raise ValueError(f"kernels must be 'default', 'builtin' or 'reference', got {kernels!r}") from None
+
+
+def make_backend(model_bytes: bytes, backend: str | None = None, num_threads: int | None = 1,
+                 kernels: str = "default", arena_size: int | None = None):
     """A raw interpreter for ``model_bytes`` with ``.input``/``.output`` (:class:`TensorInfo`),
-    ``.name`` and ``.run(x) -> y`` (state reset before every run)."""
+    ``.name`` and ``.run(x, reset=True) -> y`` (variable tensors reset before every run).
+
+    ``kernels`` (LiteRT only): ``"default"`` (what a Pi runs: XNNPACK delegate for conv/fully-connected,
+    optimised builtins for the rest), ``"builtin"`` (no XNNPACK) or ``"reference"``.
+    ``arena_size`` (TFLM only): tensor arena bytes.
+    """
     name = resolve_backend(backend)
     if name == "tflm":
-        return _TflmBackend(model_bytes, num_threads)
+        return _TflmBackend(model_bytes, num_threads, arena_size)
     if name in _PLUGIN_FALLBACK:
         mod, _, attr = _plugin_factories()[name].partition(":")
         return getattr(importlib.import_module(mod), attr)(model_bytes, num_threads)
-    return _TfliteBackend(name, model_bytes, num_threads)
+    return _TfliteBackend(name, model_bytes, num_threads, kernels)
 
 
 def quantize_multiplier(real: float) -> tuple[int, int]:
@@ -406,3 +427,123 @@ class IntModel:
     def __repr__(self) -> str:
         return (f"IntModel({self.name!r}, backend={self.backend!r}, labels={list(self.labels)}, "
                 f"window={self.meta.window_frames}x{self.meta.n_features}, hop={self.meta.hop_frames})")
+
+
+# ---------------------------------------------------------------------------------- batches of windows
+# Why TFLM and LiteRT are not bit-exact (measured on the test fixture, 121 windows x 4 scores):
+# TFLM vs LiteRT *without* the XNNPACK delegate differ by at most 1 LSB (~11% of scores): both run
+# TFLite's integer kernels, but TFLM's integer LSTM evaluates the gate sigmoid/tanh and the int16
+# cell/hidden rescales with its own fixed-point routines, which round differently from LiteRT's LSTM
+# kernel. LiteRT's default XNNPACK delegate adds its own requantisation for conv / fully-connected
+# (fp32 multiplier rather than TFLite's Q31 fixed-point multiplier), which moves a few more scores by
+# 1 LSB and can stack to 2 LSB at the output (~0.2% of scores). Top-1 changes only when two logits
+# are within an LSB.
+def run_windows(model_bytes: bytes, windows_int8: np.ndarray, backend: str | None = None, *, reset: bool = True,
+                num_threads: int = 1, kernels: str = "default", arena_size: int | None = None) -> np.ndarray:
+    """int8 output scores, one row per int8 window ``(n, window_frames, n_features)``, from one
+    interpreter (variable tensors reset before each window unless ``reset=False``)."""
+    b = make_backend(bytes(model_bytes), backend, num_threads, kernels=kernels, arena_size=arena_size)
+    out = [np.array(b.run(np.asarray(w, np.int8)[None], reset=reset)).reshape(-1)
+           for w in np.asarray(windows_int8, np.int8)]
+    return np.stack(out).astype(np.int8) if out else np.zeros((0, 0), np.int8)
+
+
+def run_litert(model_bytes: bytes, windows_int8: np.ndarray, reset: bool = True, num_threads: int = 1,
+               kernels: str = "default") -> np.ndarray:
+    """:func:`run_windows` in LiteRT (``kernels``: see :func:`make_backend`)."""
+    return run_windows(model_bytes, windows_int8, "litert", reset=reset, num_threads=num_threads, kernels=kernels)
+
+
+def run_tflm(model_bytes: bytes, windows_int8: np.ndarray, arena_size: int | None = None,
+             reset: bool = True) -> np.ndarray:
+    """:func:`run_windows` in TensorFlow Lite Micro (the micro-controller's reference kernels)."""
+    return run_windows(model_bytes, windows_int8, "tflm", reset=reset, arena_size=arena_size)
+
+
+def compare_int8(a: np.ndarray, b: np.ndarray) -> dict:
+    """Agreement between two interpreters' int8 score matrices (same windows)."""
+    a = np.asarray(a, np.int16)
+    b = np.asarray(b, np.int16)
+    d = np.abs(a - b)
+    return {
+        "n_windows": int(len(a)),
+        "bit_exact_fraction": float(np.mean(np.all(d == 0, axis=1))) if len(a) else 1.0,
+        "max_abs_lsb": int(d.max()) if d.size else 0,
+        "fraction_windows_differing": float(np.mean(np.any(d > 0, axis=1))) if len(a) else 0.0,
+        "fraction_scores_differing": float(np.mean(d > 0)) if d.size else 0.0,
+        "top1_agreement": float(np.mean(a.argmax(1) == b.argmax(1))) if len(a) else 1.0,
+    }
+
+
+# ---------------------------------------------------------------------------------- TFLM arena size
+def _c_stderr_to_devnull():
+    """Silence TFLM's C-level "Failed to allocate" lines while probing arena sizes."""
+    import contextlib
+    import sys
+
+    @contextlib.contextmanager
+    def cm():
+        sys.stderr.flush()
+        saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, 2)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(devnull)
+
+    return cm()
+
+
+def _fits(model_bytes: bytes, arena: int, probe: np.ndarray) -> bool:
+    try:
+        b = _TflmBackend(model_bytes, None, arena)
+        b.run(probe)
+        return True
+    except (RuntimeError, ValueError):
+        return False
+
+
+def _recorded_arena(model_bytes: bytes, probe: np.ndarray) -> int | None:
+    """Total arena bytes reported by TFLM's RecordingMicroAllocator (printed to C stderr)."""
+    import re
+    import tempfile
+
+    b = _TflmBackend(model_bytes, None, len(model_bytes) * 10 + 65536)
+    b.run(probe)
+    with tempfile.TemporaryFile() as tmp:
+        saved = os.dup(2)
+        try:
+            os.dup2(tmp.fileno(), 2)
+            b._it.print_allocations()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        tmp.seek(0)
+        text = tmp.read().decode(errors="replace")
+    m = re.search(r"Arena allocation total (\d+) bytes", text)
+    return int(m.group(1)) if m else None
+
+
+def min_arena_size(model_bytes: bytes, lo: int = 1024, hi: int | None = None, granularity: int = 64) -> dict:
+    """Smallest TFLM tensor arena (bytes, within ``granularity``) that allocates and invokes.
+
+    Found by bisection over real interpreter constructions; also returns the allocator's own
+    recorded total for comparison.
+    """
+    model_bytes = bytes(model_bytes)
+    det = _TflmBackend(model_bytes, None).input
+    probe = np.zeros(det.shape, det.dtype)
+    hi = hi or len(model_bytes) * 10 + 65536
+    if not _fits(model_bytes, hi, probe):
+        raise RuntimeError(f"model does not run in TFLM even with a {hi}-byte arena")
+    with _c_stderr_to_devnull():
+        while hi - lo > granularity:
+            mid = (lo + hi) // 2
+            if _fits(model_bytes, mid, probe):
+                hi = mid
+            else:
+                lo = mid
+    return {"arena_bytes": int(hi), "recorded_arena_bytes": _recorded_arena(model_bytes, probe)}

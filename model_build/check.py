@@ -67,7 +67,7 @@ def check_model(path: str | Path, arena: bool = True) -> dict:
     if arena and not out["problems"] and missing_modules("tflite_micro"):
         out["arena_note"] = "not measured: TFLite Micro is not installed (pip install 'ser-edge[train]')"
     elif arena and not out["problems"]:
-        from .tflm import min_arena_size
+        from edge_runtime.interpreter import min_arena_size
 
         t1 = time.perf_counter()
         try:

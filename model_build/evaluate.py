@@ -1,28 +1,37 @@
-"""Classification metrics (numpy only) and the four-row float-vs-int8 validation.
+"""Classification metrics (numpy only) and the four-row float-vs-int8 validation, through the runtime.
 
-Rows, all on the same held-out speakers' clips (window scores aggregated per clip):
+Every row classifies each held-out clip exactly as ``ser-edge run`` does: the clip's audio goes
+through :class:`edge_runtime.classifier.StreamingClassifier` (the window policy, the speech gate,
+the tail flush and short-clip padding, the mean-log-probability clip label), so a clip the
+runtime gives no label (all windows gated) counts as a miss, and the published UAR is what a user
+gets. Rows differ only in the model behind the classifier:
 
 1. ``keras_float_twin``   Keras float model on float64-twin features (the "ideal" float system)
 2. ``keras_float_fixed``  Keras float model on the fixed-point front end's features
-3. ``int8_litert``        int8 .tflite in LiteRT on fixed-point features
-4. ``int8_tflm``          int8 .tflite in TensorFlow Lite Micro on fixed-point features
+3. ``int8_litert``        the int8 .tflite in LiteRT (``edge_runtime.interpreter.IntModel``) on the
+                          fixed-point front end with the runtime's integer quantiser: the device path
+4. ``int8_tflm``          the same in TensorFlow Lite Micro (``IntModel(backend="tflm")``)
 
 Row 2 vs 1 isolates the fixed-point front end's cost, 3 vs 2 the quantisation's, 4 vs 3 the
-difference between interpreters.
+difference between interpreters. Cached front-end features may be passed in; they are what the
+runtime's front end computes for the same audio (``tests/test_frontend_streaming.py``), so only the
+time to compute them is saved.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from .windows import aggregate, softmax
+NO_LABEL = -1  # a clip the runtime gave no emotion (every window gated, or too short)
 
 
 def confusion_matrix(y_true, y_pred, n_classes: int) -> np.ndarray:
-    """``cm[i, j]`` = clips of true class i predicted as j."""
+    """``cm[i, j]`` = clips of true class i predicted as j (predictions ``NO_LABEL`` are left out)."""
     cm = np.zeros((n_classes, n_classes), np.int64)
-    np.add.at(cm, (np.asarray(y_true, int), np.asarray(y_pred, int)), 1)
+    y_true, y_pred = np.asarray(y_true, int), np.asarray(y_pred, int)
+    ok = y_pred >= 0
+    np.add.at(cm, (y_true[ok], y_pred[ok]), 1)
     return cm
 
 
@@ -30,14 +39,15 @@ def metrics(y_true, y_pred, labels) -> dict:
     """Accuracy, UAR (mean per-class recall over classes present), macro F1, per-class P/R/F1.
 
     Classes absent from ``y_true`` are excluded from UAR and macro F1 (their recall is undefined);
-    precision of a never-predicted class is 0.
+    precision of a never-predicted class is 0. A prediction of ``NO_LABEL`` (-1) is a miss for its
+    true class (counted in ``no_label``).
     """
     n = len(labels)
     y_true = np.asarray(y_true, int)
     y_pred = np.asarray(y_pred, int)
     cm = confusion_matrix(y_true, y_pred, n)
     tp = np.diag(cm).astype(np.float64)
-    support = cm.sum(1)
+    support = np.bincount(y_true, minlength=n)[:n] if y_true.size else np.zeros(n, np.int64)
     predicted = cm.sum(0)
     recall = np.divide(tp, support, out=np.zeros(n), where=support > 0)
     precision = np.divide(tp, predicted, out=np.zeros(n), where=predicted > 0)
@@ -53,84 +63,238 @@ def metrics(y_true, y_pred, labels) -> dict:
                             "f1": float(f1[i]), "support": int(support[i])}
                       for i, lab in enumerate(labels)},
         "confusion": cm.tolist(),
+        "no_label": int(np.sum(y_pred < 0)),
     }
 
 
 @dataclass
 class EvalInputs:
-    """What the validation needs: the test clips' windows under both front ends."""
+    """What the validation needs: the held-out clips' audio, labels and (optionally) their cached
+    front-end features (raw fixed-point, and float64 twin for row 1)."""
 
-    X_twin: np.ndarray  # (N, T, F) float log2 units from the float64 twin
-    X_fixed: np.ndarray  # (N, T, F) float log2 units from the fixed-point front end (q / 2**frac)
-    Q_fixed: np.ndarray  # (N, T, F) raw fixed-point integers (what the device quantises to int8)
-    clip_index: np.ndarray  # (N,) window -> clip
+    audios: list  # int16 clips at the model's rate
     y_clip: np.ndarray  # (n_clips,) true labels
+    feats_fixed: list | None = None  # raw fixed-point features per clip (a cache of the front end)
+    feats_twin: list | None = None  # float64-twin features per clip (row 1); computed if absent
 
 
 def quantize_features(q_fixed: np.ndarray, frac_bits: int, input_scale: float, zero_point: int) -> np.ndarray:
-    """Raw fixed-point features -> int8 model input, via the device's own quantiser when available."""
-    try:
-        from edge_runtime.interpreter import FeatureQuantizer
+    """Raw fixed-point features -> int8 model input with the runtime's integer quantiser."""
+    from edge_runtime.interpreter import FeatureQuantizer
 
-        fq = FeatureQuantizer(2.0 ** -frac_bits, input_scale, zero_point)
-        return np.asarray(fq(np.asarray(q_fixed).astype(np.int32)), np.int8)
-    except (ImportError, AttributeError, TypeError):
-        from .tflm import quantize_input
-
-        return quantize_input(np.asarray(q_fixed, np.float64) / 2.0 ** frac_bits, input_scale, zero_point)
+    fq = FeatureQuantizer(2.0 ** -frac_bits, input_scale, zero_point)
+    return np.asarray(fq(np.asarray(q_fixed).astype(np.int32)), np.int8)
 
 
-def validate(keras_model, model_bytes: bytes, inputs: EvalInputs, labels, quant: dict, frac_bits: int,
-             run_tflm: bool = True, progress=None) -> dict:
-    """Run the four rows; return per-row metrics, window/clip agreement and raw int8 comparisons."""
-    from .tflm import compare_int8, dequantize
-    from .tflm import run_litert as _litert
-    from .tflm import run_tflm as _tflm
+class KerasWindowModel:
+    """A Keras float model behind :class:`~edge_runtime.interpreter.IntModel`'s interface, so the
+    float rows run through the same :class:`StreamingClassifier` (policy, gate, labels).
+
+    ``meta`` is the int8 model's metadata (labels, window, front end); features are fed as real
+    log2 units (``q / 2**frac_bits``), what the model was trained on.
+    """
+
+    backend = "keras"
+    model_hash = "keras-float"
+
+    def __init__(self, keras_model, meta) -> None:
+        from edge_runtime.interpreter import check_frontend
+
+        self.keras = keras_model
+        self.meta = meta
+        self.frontend_config = check_frontend(meta)
+        self.labels = meta.labels
+        self._scale = 2.0 ** -self.frontend_config.frac_bits
+        self._x = np.zeros((1, meta.window_frames, meta.n_features), np.float32)
+        self._recording: list | None = None
+        self._replay: np.ndarray | None = None
+        self._next = 0
+        probe = np.asarray(self.keras(self._x, training=False))[0]
+        self.outputs_probabilities = bool(probe.min() >= 0 and abs(probe.sum() - 1.0) < 1e-3)
+
+    def quantize(self, feats: np.ndarray) -> np.ndarray:
+        return (np.asarray(feats, np.float64) * self._scale).astype(np.float32)
+
+    def predict_window(self, window: np.ndarray) -> np.ndarray:
+        if self._recording is not None:  # pass 1 of a batched evaluation: remember the window
+            self._recording.append(np.array(window, np.float32))
+            return np.zeros(len(self.labels))
+        if self._replay is not None:  # pass 2: the batched outputs, in the same order
+            out = self._replay[self._next]
+            self._next += 1
+            return out
+        self._x[0] = window
+        return np.asarray(self.keras(self._x, training=False), np.float64)[0]
+
+    def record(self) -> None:
+        """Start pass 1 of a batched run: windows are collected, not classified.
+
+        The windows a clip gets and their gate decisions do not depend on the model's outputs
+        (smoothing off), so pass 2 (:meth:`replay`) sees the same windows in the same order.
+        """
+        self._recording, self._replay = [], None
+
+    def replay(self) -> None:
+        """Classify the recorded windows in one batch; then return those outputs in order."""
+        w = np.stack(self._recording) if self._recording else np.zeros((0,) + self._x.shape[1:], np.float32)
+        self._replay = np.asarray(self.keras.predict(w, batch_size=256, verbose=0), np.float64) if len(w) else w
+        self._recording, self._next = None, 0
+
+    def stop_replay(self) -> None:
+        if self._replay is not None and self._next != len(self._replay):
+            raise RuntimeError(f"internal: replayed {self._next} of {len(self._replay)} windows")
+        self._recording = self._replay = None
+
+    def log_probabilities(self, out: np.ndarray) -> np.ndarray:
+        from edge_runtime.window_policy import log_softmax
+
+        if self.outputs_probabilities:
+            p = np.maximum(np.asarray(out, np.float64), 0.0)
+            return np.log(np.maximum(p / max(p.sum(), 1e-12), 1e-12))
+        return log_softmax(out)
+
+    def probabilities(self, out: np.ndarray) -> np.ndarray:
+        return np.exp(self.log_probabilities(out))
+
+
+@dataclass
+class ClipEval:
+    """Per-clip results of one model through the runtime."""
+
+    pred: np.ndarray  # (n_clips,) the summary record's label index, NO_LABEL if none
+    probs: np.ndarray  # (n_clips, C) the summary's mean probabilities (zeros if no speech window)
+    window_top1: np.ndarray  # (n_windows,) top-1 of every window's model output, gated or not
+    window_scores: np.ndarray  # (n_windows, C) every window's raw model output
+    window_gated: np.ndarray  # (n_windows,) bool
+    reasons: list = field(default_factory=list)  # per clip: None or the summary's reason
+
+    @property
+    def clips_without_label(self) -> int:
+        return int(np.sum(self.pred < 0))
+
+
+def runtime_eval(model, audios, feats=None, *, gate="default", policy=None, progress: str | None = None) -> ClipEval:
+    """Classify each clip with ``StreamingClassifier(model)`` as ``ser-edge run`` does.
+
+    ``model``: an :class:`IntModel`, a :class:`KerasWindowModel`, or .tflite bytes/path (LiteRT,
+    1 thread, as ``ser-edge run``). ``feats``: cached raw front-end features per clip (optional).
+    ``gate``: ``"default"`` (the runtime's), a ``GateConfig`` or ``None``.
+    """
+    from edge_runtime.classifier import DEFAULT_GATE, StreamingClassifier
+    from edge_runtime.interpreter import IntModel
+
+    if isinstance(model, (bytes, bytearray, str)) or hasattr(model, "__fspath__"):
+        model = IntModel(model)
+    clf = StreamingClassifier(model, gate=DEFAULT_GATE if gate == "default" else gate, policy=policy)
+    if hasattr(model, "record"):  # Keras: collect every window first, classify them in one batch
+        model.record()
+        for i in range(len(audios)):
+            clf.classify_clip(audios[i], features=None if feats is None else feats[i])
+        model.replay()
+        try:
+            return _runtime_pass(clf, audios, feats, progress)
+        finally:
+            model.stop_replay()
+    return _runtime_pass(clf, audios, feats, progress)
+
+
+def _runtime_pass(clf, audios, feats, progress) -> "ClipEval":
+    pred, probs, top, scores, gated, reasons = [], [], [], [], [], []
+    it = range(len(audios))
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(it, desc=progress, unit="clip", leave=False)
+    for i in it:
+        wins, _, summary = clf.classify_clip(audios[i], features=None if feats is None else feats[i])
+        pred.append(NO_LABEL if summary.label_index is None else summary.label_index)
+        probs.append(summary.probs)
+        reasons.append(summary.reason)
+        for w in wins:
+            sc = np.asarray(w.scores_int8, np.float64)
+            top.append(int(np.argmax(sc)))
+            scores.append(np.asarray(w.scores_int8))
+            gated.append(w.gated)
+    C = len(clf.labels)
+    return ClipEval(np.array(pred, np.int64), np.array(probs).reshape(-1, C), np.array(top, np.int64),
+                    np.array(scores).reshape(-1, C), np.array(gated, bool), reasons)
+
+
+def validate(keras_model, model_bytes: bytes, inputs: EvalInputs, labels, run_tflm: bool = True,
+             progress=None) -> dict:
+    """Run the four rows through the runtime; return per-row metrics, clip/window agreement, the
+    number of clips without a label, and TFLM-vs-LiteRT int8 comparisons."""
+    from edge_runtime.interpreter import IntModel, compare_int8
+    from edge_runtime.model_metadata import read_metadata
+
+    from .features import float_twin_features
 
     log = progress or (lambda s: None)
-    n_clips = len(inputs.y_clip)
-    win_probs: dict[str, np.ndarray] = {}
-    log("validate: Keras float on float64-twin and fixed-point features")
-    win_probs["keras_float_twin"] = keras_model.predict(inputs.X_twin.astype(np.float32), batch_size=256, verbose=0)
-    win_probs["keras_float_fixed"] = keras_model.predict(inputs.X_fixed.astype(np.float32), batch_size=256, verbose=0)
-    Xq = quantize_features(inputs.Q_fixed, frac_bits, quant["input_scale"], quant["input_zero_point"])
-    log(f"validate: int8 in LiteRT ({len(Xq)} windows)")
-    s_lite = _litert(model_bytes, Xq)
-    win_probs["int8_litert"] = softmax(dequantize(s_lite, quant["output_scale"], quant["output_zero_point"]))
-    s_tflm = None
+    meta = read_metadata(model_bytes)
+    fe = meta.frontend_config()
+    twin = inputs.feats_twin
+    if twin is None:
+        twin = float_twin_features(inputs.audios, fe, progress=False)
+    keras = KerasWindowModel(keras_model, meta)
+    runs: dict[str, ClipEval] = {}
+    log(f"validate: {len(inputs.audios)} clips through the runtime (window policy + speech gate)")
+    runs["keras_float_twin"] = runtime_eval(keras, inputs.audios, twin)
+    runs["keras_float_fixed"] = runtime_eval(keras, inputs.audios, inputs.feats_fixed)
+    runs["int8_litert"] = runtime_eval(IntModel(model_bytes, backend="litert"), inputs.audios, inputs.feats_fixed)
     if run_tflm:
-        log(f"validate: int8 in TFLite Micro ({len(Xq)} windows)")
-        s_tflm = _tflm(model_bytes, Xq)
-        win_probs["int8_tflm"] = softmax(dequantize(s_tflm, quant["output_scale"], quant["output_zero_point"]))
+        log("validate: int8 in TensorFlow Lite Micro")
+        runs["int8_tflm"] = runtime_eval(IntModel(model_bytes, backend="tflm"), inputs.audios, inputs.feats_fixed)
     rows = {}
-    clip_pred = {}
-    for name, p in win_probs.items():
-        clip_pred[name] = aggregate(p, inputs.clip_index, n_clips).argmax(1)
-        rows[name] = metrics(inputs.y_clip, clip_pred[name], labels)
-    ref = "keras_float_twin"
-    for name in rows:
-        rows[name]["clip_agreement_vs_float"] = float(np.mean(clip_pred[name] == clip_pred[ref]))
-        rows[name]["window_agreement_vs_float"] = float(np.mean(win_probs[name].argmax(1) == win_probs[ref].argmax(1)))
-        rows[name]["window_agreement_vs_float_fixed"] = float(
-            np.mean(win_probs[name].argmax(1) == win_probs["keras_float_fixed"].argmax(1)))
-        rows[name]["clip_agreement_vs_float_fixed"] = float(np.mean(clip_pred[name] == clip_pred["keras_float_fixed"]))
-    out = {"rows": rows, "n_windows": int(len(Xq)), "n_clips": int(n_clips)}
-    if s_tflm is not None:
-        out["tflm_vs_litert"] = compare_int8(s_lite, s_tflm)
-        out["tflm_vs_litert_builtin"] = compare_int8(_litert(model_bytes, Xq, kernels="builtin"), s_tflm)
+    for name, r in runs.items():
+        rows[name] = metrics(inputs.y_clip, r.pred, labels)
+        rows[name]["clips_without_label"] = r.clips_without_label
+    ref, ref_fixed = runs["keras_float_twin"], runs["keras_float_fixed"]
+    for name, r in runs.items():
+        rows[name]["clip_agreement_vs_float"] = float(np.mean(r.pred == ref.pred))
+        rows[name]["clip_agreement_vs_float_fixed"] = float(np.mean(r.pred == ref_fixed.pred))
+        rows[name]["window_agreement_vs_float"] = float(np.mean(r.window_top1 == ref.window_top1))
+        rows[name]["window_agreement_vs_float_fixed"] = float(np.mean(r.window_top1 == ref_fixed.window_top1))
+    lite = runs["int8_litert"]
+    out = {"rows": rows, "n_windows": int(len(lite.window_top1)), "n_clips": int(len(inputs.y_clip)),
+           "speech_windows": int((~lite.window_gated).sum()), "eval_path": "runtime",
+           "ece_clip_int8": clip_ece(lite.pred, lite.probs, inputs.y_clip)}
+    if run_tflm:
+        out["tflm_vs_litert"] = compare_int8(lite.window_scores.astype(np.int8), runs["int8_tflm"].window_scores.astype(np.int8))
     return out
 
 
-def int8_clip_probs(model_bytes: bytes, clip_feats, quant: dict, fe, window_frames: int, hop_frames: int) -> np.ndarray:
-    """Clip probabilities (mean of window softmax) of an int8 model in LiteRT on raw fixed-point
-    features ``clip_feats`` (list of (n_frames, F) arrays), windows as in the validation."""
-    from .tflm import dequantize, run_litert
-    from .windows import make_windows, silence_frame
+def clip_ece(pred, probs, y, n_bins: int = 15) -> float:
+    """Expected calibration error of clip labels: equal-width bins of the label's confidence (its mean
+    probability), |accuracy - mean confidence| weighted by the bin's share; clips without a label
+    are left out."""
+    pred, probs, y = np.asarray(pred), np.asarray(probs, np.float64), np.asarray(y)
+    ok = pred >= 0
+    if not ok.any():
+        return 0.0
+    conf = probs[ok, pred[ok]]
+    correct = (pred[ok] == y[ok]).astype(np.float64)
+    bins = np.minimum((conf * n_bins).astype(int), n_bins - 1)
+    return float(sum((bins == b).mean() * abs(correct[bins == b].mean() - conf[bins == b].mean())
+                     for b in range(n_bins) if (bins == b).any()))
 
-    Q, ci, _ = make_windows(clip_feats, window_frames, hop_frames, silence_frame(fe))
-    Xq = quantize_features(Q, fe.frac_bits, quant["input_scale"], quant["input_zero_point"])
-    p = softmax(dequantize(run_litert(model_bytes, Xq), quant["output_scale"], quant["output_zero_point"]))
-    return aggregate(p, ci, len(clip_feats))
+
+def int8_clip_probs(model_bytes: bytes, clip_feats, quant=None, fe=None, window_frames=None, hop_frames=None,
+                    audios=None) -> np.ndarray:
+    """Clip probabilities of an int8 model through the runtime (LiteRT): the summary record's mean
+    probabilities; a clip without a label gets a row of zeros. With ``audios`` the speech gate
+    runs as in ``ser-edge run``; without, windows are fed as features (no gate). ``quant``, ``fe``,
+    ``window_frames``, ``hop_frames`` are read from the model; the arguments are kept for callers.
+    """
+    from edge_runtime.interpreter import IntModel
+
+    model = IntModel(model_bytes, backend="litert")
+    if audios is None:  # features only: audio of the right length, gate off
+        hop, L = model.frontend_config.hop_length, model.frontend_config.frame_length
+        audios = [np.zeros((len(f) - 1) * hop + L if len(f) else 0, np.int16) for f in clip_feats]
+        r = runtime_eval(model, audios, clip_feats, gate=None)
+    else:
+        r = runtime_eval(model, audios, clip_feats)
+    return r.probs
 
 
 def restricted_uar(clip_probs: np.ndarray, y, classes, labels) -> float:
@@ -138,4 +302,5 @@ def restricted_uar(clip_probs: np.ndarray, y, classes, labels) -> float:
     m = np.zeros(clip_probs.shape[1], bool)
     m[list(classes)] = True
     pred = np.where(m[None, :], clip_probs, -1.0).argmax(1)
+    pred[np.asarray(clip_probs).max(1) <= 0] = NO_LABEL  # the runtime gave no label
     return metrics(y, pred, labels)["uar"]

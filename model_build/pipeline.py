@@ -247,10 +247,9 @@ def _arch_string(m: ModelConfig) -> str:
 def build(cfg: BuildConfig) -> dict:
     """Run the whole pipeline; returns the report dict (also written to ``out_dir/report.json``)."""
     from .evaluate import EvalInputs, validate
-    from .features import fixed_point_features, float_twin_features, to_real
+    from .features import fixed_point_features, float_twin_features
     from .report import write_report
-    from .tflm import min_arena_size
-    from .windows import make_windows, silence_frame
+    from edge_runtime.interpreter import min_arena_size
 
     t_start = time.time()
     out = Path(cfg.out_dir)
@@ -291,16 +290,13 @@ def build(cfg: BuildConfig) -> dict:
     _log(f"int8 model: {len(tm.model_bytes)} bytes, ops {tm.graph.op_counts}")
 
     # validation on the held-out speakers
-    pad = silence_frame(fe)
-    te_fixed = [feats[i] for i in te]
+    # every row through the runtime (window policy + speech gate), as `ser-edge run` labels a clip
     te_twin = float_twin_features([audios[i] for i in te], fe, cache_dir=cfg.cache_dir, progress=cfg.progress)
-    Qf, ci, _ = make_windows(te_fixed, W, H, pad)
-    Qt, _, _ = make_windows(te_twin, W, H, pad.astype(np.float64))
-    inputs = EvalInputs(X_twin=to_real(Qt, fe), X_fixed=to_real(Qf, fe), Q_fixed=Qf, clip_index=ci, y_clip=y[te])
+    inputs = EvalInputs(audios=[audios[i] for i in te], y_clip=y[te], feats_fixed=[feats[i] for i in te],
+                        feats_twin=te_twin)
     md = tm.metadata
     quant = {k: md[k] for k in ("input_scale", "input_zero_point", "output_scale", "output_zero_point")}
-    val = validate(tm.keras_model, tm.model_bytes, inputs, list(labels), quant, fe.frac_bits,
-                   run_tflm=cfg.tflm, progress=_log)
+    val = validate(tm.keras_model, tm.model_bytes, inputs, list(labels), run_tflm=cfg.tflm, progress=_log)
     arena = min_arena_size(tm.model_bytes) if cfg.tflm else {}
     report = {
         "config": cfg.to_dict(),

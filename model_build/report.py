@@ -132,6 +132,11 @@ def render_markdown(r: dict) -> str:
                  f"{_pct(row['window_agreement_vs_float'])} | {_pct(row['window_agreement_vs_float_fixed'])} |")
     L.append("\n'float' = Keras float on float64-twin features (first row); the last column compares with "
              "the Keras float model on the same fixed-point features, i.e. the cost of int8 alone.\n")
+    if val.get("eval_path") == "runtime":
+        L.append(f"Every row labels each clip as `ser-edge run` does (edge_runtime's window policy and speech "
+                 f"gate; clip label = mean log-probability over speech windows): {val.get('speech_windows')} of "
+                 f"{val['n_windows']} windows were speech; clips the runtime gave no label count as misses "
+                 f"(int8: {rows['int8_litert'].get('clips_without_label', 0)}).\n")
     if "tflm_vs_litert" in val:
         t = val["tflm_vs_litert"]
         L.append("## TFLite Micro vs LiteRT (int8 scores, same inputs)\n")

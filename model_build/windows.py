@@ -1,10 +1,11 @@
-"""Variable-length clips -> fixed windows of front-end frames, and window scores -> clip scores.
+"""Training-side views of the runtime's window policy (``edge_runtime.window_policy``): no windowing here.
 
-A window is ``window_frames`` consecutive frames; windows start every ``hop_frames`` frames and the
-last one is aligned to the clip's end (so no window is padded unless the clip is shorter than one
-window). Short clips are padded at the end with the front end's silence frame: the features of
-digital silence (every mel band at the log floor), exactly what the device computes for silence.
-A clip's prediction is the mean of its windows' probabilities.
+``make_windows`` cuts each clip with :func:`edge_runtime.window_policy.plan_windows` (the windows
+``ser-edge run`` classifies: every ``hop_frames``, the end-aligned tail flush, a short clip padded
+with the front end's digital-silence frame), and ``aggregate`` turns window probabilities into clip
+scores by the policy's rule (mean log-probability). Training uses a denser hop than inference,
+nothing else differs. The published accuracy does not come from here: it runs the int8 model
+through ``StreamingClassifier`` (speech gate included) in :mod:`model_build.evaluate`.
 """
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ from functools import lru_cache
 
 import numpy as np
 
+from edge_runtime.window_policy import WindowPolicy, cut_windows, log_softmax
+
 
 @lru_cache(maxsize=16)
 def _silence_frame(cfg) -> np.ndarray:
-    from edge_runtime.frontend import compute_features
+    from edge_runtime.classifier import silence_features
 
-    return np.asarray(compute_features(np.zeros(cfg.frame_length, np.int16), cfg)[0])
+    return silence_features(cfg)
 
 
 def silence_frame(cfg) -> np.ndarray:
@@ -25,32 +28,23 @@ def silence_frame(cfg) -> np.ndarray:
     return _silence_frame(cfg).copy()
 
 
-def window_starts(n_frames: int, window_frames: int, hop_frames: int) -> list[int]:
-    """Start frames of the windows of an ``n_frames`` clip (last window aligned to the end)."""
-    if n_frames <= window_frames:
-        return [0]
-    starts = list(range(0, n_frames - window_frames + 1, hop_frames))
-    if starts[-1] != n_frames - window_frames:
-        starts.append(n_frames - window_frames)
-    return starts
-
-
-def clip_windows(feats: np.ndarray, window_frames: int, hop_frames: int, pad_frame: np.ndarray) -> np.ndarray:
-    """``(n_windows, window_frames, n_features)`` windows of one clip's ``(n_frames, F)`` features."""
-    f = np.asarray(feats)
-    if f.shape[0] < window_frames:
-        pad = np.broadcast_to(np.asarray(pad_frame, f.dtype), (window_frames - f.shape[0], f.shape[1]))
-        f = np.concatenate([f, pad]) if f.shape[0] else np.array(pad)
-    starts = window_starts(f.shape[0], window_frames, hop_frames)
-    return np.stack([f[s:s + window_frames] for s in starts])
+def clip_windows(feats: np.ndarray, window_frames: int, hop_frames: int, pad_frame: np.ndarray,
+                 policy: WindowPolicy | None = None) -> np.ndarray:
+    """``(n_windows, window_frames, n_features)`` windows of one clip (the runtime's windows)."""
+    pol = (policy or WindowPolicy()).resolve(window_frames, hop_frames)
+    return cut_windows(np.asarray(feats), pol, pad_frame)
 
 
 def make_windows(feats_list, window_frames: int, hop_frames: int, pad_frame: np.ndarray,
-                 labels=None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Windows of many clips: ``(X, clip_index, y)``; ``y`` repeats each clip's label per window."""
+                 labels=None, policy: WindowPolicy | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Windows of many clips: ``(X, clip_index, y)``; ``y`` repeats each clip's label per window.
+
+    A clip shorter than the policy's ``min_frames`` has no window (the runtime gives it none either).
+    """
+    pol = (policy or WindowPolicy()).resolve(window_frames, hop_frames)
     xs, idx = [], []
     for i, f in enumerate(feats_list):
-        w = clip_windows(f, window_frames, hop_frames, pad_frame)
+        w = cut_windows(np.asarray(f), pol, pad_frame)
         xs.append(w)
         idx.append(np.full(len(w), i, dtype=np.int64))
     X = np.concatenate(xs) if xs else np.zeros((0, window_frames, len(pad_frame)))
@@ -60,15 +54,16 @@ def make_windows(feats_list, window_frames: int, hop_frames: int, pad_frame: np.
 
 
 def aggregate(window_probs: np.ndarray, clip_index: np.ndarray, n_clips: int) -> np.ndarray:
-    """Clip probabilities = mean of each clip's window probabilities."""
+    """Clip scores by the policy's rule: softmax of the mean log-probability of each clip's windows
+    (its argmax is the runtime's utterance label); a clip without windows gets uniform scores."""
     p = np.asarray(window_probs, np.float64)
+    lp = np.log(np.maximum(p, 1e-12))
     out = np.zeros((n_clips, p.shape[1]))
-    np.add.at(out, clip_index, p)
+    np.add.at(out, clip_index, lp)
     counts = np.bincount(clip_index, minlength=n_clips).astype(np.float64)
-    return out / np.maximum(counts, 1)[:, None]
+    return np.exp(log_softmax(out / np.maximum(counts, 1)[:, None]))
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
-    z = np.asarray(z, np.float64)
-    e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
+    """Softmax over the last axis."""
+    return np.exp(log_softmax(z))

@@ -42,7 +42,7 @@ def _compare(model_path: Path, extra: int = 8) -> tuple[int, float]:
     from firmware_bridge.nn_host import CModel
 
     require_module("tflite_micro")
-    from model_build.tflm import run_tflm
+    from edge_runtime.interpreter import run_tflm
 
     data = model_path.read_bytes()
     wins = audio_windows(model_path)
@@ -139,7 +139,7 @@ def test_cortex_m4_kernels_bit_exact_under_qemu():
         require_tool(tool)
     require_module("tflite_micro")
     from firmware_bridge.nn_m4 import run_m4
-    from model_build.tflm import run_tflm
+    from edge_runtime.interpreter import run_tflm
 
     data = DEFAULT_MODEL.read_bytes()
     wins = audio_windows(DEFAULT_MODEL, seconds=8.0)

@@ -65,7 +65,7 @@ def test_model_with_metadata_still_runs(tiny_model_path):
     import numpy as np
 
     from model_build.embed_metadata import read_metadata
-    from model_build.tflm import run_litert, run_tflm
+    from edge_runtime.interpreter import run_litert, run_tflm
 
     md = read_metadata(tiny_model_path)
     x = np.zeros((1, md["window_frames"], md["n_features"]), np.int8)

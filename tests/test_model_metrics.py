@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from model_build.evaluate import confusion_matrix, metrics
-from model_build.windows import aggregate, clip_windows, make_windows, softmax, window_starts
+from model_build.windows import aggregate, clip_windows, make_windows, softmax
+from tests.conftest import require_module
 
 
 def test_metrics_hand_computed():
@@ -35,7 +36,7 @@ def test_metrics_absent_and_never_predicted_classes():
 
 
 def test_metrics_agree_with_sklearn():
-    sk = pytest.importorskip("sklearn.metrics")
+    sk = require_module("sklearn.metrics")
     rng = np.random.default_rng(0)
     yt, yp = rng.integers(0, 5, 200), rng.integers(0, 5, 200)
     m = metrics(yt, yp, list("abcde"))
@@ -44,25 +45,33 @@ def test_metrics_agree_with_sklearn():
     assert np.array_equal(confusion_matrix(yt, yp, 5), sk.confusion_matrix(yt, yp, labels=range(5)))
 
 
-def test_window_starts_and_padding():
-    assert window_starts(10, 4, 2) == [0, 2, 4, 6]
-    assert window_starts(11, 4, 3) == [0, 3, 6, 7]  # last window aligned to the end
-    assert window_starts(3, 4, 2) == [0]
-    f = np.arange(6, dtype=np.int32).reshape(3, 2)
-    w = clip_windows(f, 5, 2, pad_frame=np.array([-9, -9]))
-    assert w.shape == (1, 5, 2)
-    assert (w[0, 3:] == -9).all() and (w[0, :3] == f).all()
+def test_no_label_is_a_miss():
+    m = metrics([0, 0, 1, 1], [0, -1, 1, -1], ["a", "b"])
+    assert m["uar"] == pytest.approx(0.5) and m["no_label"] == 2 and m["per_class"]["a"]["support"] == 2
+    assert m["confusion"] == [[1, 0], [0, 1]]
 
 
-def test_make_windows_and_aggregate():
-    feats = [np.zeros((10, 3)), np.ones((4, 3))]
-    X, ci, y = make_windows(feats, 4, 2, np.full(3, -1.0), labels=[5, 7])
-    assert X.shape == (5, 4, 3)
-    assert ci.tolist() == [0, 0, 0, 0, 1]
-    assert y.tolist() == [5, 5, 5, 5, 7]
-    p = np.array([[1, 0], [0, 1], [1, 0], [1, 0], [0.2, 0.8]])
-    agg = aggregate(p, ci, 2)
-    np.testing.assert_allclose(agg, [[0.75, 0.25], [0.2, 0.8]])
+def test_training_windows_are_the_runtime_windows():
+    """make_windows cuts clips with the runtime's plan_windows (policy: W=125, H=62, flush 16, min 28)."""
+    from edge_runtime.window_policy import WindowPolicy, plan_windows
+
+    pol = WindowPolicy().resolve(125, 62)
+    feats = [np.zeros((220, 3)), np.ones((40, 3)), np.ones((20, 3))]  # 3.5 s, 0.64 s, 0.32 s (too short)
+    X, ci, y = make_windows(feats, 125, 62, np.full(3, -1.0), labels=[5, 7, 9])
+    assert [len(plan_windows(len(f), pol)) for f in feats] == [3, 1, 0]
+    assert X.shape == (4, 125, 3) and ci.tolist() == [0, 0, 0, 1] and y.tolist() == [5, 5, 5, 7]
+    assert (X[3, 40:] == -1).all() and (X[3, :40] == 1).all()
+    w = clip_windows(feats[1], 125, 62, pad_frame=np.array([-9, -9, -9]))
+    assert w.shape == (1, 125, 3) and (w[0, 40:] == -9).all()
+
+
+def test_aggregate_is_the_mean_log_probability():
+    ci = np.array([0, 0, 1])
+    p = np.array([[0.9, 0.1], [0.05, 0.95], [0.2, 0.8]])
+    agg = aggregate(p, ci, 3)
+    g = np.exp(np.log(p[:2]).mean(0))
+    np.testing.assert_allclose(agg[0], g / g.sum())  # geometric mean: 0.95 * 0.1 > 0.9 * 0.05
+    assert agg[0].argmax() == 1 and np.allclose(agg[1], [0.2, 0.8]) and np.allclose(agg[2], [0.5, 0.5])
     np.testing.assert_allclose(softmax(np.array([[0.0, np.log(3)]])), [[0.25, 0.75]])
 
 

@@ -25,7 +25,7 @@ def int8_windows(tiny_model_build):
 
 def test_reset_matters(tiny_model_path, int8_windows):
     """The fused LSTM keeps state across invocations: without a reset the same window scores differ."""
-    from model_build.tflm import run_litert, run_tflm
+    from edge_runtime.interpreter import run_litert, run_tflm
 
     data = tiny_model_path.read_bytes()
     x = np.repeat(int8_windows[:1], 3, axis=0)  # the same window three times in a row
@@ -38,7 +38,7 @@ def test_reset_matters(tiny_model_path, int8_windows):
 
 
 def test_tflm_matches_litert_within_one_lsb(tiny_model_path, int8_windows):
-    from model_build.tflm import compare_int8, run_litert, run_tflm
+    from edge_runtime.interpreter import compare_int8, run_litert, run_tflm
 
     data = tiny_model_path.read_bytes()
     tflm = run_tflm(data, int8_windows)
@@ -54,7 +54,7 @@ def test_tflm_matches_litert_within_one_lsb(tiny_model_path, int8_windows):
 
 
 def test_min_arena_is_tight(tiny_model_path):
-    from model_build.tflm import _c_stderr_to_devnull, _fits, min_arena_size
+    from edge_runtime.interpreter import _c_stderr_to_devnull, _fits, min_arena_size
 
     data = tiny_model_path.read_bytes()
     r = min_arena_size(data, granularity=16)
