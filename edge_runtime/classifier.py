@@ -49,6 +49,41 @@ def _version() -> str:
     return __version__
 
 
+def shipped_frontend():
+    """The front end of the shipped model (``edge_runtime/models/default.tflite``), or None if absent."""
+    from .model_metadata import ModelFileError, read_metadata
+
+    try:
+        return read_metadata(DEFAULT_MODEL).frontend_config()
+    except (ModelFileError, OSError, ValueError):
+        return None
+
+
+def frontend_for_hash(frontend_hash: str, model_path: str | os.PathLike | None = None):
+    """The :class:`FrontendConfig` whose hash a device announced (INFO ``frontend_hash``).
+
+    Candidates, in order: ``model_path``'s front end, the shipped model's, and the defaults of every
+    supported front-end version for each output (log-mel, MFCC). ``ValueError`` names the hash when
+    none matches (then pass the device's model file).
+    """
+    from .frontend import FrontendConfig
+    from .frontend.config import SUPPORTED_VERSIONS
+    from .model_metadata import read_metadata
+
+    cands = []
+    if model_path is not None:
+        cands.append(read_metadata(model_path).frontend_config())
+    shipped = shipped_frontend()
+    if shipped is not None:
+        cands.append(shipped)
+    cands += [FrontendConfig.for_version(v, output=o) for v in SUPPORTED_VERSIONS for o in ("logmel", "mfcc")]
+    for c in cands:
+        if c.hash == frontend_hash:
+            return c
+    raise ValueError(f"the device's front end {frontend_hash} is not the shipped model's, nor a default "
+                     "front end of this ser-edge; pass --model with the device's model file")
+
+
 def silence_features(cfg) -> np.ndarray:
     """The front end's raw output for one frame of digital silence (the short-stream padding frame)."""
     from .frontend import compute_features

@@ -11,9 +11,10 @@ from .cli_types import existing_file, output_file
 def add_cli(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("frontend", help="compute fixed-point features of a WAV/FLAC file or a built-in signal")
     p.add_argument("audio", nargs="?", type=existing_file, help="WAV (or FLAC with soundfile), resampled to 16 kHz; default: a built-in vowel")
-    p.add_argument("--output", choices=["mfcc", "logmel"], default="mfcc")
+    p.add_argument("--output", choices=["mfcc", "logmel"], default=None,
+                   help="front-end output (default: the shipped model's front end)")
     p.add_argument("--frontend-version", type=int, choices=[1, 2], default=None,
-                   help="front-end algorithm_version (default: 2; 1 = the shipped model's, no normalisation)")
+                   help="front-end algorithm_version (default: the shipped model's front end)")
     p.add_argument("--save", type=output_file, help="write the int32 features to this .npy file")
     p.add_argument("--plot", type=output_file, help="write a PNG of fixed-point vs float-twin features (needs matplotlib)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
@@ -25,8 +26,14 @@ def _run(args: argparse.Namespace) -> int:
 
     from .frontend import FrontendConfig, compute_features, compute_features_float
 
-    cfg = FrontendConfig(output=args.output) if args.frontend_version is None else \
-        FrontendConfig(output=args.output, algorithm_version=args.frontend_version)
+    from .classifier import shipped_frontend
+
+    shipped = shipped_frontend()
+    if args.output is None and args.frontend_version is None:  # default: the shipped model's front end
+        cfg = shipped or FrontendConfig(output="logmel")
+    else:
+        kw = {} if args.frontend_version is None else {"algorithm_version": args.frontend_version}
+        cfg = FrontendConfig(output=args.output or (shipped.output if shipped else "logmel"), **kw)
     if args.audio:
         from .audio_io import load_audio
 

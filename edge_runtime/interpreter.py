@@ -240,14 +240,25 @@ def make_backend(model_bytes: bytes, backend: str | None = None, num_threads: in
 
 
 def quantize_multiplier(real: float) -> tuple[int, int]:
-    """TFLite's QuantizeMultiplier: ``real ~= m0 * 2**(shift - 31)`` with ``m0`` in ``[2**30, 2**31)``."""
-    if real <= 0:
-        raise ValueError(f"multiplier must be positive, got {real}")
-    mant, exp = np.frexp(real)  # real = mant * 2**exp, mant in [0.5, 1)
-    m0 = int(round(float(mant) * (1 << 31)))
+    """TFLite's QuantizeMultiplier: ``real ~= m0 * 2**(shift - 31)`` with ``m0`` in ``[2**30, 2**31)``.
+
+    The one implementation (the feature quantiser, the C front-end export and the AOT int8 kernels'
+    requantisation all use it). As TFLite: ``std::round`` (half away from zero) of the Q31
+    mantissa, ``0 -> (0, 0)``, and a multiplier below ``2**-32`` flushes to ``(0, 0)``.
+    """
+    import math
+
+    if real < 0 or math.isnan(real):
+        raise ValueError(f"multiplier must be >= 0, got {real}")
+    if real == 0.0:
+        return 0, 0
+    mant, exp = math.frexp(real)  # real = mant * 2**exp, mant in [0.5, 1)
+    m0 = int(math.floor(mant * (1 << 31) + 0.5))  # std::round for a positive value
     if m0 == 1 << 31:
         m0 //= 2
         exp += 1
+    if exp < -31:
+        return 0, 0
     return m0, int(exp)
 
 
@@ -306,6 +317,16 @@ def check_frontend(meta: ModelMetadata, expected=None, name: str = "<model>"):
             f"computes {cfg.hash} for its front-end parameters ({detail}). The features would not be "
             "what the model was trained on; rebuild the model with this ser-edge version"
         )
+    recorded = (meta.extra or {}).get("frontend_tables_checksum")
+    if recorded is not None:
+        from .frontend.tables import tables_checksum
+
+        here = tables_checksum(cfg)
+        if str(recorded).lower() != here:
+            raise ModelMismatchError(
+                f"{name}: front-end table checksum mismatch: the model was built with tables "
+                f"{recorded}, this runtime generates {here} for the same parameters. The features "
+                "would differ from training; use the ser-edge (and numpy) version the model was built with")
     if expected is not None and expected.hash != cfg.hash:
         diff = cfg.diff(expected)
         detail = ", ".join(f"{k}: model {a!r} vs expected {b!r}" for k, (a, b) in diff.items())

@@ -1,12 +1,17 @@
-"""Read the ``ser_edge`` metadata stored inside a .tflite flatbuffer (numpy-free, pure Python).
+"""The ``ser_edge`` model metadata: the one schema, its reader and the dict writer (numpy-free).
 
-Format (written by ``model_build/embed_metadata.py`` with TF's schema): a ``Model.metadata`` entry
-named ``"ser_edge"`` whose buffer holds UTF-8 JSON::
+This module owns the contract: the keys (:data:`REQUIRED_KEYS`, :data:`WRITTEN_KEYS`), the
+validation (:meth:`ModelMetadata.from_dict`), the dict a build writes (:func:`make_metadata`) and
+the reader. ``model_build/embed_metadata.py`` only packs that dict into the flatbuffer (it needs
+TensorFlow's schema) after validating it here.
+
+Format: a ``Model.metadata`` entry named ``"ser_edge"`` whose buffer holds UTF-8 JSON::
 
     {"format": "ser-edge-model/1", "labels": [...], "frontend": FrontendConfig.to_dict(),
      "frontend_hash": "...", "window_frames": int, "hop_frames": int, "n_features": int,
      "input_scale": float, "input_zero_point": int, "output_scale": float, "output_zero_point": int,
-     "model_name": str, "arch": str, "params": int, "trained_on": str, "created": str, ...}
+     "model_name": str, "arch": str, "params": int, "trained_on": str, "created": str,
+     "frontend_tables_checksum": "8 hex digits", "feature_norm": {...}, ...}
 
 The device must not need TensorFlow or the ``flatbuffers`` package to read it, so this module has a
 minimal flatbuffer reader: root table offset, vtable lookup, strings, vectors, and just the
@@ -30,6 +35,8 @@ SUPPORTED_FORMATS = (FORMAT,)
 REQUIRED_KEYS = ("format", "labels", "frontend", "frontend_hash", "window_frames", "hop_frames",
                  "n_features", "input_scale", "input_zero_point", "output_scale", "output_zero_point")
 _KNOWN_KEYS = REQUIRED_KEYS + ("model_name", "arch", "params", "trained_on", "created")
+#: what :func:`make_metadata` always writes (a build); readers require only REQUIRED_KEYS
+WRITTEN_KEYS = _KNOWN_KEYS + ("frontend_tables_checksum", "feature_norm")
 
 # TFLite schema field ids (tensorflow/compiler/mlir/lite/schema/schema.fbs).
 _MODEL_VERSION, _MODEL_DESCRIPTION, _MODEL_BUFFERS, _MODEL_METADATA = 0, 3, 4, 6
@@ -310,3 +317,41 @@ def read_metadata(model: bytes | str | os.PathLike, name: str | None = None) -> 
 def model_hash(data: bytes) -> str:
     """Identity of a model file: first 16 hex digits of the SHA-256 of its bytes."""
     return hashlib.sha256(data).hexdigest()[:16]
+
+
+def make_metadata(*, labels, frontend_cfg, window_frames: int, hop_frames: int, quant: dict,
+                  model_name: str, arch: str, params: int, trained_on: str, feature_norm: dict,
+                  **extra) -> dict:
+    """The metadata dict of a newly built model (``quant``: input/output scale and zero point).
+
+    Records the front end's parameters, hash and table checksum
+    (:func:`edge_runtime.frontend.tables.tables_checksum`), so the runtime can refuse a model whose
+    front end it would compute differently. Validated with :meth:`ModelMetadata.from_dict`.
+    """
+    import datetime as _dt
+
+    from .frontend.tables import tables_checksum
+
+    md = {
+        "format": FORMAT,
+        "labels": list(labels),
+        "frontend": frontend_cfg.to_dict(),
+        "frontend_hash": frontend_cfg.hash,
+        "frontend_tables_checksum": tables_checksum(frontend_cfg),
+        "window_frames": int(window_frames),
+        "hop_frames": int(hop_frames),
+        "n_features": int(frontend_cfg.n_features),
+        "input_scale": float(quant["input_scale"]),
+        "input_zero_point": int(quant["input_zero_point"]),
+        "output_scale": float(quant["output_scale"]),
+        "output_zero_point": int(quant["output_zero_point"]),
+        "model_name": model_name,
+        "arch": arch,
+        "params": int(params),
+        "trained_on": trained_on,
+        "created": _dt.date.today().isoformat(),
+        "feature_norm": feature_norm,
+    }
+    md.update(extra)
+    ModelMetadata.from_dict(md, f"<metadata of {model_name or 'a new model'}>")
+    return md

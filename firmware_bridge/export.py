@@ -129,16 +129,13 @@ def read_model(model_path: str | Path) -> ModelInfo:
         raise ExportError(f"{p}: cannot read model ({e.strerror or e})") from None
     if len(data) < 8 or data[4:8] != b"TFL3":
         raise ExportError(f"{p}: not a TFLite model (no 'TFL3' identifier)")
+    from edge_runtime import model_metadata as mm  # the one metadata reader
+
     md, source, err = None, "embedded", None
     try:
-        from edge_runtime import model_metadata as mm
-    except ImportError:  # the module is optional: fall back to the sidecar
-        mm = None
-    if mm is not None:
-        try:
-            md = mm.read_metadata_json(data, str(p))
-        except ValueError as e:
-            err = str(e)
+        md = mm.read_metadata_json(data, str(p))
+    except ValueError as e:
+        err = str(e)
     if md is None:
         side = p.with_suffix(p.suffix + ".json") if p.with_suffix(p.suffix + ".json").exists() else p.with_suffix(".json")
         if not side.exists():
@@ -156,18 +153,10 @@ def read_model(model_path: str | Path) -> ModelInfo:
 
 
 def quantize_multiplier(real: float) -> tuple[int, int]:
-    """TFLite's QuantizeMultiplier: ``real ~= m0 * 2**(shift - 31)``, ``m0`` in ``[2**30, 2**31)``
-    (the same function as ``edge_runtime.interpreter.quantize_multiplier``, which is used when present)."""
-    try:
-        from edge_runtime.interpreter import quantize_multiplier as qm
+    """TFLite's QuantizeMultiplier (``edge_runtime.interpreter.quantize_multiplier``, the one owner)."""
+    from edge_runtime.interpreter import quantize_multiplier as qm
 
-        return qm(real)
-    except ImportError:
-        mant, exp = np.frexp(real)
-        m0 = int(round(float(mant) * (1 << 31)))
-        if m0 == 1 << 31:
-            m0, exp = m0 // 2, exp + 1
-        return m0, int(exp)
+    return qm(real)
 
 
 def _c_array(ctype: str, name: str, a: np.ndarray, per_line: int = 8, qual: str = "") -> str:

@@ -48,17 +48,10 @@ def tflite_round(x: float) -> int:
 
 
 def quantize_multiplier(real: float) -> tuple[int, int]:
-    """TFLite QuantizeMultiplier: ``(m0, shift)`` with ``real ~= m0 * 2^(shift - 31)``; 0 -> (0, 0)."""
-    if real == 0.0:
-        return 0, 0
-    q, shift = math.frexp(real)
-    q_fixed = tflite_round(q * (1 << 31))
-    if q_fixed == 1 << 31:
-        q_fixed //= 2
-        shift += 1
-    if shift < -31:
-        shift, q_fixed = 0, 0
-    return int(q_fixed), int(shift)
+    """TFLite QuantizeMultiplier: ``edge_runtime.interpreter.quantize_multiplier`` (the one owner)."""
+    from edge_runtime.interpreter import quantize_multiplier as qm
+
+    return qm(real)
 
 
 def _f32(x: float) -> float:

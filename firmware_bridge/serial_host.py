@@ -122,21 +122,26 @@ def plan_link(baud: int, info: Info | None = None, *, sample_rate: int = 16000, 
 class HostFeatures:
     """The device's front end + int8 quantisation, run on the host (for FEATURES mode).
 
-    The front-end configuration comes from ``model_path`` (its metadata) or, if its hash matches
-    the device's ``frontend_hash``, the runtime's default; anything else is refused, because
-    features from a different front end would be silently wrong.
+    The front end is the one the device announces (INFO ``frontend_hash``), found among
+    ``model_path``'s, the shipped model's and this runtime's default front ends
+    (:func:`edge_runtime.classifier.frontend_for_hash`); a device that announces none gets
+    ``model_path``'s or the shipped model's. Anything else is refused, because features from a
+    different front end would be silently wrong.
     """
 
     def __init__(self, info: Info, model_path: str | None = None):
+        from edge_runtime.classifier import frontend_for_hash, shipped_frontend
         from edge_runtime.frontend import DEFAULT_CONFIG, StreamingFrontend
         from edge_runtime.interpreter import FeatureQuantizer
 
-        if model_path is not None:
+        if info.frontend_hash:
+            cfg = frontend_for_hash(info.frontend_hash, model_path)
+        elif model_path is not None:
             from edge_runtime.model_metadata import read_metadata
 
             cfg = read_metadata(model_path).frontend_config()
         else:
-            cfg = DEFAULT_CONFIG
+            cfg = shipped_frontend() or DEFAULT_CONFIG
         if info.frontend_hash and cfg.hash != info.frontend_hash:
             src = model_path or "the host's default front end"
             raise ValueError(f"front-end mismatch: device runs {info.frontend_hash}, {src} is "

@@ -1,50 +1,20 @@
 """Embed the ``ser_edge`` JSON metadata inside a .tflite flatbuffer (and write a JSON sidecar).
 
-Format (read by ``edge_runtime/model_metadata.py``): a ``Model.metadata`` entry named
-``"ser_edge"`` whose buffer holds UTF-8 JSON with ``"format": "ser-edge-model/1"`` and the fields
-listed in :data:`REQUIRED_KEYS`. Written with TF's generated flatbuffer object API, so every
+The schema, the key list and the dict builder are ``edge_runtime.model_metadata``'s (one owner);
+this module packs a validated dict as the ``Model.metadata`` entry ``"ser_edge"``. Written with TF's generated flatbuffer object API, so every
 interpreter (LiteRT, TFLite Micro) still loads the model unchanged.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
 from pathlib import Path
 
-METADATA_NAME = "ser_edge"
-FORMAT = "ser-edge-model/1"
-REQUIRED_KEYS = ("format", "labels", "frontend", "frontend_hash", "window_frames", "hop_frames",
-                 "n_features", "input_scale", "input_zero_point", "output_scale",
-                 "output_zero_point", "model_name", "arch", "params", "trained_on", "created",
-                 "feature_norm")
+# the schema, its keys and the dict builder live in the runtime (one owner); this module only packs
+from edge_runtime.model_metadata import (FORMAT, METADATA_NAME, WRITTEN_KEYS, ModelMetadata,  # noqa: F401
+                                         make_metadata, read_metadata_json)
 
-
-def make_metadata(*, labels, frontend_cfg, window_frames: int, hop_frames: int, quant: dict,
-                  model_name: str, arch: str, params: int, trained_on: str, feature_norm: dict,
-                  **extra) -> dict:
-    """Assemble the metadata dict (``quant`` = :func:`model_build.convert.io_quant` output)."""
-    md = {
-        "format": FORMAT,
-        "labels": list(labels),
-        "frontend": frontend_cfg.to_dict(),
-        "frontend_hash": frontend_cfg.hash,
-        "window_frames": int(window_frames),
-        "hop_frames": int(hop_frames),
-        "n_features": int(frontend_cfg.n_features),
-        "input_scale": float(quant["input_scale"]),
-        "input_zero_point": int(quant["input_zero_point"]),
-        "output_scale": float(quant["output_scale"]),
-        "output_zero_point": int(quant["output_zero_point"]),
-        "model_name": model_name,
-        "arch": arch,
-        "params": int(params),
-        "trained_on": trained_on,
-        "created": _dt.date.today().isoformat(),
-        "feature_norm": feature_norm,
-    }
-    md.update(extra)
-    return md
+REQUIRED_KEYS = WRITTEN_KEYS
 
 
 def embed(model_bytes: bytes, metadata: dict) -> bytes:
@@ -58,6 +28,7 @@ def embed(model_bytes: bytes, metadata: dict) -> bytes:
     missing = [k for k in REQUIRED_KEYS if k not in metadata]
     if missing:
         raise ValueError(f"metadata is missing required keys: {missing}")
+    ModelMetadata.from_dict(metadata, "<metadata to embed>")  # the runtime must be able to read it
     payload = json.dumps(metadata, sort_keys=True, separators=(",", ":")).encode("utf-8")
     model = S.ModelT.InitFromObj(S.Model.GetRootAsModel(model_bytes, 0))
     buf = S.BufferT()
@@ -78,16 +49,8 @@ def embed(model_bytes: bytes, metadata: dict) -> bytes:
 
 
 def read_metadata(model: bytes | str | os.PathLike) -> dict:
-    """Read the ``ser_edge`` JSON back from a .tflite (path or bytes); KeyError if absent."""
-    from tensorflow.lite.python import schema_py_generated as S
-
-    data = Path(model).read_bytes() if not isinstance(model, (bytes, bytearray)) else bytes(model)
-    m = S.Model.GetRootAsModel(data, 0)
-    for i in range(m.MetadataLength()):
-        md = m.Metadata(i)
-        if md.Name() and md.Name().decode() == METADATA_NAME:
-            return json.loads(m.Buffers(md.Buffer()).DataAsNumpy().tobytes().decode("utf-8"))
-    raise KeyError(f"no {METADATA_NAME!r} metadata in model")
+    """The ``ser_edge`` JSON of a .tflite (path or bytes): :func:`edge_runtime.model_metadata.read_metadata_json`."""
+    return read_metadata_json(model)
 
 
 def write_model(path: str | os.PathLike, model_bytes: bytes, metadata: dict) -> Path:

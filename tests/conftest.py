@@ -24,7 +24,7 @@ FULL_ENV = os.environ.get("SER_EDGE_FULL_ENV") == "1"
 def _missing(reason: str):
     if FULL_ENV:
         pytest.fail(f"missing in the full test environment: {reason}", pytrace=False)
-    pytest.skip(reason)
+    pytest.skip(reason, allow_module_level=True)
 
 
 def require_module(name: str):
@@ -46,8 +46,8 @@ def require_tool(name: str) -> str:
 @pytest.fixture(scope="session")
 def tiny_model_build(tmp_path_factory):
     """The :class:`model_build.pipeline.TrainedModel` behind ``tiny_model_path`` (Keras model too)."""
-    pytest.importorskip("tensorflow")
-    pytest.importorskip("tf_keras")
+    require_module("tensorflow")
+    require_module("tf_keras")
     from model_build.pipeline import build_tiny_model
 
     out = tmp_path_factory.mktemp("tiny_model") / "tiny.tflite"

@@ -7,6 +7,8 @@ import subprocess
 
 import pytest
 
+from tests.conftest import require_module, require_tool  # noqa: F401
+
 from firmware_bridge.cbuild import FIRMWARE_DIR, SOURCES, build_library, cross_compile_m4
 
 ALL_C = sorted(FIRMWARE_DIR.glob("*.[ch]"))
@@ -46,8 +48,8 @@ def test_host_build_strict_and_no_float_instructions(tmp_path):
         assert not [s for s in und if FLOAT_HELPER.search(s)], und
 
 
-@pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None, reason="arm-none-eabi-gcc not installed")
 def test_cortex_m4_build_has_no_float(tmp_path):
+    require_tool("arm-none-eabi-gcc")
     sizes = cross_compile_m4(tmp_path)
     assert sizes is not None
     assert not [s for s in sizes["undefined"] if FLOAT_HELPER.search(s)], sizes["undefined"]

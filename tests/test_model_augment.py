@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import require_module, require_tool  # noqa: F401
+
 from model_build.train import spec_augment
 
 MODELS = Path(__file__).resolve().parents[1] / "edge_runtime" / "models"
@@ -31,7 +33,7 @@ def test_spec_augment_masks_stripes_with_fill():
 
 
 def test_train_with_masks_and_mixup_learns_separable_classes():
-    pytest.importorskip("tf_keras")
+    require_module("tf_keras")
     from model_build.models import ModelConfig
     from model_build.train import TrainConfig, train
 
@@ -47,7 +49,6 @@ def test_train_with_masks_and_mixup_learns_separable_classes():
     assert len(res.history["loss"]) == 4
 
 
-@pytest.mark.skipif(not (MODELS / "default.tflite").exists(), reason="no shipped model")
 def test_shipped_model_loads_and_matches_sidecar():
     from edge_runtime.classifier import StreamingClassifier
     from edge_runtime.frontend import FrontendConfig

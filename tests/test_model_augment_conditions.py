@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.conftest import require_module, require_tool  # noqa: F401
+
 from model_build import augment as A
 from model_build.calibrate import expected_calibration_error, fit_temperature, nll
 
@@ -118,8 +120,7 @@ def test_temperature_scaling_reduces_ece():
 
 
 def test_masked_loss_treats_absent_classes_as_absent():
-    require = pytest.importorskip  # tf is a hard dependency of model_build's training
-    require("tf_keras")
+    require_module("tf_keras")  # tf is a hard dependency of model_build's training
     import tensorflow as tf
 
     from model_build.train import masked_loss
@@ -135,7 +136,7 @@ def test_masked_loss_treats_absent_classes_as_absent():
 
 
 def test_train_and_convert_with_masks_and_calibration(tmp_path):
-    pytest.importorskip("tf_keras")
+    require_module("tf_keras")
     from edge_runtime.frontend import DEFAULT_CONFIG
 
     from model_build.corpora.synth import generate_corpus

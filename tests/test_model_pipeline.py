@@ -5,12 +5,14 @@ import json
 
 import pytest
 
+from tests.conftest import require_module, require_tool  # noqa: F401
+
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def tiny_build(tmp_path_factory):
-    pytest.importorskip("tf_keras")
+    require_module("tf_keras")
     from model_build.models import ModelConfig
     from model_build.pipeline import BuildConfig, build
     from model_build.train import TrainConfig

@@ -19,8 +19,17 @@ import pytest
 DEVICE_PY = os.environ.get("SER_EDGE_DEVICE_PYTHON", "")
 ROOT = Path(__file__).resolve().parent.parent
 
-pytestmark = pytest.mark.skipif(not (DEVICE_PY and Path(DEVICE_PY).exists()),
-                                reason="no device virtualenv (make test builds .venv-device with tflite-runtime)")
+
+
+@pytest.fixture(autouse=True)
+def _device_venv():
+    """`make test` builds .venv-device (tflite-runtime + numpy<2) and passes its python; in the full
+    environment a missing device venv is a failure (it means the device install broke)."""
+    if not (DEVICE_PY and Path(DEVICE_PY).exists()):
+        from tests.conftest import _missing
+
+        _missing(f"no device virtualenv (SER_EDGE_DEVICE_PYTHON={DEVICE_PY!r}); `make test` builds "
+                 ".venv-device with tflite-runtime and numpy<2")
 
 
 def _run(python: str, backend: str, model: Path, wav: Path) -> list[dict]:

@@ -78,12 +78,13 @@ def io_quant(model_bytes: bytes) -> dict:
 def make_metadata(model_bytes: bytes, cfg=None, window: int = WINDOW, hop: int = HOP, **over) -> dict:
     from edge_runtime.frontend import FrontendConfig
 
+    from edge_runtime.model_metadata import make_metadata as writer
+
     cfg = cfg or FrontendConfig()
-    md = {"format": "ser-edge-model/1", "labels": LABELS, "frontend": cfg.to_dict(),
-          "frontend_hash": cfg.hash, "window_frames": window, "hop_frames": hop,
-          "n_features": cfg.n_features, **io_quant(model_bytes), "model_name": "test-lstm",
-          "arch": "lstm", "params": 0, "trained_on": "random", "created": "2026-01-01",
-          "feature_norm": {}}
+    md = writer(labels=LABELS, frontend_cfg=cfg, window_frames=window, hop_frames=hop,
+                quant=io_quant(model_bytes), model_name="test-lstm", arch="lstm", params=0,
+                trained_on="random", feature_norm={})
+    md["created"] = "2026-01-01"
     md.update(over)
     return md
 

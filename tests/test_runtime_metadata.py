@@ -48,7 +48,8 @@ def test_other_metadata_entries_are_listed():
 
 def test_model_build_writer_is_read(tmp_path):
     """The model_build engineer's writer (if present) produces what this reader expects."""
-    eb = pytest.importorskip("model_build.embed_metadata")
+    import model_build.embed_metadata as eb
+
     raw = build_int8_lstm()
     md = make_metadata(raw)
     p = eb.write_model(tmp_path / "mb.tflite", raw, md)
@@ -99,3 +100,21 @@ def test_unknown_format_and_missing_keys():
         read_metadata(embed(raw, make_metadata(raw, window_frames=0)))
     with pytest.raises(ModelFileError, match="not valid UTF-8 JSON"):
         read_metadata(embed(raw, b"{not json"))
+
+
+def test_frontend_tables_checksum_is_recorded_and_checked(tmp_path):
+    """A model whose recorded table checksum differs from the tables this runtime generates is refused."""
+    from edge_runtime.frontend import FrontendConfig
+    from edge_runtime.frontend.tables import tables_checksum
+    from edge_runtime.interpreter import IntModel, ModelMismatchError
+
+    raw = build_int8_lstm()
+    md = make_metadata(raw)
+    assert md["frontend_tables_checksum"] == tables_checksum(FrontendConfig()) and len(md["frontend_tables_checksum"]) == 8
+    ok = tmp_path / "ok.tflite"
+    ok.write_bytes(embed(raw, md))
+    assert IntModel(ok).meta.extra["frontend_tables_checksum"] == md["frontend_tables_checksum"]
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(embed(raw, {**md, "frontend_tables_checksum": "00000000"}))
+    with pytest.raises(ModelMismatchError, match=r"bad\.tflite: front-end table checksum mismatch.*00000000"):
+        IntModel(bad)

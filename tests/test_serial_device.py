@@ -6,7 +6,9 @@ import time
 import numpy as np
 import pytest
 
-serial = pytest.importorskip("serial")
+from tests.conftest import require_module, require_tool  # noqa: F401
+
+serial = require_module("serial")
 
 from edge_runtime.protocol import (Ack, Audio, Error, ErrorCode, Features, FrameDecoder, GetStats,  # noqa: E402
                                    Hello, Info, Mode, MsgType, Ping, Pong, Result, ResultFlags,

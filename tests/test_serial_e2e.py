@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.conftest import require_module  # noqa: E402
 
-serial = pytest.importorskip("serial")
-pytest.importorskip("tensorflow")
+serial = require_module("serial")
+require_module("tensorflow")
 
 from edge_runtime.protocol import Mode  # noqa: E402
 from firmware_bridge.ptylink import PtyLink  # noqa: E402
@@ -133,3 +134,34 @@ def test_validate_corpus_agrees(model_path, reference, tmp_path):
     assert rep["agreement"] == 1.0 and rep["scores_identical"] == 1.0
     assert rep["labelled_clips"] == 2 and rep["clip_accuracy"] is not None
     assert rep["label_latency_ms"]["p50"] > 0
+
+
+def test_stream_115200_against_default_serve_without_model(tmp_path):
+    """The README command: `ser-edge serve` (shipped model) and `ser-edge stream --baud 115200 file.wav`,
+    neither given --model. The host takes the front end the device announces (FEATURES mode)."""
+    from edge_runtime.classifier import StreamingClassifier
+
+    shipped = StreamingClassifier.from_model()
+    pcm = speechlike(3.0, seed=5)
+    wav = tmp_path / "clip.wav"
+    _write_wav(wav, pcm)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with PtyLink(baud=115200) as link:
+        proc = subprocess.Popen([sys.executable, "-m", "edge_runtime.cli", "serve", "--port", link.port_b,
+                                 "--baud", "115200"], cwd=ROOT, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            out = subprocess.run([sys.executable, "-m", "edge_runtime.cli", "stream", "--port", link.port_a,
+                                  "--baud", "115200", "--quiet", "--tail", "1.0", str(wav)], cwd=ROOT, env=env,
+                                 capture_output=True, text=True, timeout=90)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+    assert out.returncode == 0, out.stderr
+    assert "FEATURES" in out.stderr.upper()
+    lines = [json.loads(x) for x in out.stdout.splitlines() if x.startswith("{")]
+    wins = [d for d in lines if d["record"] == "window"]
+    want = shipped.classify(pcm)  # FEATURES mode: no audio on the device, so no gate: compare scores
+    assert [(d["window"], tuple(d["scores_int8"])) for d in wins] == \
+        [(r.window_index, tuple(int(v) for v in r.scores_int8)) for r in want]
+    assert lines[-1]["record"] == "summary" and lines[-1]["index"] is not None

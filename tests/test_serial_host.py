@@ -8,7 +8,9 @@ import time
 import numpy as np
 import pytest
 
-serial = pytest.importorskip("serial")
+from tests.conftest import require_module, require_tool  # noqa: F401
+
+serial = require_module("serial")
 
 from edge_runtime.protocol import ErrorCode, Mode, ResultFlags  # noqa: E402
 from edge_runtime.serial_device import SerialDevice, TtyTransport  # noqa: E402

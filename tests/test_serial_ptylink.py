@@ -9,7 +9,9 @@ import time
 import numpy as np
 import pytest
 
-serial = pytest.importorskip("serial")
+from tests.conftest import require_module, require_tool  # noqa: F401
+
+serial = require_module("serial")
 
 from edge_runtime.protocol import FrameDecoder, Ping, encode_message  # noqa: E402
 from firmware_bridge.ptylink import Faults, PtyLink, decode_through_link  # noqa: E402

@@ -168,3 +168,30 @@ def make_tables(cfg: FrontendConfig) -> FrontendTables:
         dct_f=dct_f,
         log_floor_q16=int(round(cfg.log_floor * 65536)),
     )
+
+
+#: The integer tables covered by :func:`tables_checksum`, in order (their int32 values, little endian).
+CHECKSUM_TABLES = ("window_q", "bitrev", "fft_cos_q", "fft_sin_q", "rfft_cos_q", "rfft_sin_q",
+                   "mel.seg_start", "mel.seg_len", "mel.rise_q", "log_table_q", "dct_q")
+
+
+def tables_checksum(cfg: FrontendConfig) -> str:
+    """FNV-1a 32 (8 hex digits) over every integer table this runtime generates for ``cfg``.
+
+    Recorded in a model's metadata (``frontend_tables_checksum``) when it is built and compared at
+    load (``edge_runtime.interpreter.check_frontend``): the front-end *hash* covers the parameters
+    and the algorithm version, this covers the numbers actually generated from them (a numpy or
+    libm that rounded one table entry differently would otherwise pass unnoticed).
+    """
+    t = make_tables(cfg)
+    parts = [np.asarray([t.mel.bin_lo, t.mel.bin_hi, t.log_floor_q16], np.int64)]
+    for name in CHECKSUM_TABLES:
+        obj = t
+        for attr in name.split("."):
+            obj = getattr(obj, attr)
+        parts.append(np.asarray(obj, np.int64).ravel())
+    data = np.concatenate(parts).astype("<i4").tobytes()
+    h = 0x811C9DC5
+    for b in data:
+        h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
+    return f"{h:08x}"
