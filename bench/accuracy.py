@@ -261,7 +261,7 @@ def main(argv=None) -> int:
             # the same augmented copies in every fold (extra corpora never hold test speakers)
             extra_s = extra_set(extra_corpora, len(labels), fe, copies=args.augment, seed=seed,
                                 mask_absent=not args.no_mask)
-        for f in [int(v) for v in args.folds.split(",")]:
+        for f in [int(v) for v in args.folds.split(",") if v.strip()]:
             train_all, te = folds[f]
             rest = [clips[i] for i in train_all]
             tr_rel, va_rel = speaker_folds(rest, k=5, seed=args.fold_seed + 1 + f)[0]

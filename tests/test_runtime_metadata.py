@@ -21,7 +21,8 @@ def test_round_trip_inline(tmp_path):
     assert isinstance(meta, ModelMetadata)
     assert meta.labels == tuple(LABELS) and meta.window_frames == 16 and meta.hop_frames == 4
     assert meta.input_scale == md["input_scale"] and meta.output_zero_point == md["output_zero_point"]
-    assert meta.extra == {"feature_norm": {}, "extra_key": [1, 2]}
+    assert meta.extra == {"feature_norm": {}, "extra_key": [1, 2],
+                          "frontend_tables_checksum": md["frontend_tables_checksum"]}
     assert meta.frontend_config().hash == md["frontend_hash"]
     assert ModelMetadata.from_dict(meta.to_dict()) == meta
 
