@@ -498,9 +498,6 @@ class SerialDevice:
         finish = getattr(self.engine, "finish", None)
         if finish is None or self.mode not in (Mode.AUDIO, Mode.FEATURES):
             return
-        if not getattr(self.engine, "frames_total", 1):  # nothing streamed: nothing to flush or summarise
-            self.engine.reset()
-            return
         with self._engine_lock:
             results = finish()
         self._send_results(results, t_rx)
