@@ -260,7 +260,7 @@ def test_generated_models_bit_exact(generated_models, which):
     require_module("tflite_micro")
     from firmware_bridge.nn_host import CModel
     from firmware_bridge.tflite_graph import read_graph
-    from model_build.tflm import run_tflm
+    from edge_runtime.interpreter import run_tflm
 
     path, ops = generated_models[which]
     data = path.read_bytes()
