@@ -454,6 +454,51 @@ def qemu_validate(n_clips: int) -> dict:
             "device_latency_ms": rep["device_latency_ms"]}
 
 
+def _model_with_frontend_version(version: int, out_dir: Path) -> tuple[Path, object]:
+    """The shipped model with its front end switched to ``algorithm_version=version`` (same frame,
+    hop, mels and output; the version's own defaults for block_bits and normalisation). The weights
+    are unchanged, so only the front-end figures of its image mean anything."""
+    import dataclasses
+
+    from edge_runtime.frontend import FrontendConfig
+    from edge_runtime.model_metadata import read_metadata_json
+    from model_build.embed_metadata import embed
+
+    data = (ROOT / "edge_runtime" / "models" / "default.tflite").read_bytes()
+    md = read_metadata_json(data)
+    d = dataclasses.asdict(FrontendConfig.from_dict(md["frontend"]))
+    for k in ("algorithm_version", "block_bits", "norm", "norm_shift"):
+        d.pop(k)
+    cfg = FrontendConfig.for_version(version, **d)
+    path = out_dir / f"shipped_frontend_v{version}.tflite"
+    path.write_bytes(embed(data, {**md, "frontend": cfg.to_dict(), "frontend_hash": cfg.hash}))
+    return path, cfg
+
+
+def qemu_frontend_versions(versions: tuple[int, ...] = (1, 2)) -> dict:
+    """Front-end instructions per frame on the M4 (QEMU self-test, ``-icount shift=0``) for each
+    front-end version, on the shipped model's frame/mel settings; the self-test's FNV hash of every
+    feature of its 300 frames must equal numpy's (``m4_frontend_bit_exact_v<N>``)."""
+    from edge_runtime.frontend import compute_features
+    from firmware_bridge.image import run_selftest
+    from tests.test_firmware_image import _fnv, _selftest_signal
+
+    out: dict = {}
+    tmp = Path(tempfile.mkdtemp(prefix="ser_fw_fe_versions_"))
+    for v in versions:
+        model, cfg = _model_with_frontend_version(v, tmp)
+        st = run_selftest(model)
+        t = st["ticks"]
+        x = _selftest_signal(t["frames"] + cfg.frame_length // cfg.hop_length - 1, cfg.hop_length)
+        out[f"m4_instructions_per_frame_v{v}"] = int(round(st["fe_instructions_per_frame"]))
+        out[f"m4_frontend_bit_exact_v{v}"] = t["fe_hash"] == _fnv(compute_features(x, cfg)[: t["frames"]])
+    out["m4_frontend_versions_method"] = (
+        "mps2/selftest.c on the shipped model with its front end set to each algorithm_version "
+        "(FrontendConfig.for_version defaults), -O2, 300 frames of the self-test signal; "
+        "bit-exact = FNV-1a of every feature equals numpy's")
+    return out
+
+
 def qemu_section(speech: list[np.ndarray], min_windows: int = 200) -> dict:
     """Everything measured on the firmware image: sizes from the ELF (production build, no
     semihosting), instruction counts from the self-test image under ``-icount shift=0``, bit-exact
@@ -470,6 +515,8 @@ def qemu_section(speech: list[np.ndarray], min_windows: int = 200) -> dict:
     md = read_metadata(ROOT / "edge_runtime" / "models" / "default.tflite")
     fps = md.frontend_config().sample_rate / md.frontend_config().hop_length
     return {
+        **qemu_frontend_versions(),
+        "m4_frontend_algorithm_version": md.frontend_config().algorithm_version,
         "qemu_bit_exact": win["bit_exact"],
         "qemu_windows_compared": win["windows"],
         "qemu_validate_agreement": val["agreement"],
@@ -501,7 +548,9 @@ def print_qemu(q: dict) -> None:
          f"{q['qemu_bit_exact']} ({q['qemu_windows_compared']} windows)"),
         ("ser-edge validate vs firmware, agreement", f"{q['qemu_validate_agreement']}"),
         ("instructions per inference (M4, measured)", f"{q['m4_instructions_per_inference']:,}"),
-        ("instructions per front-end frame (M4, measured)", f"{q['m4_instructions_per_frame']:,}"),
+        ("instructions per front-end frame (M4, measured, shipped model)", f"{q['m4_instructions_per_frame']:,}"),
+        *[(f"instructions per front-end frame, v{v} (M4, bit-exact {q[f'm4_frontend_bit_exact_v{v}']})",
+           f"{q[f'm4_instructions_per_frame_v{v}']:,}") for v in (1, 2) if f"m4_instructions_per_frame_v{v}" in q],
         ("image flash / RAM", f"{q['m4_image_flash_bytes']:,} / {q['m4_image_ram_bytes']:,} B"),
         ("model arena", f"{q['m4_arena_bytes']:,} B"),
     ], ("firmware in QEMU", "value")))
@@ -523,6 +572,44 @@ def main_qemu_only(n_clips: int) -> None:
     print(f"\nwrote {out}")
 
 
+def selftest_section() -> dict:
+    """Only the self-test figures of the firmware image (instruction counts; no streamed windows,
+    no validate run): the keys of :func:`qemu_section` that come from ``run_selftest``."""
+    from edge_runtime.model_metadata import read_metadata
+    from firmware_bridge.image import run_selftest
+
+    st = run_selftest()
+    md = read_metadata(ROOT / "edge_runtime" / "models" / "default.tflite")
+    fps = md.frontend_config().sample_rate / md.frontend_config().hop_length
+    return {
+        **qemu_frontend_versions(),
+        "m4_frontend_algorithm_version": md.frontend_config().algorithm_version,
+        "m4_instructions_per_inference": int(round(st["nn_instructions_per_inference"])),
+        "m4_instructions_per_frame": int(round(st["fe_instructions_per_frame"])),
+        "m4_quantize_instructions_per_frame": int(round(st["quantize_instructions_per_frame"])),
+        "m4_instructions_per_second_of_audio": int(round(
+            fps * (st["fe_instructions_per_frame"] + st["quantize_instructions_per_frame"])
+            + st["nn_instructions_per_inference"] * fps / md.hop_frames)),
+        "m4_selftest_stack_used_bytes": st["stack_used_bytes"],
+    }
+
+
+def main_selftest_only() -> None:
+    """Re-measure only the self-test keys, keeping the rest of bench/results/firmware.json."""
+    import json
+
+    path = ROOT / "bench" / "results" / "firmware.json"
+    old = json.loads(path.read_text()) if path.exists() else {}
+    q = selftest_section()
+    old.update(q)
+    old["machine"] = machine()
+    out = write_result("firmware", old)
+    print(markdown_table([(k, f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v))
+                          for k, v in q.items() if k != "m4_frontend_versions_method"],
+                         ("firmware self-test in QEMU", "value")))
+    print(f"\nwrote {out}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--clips", type=int, default=120)
@@ -537,7 +624,13 @@ def main() -> None:
     ap.add_argument("--no-qemu", action="store_true", help="skip the firmware image in QEMU")
     ap.add_argument("--qemu-only", action="store_true",
                     help="only the QEMU section; other keys are kept from bench/results/firmware.json")
+    ap.add_argument("--selftest-only", action="store_true",
+                    help="only the QEMU self-test instruction counts (shipped model, front end v1 and v2); "
+                         "other keys are kept from bench/results/firmware.json")
     args = ap.parse_args()
+    if args.selftest_only:
+        main_selftest_only()
+        return
     if args.qemu_only:
         main_qemu_only(args.clips)
         return

@@ -228,48 +228,89 @@ static void fft_v1(const ser_fe_tables_t *t, int32_t *re, int32_t *im) {
  * the same value). Bounds (B = block_bits <= 23 for N = 512): magnitude <= 2^(B + 0.5) times the
  * growth so far (4 per stage); at the shifted stage c_l <= 2^29.5 and dr + di <= 2^30 (int32),
  * products < 2^30.5 * 2^30 (int64); after it <= 2^27.5, final <= 2^29.5. */
-static inline void twiddle(int32_t dr, int32_t di, int32_t c, int32_t sn, int64_t rnd, int qs,
+#if defined(__GNUC__) || defined(__clang__)
+#define SER_FE_INLINE static inline __attribute__((always_inline))
+#else
+#define SER_FE_INLINE static inline
+#endif
+
+SER_FE_INLINE void twiddle(int32_t dr, int32_t di, int32_t c, int32_t sn, int64_t rnd, int qs,
                            int32_t *outr, int32_t *outi) {
     const int64_t acc = (int64_t)c * (dr + di) + rnd;
     *outr = (int32_t)((acc + (int64_t)di * (sn - c)) >> qs);
     *outi = (int32_t)((acc - (int64_t)dr * (c + sn)) >> qs);
 }
 
+/* One radix-4 stage with quarter length q. Inlined at call sites where qs and sh are constants, so
+ * the 64-bit shifts are by constants (2 instructions on a Cortex-M4 instead of 7 for a variable
+ * shift; a shift by 32 is just the high word). */
+SER_FE_INLINE void radix4_stage(int32_t *re, int32_t *im, int32_t m, int32_t q, const int32_t *cs,
+                                const int32_t *sn, int qs, int sh) {
+    const int32_t stride = m / (4 * q);
+    const int64_t rnd = (int64_t)1 << (qs - 1);
+    const int32_t half = sh ? (int32_t)1 << (sh - 1) : 0;
+    int32_t g, n;
+    for (g = 0; g < m; g += 4 * q) {
+        int32_t *r0 = re + g, *r1 = r0 + q, *r2 = r1 + q, *r3 = r2 + q;
+        int32_t *i0 = im + g, *i1 = i0 + q, *i2 = i1 + q, *i3 = i2 + q;
+        for (n = 0; n < q; n++) {
+            const int32_t b0r = r0[n] + r2[n], b0i = i0[n] + i2[n];
+            const int32_t b1r = r0[n] - r2[n], b1i = i0[n] - i2[n];
+            const int32_t b2r = r1[n] + r3[n], b2i = i1[n] + i3[n];
+            const int32_t b3r = r1[n] - r3[n], b3i = i1[n] - i3[n];
+            const int32_t c0r = b0r + b2r, c0i = b0i + b2i, c2r = b0r - b2r, c2i = b0i - b2i;
+            const int32_t c1r = b1r + b3i, c1i = b1i - b3r, c3r = b1r - b3i, c3i = b1i + b3r;
+            if (n == 0) { /* W = 1 for every output: exact, or a rounding shift */
+                r0[0] = (c0r + half) >> sh; i0[0] = (c0i + half) >> sh;
+                r1[0] = (c1r + half) >> sh; i1[0] = (c1i + half) >> sh;
+                r2[0] = (c2r + half) >> sh; i2[0] = (c2i + half) >> sh;
+                r3[0] = (c3r + half) >> sh; i3[0] = (c3i + half) >> sh;
+                continue;
+            }
+            r0[n] = (c0r + half) >> sh;
+            i0[n] = (c0i + half) >> sh;
+            twiddle(c1r, c1i, cs[n * stride], sn[n * stride], rnd, qs, &r1[n], &i1[n]);
+            twiddle(c2r, c2i, cs[2 * n * stride], sn[2 * n * stride], rnd, qs, &r2[n], &i2[n]);
+            twiddle(c3r, c3i, cs[3 * n * stride], sn[3 * n * stride], rnd, qs, &r3[n], &i3[n]);
+        }
+    }
+}
+
+/* The last stage (q = 1): every twiddle is 1 and there is no shift, only additions. */
+static void radix4_last(int32_t *re, int32_t *im, int32_t m) {
+    int32_t g;
+    for (g = 0; g < m; g += 4) {
+        int32_t *r = re + g, *i = im + g;
+        const int32_t b0r = r[0] + r[2], b0i = i[0] + i[2], b1r = r[0] - r[2], b1i = i[0] - i[2];
+        const int32_t b2r = r[1] + r[3], b2i = i[1] + i[3], b3r = r[1] - r[3], b3i = i[1] - i[3];
+        r[0] = b0r + b2r; i[0] = b0i + b2i;
+        r[1] = b1r + b3i; i[1] = b1i - b3r;
+        r[2] = b0r - b2r; i[2] = b0i - b2i;
+        r[3] = b1r - b3i; i[3] = b1i + b3r;
+    }
+}
+
 static void fft_v2(const ser_fe_tables_t *t, int32_t *re, int32_t *im) {
     const int32_t m = t->frame_length / 2, qb = TWIDDLE_BITS(t);
     const int32_t *cs = t->fft_cos_q, *sn = t->fft_sin_q;
     const int32_t q_shift = (log2_exact(m) % 2 == 0) ? 4 : 2;
-    int32_t q, g, n;
+    const int fsh = (int)t->fft_shift;
+    int32_t q, g;
     for (q = m / 4; q >= 1; q /= 4) {
-        const int32_t stride = m / (4 * q);
-        const int sh = q == q_shift ? (int)t->fft_shift : 0, qs = qb + sh;
-        const int64_t rnd = (int64_t)1 << (qs - 1);
-        const int32_t half = sh ? (int32_t)1 << (sh - 1) : 0;
-        for (g = 0; g < m; g += 4 * q) {
-            int32_t *r0 = re + g, *r1 = r0 + q, *r2 = r1 + q, *r3 = r2 + q;
-            int32_t *i0 = im + g, *i1 = i0 + q, *i2 = i1 + q, *i3 = i2 + q;
-            for (n = 0; n < q; n++) {
-                const int32_t b0r = r0[n] + r2[n], b0i = i0[n] + i2[n];
-                const int32_t b1r = r0[n] - r2[n], b1i = i0[n] - i2[n];
-                const int32_t b2r = r1[n] + r3[n], b2i = i1[n] + i3[n];
-                const int32_t b3r = r1[n] - r3[n], b3i = i1[n] - i3[n];
-                const int32_t c0r = b0r + b2r, c0i = b0i + b2i, c2r = b0r - b2r, c2i = b0i - b2i;
-                const int32_t c1r = b1r + b3i, c1i = b1i - b3r, c3r = b1r - b3i, c3i = b1i + b3r;
-                if (n == 0) { /* W = 1 for every output: exact, or a rounding shift */
-                    r0[0] = (c0r + half) >> sh; i0[0] = (c0i + half) >> sh;
-                    r1[0] = (c1r + half) >> sh; i1[0] = (c1i + half) >> sh;
-                    r2[0] = (c2r + half) >> sh; i2[0] = (c2i + half) >> sh;
-                    r3[0] = (c3r + half) >> sh; i3[0] = (c3i + half) >> sh;
-                    continue;
-                }
-                r0[n] = (c0r + half) >> sh;
-                i0[n] = (c0i + half) >> sh;
-                twiddle(c1r, c1i, cs[n * stride], sn[n * stride], rnd, qs, &r1[n], &i1[n]);
-                twiddle(c2r, c2i, cs[2 * n * stride], sn[2 * n * stride], rnd, qs, &r2[n], &i2[n]);
-                twiddle(c3r, c3i, cs[3 * n * stride], sn[3 * n * stride], rnd, qs, &r3[n], &i3[n]);
-            }
+        if (q == 1) {
+            radix4_last(re, im, m);
+            return;
         }
-        if (q == 1) return;
+        if (q != q_shift) /* constant shifts: qb is a build-time constant on the M4 */
+            radix4_stage(re, im, m, q, cs, sn, qb, 0);
+        else if (fsh == 0)
+            radix4_stage(re, im, m, q, cs, sn, qb, 0);
+        else if (fsh == 1)
+            radix4_stage(re, im, m, q, cs, sn, qb + 1, 1);
+        else if (fsh == 2)
+            radix4_stage(re, im, m, q, cs, sn, qb + 2, 2);
+        else
+            radix4_stage(re, im, m, q, cs, sn, qb + fsh, fsh);
         if (q == 2) break; /* log2 M odd: one radix-2 stage left */
     }
     for (g = 0; g < m; g += 2) { /* radix-2, W = 1: exact */
