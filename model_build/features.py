@@ -155,7 +155,7 @@ def _cached(audios: Sequence[np.ndarray], cfg, kind: str, cache_dir, progress: b
     # Enough batches per worker to balance uneven clip lengths; never more clips per batch than
     # ``batch`` (the vectorised front end's sweet spot). Identical clips in one batch are computed
     # once; in different batches, twice (same entry, same bytes: harmless and rare).
-    per = max(1, min(batch, -(-n // (workers * 4))))
+    per = max(1, min(batch, -(-n // (workers * 8))))
     batches = [list(range(s, min(n, s + per))) for s in range(0, n, per)]
     out: list[np.ndarray | None] = [None] * n
     with tqdm(total=n, desc=desc, unit="clip", disable=not progress, leave=False) as bar:
