@@ -161,3 +161,24 @@ def test_readme_documents_every_key():
     """README's record table is records.markdown_table() verbatim: no key undocumented, none stale."""
     readme = (ROOT / "README.md").read_text()
     assert records.markdown_table() in readme, "regenerate with: python -m edge_runtime.records"
+
+
+def test_udp_datagrams_are_the_same_records(speech_wav):
+    """`run --udp HOST:PORT --quiet`: each record arrives as one datagram, byte-identical to a line."""
+    import socket
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(30)
+    port = sock.getsockname()[1]
+    try:
+        r = subprocess.run([sys.executable, "-m", "edge_runtime", "run", str(speech_wav), "--quiet",
+                            "--udp", f"127.0.0.1:{port}"], capture_output=True, text=True, timeout=120, env=ENV)
+        assert r.returncode == 0 and r.stdout == "", r.stderr
+        got = []
+        while not got or got[-1]["record"] != "summary":
+            got.append(json.loads(sock.recv(65536)))
+    finally:
+        sock.close()
+    assert_valid(got)
+    assert [d["record"] for d in got].count("window") >= 8
