@@ -116,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--seeds", default="", help="comma list of training seeds, each run on every fold (folds stay "
                                                  "fixed by --fold-seed); overrides --seed")
     ap.add_argument("--fold-seed", type=int, default=0, help="seed of the actor-grouped fold assignment")
+    ap.add_argument("--resummarise", metavar="JSON", help="only recompute the headline keys of a results file "
+                                                          "from its per-fold records (complete seeds only)")
     ap.add_argument("--train-tess", action="store_true", help="add TESS (both speakers) to RAVDESS training")
     ap.add_argument("--tess-augment", type=int, default=0, help="augmented copies of each TESS training clip")
     ap.add_argument("--time-masks", type=int, default=0)
@@ -148,6 +150,40 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+SUMMARY_KEYS = {"ravdess8_uar_float": "uar_float", "ravdess8_uar_float_fixed": "uar_float_fixed",
+                "ravdess8_uar_int8": "uar_int8", "ravdess8_acc_int8": "acc_int8",
+                "int8_float_agreement": "window_agreement_int8_vs_float_fixed",
+                "int8_float_agreement_clip": "clip_agreement_int8_vs_float",
+                "urdu4_uar_int8": "urdu4_uar_int8", "urdu4_uar_int8_raw": "urdu4_uar_int8_raw",
+                "uar_nominal": "uar_nominal", "uar_peak_m35": "uar_peak_m35", "uar_peak_m1": "uar_peak_m1",
+                "uar_babble_10db": "uar_babble_10db", "uar_telephone": "uar_telephone", "ece_clip": "ece_clip"}
+
+
+def summarise_seeds(res: dict, folds: list[int]) -> dict:
+    """Headline keys from the per-fold records of the seeds that completed every fold in ``folds``
+    (a seed cut short would bias the mean towards its easier or harder folds); its folds stay
+    listed under ``ravdess_folds`` and are counted in ``partial_seed_runs``."""
+    runs = res.get("ravdess_folds", [])
+    by_seed: dict[int, list[dict]] = {}
+    for r in runs:
+        by_seed.setdefault(int(r.get("seed", 0)), []).append(r)
+    done = sorted(s for s, rs in by_seed.items() if sorted(r["fold"] for r in rs) == sorted(folds))
+    use = [r for r in runs if int(r.get("seed", 0)) in done]
+    out = {"seeds_done": done, "partial_seed_runs": len(runs) - len(use)}
+    if not use:
+        return out
+    out["n_folds_done"] = len(folds)
+    for key, src in SUMMARY_KEYS.items():
+        v = [r[src] for r in use if src in r]
+        if v:
+            out[key] = float(np.mean(v))
+    per_seed = {s: float(np.mean([r["uar_int8"] for r in by_seed[s]])) for s in done}
+    out["ravdess8_uar_int8_per_seed"] = per_seed
+    out["ravdess8_uar_int8_sd"] = float(np.std(list(per_seed.values()), ddof=1)) if len(done) > 1 else None
+    out["ravdess8_uar_int8_fold_sd"] = float(np.std([r["uar_int8"] for r in use], ddof=1)) if len(use) > 1 else None
+    return out
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     """Options; ``--recipe FILE.json`` supplies defaults (any option, by its dest name)."""
     ap = build_parser()
@@ -163,6 +199,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.resummarise:  # recompute the headline keys of an existing results file
+        path = Path(args.resummarise)
+        res = json.loads(path.read_text())
+        res.update(summarise_seeds(res, [int(v) for v in res["config"]["folds"].split(",")]))
+        path.write_text(json.dumps(res, indent=1) + "\n")
+        print(json.dumps({k: res.get(k) for k in ("seeds_done", "partial_seed_runs", "ravdess8_uar_int8",
+                                                  "ravdess8_uar_int8_sd")}))
+        return 0
 
     from edge_runtime.frontend import FrontendConfig
     from model_build.corpora import leave_one_speaker_out, load_corpus, open_corpus, speaker_folds
@@ -326,15 +370,6 @@ def main(argv=None) -> int:
                         "int8_float_agreement": float(np.mean(agree)),
                         "int8_float_agreement_clip": float(np.mean([x["clip_agreement_int8_vs_float"] for x in res["ravdess_folds"]])),
                         "model_bytes": len(tm.model_bytes), "params": tm.params, "n_folds_done": len(uar_q)})
-            per_seed = {}
-            for x in res["ravdess_folds"]:
-                per_seed.setdefault(x.get("seed", 0), []).append(x["uar_int8"])
-            done_seeds = {k: float(np.mean(v)) for k, v in per_seed.items() if len(v) == len(args.folds.split(","))}
-            res["ravdess8_uar_int8_per_seed"] = done_seeds
-            # sd of the CV estimate between seeds (each a full pass over the folds); per-fold sd beside it
-            res["ravdess8_uar_int8_sd"] = float(np.std(list(done_seeds.values()), ddof=1)) if len(done_seeds) > 1 else None
-            res["ravdess8_uar_int8_fold_sd"] = float(np.std(uar_q, ddof=1)) if len(uar_q) > 1 else None
-            res["seeds_done"] = sorted(done_seeds)
             if args.robustness:
                 from campaign import CONDITIONS
 
@@ -343,6 +378,8 @@ def main(argv=None) -> int:
             if urdu is not None:
                 res["urdu4_uar_int8"] = float(np.mean([x["urdu4_uar_int8"] for x in res["ravdess_folds"]]))
                 res["urdu4_uar_int8_raw"] = float(np.mean([x["urdu4_uar_int8_raw"] for x in res["ravdess_folds"]]))
+            # once a seed has run every fold, the headline keys come from complete seeds only
+            res.update(summarise_seeds(res, [int(v) for v in args.folds.split(",")]))
             if "tflm_arena_bytes" not in res:
                 res["tflm_arena_bytes"] = min_arena_size(tm.model_bytes)["arena_bytes"]
             save()

@@ -197,3 +197,16 @@ def test_training_set_masks_and_copies():
     flat = extra_set([other], 4, DEFAULT_CONFIG, copies=1, mask_absent=False, progress=False)
     assert flat.masks.min() == 1 and len(flat.feats) == len(b)
     assert ts.n_speakers == 1 + 2
+
+
+def test_cv_summary_uses_complete_seeds_only():
+    from bench.accuracy import summarise_seeds
+
+    runs = [{"seed": s, "fold": f, "uar_int8": u, "uar_float": u, "uar_nominal": u}
+            for s, f, u in ((0, 0, 0.4), (0, 1, 0.6), (1, 0, 0.5), (1, 1, 0.7), (2, 0, 0.9))]
+    out = summarise_seeds({"ravdess_folds": runs}, [0, 1])
+    assert out["seeds_done"] == [0, 1] and out["partial_seed_runs"] == 1
+    assert out["ravdess8_uar_int8"] == pytest.approx(0.55)  # seed 2's lone (easy) fold left out
+    assert out["ravdess8_uar_int8_per_seed"] == {0: pytest.approx(0.5), 1: pytest.approx(0.6)}
+    assert out["ravdess8_uar_int8_sd"] == pytest.approx(np.std([0.5, 0.6], ddof=1))
+    assert summarise_seeds({"ravdess_folds": runs[:1]}, [0, 1]) == {"seeds_done": [], "partial_seed_runs": 1}
