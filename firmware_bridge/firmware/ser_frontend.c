@@ -126,6 +126,8 @@ int ser_fe_check_tables(const ser_fe_tables_t *t) {
     }
     for (sum = 0, j = 0; j <= t->n_mels; j++) sum += t->seg_len[j];
     if (sum != t->bin_hi - t->bin_lo) return SER_FE_ERR_CONFIG;
+    for (j = 0; j < t->bin_hi - t->bin_lo; j++) /* the mel split's products rely on 0 <= r <= 2^mel_bits */
+        if (t->rise_q[j] < 0 || t->rise_q[j] > ((int32_t)1 << t->mel_bits)) return SER_FE_ERR_CONFIG;
     return SER_FE_OK;
 }
 
@@ -322,6 +324,56 @@ static void fft_v2(const ser_fe_tables_t *t, int32_t *re, int32_t *im) {
     }
 }
 
+/* Peak pass over a contiguous run of samples: OR of |x| w (w >= 0), two at a time. |x| is
+ * formed branch-free ((x ^ x>>31) - x>>31, two instructions with shifted operands). */
+SER_FE_INLINE void peak_run(const int16_t *x, const int32_t *w, int32_t len, uint32_t *lo, uint32_t *hi) {
+    uint32_t a_lo = *lo, a_hi = *hi;
+    for (; len >= 2; len -= 2, x += 2, w += 2) {
+        const int32_t v0 = x[0], v1 = x[1];
+        const uint64_t p0 = (uint64_t)(uint32_t)((v0 ^ (v0 >> 31)) - (v0 >> 31)) * (uint32_t)w[0];
+        const uint64_t p1 = (uint64_t)(uint32_t)((v1 ^ (v1 >> 31)) - (v1 >> 31)) * (uint32_t)w[1];
+        a_lo |= (uint32_t)p0 | (uint32_t)p1;
+        a_hi |= (uint32_t)(p0 >> 32) | (uint32_t)(p1 >> 32);
+    }
+    if (len) {
+        const int32_t v0 = x[0];
+        const uint64_t p0 = (uint64_t)(uint32_t)((v0 ^ (v0 >> 31)) - (v0 >> 31)) * (uint32_t)w[0];
+        a_lo |= (uint32_t)p0;
+        a_hi |= (uint32_t)(p0 >> 32);
+    }
+    *lo = a_lo;
+    *hi = a_hi;
+}
+
+/* Shift pass over a contiguous run of sample pairs (even -> re, odd -> im): x w scaled by 2^s
+ * (s >= 0) or rounded down by 2^-s, exactly as in compute_frame's general loop. */
+static void shift_run(const int16_t *x, const int32_t *w, int32_t pairs, int32_t *re, int32_t *im, int s) {
+    int32_t i;
+    if (s >= 0) {
+        const int32_t mul = (int32_t)1 << s;
+        for (i = 0; i < pairs; i++, x += 2, w += 2) {
+            re[i] = (int32_t)((int64_t)x[0] * w[0]) * mul;
+            im[i] = (int32_t)((int64_t)x[1] * w[1]) * mul;
+        }
+    } else if (-s < 32) {
+        const int rs = -s;
+        const int64_t rnd = (int64_t)1 << (rs - 1);
+        for (i = 0; i < pairs; i++, x += 2, w += 2) {
+            const uint64_t a = (uint64_t)((int64_t)x[0] * w[0] + rnd);
+            const uint64_t b = (uint64_t)((int64_t)x[1] * w[1] + rnd);
+            re[i] = (int32_t)(((uint32_t)a >> rs) | ((uint32_t)(a >> 32) << (32 - rs)));
+            im[i] = (int32_t)(((uint32_t)b >> rs) | ((uint32_t)(b >> 32) << (32 - rs)));
+        }
+    } else {
+        const int rs = -s;
+        const int64_t rnd = (int64_t)1 << (rs - 1);
+        for (i = 0; i < pairs; i++, x += 2, w += 2) {
+            re[i] = (int32_t)(((int64_t)x[0] * w[0] + rnd) >> rs);
+            im[i] = (int32_t)(((int64_t)x[1] * w[1] + rnd) >> rs);
+        }
+    }
+}
+
 /*
  * One frame: samples src[(start + i) & mask], i < N (mask = N-1 for the ring, all ones for a
  * linear buffer) -> out[n_out]. Steps numbered as in fixed_point.py.
@@ -335,6 +387,9 @@ static void compute_frame(ser_fe_state_t *st, const int16_t *src, size_t start, 
     int32_t i, j;
     int s, rs;
     uint64_t peak = 0;
+    /* the frame as at most two contiguous runs: src[start .. start + n1) then src[0 .. n - n1)
+     * (a ring of n samples, mask = n - 1, wraps once; a linear buffer has mask = all ones) */
+    const int32_t n1 = mask == ~(size_t)0 ? n : n - (int32_t)start;
 
     /* 2-3. Window (int16 x Q30 -> int64, exact, |.| <= 2^45) and block floating point. The
      * windowed frame is computed twice (peak pass, then shift pass) instead of being stored as
@@ -343,16 +398,15 @@ static void compute_frame(ser_fe_state_t *st, const int16_t *src, size_t start, 
         /* bitlen(max |x w|) = bitlen(OR |x w|), and the window is >= 0 (checked with the
          * tables), so |x w| = |x| w: one UMULL and two ORRs per sample */
         uint32_t or_lo = 0, or_hi = 0;
-        for (i = 0; i < n; i++) {
-            const int32_t x = src[(start + (size_t)i) & mask];
-            const uint64_t a = (uint64_t)(uint32_t)(x < 0 ? -x : x) * (uint32_t)w[i];
-            or_lo |= (uint32_t)a;
-            or_hi |= (uint32_t)(a >> 32);
-        }
+        peak_run(src + start, w, n1, &or_lo, &or_hi);
+        peak_run(src, w + n1, n - n1, &or_lo, &or_hi);
         peak = (uint64_t)or_hi << 32 | or_lo;
     }
     s = t->block_bits - bitlen64(peak); /* peak 0 -> shift block_bits, the frame stays 0 */
-    if (s >= 0) {
+    if (n1 % 2 == 0) { /* no sample pair straddles the ring's wrap (always, for an even hop) */
+        shift_run(src + start, w, n1 / 2, re, im, s);
+        shift_run(src, w + n1, (n - n1) / 2, re + n1 / 2, im + n1 / 2, s);
+    } else if (s >= 0) {
         /* peak < 2^(B - s): v and v * 2^s fit int32 (|v * 2^s| < 2^B). */
         const int32_t mul = (int32_t)1 << s;
         for (i = 0; i < m; i++) {
@@ -388,29 +442,41 @@ static void compute_frame(ser_fe_state_t *st, const int16_t *src, size_t start, 
      * per component: ((E << Q) + 2^Q +- ...) >> (Q + 1). */
     {
         const int32_t mb = MEL_BITS(t);
+        const int64_t one_q = (int64_t)1 << q;
+        /* mb <= 16 (Q15 by default): (P mod 2^mb) r + 2^(mb-1) < 2^(2 mb) <= 2^32, one 32-bit
+         * multiply (r <= 2^mb is checked with the tables) */
+        const int small_mb = mb <= 16;
+        const uint32_t mask32 = ((uint32_t)1 << (small_mb ? mb : 16)) - 1u, half32 = (uint32_t)1 << (mb - 1);
         const int64_t mask_lo = ((int64_t)1 << mb) - 1, half_mb = (int64_t)1 << (mb - 1);
-        const int64_t rnd = (int64_t)1 << q, one_q = (int64_t)1 << q;
-        int32_t k = t->bin_lo, b = 0, seg;
+        const uint16_t *bitrev = t->bitrev;
+        const int32_t *rc = t->rfft_cos_q + t->bin_lo, *rsn = t->rfft_sin_q + t->bin_lo, *rw = t->rise_q;
+        const int32_t mm = m - 1;
+        int32_t k = t->bin_lo, seg;
         for (seg = 0; seg <= t->n_mels; seg++) {
             /* a segment's bins feed the rising edge of filter seg and the falling edge of filter
              * seg - 1: sum P and the rising parts in registers; falling = sum P - sum rise (exact
              * int64 sums, so the same values as adding bin by bin) */
-            const int32_t len = t->seg_len[seg];
+            const int32_t end = k + t->seg_len[seg];
             int64_t sum_p = 0, sum_rise = 0;
-            for (i = 0; i < len; i++, k++, b++) {
-                const int32_t kz = t->bitrev[k & (m - 1)], kc = t->bitrev[(m - k) & (m - 1)];
+            for (; k < end; k++) {
+                const int32_t kz = bitrev[k & mm], kc = bitrev[(m - k) & mm];
                 const int32_t ar = re[kz], ai = im[kz], br = re[kc], bi = im[kc];
                 /* components of E, O: sums of two values < 2^29.5 -> < 2^30.5, int32 */
                 const int32_t er = ar + br, ei = ai - bi, o_r = ar - br, o_i = ai + bi;
-                const int32_t c = t->rfft_cos_q[k], sn = t->rfft_sin_q[k];
-                /* |X_k| <= N 2^B <= 2^30: the rounded components fit int32 ... */
-                const int32_t xr = (int32_t)(((int64_t)er * one_q + rnd + (int64_t)c * o_i - (int64_t)sn * o_r) >> (q + 1));
-                const int32_t xi = (int32_t)(((int64_t)ei * one_q + rnd - ((int64_t)c * o_r + (int64_t)sn * o_i)) >> (q + 1));
+                const int32_t c = *rc++, sn = *rsn++;
+                /* |X_k| <= N 2^B <= 2^30: the rounded components fit int32; E 2^Q + 2^Q is
+                 * (E + 1) 2^Q (E + 1 < 2^31) and -sn O a product with the sign folded in */
+                const int32_t xr = (int32_t)(((int64_t)(er + 1) * one_q + (int64_t)c * o_i + (int64_t)(-sn) * o_r) >> (q + 1));
+                const int32_t xi = (int32_t)(((int64_t)(ei + 1) * one_q - ((int64_t)c * o_r + (int64_t)sn * o_i)) >> (q + 1));
                 /* ... so the power is one SMULL + one SMLAL: P <= 2^61 */
                 const int64_t p = (int64_t)xr * xr + (int64_t)xi * xi;
-                const int32_t r = t->rise_q[b]; /* 0..2^mb */
-                /* (P >> mb) r <= P; (P mod 2^mb) r <= 2^(2 mb): an unsigned 32x32->64 product */
-                const int64_t rise = (p >> mb) * r + (((int64_t)(uint32_t)(p & mask_lo) * r + half_mb) >> mb);
+                const uint32_t r = (uint32_t)*rw++; /* 0..2^mb */
+                /* (P >> mb) r <= P; (P mod 2^mb) r < 2^(2 mb): unsigned products */
+                int64_t rise = (int64_t)((uint64_t)(p >> mb) * r);
+                if (small_mb)
+                    rise += (((uint32_t)p & mask32) * r + half32) >> mb;
+                else
+                    rise += ((int64_t)(uint32_t)(p & mask_lo) * r + half_mb) >> mb;
                 sum_p += p;
                 sum_rise += rise;
             }
