@@ -38,7 +38,9 @@ def corpus():
 def test_shape_balance_speakers(corpus):
     data, seconds = corpus
     clips = [c for c, _ in data]
-    assert len(data) == 96 and seconds < 10  # ~400 clips in well under a minute
+    # a generous bound: this guards against a pathological slowdown, not a speed goal (CI machines
+    # are shared; speed lives in bench/)
+    assert len(data) == 96 and seconds < 60
     for label in RAVDESS8:
         mine = [c for c in clips if c.label == label]
         assert len(mine) == 12 and {c.speaker for c in mine} == {"S01", "S02", "S03", "S04"}
