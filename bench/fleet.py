@@ -407,7 +407,7 @@ def main() -> None:
     ap.add_argument("--down", type=float, default=3.0, help="seconds the broker stays down")
     ap.add_argument("--procs", type=int, default=2, help="device worker processes")
     ap.add_argument("--clips", type=int, default=600, help="clips for the feature-extraction speed-up")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=7, help="interleaved timing rounds (medians)")
     ap.add_argument("--skip-features", action="store_true", help="keep the feature figures of the last run")
     ap.add_argument("--boost", action="store_true",
                     help="raise this session's scheduling-group weight (Linux autogroup, needs root) for the "
