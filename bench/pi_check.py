@@ -127,7 +127,8 @@ def chroot(root: Path, cpu: str, args: list[str], **kw) -> subprocess.CompletedP
     for k in ("PIP_INDEX_URL", "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
         if k in os.environ:
             env[k] = os.environ[k]
-    return subprocess.run(["chroot", str(root), *args], env=env, **kw)
+    chroot_bin = shutil.which("chroot") or "/usr/sbin/chroot"  # found on this machine's PATH
+    return subprocess.run([chroot_bin, str(root), *args], env=env, **kw)
 
 
 def ensure_venv(root: Path, arch: str, cpu: str) -> None:
