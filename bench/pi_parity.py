@@ -51,7 +51,8 @@ def compute(model: str | None, seconds: float) -> dict[str, np.ndarray]:
         out[f"q8_{name}"] = np.asarray(model_obj.quantize(feats))
         res = clf.classify(pcm)
         out[f"scores_{name}"] = np.array([r.scores_int8 for r in res], dtype=np.int8).reshape(len(res), -1)
-        out[f"labels_{name}"] = np.array([r.label_index for r in res], dtype=np.int64)
+        out[f"labels_{name}"] = np.array([-1 if r.label_index is None else r.label_index for r in res],
+                                         dtype=np.int64)  # None: no emotion (silence/no speech)
     info = clf.info()
     meta = {"machine": platform.machine(), "python": platform.python_version(),
             "numpy": np.__version__, "backend": getattr(model_obj, "backend", None),

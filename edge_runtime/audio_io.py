@@ -14,7 +14,10 @@ Reading (:func:`read_audio`, :func:`load_audio`):
   files (a float WAV would read as all zeros), which is why there is only this one path;
 * channels are averaged in float and rounded once (:func:`mixdown`);
 * a missing, empty, truncated, corrupt, NaN/inf-holding or 0-frame file is an
-  :class:`AudioReadError` whose message names the file and the problem.
+  :class:`AudioReadError` whose message names the file and the problem; so is a hostile header:
+  a sample rate outside 1 kHz..768 kHz, or a length the file cannot hold (memory is bounded by the
+  file's real size before anything is allocated: a 16-bit WAV reads at most its own data bytes, a
+  compressed file at most 16 samples per byte of file).
 
 Resampling (:func:`resample` for whole clips, :class:`Resampler` for streams) is ``soxr`` (libsoxr,
 "HQ" quality) for any rate, including TESS's 24 414 Hz. The stream form is soxr's own
@@ -31,6 +34,12 @@ import numpy as np
 
 DEFAULT_RATE = 16000
 _UNKNOWN_SIZE = 0x7FFF0000  # arecord & co. write a huge placeholder size when streaming a WAV
+# Hostile headers: a file may claim any sample rate or length. Rates outside this range are not
+# audio we can use (and a 16 Hz header would make resampling to 16 kHz allocate 1000x the file);
+# decoded samples are bounded by the file's real size (uncompressed data cannot exceed it;
+# compressed formats get MAX_EXPANSION samples per byte), checked before anything is allocated.
+MIN_RATE, MAX_RATE = 1000, 768000
+MAX_EXPANSION = 16
 
 
 class AudioInputError(ValueError):
@@ -127,8 +136,15 @@ class _NeedSoundfile(Exception):
     pass
 
 
+def _check_rate(p: Path, rate: int) -> None:
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise AudioReadError(p, f"implausible sample rate {rate} Hz in the header "
+                                f"(accepted: {MIN_RATE}..{MAX_RATE} Hz)")
+
+
 def _read_wav16(p: Path) -> tuple[np.ndarray, int]:
     """16-bit PCM WAV -> (mono int16, rate) with the standard library; _NeedSoundfile otherwise."""
+    size = p.stat().st_size
     try:
         with wave.open(str(p), "rb") as w:
             ch, width, rate, n = w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()
@@ -136,8 +152,12 @@ def _read_wav16(p: Path) -> tuple[np.ndarray, int]:
                 raise _NeedSoundfile(w.getcompname())
             if width != 2:
                 raise _NeedSoundfile(f"{width * 8}-bit WAV")
-            raw = w.readframes(n if n * ch * 2 < _UNKNOWN_SIZE else 1 << 31)
-    except (wave.Error, EOFError) as e:
+            _check_rate(p, rate)
+            # never ask for more than the file holds: readframes(n) allocates n frames up front
+            raw = w.readframes(min(n, size // (2 * ch) + 1))
+    except AudioReadError:
+        raise
+    except Exception as e:  # wave raises Error/EOFError, and RuntimeError/struct.error on garbage
         # float (format 3), EXTENSIBLE float, A-law, AIFF content named .wav...: libsndfile reads
         # them by content; a file it cannot read either is reported from there
         raise _NeedSoundfile(str(e)) from None
@@ -165,11 +185,23 @@ def _read_float(p: Path) -> tuple[np.ndarray, int]:
     except OSError as e:  # libsndfile missing
         raise AudioReadError(p, f"soundfile is installed but libsndfile is not ({e}); "
                                 "sudo apt install libsndfile1") from None
+    size = p.stat().st_size
     try:
-        # float keeps 16-bit sources exact (k/32768) and scales 24/32-bit and float sources
-        data, rate = sf.read(str(p), dtype="float64", always_2d=True)
-    except Exception as e:  # LibsndfileError / RuntimeError / TypeError carry the reason
-        raise AudioReadError(p, f"not readable as audio ({e})") from None
+        with sf.SoundFile(str(p)) as f:
+            rate, ch, frames = int(f.samplerate), int(f.channels), int(f.frames)
+            _check_rate(p, rate)
+            if ch < 1 or ch > 64:
+                raise AudioReadError(p, f"implausible channel count {ch} in the header")
+            cap = MAX_EXPANSION * size // ch + 1  # frames this file could really decode to
+            if frames > cap:
+                raise AudioReadError(p, f"header declares {frames} frames of {ch} channel(s), more than a "
+                                        f"{size}-byte file can hold")
+            # float keeps 16-bit sources exact (k/32768) and scales 24/32-bit and float sources
+            data = f.read(frames, dtype="float64", always_2d=True)
+    except AudioReadError:
+        raise
+    except Exception as e:  # LibsndfileError / RuntimeError / TypeError / MemoryError: the reason
+        raise AudioReadError(p, f"not readable as audio ({type(e).__name__}: {e})") from None
     if data.shape[0] == 0:
         raise AudioReadError(p, "no audio samples (0 frames)")
     if not np.isfinite(data).all():
@@ -181,7 +213,11 @@ def _read_mono(p: Path) -> tuple[np.ndarray, int]:
     """``(mono samples, rate)``: int16 for 16-bit PCM WAV, float64 in [-1, 1) otherwise."""
     if not p.is_file():
         raise AudioReadError(p, "file not found" if not p.exists() else "not a regular file")
-    if p.stat().st_size == 0:
+    try:
+        size = p.stat().st_size
+    except OSError as e:
+        raise AudioReadError(p, f"cannot read ({e.strerror})") from None
+    if size == 0:
         raise AudioReadError(p, "empty file (0 bytes)")
     if p.suffix.lower() in (".wav", ".wave"):
         try:

@@ -111,6 +111,9 @@ class TtyTransport:
         except Exception:
             os.close(self.fd)
             raise
+        self._poll = select.poll()
+        self._poll.register(self.fd, select.POLLIN)
+        self._empty_reads = 0
 
     def _lost(self, why: str) -> PortLost:
         return PortLost(f"{self.path}: {why}")
@@ -119,22 +122,32 @@ class TtyTransport:
         if self.fd < 0:
             raise self._lost("closed")
         try:
-            r, _, _ = select.select([self.fd], [], [], self.timeout)
+            events = self._poll.poll(self.timeout * 1000)
         except (OSError, ValueError) as exc:
             raise self._lost(str(exc)) from None
-        if not r:
+        if not events:
             return b""
+        revents = events[0][1]
+        if revents & (select.POLLERR | select.POLLNVAL):
+            raise self._lost("hung up (POLLERR)")
         try:
             data = os.read(self.fd, n)
         except BlockingIOError:
-            return b""
+            data = b""
         except OSError as exc:
             if exc.errno in _LOST_ERRNOS:
                 raise self._lost(os.strerror(exc.errno)) from None
             raise
-        if not data:
+        if data:
+            self._empty_reads = 0
+            return data
+        # "readable" but nothing read: a hung-up tty (POLLHUP: USB gone, pty master closed) -- or,
+        # rarely, a raw tty (VMIN=VTIME=0) that woke poll without data, so only a hang-up or a
+        # long run of such reads counts as a lost port
+        self._empty_reads += 1
+        if revents & select.POLLHUP or self._empty_reads >= 100:
             raise self._lost("end of file (hung up)")
-        return data
+        return b""
 
     def write(self, data: bytes, timeout: float | None = None) -> int:
         if self.fd < 0:
