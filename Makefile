@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 DEVICE_VENV ?= .venv-device
 DEVICE_STAMP := $(DEVICE_VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: demo test bench install clean system-deps firmware
+.PHONY: demo test bench install clean system-deps firmware pi-check soak fuzz
 
 install: $(STAMP)
 
@@ -53,6 +53,22 @@ bench: $(STAMP)
 	$(PY) bench/serial_link.py
 	$(PY) bench/firmware.py
 	$(PY) bench/fleet.py --boost
+
+# The device side on Debian arm64 + armhf userlands under qemu-user (needs root, debootstrap,
+# qemu-user-static; the first run downloads two userlands): device tests there + bit-exact parity
+# of features and int8 scores with this machine -> bench/results/pi.json. Too slow for CI.
+pi-check: $(STAMP)
+	@command -v debootstrap >/dev/null && test -x /usr/bin/qemu-aarch64-static || \
+	  (echo "pi-check needs: sudo apt-get install debootstrap qemu-user-static" && exit 2)
+	$(PY) bench/pi_check.py
+
+# An hour of real-time audio through `serve` over a pty -> bench/results/soak.json (+ .png).
+soak: $(STAMP)
+	$(PY) bench/soak.py
+
+# Fuzz frames (Python + C under ASan/UBSan), audio files and .tflite metadata -> bench/results/fuzz.json.
+fuzz: $(STAMP)
+	$(PY) bench/fuzz.py
 
 clean:
 	rm -rf out .pytest_cache build *.egg-info

@@ -146,12 +146,30 @@ def _cmd_stream(args) -> int:
                     n += block.size
             else:
                 sender.send(load_pcm(args.input, sr))
-                time.sleep(args.tail)
+                # the last windows, and any asked for again (RESEND) after losses on the link
+                t_end = time.monotonic() + max(args.tail, 1.0 + (dev.info.resend_hold_ms or 0) / 1000)
+                time.sleep(min(args.tail, 0.2))
+                while time.monotonic() < t_end and dev.missing_windows():
+                    time.sleep(0.05)
         except KeyboardInterrupt:
             pass
-        dev.stop()
+        owed, missing = dev.expected_windows(), dev.missing_windows()
+        try:
+            dev.stop()
+        except Exception as exc:  # noqa: BLE001 - the device is gone: say so below
+            print(f"\nstream: WARNING: STOP not answered ({exc})", file=sys.stderr)
+            missing = missing or ["stop"]
+        c = dev.counters()
         if not args.quiet:
-            print("\n" + json.dumps({"host": dev.counters()}), file=sys.stderr)
+            print("\n" + json.dumps({"host": c}), file=sys.stderr)
+        if c["gap_results"]:
+            print(f"stream: WARNING: {c['gap_results']} window(s) overlap input lost on the link "
+                  "(printed as label \"gap\")", file=sys.stderr)
+        if missing:
+            got = (owed or 0) - len([m for m in missing if m != "stop"])
+            print(f"stream: WARNING: the link delivered {max(got, 0)} of {owed} windows owed "
+                  f"({len(missing)} missing): the device or the link stopped delivering", file=sys.stderr)
+            return 1
     finally:
         done.set()
         dev.close()

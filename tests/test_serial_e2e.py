@@ -85,6 +85,7 @@ def test_serve_subprocess_audio_mode_and_stream_cli(model_path, reference, tmp_p
             out = subprocess.run([sys.executable, "-m", "edge_runtime.cli", "stream", "--port", link.port_a,
                                   "--baud", "921600", "--quiet", "--tail", "1.0", str(wav)], cwd=ROOT,
                                  capture_output=True, text=True, timeout=60)
+            assert out.returncode == 0, out.stderr
             lines = [json.loads(x) for x in out.stdout.splitlines() if x.startswith("{")]
             # STOP flushes the tail: the device's windows are classify()'s, then the summary record
             full = reference.classify(pcm)
@@ -97,6 +98,22 @@ def test_serve_subprocess_audio_mode_and_stream_cli(model_path, reference, tmp_p
         finally:
             proc.terminate()
             proc.wait(timeout=10)
+
+
+def test_stream_warns_and_exits_1_when_the_link_stops_delivering(tmp_path):
+    """The cable is pulled for good mid-stream: `stream` must not end as if all went well."""
+    import threading
+
+    pcm = speechlike(4.0, seed=5)
+    wav = tmp_path / "clip.wav"
+    _write_wav(wav, pcm)
+    with PtyLink(baud=921600) as link, running_device(link.port_b):
+        threading.Timer(2.0, link.unplug).start()
+        out = subprocess.run([sys.executable, "-m", "edge_runtime.cli", "stream", "--port", link.port_a,
+                              "--baud", "921600", "--quiet", "--realtime", "--tail", "0.5", str(wav)],
+                             cwd=ROOT, capture_output=True, text=True, timeout=90)
+    assert out.returncode == 1, out.stderr
+    assert "stream: WARNING: the link delivered" in out.stderr and "stopped delivering" in out.stderr
 
 
 def test_features_mode_at_115200_matches_audio_mode(model_path, reference):
