@@ -733,7 +733,8 @@ class DeviceClient:
         elif t == MsgType.RESEND:
             if msg.session == self.session and self.mode in (Mode.AUDIO, Mode.FEATURES):
                 self._counters["resend_requests"] += 1
-                self._resend_q.put((msg.session, msg.ranges))
+                # the session's mode and buffer travel with the job: a START racing it cannot mix them
+                self._resend_q.put((msg.session, self.mode, self._history, msg.ranges))
 
     def _resend_loop(self) -> None:
         """Send requested ranges again from the history (own thread: the reader never blocks)."""
@@ -741,17 +742,19 @@ class DeviceClient:
             job = self._resend_q.get()
             if job is None:
                 return
-            session, ranges = job
-            for offset, count in ranges:
-                pieces = self._history.get(offset, count)
-                got = sum(len(p) for _, p in pieces)
-                self._counters["resend_unavailable"] += count - got
-                for off, items in pieces:
-                    if session != self.session:
-                        break
-                    msg = Audio(off, items) if self.mode == Mode.AUDIO else Features(off, items)
-                    if self.send(msg) is not None:
-                        self._counters["resent_items"] += len(items)
+            session, mode, history, ranges = job
+            try:
+                for offset, count in ranges:
+                    pieces = history.get(offset, count)
+                    self._counters["resend_unavailable"] += count - sum(len(p) for _, p in pieces)
+                    for off, items in pieces:
+                        if session != self.session:  # a new session started meanwhile
+                            break
+                        msg = Audio(off, items) if mode == Mode.AUDIO else Features(off, items)
+                        if self.send(msg) is not None:
+                            self._counters["resent_items"] += len(items)
+            except Exception:  # noqa: BLE001 - never let this thread die; the device will ask again
+                self._counters["resend_failures"] = self._counters.get("resend_failures", 0) + 1
 
     def _resolve(self, key: tuple, value) -> bool:
         w = self._waiters.get(key)
