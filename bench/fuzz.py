@@ -15,7 +15,7 @@
   (sample rate, channels, bit depth, chunk sizes set to extreme values, random header bytes,
   truncations, appended junk) read with ``edge_runtime.audio_io.load_audio`` (what ``ser-edge run``
   and training use) in worker processes limited to 2 GiB of address space. Anything but success or
-  ``AudioInputError`` naming the file is *uncaught*; peak RSS per worker is recorded.
+  ``AudioInputError`` naming the file is *uncaught*; each worker's peak RSS (VmHWM) is recorded.
 * **tflite**: the shipped model with bytes flipped/overwritten (anywhere, or in its metadata and
   flatbuffer tables), truncated or extended, read with ``edge_runtime.model_metadata.read_metadata``;
   anything but success or ``ModelFileError`` is *uncaught*.
@@ -311,6 +311,16 @@ def mutate_audio(data: bytes, rng: random.Random) -> bytes:
     return bytes(b)
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident set (VmHWM). Not ``ru_maxrss``: Linux keeps that across
+    ``execve``, so a worker would report the RSS of the parent it was forked from."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _wav_worker(paths: list[str], out_path: str, mem_limit: int) -> None:
     """Read each file; record ok / AudioInputError (must name the file) / uncaught."""
     resource.setrlimit(resource.RLIMIT_AS, (mem_limit, mem_limit))
@@ -330,7 +340,7 @@ def _wav_worker(paths: list[str], out_path: str, mem_limit: int) -> None:
             res["uncaught"] += 1
             if len(res["examples"]) < 10:
                 res["examples"].append(f"{Path(p).name}: {type(e).__name__}: {e}"[:300])
-    res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    res["peak_rss_mb"] = peak_rss_mb()
     Path(out_path).write_text(json.dumps(res))
 
 
@@ -431,7 +441,7 @@ def _tflite_worker(n: int, seed: int, mem_limit: int) -> dict:
     return {"tflite_fuzzed": n, "tflite_read_ok": ok, "tflite_rejected_model_file_error": rejected,
             "tflite_uncaught": uncaught, "tflite_examples": examples,
             "tflite_seconds": round(time.monotonic() - t0, 1),
-            "tflite_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+            "tflite_peak_rss_mb": round(peak_rss_mb(), 1)}
 
 
 def main() -> None:
