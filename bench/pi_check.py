@@ -14,8 +14,11 @@ For each architecture:
    ``ai-edge-litert``, armhf ``tflite-runtime`` (its last 32-bit ARM wheel, 2.14);
 4. the device-side tests (front end, protocol codec, runtime, serial device over ptys) run with
    pytest inside the userland;
-5. ``bench/pi_parity.py`` runs there and on this x86 machine, and every array is compared bit for
-   bit: fixed-point features, int8 quantised inputs, int8 scores and labels of every window.
+5. ``bench/pi_parity.py`` runs there and on this x86 machine with the same interpreter package
+   (arm64: LiteRT; armhf: tflite-runtime 2.14, in an x86 venv of its own), and every array is
+   compared bit for bit: fixed-point features, int8 quantised inputs, int8 scores and labels of
+   every window. (LiteRT and tflite-runtime 2.14 themselves differ in some int8 scores on the same
+   CPU; that is reported as ``x86_litert_vs_tflite_runtime_2_14``.)
 
 Needs root (debootstrap, chroot, mounts, binfmt registration) and the Debian packages
 ``debootstrap``, ``qemu-user-static`` (``binfmt-support`` optional). The first run downloads two
@@ -49,9 +52,13 @@ SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
 APT_INCLUDE = "python3,python3-venv,python3-pip,python3-numpy,ca-certificates"
 ARCHES = {
-    "arm64": {"qemu": "aarch64", "cpu": "cortex-a72", "wheels": ["ai-edge-litert"]},
-    "armhf": {"qemu": "arm", "cpu": "cortex-a7", "wheels": ["tflite-runtime"]},
+    "arm64": {"qemu": "aarch64", "cpu": "cortex-a72", "wheels": ["ai-edge-litert"], "backend": "litert"},
+    "armhf": {"qemu": "arm", "cpu": "cortex-a7", "wheels": ["tflite-runtime"], "backend": "tflite_runtime"},
 }
+# The x86 reference for an arch runs the same interpreter package: LiteRT here, and for armhf
+# tflite-runtime 2.14 in a venv of its own (cache/x86-tflite): the question is whether the *CPU*
+# changes any bit. (LiteRT and tflite-runtime 2.14 differ from each other in some int8 scores.)
+X86_LEGACY = ["tflite-runtime==2.14.0", "numpy<2"]
 VENV = "/opt/ser-edge-venv"
 HOST_CA = "/etc/ssl/certs/ser-edge-host-ca.crt"
 # Device-side tests: numpy + interpreter + termios only (what a Pi runs). Tests needing TensorFlow
@@ -164,6 +171,23 @@ def parse_pytest(out: str) -> dict:
     return counts
 
 
+def x86_reference(backend: str, cache: Path, seconds: float) -> dict:
+    """pi_parity on this machine with ``backend`` (tflite_runtime: in its own venv)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "ref.npz"
+        py = sys.executable
+        if backend == "tflite_runtime":
+            venv = cache / "x86-tflite"
+            if not (venv / "bin/python").exists():
+                run([sys.executable, "-m", "venv", str(venv)])
+            run([str(venv / "bin/pip"), "install", "--quiet", *X86_LEGACY])
+            py = str(venv / "bin/python")
+        env = dict(os.environ, SER_EDGE_BACKEND=backend, PYTHONPATH=str(ROOT))
+        subprocess.run([py, str(ROOT / "bench/pi_parity.py"), str(out), "--seconds", str(seconds)],
+                       check=True, env=env, capture_output=True)
+        return dict(np.load(out))
+
+
 def check_arch(arch: str, cache: Path, ref: dict, seconds: float, tests: list[str]) -> dict:
     from bench.pi_parity import compare
 
@@ -181,8 +205,9 @@ def check_arch(arch: str, cache: Path, ref: dict, seconds: float, tests: list[st
                      capture_output=True, text=True, check=True).stdout.split()
         res.update({"uname_m": ver[0], "python": ver[1], "numpy": ver[2]})
         log(f"[{arch}] parity run ({seconds:g} s per signal)")
-        p = chroot(root, spec["cpu"], ["sh", "-c", f"cd /ser-edge && python bench/pi_parity.py /tmp/parity.npz "
-                                                    f"--seconds {seconds}"], capture_output=True, text=True)
+        p = chroot(root, spec["cpu"], ["sh", "-c", f"cd /ser-edge && SER_EDGE_BACKEND={spec['backend']} "
+                                                    f"python bench/pi_parity.py /tmp/parity.npz --seconds {seconds}"],
+                   capture_output=True, text=True)
         if p.returncode != 0:
             res.update({"bit_exact": False, "parity_error": p.stderr.strip().splitlines()[-5:]})
         else:
@@ -215,18 +240,20 @@ def main() -> None:
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("pi-check: needs root (debootstrap, chroot, binfmt_misc); run with sudo")
-    from bench.pi_parity import compute
+    from bench.pi_parity import compare
 
-    log("x86 reference parity run")
-    with tempfile.TemporaryDirectory() as tmp:
-        ref_path = Path(tmp) / "ref.npz"
-        np.savez(ref_path, **compute(None, args.seconds))
-        ref = dict(np.load(ref_path))
-    ref_meta = json.loads(str(ref["meta"]))
-    out = {"reference": {**ref_meta, "machine": machine()}, "parity_signal_seconds": args.seconds}
+    refs: dict = {}
+    for backend in sorted({ARCHES[a]["backend"] for a in args.arch}):
+        log(f"x86 reference parity run ({backend})")
+        refs[backend] = x86_reference(backend, args.cache, args.seconds)
+    out = {"reference": {b: {**json.loads(str(r["meta"])), "machine": machine()} for b, r in refs.items()},
+           "parity_signal_seconds": args.seconds}
+    if len(refs) == 2:  # the two interpreter packages on the same x86 CPU
+        c = compare(refs["litert"], refs["tflite_runtime"])
+        out["x86_litert_vs_tflite_runtime_2_14"] = {k: c[k] for k in ("bit_exact", "arrays_differing")}
     for arch in args.arch:
         try:
-            r = check_arch(arch, args.cache, ref, args.seconds, args.tests)
+            r = check_arch(arch, args.cache, refs[ARCHES[arch]["backend"]], args.seconds, args.tests)
         except (subprocess.CalledProcessError, OSError) as exc:
             log(f"[{arch}] failed: {exc}")
             r = {"bit_exact": False, "error": str(exc)}
