@@ -282,7 +282,7 @@ class DeviceClient:
                  on_result: Callable[[DeviceResult], None] | None = None,
                  accept_push: bool = False, client_name: str = "ser-edge-host",
                  open_timeout: float = 10.0, serial_factory: Callable | None = None,
-                 resend_buffer_s: float = 10.0, sync_interval_s: float = 0.2):
+                 resend_buffer_s: float = 30.0, sync_interval_s: float = 0.2):
         self.port = port
         self.baud = baud
         self.timeout = timeout
@@ -829,7 +829,9 @@ class DeviceClient:
     def _recover(self) -> None:
         """Re-handshake; restart the session if the device lost it."""
         self._counters["recoveries"] += 1
-        info = self.hello(timeout=max(0.2, self.timeout / 2))
+        info = self._request(Hello(PROTOCOL_REVISION, MAX_PAYLOAD, self.client_name), lambda s: ("info", s),
+                             timeout=max(0.2, self.timeout / 2), retries=1)  # short tries: the loop retries
+        self.info = info
         with self._state_lock:
             if self.mode in (Mode.AUDIO, Mode.FEATURES, Mode.MIC_PUSH) and info.mode != self.mode:
                 session = (self.session + 1) & 0xFFFF
