@@ -36,7 +36,7 @@ import numpy as np
 from .interpreter import IntModel
 from .results import SILENCE_LABEL, UNCERTAIN_LABEL, UtteranceResult, WindowResult
 from .speech_gate import GateConfig, SpeechGate, frame_stats
-from .window_policy import NO_SPEECH, SILENCE, TOO_SHORT, UNCERTAIN, WindowPolicy, aggregate
+from .window_policy import NO_SPEECH, SILENCE, TOO_SHORT, UNCERTAIN, WindowPolicy, aggregate_means
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "default.tflite"
 DEFAULT_GATE = GateConfig()
@@ -94,9 +94,13 @@ def silence_features(cfg) -> np.ndarray:
 class _Utterance:
     """Windows of one utterance (or of the whole stream) being accumulated."""
 
+    # Running sums, not lists of windows: a session summary spans the whole stream, and `serve`
+    # may stream for days (the 1 h soak saw ~25 kB/min of growth from keeping every window).
     def __init__(self) -> None:
-        self.log_probs: list[np.ndarray] = []
-        self.scores: list[np.ndarray] = []
+        self.n_speech = 0
+        self.sum_log_probs: np.ndarray | None = None  # float64 (n_classes,)
+        self.sum_probs: np.ndarray | None = None
+        self.sum_scores: np.ndarray | None = None  # int64 (n_classes,)
         self.first = self.last = -1
         self.t_start = self.t_end = 0.0
         self.n_windows = 0
@@ -108,8 +112,15 @@ class _Utterance:
         self.last, self.t_end = r.window_index, max(self.t_end, r.t_end_s)
         self.n_windows += 1
         if log_probs is not None:
-            self.log_probs.append(log_probs)
-            self.scores.append(np.asarray(r.scores_int8))
+            lp = np.asarray(log_probs, np.float64)
+            sc = np.asarray(r.scores_int8).astype(np.int64)
+            if self.n_speech == 0:
+                self.sum_log_probs, self.sum_probs, self.sum_scores = lp.copy(), np.exp(lp), sc.copy()
+            else:
+                self.sum_log_probs += lp
+                self.sum_probs += np.exp(lp)
+                self.sum_scores += sc
+            self.n_speech += 1
         elif r.reason:
             self.reasons[r.reason] = self.reasons.get(r.reason, 0) + 1
 
@@ -483,15 +494,18 @@ class StreamingClassifier:
         return rec
 
     def _record(self, u: _Utterance, kind: str, number: int) -> UtteranceResult:
-        lp = np.array(u.log_probs) if u.log_probs else np.zeros((0, len(self.labels)))
-        index, mean_p, reason = aggregate(lp, self.min_confidence)
-        mean_scores = (np.clip(np.rint(np.mean(u.scores, axis=0)), -128, 127).astype(np.int8)
-                       if u.scores else np.zeros(len(self.labels), np.int8))
+        if u.n_speech:
+            index, mean_p, reason = aggregate_means(u.sum_log_probs / u.n_speech, u.sum_probs / u.n_speech,
+                                                    self.min_confidence)
+            mean_scores = np.clip(np.rint(u.sum_scores / u.n_speech), -128, 127).astype(np.int8)
+        else:
+            index, mean_p, reason = None, np.zeros(len(self.labels)), None
+            mean_scores = np.zeros(len(self.labels), np.int8)
         label = self.labels[index] if index is not None else (reason or "")
         return UtteranceResult(
             record=kind, utterance_index=number, t_start_s=u.t_start, t_end_s=u.t_end, label=label,
             label_index=index, reason=reason, probs=mean_p, scores_int8=mean_scores,
-            n_windows=u.n_windows, n_speech_windows=len(u.log_probs), first_window=u.first,
+            n_windows=u.n_windows, n_speech_windows=u.n_speech, first_window=u.first,
             last_window=u.last)
 
     def _smooth(self, probs: np.ndarray) -> tuple[np.ndarray, int]:

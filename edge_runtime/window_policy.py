@@ -147,8 +147,13 @@ def aggregate(log_probs: np.ndarray, min_confidence: float = 0.0) -> tuple[int |
     if lp.ndim != 2 or lp.shape[0] == 0:
         n = lp.shape[-1] if lp.ndim == 2 else 0
         return None, np.zeros(n), None
-    mean_lp = lp.mean(axis=0)
-    mean_p = np.exp(lp).mean(axis=0)
+    return aggregate_means(lp.mean(axis=0), np.exp(lp).mean(axis=0), min_confidence)
+
+
+def aggregate_means(mean_lp: np.ndarray, mean_p: np.ndarray,
+                    min_confidence: float = 0.0) -> tuple[int | None, np.ndarray, str | None]:
+    """:func:`aggregate` from the group's mean log-probability and mean probability per class
+    (what a stream keeps as running sums instead of every window)."""
     best = np.flatnonzero(mean_lp >= mean_lp.max() - _TIE)
     if best.size > 1:
         by_p = best[mean_p[best] >= mean_p[best].max() - _TIE]
