@@ -18,6 +18,7 @@ fixed-point front end and int8 quantisation as the device, and the client sends 
 """
 from __future__ import annotations
 
+import bisect
 import contextlib
 import itertools
 import math
@@ -221,28 +222,36 @@ class DeviceResult:
 # ---------------------------------------------------------------------------------- resend buffer
 class SentHistory:
     """The last ``capacity`` items (samples or frames) sent, by stream position, so ranges a device
-    reports lost (RESEND) can be sent again. Bounded: older items are forgotten."""
+    reports lost (RESEND) can be sent again. Bounded: older items are forgotten. Lookups bisect the
+    chunk start positions (a device may ask for hundreds of ranges a second)."""
 
     def __init__(self, capacity: int):
         self.capacity = int(capacity)
-        self._chunks: deque[tuple[int, np.ndarray]] = deque()  # (unwrapped position, items)
+        self._pos: list[int] = []  # unwrapped start position of each chunk, increasing
+        self._chunks: list[np.ndarray] = []
+        self._head = 0  # index of the oldest chunk still held
         self._items = 0
         self._end = 0  # unwrapped position after the newest item
         self._lock = threading.Lock()
 
     def reset(self, offset: int = 0) -> None:
         with self._lock:
-            self._chunks.clear()
-            self._items = 0
+            self._pos, self._chunks, self._head, self._items = [], [], 0, 0
             self._end = offset
 
     def add(self, items: np.ndarray) -> None:
         with self._lock:
-            self._chunks.append((self._end, items))
+            self._pos.append(self._end)
+            self._chunks.append(items)
             self._end += len(items)
             self._items += len(items)
-            while self._chunks and self._items - len(self._chunks[0][1]) >= self.capacity:
-                self._items -= len(self._chunks.popleft()[1])
+            while self._head < len(self._chunks) - 1 and self._items - len(self._chunks[self._head]) >= self.capacity:
+                self._items -= len(self._chunks[self._head])
+                self._chunks[self._head] = None
+                self._head += 1
+            if self._head > 4096 and self._head * 2 > len(self._chunks):  # compact now and then
+                del self._pos[:self._head], self._chunks[:self._head]
+                self._head = 0
 
     def get(self, offset: int, count: int) -> list[tuple[int, np.ndarray]]:
         """``(wire offset, items)`` pieces of ``[offset, offset + count)`` still held (may be fewer)."""
@@ -250,11 +259,14 @@ class SentHistory:
             d = (offset - self._end) % (1 << 32)
             start = self._end + (d - (1 << 32) if d >= 1 << 31 else d)
             end = start + count
+            i = max(self._head, bisect.bisect_right(self._pos, start, self._head) - 1)
             out = []
-            for pos, items in self._chunks:
+            while i < len(self._chunks) and self._pos[i] < end:
+                pos, items = self._pos[i], self._chunks[i]
                 lo, hi = max(start, pos), min(end, pos + len(items))
                 if lo < hi:
                     out.append((lo & 0xFFFFFFFF, items[lo - pos:hi - pos]))
+                i += 1
             return out
 
 
