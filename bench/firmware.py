@@ -576,13 +576,17 @@ def selftest_section() -> dict:
     """Only the self-test figures of the firmware image (instruction counts; no streamed windows,
     no validate run): the keys of :func:`qemu_section` that come from ``run_selftest``."""
     from edge_runtime.model_metadata import read_metadata
-    from firmware_bridge.image import run_selftest
+    from firmware_bridge.image import build_image, run_selftest
 
+    img = build_image(semihosting=False)
     st = run_selftest()
     md = read_metadata(ROOT / "edge_runtime" / "models" / "default.tflite")
     fps = md.frontend_config().sample_rate / md.frontend_config().hop_length
     return {
         **qemu_frontend_versions(),
+        "m4_image_flash_bytes": img.flash_bytes,
+        "m4_image_ram_bytes": img.ram_bytes,
+        "m4_image_sections": img.sections,
         "m4_frontend_algorithm_version": md.frontend_config().algorithm_version,
         "m4_instructions_per_inference": int(round(st["nn_instructions_per_inference"])),
         "m4_instructions_per_frame": int(round(st["fe_instructions_per_frame"])),
@@ -605,7 +609,7 @@ def main_selftest_only() -> None:
     old["machine"] = machine()
     out = write_result("firmware", old)
     print(markdown_table([(k, f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v))
-                          for k, v in q.items() if k != "m4_frontend_versions_method"],
+                          for k, v in q.items() if k not in ("m4_frontend_versions_method", "m4_image_sections")],
                          ("firmware self-test in QEMU", "value")))
     print(f"\nwrote {out}")
 

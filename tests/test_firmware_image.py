@@ -31,7 +31,8 @@ def test_cortex_m_code_paths_bit_exact_on_the_host():
     signals = [rng.integers(-32768, 32768, 9000).astype(np.int16),
                (rng.standard_normal(7000) * 30).astype(np.int16), np.zeros(3000, np.int16),
                np.where(np.arange(6000) % 40 < 20, 32767, -32768).astype(np.int16)]
-    for cfg in (_model_cfg().frontend_config(), FrontendConfig(output="mfcc")):
+    for cfg in (_model_cfg().frontend_config(), FrontendConfig(output="mfcc"),
+                FrontendConfig.for_version(1, output="logmel"), FrontendConfig.for_version(1, output="mfcc")):
         fe = CFrontend(cfg, extra_flags=M4_PATHS)
         for x in signals:
             np.testing.assert_array_equal(fe.compute(x), compute_features(x, cfg))

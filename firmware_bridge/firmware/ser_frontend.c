@@ -166,6 +166,26 @@ static void fft_v1(const ser_fe_tables_t *t, int32_t *re, int32_t *im) {
                 const int32_t c = t->fft_cos_q[j * stride], sn = t->fft_sin_q[j * stride];
                 const int32_t s_c = sn - c, c_s = c + sn;
                 int32_t *ar = re + j, *ai = im + j;
+                if (c == (int32_t)1 << q && sn == 0) { /* W = 1 exactly: the formula gives (dr, di) */
+                    for (g = 0; g < m; g += 2 * h, ar += 2 * h, ai += 2 * h) {
+                        const int32_t a_r = ar[0], a_i = ai[0], b_r = ar[h], b_i = ai[h];
+                        ar[0] = a_r + b_r;
+                        ai[0] = a_i + b_i;
+                        ar[h] = a_r - b_r;
+                        ai[h] = a_i - b_i;
+                    }
+                    continue;
+                }
+                if (c == 0 && sn == (int32_t)1 << q) { /* W = -j exactly: the formula gives (di, -dr) */
+                    for (g = 0; g < m; g += 2 * h, ar += 2 * h, ai += 2 * h) {
+                        const int32_t a_r = ar[0], a_i = ai[0], b_r = ar[h], b_i = ai[h];
+                        ar[0] = a_r + b_r;
+                        ai[0] = a_i + b_i;
+                        ar[h] = a_i - b_i;
+                        ai[h] = b_r - a_r;
+                    }
+                    continue;
+                }
                 for (g = 0; g < m; g += 2 * h, ar += 2 * h, ai += 2 * h) {
                     const int32_t a_r = ar[0], a_i = ai[0], b_r = ar[h], b_i = ai[h];
                     const int32_t dr = a_r - b_r, di = a_i - b_i;
@@ -194,27 +214,26 @@ static void fft_v1(const ser_fe_tables_t *t, int32_t *re, int32_t *im) {
                 }
             }
         }
-        if (m >= 4) { /* h = 2: W in {1, -j}, where the general formula gives (dr, di) and (di, -dr) */
+        if (m >= 4) {
+            /* h = 2 (W in {1, -j}, where the general formula gives (dr, di) and (di, -dr)) and
+             * h = 1 (W = 1) fused: one pass over each group of 4, the same sums in the same order */
             for (g = 0; g < m; g += 4) {
-                int32_t dr = re[g] - re[g + 2], di = im[g] - im[g + 2];
-                re[g] += re[g + 2];
-                im[g] += im[g + 2];
-                re[g + 2] = dr;
-                im[g + 2] = di;
-                dr = re[g + 1] - re[g + 3];
-                di = im[g + 1] - im[g + 3];
-                re[g + 1] += re[g + 3];
-                im[g + 1] += im[g + 3];
-                re[g + 3] = di;
-                im[g + 3] = -dr;
+                int32_t *r = re + g, *i = im + g;
+                const int32_t b0r = r[0] + r[2], b0i = i[0] + i[2], b1r = r[0] - r[2], b1i = i[0] - i[2];
+                const int32_t b2r = r[1] + r[3], b2i = i[1] + i[3], b3r = r[1] - r[3], b3i = i[1] - i[3];
+                r[0] = b0r + b2r; i[0] = b0i + b2i;
+                r[1] = b0r - b2r; i[1] = b0i - b2i;
+                r[2] = b1r + b3i; i[2] = b1i - b3r;
+                r[3] = b1r - b3i; i[3] = b1i + b3r;
             }
-        }
-        for (g = 0; g < m; g += 2) { /* h = 1: W = 1, exact */
-            const int32_t dr = re[g] - re[g + 1], di = im[g] - im[g + 1];
-            re[g] += re[g + 1];
-            im[g] += im[g + 1];
-            re[g + 1] = dr;
-            im[g + 1] = di;
+        } else {
+            for (g = 0; g < m; g += 2) { /* h = 1: W = 1, exact */
+                const int32_t dr = re[g] - re[g + 1], di = im[g] - im[g + 1];
+                re[g] += re[g + 1];
+                im[g] += im[g + 1];
+                re[g + 1] = dr;
+                im[g + 1] = di;
+            }
         }
     }
 
