@@ -54,7 +54,9 @@ def test_cortex_m4_build_has_no_float(tmp_path):
     assert sizes is not None
     assert not [s for s in sizes["undefined"] if FLOAT_HELPER.search(s)], sizes["undefined"]
     fe = sizes["ser_frontend.c"]
-    assert 500 < fe["text"] < 8000 and fe["bss"] == 0 and fe["data"] == 0  # state is caller-owned
+    # v1 + v2 with inlined radix-4 stages (speed over size, see docs/firmware.md): ~9 KB; the whole
+    # image is held to its 100 KB flash budget by test_firmware_image
+    assert 500 < fe["text"] < 16000 and fe["bss"] == 0 and fe["data"] == 0  # state is caller-owned
     # with the FPU enabled, the compiler would use VFP instructions for any float work: there are none
     obj = tmp_path / "fpu.o"
     subprocess.run(["arm-none-eabi-gcc", "-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16",
