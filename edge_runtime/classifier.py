@@ -281,7 +281,15 @@ class StreamingClassifier:
         out: list[WindowResult] = []
         if self.windows_emitted == 0 and 0 < n < W:
             if n >= p.min_frames:
-                out.append(self._classify_window(self.windows_emitted, 0, n, "short"))
+                r = self._classify_window(self.windows_emitted, 0, n, "short")
+                out.append(r)
+                # one window whose two best int8 scores are equal cannot decide, and a tie is never
+                # broken by class index: classify the same frames again, centred, then at the end of
+                # the window, until the windows together decide
+                for before in ((W - n) // 2, W - n):
+                    if r.gated or aggregate(np.array([w.log_probs for w in out]))[0] is not None:
+                        break
+                    out.append(self._classify_window(self.windows_emitted, 0, n, "short_shifted", before))
         elif self.windows_emitted > 0 and n - self._last_end >= p.flush_min_frames:
             out.append(self._classify_window(self.windows_emitted, n - W, W, "flush"))
         for r in out:
@@ -405,11 +413,12 @@ class StreamingClassifier:
                 self.windows_emitted = -(-(self.frames_total - W) // H)
         return out
 
-    def _classify_window(self, k: int, first: int, n_real: int, kind: str) -> WindowResult:
+    def _classify_window(self, k: int, first: int, n_real: int, kind: str, before: int = 0) -> WindowResult:
         W = self.window_frames
         s = self.frames_total % W  # ring slice [s, s + W) = the last W frames
-        if kind == "short":  # frames [0, n) are at ring positions [0, n): pad the rest
-            window = np.concatenate([self._frames[:n_real], np.broadcast_to(self._pad, (W - n_real, self.n_features))])
+        if kind in ("short", "short_shifted"):  # frames [0, n) are at ring positions [0, n): pad the rest
+            window = np.concatenate([np.broadcast_to(self._pad, (before, self.n_features)), self._frames[:n_real],
+                                     np.broadcast_to(self._pad, (W - n_real - before, self.n_features))])
             levels, active = self._level[:n_real], self._active[:n_real]
             fe_ns = int(self._fe_ns[:n_real].sum())
         else:
