@@ -77,6 +77,9 @@ def run_split(name, clips, audios, feats, twin, labels, tr, va, te, fe, args, W,
     out_path = Path(args.out) / f"{name}.tflite"
     if args.reuse_models and out_path.exists() and out_path.with_name(out_path.stem + "_float.npz").exists():
         tm = _load_trained(out_path)  # evaluation only: the fold's kept model (e.g. a new gate or policy)
+        if tm.metadata["frontend_hash"] != fe.hash:
+            raise SystemExit(f"{out_path}: trained with front end {tm.metadata['frontend_hash']}, this run computes "
+                             f"{fe.hash} (--frontend-version?); the kept model does not fit these features")
         log(f"reusing {out_path}")
     else:
         tm = train_and_convert(tr_feats, tr_y, labels, fe, mcfg, tcfg, window_frames=W, hop_frames=H,
