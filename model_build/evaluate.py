@@ -107,8 +107,7 @@ class KerasWindowModel:
         self._scale = 2.0 ** -self.frontend_config.frac_bits
         self._x = np.zeros((1, meta.window_frames, meta.n_features), np.float32)
         self._recording: list | None = None
-        self._replay: np.ndarray | None = None
-        self._next = 0
+        self._replay: dict | None = None
         probe = np.asarray(self.keras(self._x, training=False))[0]
         self.outputs_probabilities = bool(probe.min() >= 0 and abs(probe.sum() - 1.0) < 1e-3)
 
@@ -116,33 +115,31 @@ class KerasWindowModel:
         return (np.asarray(feats, np.float64) * self._scale).astype(np.float32)
 
     def predict_window(self, window: np.ndarray) -> np.ndarray:
+        w = np.asarray(window, np.float32)
         if self._recording is not None:  # pass 1 of a batched evaluation: remember the window
-            self._recording.append(np.array(window, np.float32))
+            self._recording.append(np.array(w))
             return np.zeros(len(self.labels))
-        if self._replay is not None:  # pass 2: the batched outputs, in the same order
-            out = self._replay[self._next]
-            self._next += 1
-            return out
-        self._x[0] = window
+        if self._replay is not None:  # pass 2: the batched output of the same window, if recorded
+            out = self._replay.get(w.tobytes())
+            if out is not None:
+                return out
+        self._x[0] = w  # a window pass 1 did not see (e.g. a short utterance's tie-break window)
         return np.asarray(self.keras(self._x, training=False), np.float64)[0]
 
     def record(self) -> None:
-        """Start pass 1 of a batched run: windows are collected, not classified.
-
-        The windows a clip gets and their gate decisions do not depend on the model's outputs
-        (smoothing off), so pass 2 (:meth:`replay`) sees the same windows in the same order.
-        """
+        """Start pass 1 of a batched run: windows are collected, not classified."""
         self._recording, self._replay = [], None
 
     def replay(self) -> None:
-        """Classify the recorded windows in one batch; then return those outputs in order."""
-        w = np.stack(self._recording) if self._recording else np.zeros((0,) + self._x.shape[1:], np.float32)
-        self._replay = np.asarray(self.keras.predict(w, batch_size=256, verbose=0), np.float64) if len(w) else w
-        self._recording, self._next = None, 0
+        """Classify the recorded windows in one batch; pass 2 looks their outputs up by content
+        (so a window pass 1 did not produce is still classified, one call)."""
+        rec = self._recording or []
+        out = (np.asarray(self.keras.predict(np.stack(rec), batch_size=256, verbose=0), np.float64)
+               if rec else np.zeros((0, len(self.labels))))
+        self._replay = {w.tobytes(): o for w, o in zip(rec, out)}
+        self._recording = None
 
     def stop_replay(self) -> None:
-        if self._replay is not None and self._next != len(self._replay):
-            raise RuntimeError(f"internal: replayed {self._next} of {len(self._replay)} windows")
         self._recording = self._replay = None
 
     def log_probabilities(self, out: np.ndarray) -> np.ndarray:
