@@ -281,25 +281,38 @@ class StreamingClassifier:
         out: list[WindowResult] = []
         if self.windows_emitted == 0 and 0 < n < W:
             if n >= p.min_frames:
-                r = self._classify_window(self.windows_emitted, 0, n, "short")
-                out.append(r)
-                # one window whose two best int8 scores are equal cannot decide, and a tie is never
-                # broken by class index: classify the same frames again, centred, then at the end of
-                # the window, until the windows together decide
-                for before in ((W - n) // 2, W - n):
-                    if r.gated or aggregate(np.array([w.log_probs for w in out]))[0] is not None:
-                        break
-                    out.append(self._classify_window(self.windows_emitted, 0, n, "short_shifted", before))
+                out.append(self._classify_window(self.windows_emitted, 0, n, "short"))
         elif self.windows_emitted > 0 and n - self._last_end >= p.flush_min_frames:
             out.append(self._classify_window(self.windows_emitted, n - W, W, "flush"))
         for r in out:
             self._account(r)
+        # An exact tie (which only the class index would break) is broken with more views of the
+        # same audio: a short stream's frames centred, then at the window's end; a longer stream's
+        # end-aligned window if its last frames were never the end of a window.
+        if self._tied():
+            if n < W and out:
+                views = [("short_shifted", 0, n, (W - n) // 2), ("short_shifted", 0, n, W - n)]
+            elif n >= W and n > self._last_end:
+                views = [("tiebreak", n - W, W, 0)]
+            else:
+                views = []
+            for kind, first, n_real, before in views:
+                r = self._classify_window(self.windows_emitted, first, n_real, kind, before)
+                self._account(r)
+                out.append(r)
+                if not self._tied():
+                    break
         self._close_utterance()
         self._pending.append(self._summary(n))
         pending = self._pending
         self.reset()
         self._pending = pending
         return out
+
+    def _tied(self) -> bool:
+        """The stream's speech windows so far tie exactly (no label without the class index)."""
+        lp = self._all.log_probs
+        return bool(lp) and aggregate(np.array(lp))[0] is None
 
     def take_utterances(self) -> list[UtteranceResult]:
         """Utterance (and, after :meth:`finish`, summary) records produced since the last call."""

@@ -17,9 +17,10 @@ Windows of a stream of ``n`` frames (window ``W`` frames, hop ``H`` frames):
    ``min_frames`` frames (≈ 0.5 s), one window of its ``n`` frames followed by ``W - n`` copies of
    the front end's *digital-silence frame* (what the front end outputs for all-zero audio) is
    classified. Shorter streams get no window; their summary record says ``reason: "too_short"``.
-   If that single window cannot decide (an exact tie, which only the class index would break), the
-   same frames are classified again centred in the window, then at its end (padding before), until
-   the windows together decide; all of them count.
+4. **Exact ties** (which only the class index would break): at :meth:`finish`, if the stream's
+   speech windows tie, more views of the same audio are classified until they decide: a short
+   stream's frames centred in the window, then at its end; a longer stream's end-aligned window
+   (if its last frames were never the end of a window). All of them count.
 
 Windows to labels (:func:`aggregate`): an utterance's label is the class with the highest **mean
 log-probability** over its speech windows (windows the speech gate passed). For a model with logit

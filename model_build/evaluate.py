@@ -208,7 +208,7 @@ def _runtime_pass(clf, audios, feats, progress) -> "ClipEval":
         probs.append(summary.probs)
         reasons.append(summary.reason)
         for w in wins:
-            if w.extra.get("kind") == "short_shifted":  # tie-break windows depend on the model: not compared
+            if w.extra.get("kind") in ("short_shifted", "tiebreak"):  # model-dependent tie-break windows
                 continue
             sc = np.asarray(w.scores_int8, np.float64)
             top.append(int(np.argmax(sc)))
