@@ -311,8 +311,8 @@ class StreamingClassifier:
 
     def _tied(self) -> bool:
         """The stream's speech windows so far tie exactly (no label without the class index)."""
-        lp = self._all.log_probs
-        return bool(lp) and aggregate(np.array(lp))[0] is None
+        u = self._all
+        return u.n_speech > 0 and aggregate_means(u.sum_log_probs / u.n_speech, u.sum_probs / u.n_speech)[0] is None
 
     def take_utterances(self) -> list[UtteranceResult]:
         """Utterance (and, after :meth:`finish`, summary) records produced since the last call."""
