@@ -497,27 +497,6 @@ def compare_int8(a: np.ndarray, b: np.ndarray) -> dict:
 
 
 # ---------------------------------------------------------------------------------- TFLM arena size
-def _c_stderr_to_devnull():
-    """Silence TFLM's C-level "Failed to allocate" lines while probing arena sizes."""
-    import contextlib
-    import sys
-
-    @contextlib.contextmanager
-    def cm():
-        sys.stderr.flush()
-        saved = os.dup(2)
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        try:
-            os.dup2(devnull, 2)
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            os.close(devnull)
-
-    return cm()
-
-
 def _fits(model_bytes: bytes, arena: int, probe: np.ndarray) -> bool:
     try:
         b = _TflmBackend(model_bytes, None, arena)
@@ -560,7 +539,7 @@ def min_arena_size(model_bytes: bytes, lo: int = 1024, hi: int | None = None, gr
     hi = hi or len(model_bytes) * 10 + 65536
     if not _fits(model_bytes, hi, probe):
         raise RuntimeError(f"model does not run in TFLM even with a {hi}-byte arena")
-    with _c_stderr_to_devnull():
+    with quiet_native_stderr():  # TFLM's C-level "Failed to allocate" lines while probing
         while hi - lo > granularity:
             mid = (lo + hi) // 2
             if _fits(model_bytes, mid, probe):

@@ -54,7 +54,8 @@ def test_tflm_matches_litert_within_one_lsb(tiny_model_path, int8_windows):
 
 
 def test_min_arena_is_tight(tiny_model_path):
-    from edge_runtime.interpreter import _c_stderr_to_devnull, _fits, min_arena_size
+    from edge_runtime.interpreter import _fits, min_arena_size
+    from edge_runtime.native_log import quiet_native_stderr
 
     data = tiny_model_path.read_bytes()
     r = min_arena_size(data, granularity=16)
@@ -64,7 +65,7 @@ def test_min_arena_is_tight(tiny_model_path):
     md = read_metadata(data)
     probe = np.zeros((1, md["window_frames"], md["n_features"]), np.int8)
     assert _fits(data, r["arena_bytes"], probe)
-    with _c_stderr_to_devnull():
+    with quiet_native_stderr():
         assert not _fits(data, r["arena_bytes"] - 256, probe)
     if r["recorded_arena_bytes"] is not None:
         assert abs(r["recorded_arena_bytes"] - r["arena_bytes"]) < 1024
