@@ -92,6 +92,7 @@ class FixedPointFrontend:
         self._rs = col(t.rfft_sin_q[kk])
         self._rise = col(mel.rise_q)
         self._seg_start = mel.seg_start.astype(np.intp)  # index arrays as intp: int32 on armv7
+        self._segments = [(int(a), int(a + n)) for a, n in zip(mel.seg_start, mel.seg_len)]
         # [start, end) rows of each of the n_mels + 1 segments, as intp (int32 on armv7)
         self._seg_bounds = (mel.seg_start.astype(np.intp), (mel.seg_start + mel.seg_len).astype(np.intp))
         self._seg_empty = mel.seg_len == 0
@@ -324,11 +325,22 @@ class FixedPointFrontend:
         lo >>= mb
         rise += lo
         p -= rise  # the falling-edge share
-        # Filter j = rising shares of segment j + falling shares of segment j + 1. Segment sums as
-        # differences of running sums over bins: a fixed number of vectorised passes whatever the
-        # frame count (a loop over segments cost ~80 numpy calls per push when streaming a few
-        # frames at a time). Exact: every partial sum is <= sum of P <= 2^60.
+        # Filter j = rising shares of segment j + falling shares of segment j + 1; exact int64 sums
+        # (every partial sum <= sum of P <= 2^60). Two equivalent ways, chosen by speed only:
         n_mels = self.cfg.n_mels
+        if rise.shape[1] >= 64:
+            # many frames (batch): one sum over contiguous rows per segment (numpy reduces axis 0
+            # of a C-ordered block row by row, vectorised over frames; reduceat was 5x slower)
+            out = np.zeros((n_mels, rise.shape[1]), dtype=np.int64)
+            for j, (a, b) in enumerate(self._segments):
+                if b > a:
+                    if j < n_mels:
+                        out[j] += rise[a:b].sum(axis=0)
+                    if j > 0:
+                        out[j - 1] += p[a:b].sum(axis=0)
+            return out
+        # few frames (streaming pushes): differences of running sums over bins, a fixed number of
+        # numpy calls instead of ~80 per push
         seg_a, seg_b = self._seg_bounds
         zero = np.zeros((1, rise.shape[1]), dtype=np.int64)
         cr = np.concatenate([zero, np.cumsum(rise, axis=0)])
