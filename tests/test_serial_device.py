@@ -15,34 +15,10 @@ from edge_runtime.protocol import (Ack, Audio, Error, ErrorCode, Features, Frame
                                    Sequencer, Start, Stats, Stop, encode_frame)
 from edge_runtime.serial_device import SerialDevice, result_to_message  # noqa: E402
 from firmware_bridge.ptylink import PtyLink  # noqa: E402
+from firmware_bridge.qemu import RawHost as Host  # noqa: E402  (send messages, collect replies)
 from tests.test_serial_helpers import (LABELS, EnergyEngine, expected_labels, running_device,  # noqa: E402
                                  test_audio)
 
-
-class Host:
-    """Minimal raw host: send messages, collect decoded replies."""
-
-    def __init__(self, path):
-        self.port = serial.Serial(path, 921600, timeout=0.02)
-        self.tx = Sequencer()
-        self.dec = FrameDecoder()
-
-    def send(self, msg) -> int:
-        seq, frame = self.tx.encode(msg)
-        self.port.write(frame)
-        return seq
-
-    def recv(self, n: int = 1, timeout: float = 2.0, types=None) -> list:
-        out = []
-        t_end = time.monotonic() + timeout
-        while len(out) < n and time.monotonic() < t_end:
-            for r in self.dec.feed(self.port.read(4096)):
-                if types is None or r.msg.TYPE in types:
-                    out.append(r.msg)
-        return out
-
-    def close(self):
-        self.port.close()
 
 
 @pytest.fixture
