@@ -5,6 +5,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import time
 from pathlib import Path
 from typing import Callable
@@ -39,6 +40,24 @@ def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int = 7) 
 
 def machine() -> dict:
     return {"python": platform.python_version(), "machine": platform.machine(), "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count()}
+
+
+def git_commit() -> str:
+    """The commit a benchmark measures: ``git rev-parse HEAD`` (+ ``-dirty`` when tracked files were
+    edited), or ``$SER_EDGE_COMMIT`` when run from an exported copy of the tree (so edits to the
+    work tree cannot leak into a long run). Call it when the run starts. Works under sudo too
+    (git refuses a repository owned by another user unless it is marked safe)."""
+    if os.environ.get("SER_EDGE_COMMIT"):
+        return os.environ["SER_EDGE_COMMIT"]
+    git = ["git", "-c", f"safe.directory={ROOT}"]
+    try:
+        head = subprocess.run(git + ["rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(git + ["status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True).stdout.strip()
+        return head + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 def write_result(name: str, data: dict) -> Path:

@@ -26,7 +26,8 @@ userlands (~2 × 150 MB) and the wheels; later runs reuse them (a few minutes pe
 of it pytest under emulation). Too slow for the CI budget, so it is a benchmark target.
 
 Writes bench/results/pi.json: ``arm64_bit_exact``, ``armhf_bit_exact``, per-architecture test
-counts, interpreter/numpy versions, and what differed if anything did.
+counts, interpreter/numpy versions, what differed if anything did, and the git commit measured
+(``commit_measured``, taken when the run starts).
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import ROOT, machine, write_result  # noqa: E402
+from bench.common import ROOT, git_commit, machine, write_result  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -242,12 +243,13 @@ def main() -> None:
         raise SystemExit("pi-check: needs root (debootstrap, chroot, binfmt_misc); run with sudo")
     from bench.pi_parity import compare
 
+    commit = git_commit()  # now: the tree may change during the ~10-minute run
     refs: dict = {}
     for backend in sorted({ARCHES[a]["backend"] for a in args.arch}):
         log(f"x86 reference parity run ({backend})")
         refs[backend] = x86_reference(backend, args.cache, args.seconds)
     out = {"reference": {b: {**json.loads(str(r["meta"])), "machine": machine()} for b, r in refs.items()},
-           "parity_signal_seconds": args.seconds}
+           "parity_signal_seconds": args.seconds, "commit_measured": commit}
     if len(refs) == 2:  # the two interpreter packages on the same x86 CPU
         c = compare(refs["litert"], refs["tflite_runtime"])
         out["x86_litert_vs_tflite_runtime_2_14"] = {k: c[k] for k in ("bit_exact", "arrays_differing")}

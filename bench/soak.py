@@ -9,14 +9,23 @@ The host sends AUDIO in 512-sample frames at real time (a clip of speech-like au
 regenerated with a new seed every minute, so the content keeps changing) and, in this process,
 feeds the same chunks to a reference ``StreamingClassifier`` of the same model.
 
-Every RESULT is compared with the reference window of the same index (label and all int8 scores).
+Every RESULT is compared with the reference record of the same kind and number: window RESULTs
+with the reference's window of the same index, utterance records (flag UTTERANCE, numbered by
+utterance) with its utterance records, and the summary sent at STOP with its summary; the tail
+window, last utterance and summary that STOP flushes are expected from the reference's
+``finish()``. Compared: label, flags (GAP counted on its own), start/end times and all int8 scores.
+Each error is logged with its context (the device's and the reference's record, when it arrived,
+how much audio had been sent) and the first ones are kept in the JSON (``error_details``).
 Measured:
 
 * ``soak_seconds``: seconds of audio streamed (wall time, real-time pacing);
-* ``errors``: everything that went wrong, summed: RESULTs that differ from the reference, windows
-  that never arrived, RESULTs flagged GAP, ERROR frames from the device, frames the host's decoder
-  rejected or lost by sequence number, frames the device rejected (STATS), host send failures, and
-  a serve process that died (each also reported on its own);
+* ``errors``: everything that went wrong, summed: RESULTs that differ from the reference, records
+  that never arrived or were not expected, RESULTs flagged GAP, ERROR frames from the device, frames
+  the host's decoder rejected or lost by sequence number, frames the device rejected (STATS, by
+  reason in ``device_rejected_by_reason``), host send failures, and a serve process that died (each
+  also reported on its own in ``error_parts``); the pty link's own counters (bytes dropped because
+  the receiving tty was full) are in ``link_counters``; both are checked every ``--check-every``
+  seconds and each change is logged with when it happened (``incidents``);
 * ``rss_slope_kb_per_min``: least-squares slope of the serve process's resident set size
   (``/proc/PID/status`` VmRSS, sampled every 5 s) after ``--warmup`` seconds; also CPU share.
 
@@ -26,6 +35,7 @@ CPU over time), and prints a Markdown table.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -35,7 +45,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import RESULTS, ROOT, machine, markdown_table, write_result  # noqa: E402
+from bench.common import RESULTS, ROOT, git_commit, machine, markdown_table, write_result  # noqa: E402
 from edge_runtime.test_signals import speech_with_pauses  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -45,27 +55,14 @@ import numpy as np  # noqa: E402
 SR = 16000
 CHUNK = 512
 GOALS = {"soak_seconds": (">=", 3600), "errors": ("<=", 0), "rss_slope_kb_per_min": ("<=", 1.0)}
+GAP_FLAG = 0x04  # ResultFlags.GAP: the window overlapped input lost on the link
+UTTERANCE_FLAG = 0x20  # ResultFlags.UTTERANCE: an utterance or summary record, not a window
 DEVICE_DROP_KEYS = ("rx_crc", "rx_cobs", "rx_short", "rx_length", "rx_version", "rx_oversize",
                     "rx_unknown_type", "rx_payload", "rx_seq_lost")
 
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def git_commit() -> str:
-    """The commit measured: ``git rev-parse HEAD`` (+ "-dirty"), or ``$SER_EDGE_COMMIT`` when run
-    from an exported copy of the tree (so edits to the work tree cannot leak into a long run)."""
-    if os.environ.get("SER_EDGE_COMMIT"):
-        return os.environ["SER_EDGE_COMMIT"]
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True).stdout.strip()
-        return head + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def proc_sample(pid: int) -> tuple[float, float]:
@@ -107,12 +104,90 @@ def plot(path: Path, t: np.ndarray, rss: np.ndarray, cpu: np.ndarray, warmup: fl
     plt.close(fig)
 
 
+def record_fields(msg) -> dict:
+    """What a RESULT says about a record, without what legitimately differs between the device and
+    the reference (session id, latency) or what is counted on its own (the GAP flag)."""
+    return {"label_index": int(msg.label_index), "flags": int(msg.flags) & ~GAP_FLAG,
+            "t_start_ms": int(msg.t_start_ms), "t_end_ms": int(msg.t_end_ms),
+            "scores": [int(v) for v in msg.scores]}
+
+
+class Ledger:
+    """The records the reference says the device owes, the records the device sent, and how they
+    differ. Records are kept per kind -- ``window`` (by window index), ``utterance`` (by utterance
+    number) and ``summary`` -- because a RESULT's ``window_index`` field is the window index only for
+    a window: an utterance record carries its utterance number there (so utterance 0 and window 0
+    share the number 0) and the summary 0xFFFFFFFF (docs/protocol.md, flag UTTERANCE)."""
+
+    KINDS = ("window", "utterance", "summary")
+
+    def __init__(self) -> None:
+        self.expected: dict[str, dict[int, dict]] = {k: {} for k in self.KINDS}
+        self.received: dict[str, dict[int, dict]] = {k: {} for k in self.KINDS}
+        self.gap_windows: list[int] = []
+        self.duplicates: list[dict] = []
+        self._lock = threading.Lock()  # receive() runs in the host's reader thread
+
+    def expect(self, records) -> None:
+        """Reference records (``WindowResult`` / ``UtteranceResult``), converted as the device does."""
+        from edge_runtime.serial_device import result_to_message
+
+        for r in records:
+            m = result_to_message(r, 0)
+            self.expected[record_kind(m)][m.window_index] = record_fields(m)
+
+    def receive(self, msg, **context) -> None:
+        """A RESULT from the device; ``context`` (when it came, how much audio had been sent) is
+        kept for the error report."""
+        fields = {**record_fields(msg), **context}
+        kind = record_kind(msg)
+        with self._lock:
+            table = self.received[kind]
+            if msg.window_index in table:
+                self.duplicates.append({"record": kind, "number": msg.window_index, "got": fields})
+            table[msg.window_index] = fields
+            if msg.flags & GAP_FLAG:
+                self.gap_windows.append(msg.window_index)
+
+    def compare(self) -> tuple[dict[str, int], list[dict]]:
+        """Error counts (mismatched / missing / unexpected per kind, GAP, duplicates) and one
+        detail dict per error (number, expected and received record)."""
+        parts: dict[str, int] = {}
+        details: list[dict] = []
+        with self._lock:
+            for kind in self.KINDS:
+                exp, got = self.expected[kind], self.received[kind]
+                counts = {"mismatched": 0, "missing": 0, "unexpected": 0}
+                for k in sorted(set(exp) | set(got)):
+                    e, g = exp.get(k), got.get(k)
+                    if e is not None and g is not None and e == {f: g[f] for f in e}:
+                        continue
+                    what = "missing" if g is None else "unexpected" if e is None else "mismatched"
+                    counts[what] += 1
+                    details.append({"error": f"{what}_{kind}", "number": k, "expected": e, "got": g})
+                parts.update({f"{what}_{kind}s": n for what, n in counts.items()})
+            details += [{"error": "gap_window", "number": k, "got": self.received["window"].get(k)}
+                        for k in self.gap_windows]
+            details += [{"error": f"duplicate_{d['record']}", **d} for d in self.duplicates]
+            parts.update({"gap_windows": len(self.gap_windows), "duplicate_records": len(self.duplicates)})
+        return parts, details
+
+
+def record_kind(msg) -> str:
+    """``window``, ``utterance`` or ``summary`` (flag UTTERANCE; the summary's number is 0xFFFFFFFF)."""
+    if not msg.flags & UTTERANCE_FLAG:
+        return "window"
+    return "summary" if msg.window_index == 0xFFFFFFFF else "utterance"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=3660.0, help="audio to stream (default 3660 s)")
     ap.add_argument("--warmup", type=float, default=300.0, help="seconds excluded from the RSS slope")
     ap.add_argument("--model", type=Path, default=None, help=".tflite (default: the shipped model)")
     ap.add_argument("--sample-every", type=float, default=5.0, help="RSS/CPU sampling period (s)")
+    ap.add_argument("--check-every", type=float, default=30.0,
+                    help="period (s) of the device-STATS / link-counter check that timestamps losses")
     ap.add_argument("--out", default="soak", help="result name under bench/results/")
     args = ap.parse_args()
 
@@ -125,13 +200,28 @@ def main() -> None:
 
     commit = git_commit()
     ref = StreamingClassifier.from_model(str(args.model) if args.model else None)
-    expected: dict[int, tuple[int, tuple[int, ...]]] = {}
-    received: dict[int, tuple[int, tuple[int, ...], int]] = {}
-    lock = threading.Lock()
+    ledger = Ledger()
+    clock = {"t0": time.monotonic(), "n_sent": 0}
 
-    def on_result(r) -> None:
-        with lock:
-            received[r.msg.window_index] = (r.msg.label_index, tuple(r.msg.scores), r.msg.flags)
+    def on_result(r) -> None:  # the host's reader thread
+        ledger.receive(r.msg, t_rx_s=round(r.t_rx - clock["t0"], 3),
+                       audio_sent_s=round(clock["n_sent"] / SR, 3))
+
+    incidents: list[dict] = []  # when device rejections or link drops happened
+    last_seen: dict[str, int] = {}
+
+    def watch(now: float, stats: dict) -> None:
+        seen = {f"device_{k}": int(stats.get(k, 0)) for k in DEVICE_DROP_KEYS}
+        seen.update({f"device_{k}": int(stats.get(k, 0)) for k in ("gap_samples", "tx_dropped_results",
+                                                                    "tx_dropped", "tx_timeouts", "resend_requests")})
+        for direction, c in link.counters.items():
+            seen.update({f"link_{direction}_{k}": int(v) for k, v in c.items() if k != "bytes_in" and k != "bytes_out"})
+        new = {k: v - last_seen.get(k, 0) for k, v in seen.items() if v != last_seen.get(k, 0)}
+        if new and last_seen:
+            inc = {"t_s": round(now, 1), "audio_sent_s": round(clock["n_sent"] / SR, 3), **new}
+            incidents.append(inc)
+            log(f"INCIDENT {json.dumps(inc, sort_keys=True)}")
+        last_seen.update(seen)
 
     tmp = Path(tempfile.mkdtemp(prefix="ser_edge_soak_"))
     serve_log = tmp / "serve.log"
@@ -147,11 +237,13 @@ def main() -> None:
             dev = DeviceClient(link.port_a, 921600, timeout=1.0, retries=60, on_result=on_result).open()
             try:
                 stats0 = dev.get_stats()
+                watch(0.0, stats0)
                 dev.start(Mode.AUDIO)
                 ref.reset()
-                t0 = time.monotonic()
+                t0 = clock["t0"] = time.monotonic()
                 n_sent = 0
                 next_sample = 0.0
+                next_check = args.check_every
                 clip = np.zeros(0, np.int16)
                 clip_pos = 0
                 seed = 100
@@ -165,9 +257,10 @@ def main() -> None:
                     time.sleep(max(0.0, t0 + (n_sent + piece.size) / SR - time.monotonic()))
                     if dev.send_audio(piece) == 0:
                         counts["send_failures"] += 1
-                    for w in ref.push_audio(piece):
-                        expected[w.window_index] = (w.label_index, tuple(int(v) for v in w.scores_int8))
+                    ledger.expect(ref.push_audio(piece))
+                    ledger.expect(ref.take_utterances())
                     n_sent += piece.size
+                    clock["n_sent"] = n_sent
                     now = time.monotonic() - t0
                     if now >= next_sample:
                         if proc.poll() is not None:
@@ -176,14 +269,22 @@ def main() -> None:
                         rss, cpu = proc_sample(proc.pid)
                         samples.append((now, rss, cpu))
                         next_sample += args.sample_every
+                    if now >= next_check:  # when did the device or the link lose anything?
+                        next_check += args.check_every
+                        watch(now, dev.get_stats())
                         bar.update(int(now) - bar.n)
-                        bar.set_postfix(rss_mb=f"{rss / 1024:.1f}", windows=len(received))
+                        bar.set_postfix(rss_mb=f"{rss / 1024:.1f}", windows=len(ledger.received["window"]))
                 bar.close()
                 soak_s = n_sent / SR
                 time.sleep(2.0)  # the last windows
                 stats1 = dev.get_stats()
-                host = dev.counters()
+                watch(time.monotonic() - t0, stats1)
+                # STOP: the device flushes the tail window, closes the utterance and sends the
+                # summary before its ACK; the reference's finish() says what those must be
+                ledger.expect(ref.finish())
+                ledger.expect(ref.take_utterances())
                 dev.stop()
+                host = dev.counters()
                 errors_rx = list(dev.errors)
             finally:
                 dev.close()
@@ -194,23 +295,24 @@ def main() -> None:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        link_counters = link.counters
 
-    with lock:
-        got = dict(received)
-    mismatched = sum(1 for k, v in got.items() if k in expected and v[:2] != expected[k])
-    missing = sum(1 for k in expected if k not in got)
-    gap = sum(1 for v in got.values() if v[2] & 0x04)
-    unexpected = sum(1 for k in got if k not in expected)
-    device_rejected = sum(stats1.get(k, 0) - stats0.get(k, 0) for k in DEVICE_DROP_KEYS)
+    parts, details = ledger.compare()
+    details += [{"error": "device_error_frame", "code": int(e.code), "ref_type": int(e.ref_type),
+                 "message": e.message} for e in errors_rx]
+    rejected_by = {k: int(stats1.get(k, 0) - stats0.get(k, 0)) for k in DEVICE_DROP_KEYS}
+    rejected_by = {k: v for k, v in rejected_by.items() if v}
     host_rejected = host["rx_dropped_total"] + host["rx_seq_lost"]
     serve_text = serve_log.read_text(errors="replace")
     tracebacks = serve_text.count("Traceback")
-    parts = {"mismatched_windows": mismatched, "missing_windows": missing, "gap_windows": gap,
-             "unexpected_windows": unexpected, "device_error_frames": len(errors_rx),
-             "device_rejected_frames": int(device_rejected), "host_rejected_frames": int(host_rejected),
-             "send_failures": counts["send_failures"], "serve_tracebacks": tracebacks,
-             "serve_died": int(not alive)}
+    parts.update({"device_error_frames": len(errors_rx), "device_rejected_frames": sum(rejected_by.values()),
+                  "host_rejected_frames": int(host_rejected), "send_failures": counts["send_failures"],
+                  "serve_tracebacks": tracebacks, "serve_died": int(not alive)})
     errors = int(sum(parts.values()))
+    for d in details:
+        log(f"ERROR {json.dumps(d, sort_keys=True)}")
+    if tracebacks:
+        log(f"serve log ({serve_log}):\n{serve_text[-4000:]}")
 
     t = np.array([s[0] for s in samples])
     rss = np.array([s[1] for s in samples])
@@ -219,13 +321,19 @@ def main() -> None:
     after = t >= args.warmup
     res = {
         "soak_seconds": round(float(soak_s), 1), "errors": errors, "error_parts": parts,
+        "error_details": details[:50], "incidents": incidents[:200], "device_rejected_by_reason": rejected_by,
+        "host_counters": {k: v for k, v in host.items() if v}, "link_counters": link_counters,
         "rss_slope_kb_per_min": round(slope_per_min(t[after], rss[after]), 4),
+        "rss_kb_first": float(rss[0]) if len(rss) else None,
         "rss_kb_first_after_warmup": float(rss[after][0]) if after.any() else None,
         "rss_kb_last": float(rss[-1]) if len(rss) else None,
         "rss_kb_max": float(rss.max()) if len(rss) else None,
         "serve_cpu_pct_mean": round(float((cpu_s[-1] - cpu_s[0]) / max(t[-1] - t[0], 1e-9) * 100), 2)
         if len(t) > 1 else None,
-        "windows_expected": len(expected), "windows_received": len(got), "warmup_s": args.warmup,
+        "windows_expected": len(ledger.expected["window"]), "windows_received": len(ledger.received["window"]),
+        "utterances_expected": len(ledger.expected["utterance"]),
+        "utterances_received": len(ledger.received["utterance"]),
+        "warmup_s": args.warmup,
         "rss_samples": len(samples), "commit_measured": commit, "link": "PtyLink 921600 baud, AUDIO mode, 512-sample frames, real time",
         "device": " ".join(["python -m edge_runtime serve"] + (["--model", str(args.model)] if args.model else [])),
         "model": str(args.model) if args.model else "edge_runtime/models/default.tflite",
