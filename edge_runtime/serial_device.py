@@ -29,7 +29,7 @@ from typing import Any, Iterable, Protocol
 
 import numpy as np
 
-from .protocol import (DEVICE_TO_HOST, INFO_FLAG_BOOT, MAX_PAYLOAD, NO_GATE, NO_SEQ,
+from .protocol import (DEVICE_TO_HOST, HOST_TO_DEVICE, INFO_FLAG_BOOT, MAX_PAYLOAD, NO_GATE, NO_SEQ,
                        PROTOCOL_REVISION, PROTOCOL_VERSION, Accepts, Ack, AckStatus, Audio, Error,
                        ErrorCode, Features, FrameDecoder, GetStats, Hello, Info, InfoExtFlags,
                        Message, Mode, MsgType, Ping, Pong, Resend, Result, ResultFlags, Sequencer,
@@ -471,8 +471,10 @@ class SerialDevice:
         # Only frames that passed the CRC have a trustworthy seq/type worth answering.
         if seq is None:
             return
-        if reason == "payload" and mtype in DEVICE_TO_HOST and mtype != MsgType.PONG:
-            reason = "unknown_type"  # a device→host type is refused as such, whatever its payload
+        if reason == "payload" and mtype in DEVICE_TO_HOST and mtype not in HOST_TO_DEVICE:
+            # a device→host-only type is refused as such, whatever its payload (PING, PONG and
+            # RESEND go both ways: a malformed one is BAD_PAYLOAD like any request)
+            reason = "unknown_type"
         code = {"unknown_type": ErrorCode.UNKNOWN_TYPE, "payload": ErrorCode.BAD_PAYLOAD,
                 "oversize": ErrorCode.TOO_LARGE, "version": ErrorCode.VERSION,
                 "length": ErrorCode.BAD_PAYLOAD}.get(reason)

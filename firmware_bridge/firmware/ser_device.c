@@ -1,12 +1,19 @@
 /*
- * ser_device.c - SerialDevice (edge_runtime/serial_device.py) in C for one exported model.
+ * ser_device.c - SerialDevice (edge_runtime/serial_device.py) in C for one exported model:
+ * protocol revision 2 (docs/protocol.md).
  *
  * Every decision mirrors the Python reference device, so the same host tests run against both:
- * the order of checks, the error codes and their texts, stream offsets (zero-filled gaps, stale
- * duplicates, STREAM_RESET past max_gap), the window policy (a window of W frames ends at frame
- * k*H + W, classified from a clean model state) and the window energy gate of
- * StreamingClassifier (sum of the frames' sums of squares below SER_FW_GATE_SUMSQ = silence;
- * windows fed as features are never gated). Integer arithmetic only.
+ * the order of checks, the error codes and their texts, ACK status codes, the INFO extension,
+ * the STATS counters, stream offsets through the reorder buffer (ser_reassembly.c: RESEND for lost
+ * input, SYNC, zero fill + GAP when given up, stale duplicates, STREAM_RESET past max_gap with
+ * window numbering continued), RESULTs re-sent on a host's RESEND, the window policy (a window of
+ * W frames ends at frame k*H + W, classified from a clean model state) and the speech gate of
+ * StreamingClassifier (windows fed as features are never gated). Integer arithmetic only.
+ *
+ * Deliberate differences (docs/protocol.md §6.1, docs/firmware.md): the reorder pool is
+ * SER_RA_POOL_BYTES (serve: 256 KiB) and SER_DEV_RESULT_HISTORY RESULTs are kept (serve: 512);
+ * there is no TX queue (a UART without flow control cannot stall a write, so tx_dropped_results
+ * and tx_timeouts stay 0) and no port to reopen (the boot INFO is sent at reset only).
  */
 #include "ser_device.h"
 
@@ -18,8 +25,13 @@
 /* Session modes (messages.Mode) and what this device accepts (INFO.accepts). */
 enum { MODE_IDLE = 0, MODE_AUDIO = 1, MODE_FEATURES = 2, MODE_MIC_PUSH = 3 };
 #define ACCEPTS_AUDIO_FEATURES 0x03u
-#define STREAM_HALF 0x80000000u
 #define TABLES_CORRUPT (-1000)
+#define ACK_OK 0u
+#define ACK_ALREADY 1u
+#define RESULT_NO_SPEECH 0x10u
+#define RESULT_UTTERANCE 0x20u
+#define INFO_EXT_RESEND 0x04u
+#define NO_GATE_F32_BITS 0xC3480000u /* -200.0f: INFO.gate_dbfs of a device without a dBFS gate */
 
 
 static const char *const mode_names[4] = {"IDLE", "AUDIO", "FEATURES", "MIC_PUSH"};
@@ -71,8 +83,24 @@ static size_t put_str8(uint8_t *p, size_t cap, const char *s) {
 }
 
 /* ------------------------------------------------------------------ sending */
+static void send_error(ser_device_t *d, uint16_t code, uint16_t ref_seq, uint8_t ref_type, const char *text);
+
 static void send(ser_device_t *d, uint8_t type, const uint8_t *payload, size_t len) {
-    const size_t n = ser_frame_encode(type, d->tx_seq, payload, len, d->wire, sizeof d->wire);
+    size_t n;
+    if (len > d->host_max_payload) { /* HELLO said the host cannot take it */
+        d->c.tx_dropped++;
+        if (type != SER_MSG_ERROR) {
+            text_t t = {{0}, 0};
+            t_str(&t, type_names[type <= SER_MSG_TYPE_MAX ? type : 0]);
+            t_str(&t, " needs ");
+            t_u32(&t, (uint32_t)len);
+            t_str(&t, " bytes, host accepts ");
+            t_u32(&t, d->host_max_payload);
+            send_error(d, SER_ERR_TOO_LARGE, SER_NO_SEQ, type, t.s);
+        }
+        return;
+    }
+    n = ser_frame_encode(type, d->tx_seq, payload, len, d->wire, sizeof d->wire);
     if (!n) return;
     d->tx_seq++;
     d->io->write(d->io->ctx, d->wire, n);
@@ -85,15 +113,18 @@ static void send_error(ser_device_t *d, uint16_t code, uint16_t ref_seq, uint8_t
     send(d, SER_MSG_ERROR, d->payload, n);
 }
 
-static void send_ack(ser_device_t *d, uint16_t ref_seq, uint8_t ref_type) {
-    send(d, SER_MSG_ACK, d->payload, ser_ack_payload(ref_seq, ref_type, 0, d->payload, sizeof d->payload));
+static void send_ack(ser_device_t *d, uint16_t ref_seq, uint8_t ref_type, uint8_t status) {
+    send(d, SER_MSG_ACK, d->payload, ser_ack_payload(ref_seq, ref_type, status, d->payload, sizeof d->payload));
 }
 
 static void send_info(ser_device_t *d, uint16_t reply_to, int boot) {
     uint8_t *p = d->payload;
     size_t n = 32, k;
     int i;
-    p[0] = SER_PROTOCOL_VERSION;
+    /* the boot INFO says the device's own revision; an answer, the one both sides speak */
+    const uint8_t revision = boot || d->peer_revision >= SER_PROTOCOL_REVISION ? SER_PROTOCOL_REVISION
+                                                                                : d->peer_revision;
+    p[0] = revision;
     p[1] = boot ? 1u : 0u;
     p[2] = ACCEPTS_AUDIO_FEATURES;
     p[3] = d->mode;
@@ -115,24 +146,42 @@ static void send_info(ser_device_t *d, uint16_t reply_to, int boot) {
     n += (k = put_str8(p + n, sizeof d->payload - n, SER_FRONTEND_HASH));
     for (i = 0; i < SER_N_LABELS; i++) n += (k = put_str8(p + n, sizeof d->payload - n, ser_labels[i]));
     (void)k;
+    if (revision >= 2 && n + 17 <= sizeof d->payload) { /* the revision-2 extension block */
+        p[n] = 16;
+        put16(p + n + 1, SER_FRAME_LENGTH);
+        p[n + 3] = INFO_EXT_RESEND; /* logits, no dBFS gate, asks for lost input */
+        p[n + 4] = 0;
+        put32(p + n + 5, 0u);               /* min_confidence 0.0f: never UNCERTAIN by threshold */
+        put32(p + n + 9, NO_GATE_F32_BITS); /* gate_dbfs: the speech gate is relative, not a dBFS level */
+        put16(p + n + 13, d->mode ? d->session : 0u);
+        put16(p + n + 15, SER_DEV_RESEND_HOLD_MS);
+        n += 17;
+    }
     send(d, SER_MSG_INFO, p, n);
 }
 
+#define N_STATS 24
 static void send_stats(ser_device_t *d, uint16_t ref_seq) {
-    /* messages.STATS_FIELDS order */
+    /* messages.STATS_FIELDS order; the live session's reorder buffer counts too */
     const ser_decoder_stats_t *s = ser_decoder_stats(&d->rx);
-    const uint32_t v[15] = {
+    const uint32_t v[N_STATS] = {
         s->frames_ok, s->dropped[SER_DROP_CRC], s->dropped[SER_DROP_COBS], s->dropped[SER_DROP_LENGTH],
         s->dropped[SER_DROP_VERSION], s->dropped[SER_DROP_UNKNOWN_TYPE], s->dropped[SER_DROP_OVERSIZE],
         s->dropped[SER_DROP_PAYLOAD], s->seq_lost,
-        d->c.tx_frames, d->c.results, d->c.errors, d->c.gap_samples, d->c.gap_frames, d->c.stale};
+        d->c.tx_frames, d->c.results, d->c.errors, d->c.gap_samples, d->c.gap_frames,
+        d->c.stale + (d->ra_active ? d->ra.c.stale : 0u),
+        /* revision 2 */
+        s->dropped[SER_DROP_SHORT], 0u /* tx_dropped_results: no TX queue */, d->c.tx_dropped,
+        0u /* tx_timeouts: UART writes cannot stall */, d->c.resend_requests,
+        d->c.resend_recovered + (d->ra_active ? d->ra.c.recovered_items : 0u), d->c.gap_windows,
+        d->c.sessions, d->c.rx_unexpected_type};
     uint8_t *p = d->payload;
     int i;
     put16(p, ref_seq);
-    p[2] = 15;
+    p[2] = N_STATS;
     p[3] = 0;
-    for (i = 0; i < 15; i++) put32(p + 4 + 4 * i, v[i]);
-    send(d, SER_MSG_STATS, p, 4 + 4 * 15);
+    for (i = 0; i < N_STATS; i++) put32(p + 4 + 4 * i, v[i]);
+    send(d, SER_MSG_STATS, p, 4 + 4 * N_STATS);
 }
 
 /* ------------------------------------------------------------------ speech gate */
@@ -208,12 +257,16 @@ static void reset_engine(ser_device_t *d) { /* StreamingClassifier.reset */
     d->utterances_emitted = 0;
 }
 
-static void reset_stream(ser_device_t *d, uint32_t offset) {
+/* A new session (START): engine, GAP bookkeeping, numbering and the RESULT history. */
+static void reset_stream(ser_device_t *d) {
     reset_engine(d);
     d->pending_utt = 0;
-    d->next_offset = offset;
-    d->base = offset;
+    d->engine_pos = 0;
     d->n_gaps = 0;
+    d->win_base = 0;
+    d->t_base = 0;
+    d->last_window = -1;
+    memset(d->history_ok, 0, sizeof d->history_ok);
 }
 
 static int overlaps_gap(ser_device_t *d, uint64_t lo, uint64_t hi) {
@@ -377,13 +430,23 @@ static void classify_window(ser_device_t *d, uint32_t k, uint32_t first, uint32_
         lo = (uint64_t)first * SER_HOP_LENGTH;
         hi = ((uint64_t)first + n_real - 1u) * SER_HOP_LENGTH + SER_FRAME_LENGTH;
     }
-    if (d->n_gaps && overlaps_gap(d, lo, hi)) flags |= SER_RESULT_GAP;
+    if (d->n_gaps && overlaps_gap(d, lo, hi)) {
+        flags |= SER_RESULT_GAP;
+        d->c.gap_windows++;
+    }
     {
         const uint64_t ts = (uint64_t)first * SER_HOP_LENGTH;
         const uint64_t te = ((uint64_t)first + n_real - 1u) * SER_HOP_LENGTH + SER_FRAME_LENGTH;
-        n = ser_result_payload(k, d->session, index, flags, ms_of(ts), ms_of(te),
+        const uint32_t number = k + d->win_base; /* numbering continues after a STREAM_RESET */
+        if ((int64_t)number > d->last_window) d->last_window = number;
+        n = ser_result_payload(number, d->session, index, flags, ms_of(d->t_base + ts), ms_of(d->t_base + te),
                                (uint32_t)((d->io->ticks(d->io->ctx) - d->t_rx) / d->io->ticks_per_us),
                                d->scores, SER_N_LABELS, d->payload, sizeof d->payload);
+        if (n == SER_DEV_RESULT_SIZE) { /* kept for a host that missed it (RESEND) */
+            const uint32_t slot = number % SER_DEV_RESULT_HISTORY;
+            memcpy(d->history[slot], d->payload, n);
+            d->history_ok[slot] = 1;
+        }
         send(d, SER_MSG_RESULT, d->payload, n);
         d->c.results++;
         /* StreamingClassifier._account */
@@ -448,43 +511,97 @@ static void push_pcm(ser_device_t *d, const int16_t *pcm, size_t n) {
     }
 }
 
-/* SerialDevice._align: how many leading items to skip (>= 0), or -fill (< 0) zero items to insert
- * first; 0x7FFFFFFF = drop the chunk (stale). */
-#define ALIGN_DROP 0x7FFFFFFFL
-static long align_stream(ser_device_t *d, uint16_t seq, uint8_t type, uint32_t offset, uint32_t n, uint32_t max_gap) {
-    const uint32_t diff = offset - d->next_offset;
-    if (diff == 0) return 0;
-    if (diff >= STREAM_HALF) {
-        const uint32_t behind = 0u - diff;
-        if (behind >= n) {
-            d->c.stale++;
-            return ALIGN_DROP;
-        }
-        return (long)behind;
-    }
-    if (diff > max_gap) {
+/* ------------------------------------------------------------------ the stream (reorder buffer) */
+static uint32_t ticks_per_ms(const ser_device_t *d) { return d->io->ticks_per_us * 1000u; }
+
+/* SerialDevice._apply for one piece the reorder buffer releases. */
+static void ra_emit(void *ctx, int kind, const uint8_t *items, uint32_t n, int64_t pos) {
+    ser_device_t *d = (ser_device_t *)ctx;
+    const int audio = d->mode == MODE_AUDIO;
+    if (kind == SER_RA_RESET) { /* a gap too long to fill: the stream restarts; numbering continues */
         text_t t = {{0}, 0};
-        t_str(&t, "gap of ");
-        t_u32(&t, diff);
-        t_str(&t, type == SER_MSG_AUDIO ? " samples" : " frames");
-        t_str(&t, " is too long to fill; stream state reset at the new offset (window numbering restarts)");
-        send_error(d, SER_ERR_STREAM_RESET, seq, type, t.s);
-        reset_stream(d, offset);
-        return 0;
+        flush_pending(d); /* records already closed go out first */
+        d->win_base = (uint32_t)(d->last_window + 1);
+        d->t_base = (uint64_t)pos * (audio ? 1u : SER_HOP_LENGTH);
+        reset_engine(d);
+        d->engine_pos = 0;
+        d->n_gaps = 0;
+        t_str(&t, "gap too long to fill; stream restarted at offset ");
+        t_u32(&t, ser_ra_offset_of(&d->ra, pos));
+        t_str(&t, "; windows continue at ");
+        t_u32(&t, d->win_base);
+        send_error(d, SER_ERR_STREAM_RESET, d->cur_seq, d->cur_type, t.s);
+        return;
     }
-    {
-        const uint64_t start = (uint32_t)(d->next_offset - d->base);
+    if (kind == SER_RA_FILL) { /* given up: zeros keep time aligned; windows over it are flagged GAP */
         uint32_t i = d->n_gaps;
         if (i == SER_DEV_MAX_GAPS) { /* full: forget the oldest */
             memmove(d->gap_lo, d->gap_lo + 1, sizeof d->gap_lo[0] * (SER_DEV_MAX_GAPS - 1));
             memmove(d->gap_hi, d->gap_hi + 1, sizeof d->gap_hi[0] * (SER_DEV_MAX_GAPS - 1));
             i--;
         }
-        d->gap_lo[i] = start;
-        d->gap_hi[i] = start + diff;
+        d->gap_lo[i] = d->engine_pos;
+        d->gap_hi[i] = d->engine_pos + n;
         d->n_gaps = i + 1;
+        if (audio) {
+            int16_t zeros[64];
+            uint32_t left = n;
+            d->c.gap_samples += n;
+            memset(zeros, 0, sizeof zeros);
+            while (left) {
+                const uint32_t k = left < 64u ? left : 64u;
+                push_pcm(d, zeros, k);
+                left -= k;
+            }
+        } else {
+            int8_t zp[SER_N_FEATURES];
+            uint32_t i2;
+            memset(zp, (int8_t)SER_INPUT_ZERO_POINT, sizeof zp);
+            d->c.gap_frames += n;
+            for (i2 = 0; i2 < n; i2++) add_frame(d, zp, NO_LEVEL);
+        }
+        d->engine_pos += n;
+        return;
     }
-    return -(long)diff;
+    if (audio) { /* samples are unaligned little-endian int16 */
+        int16_t pcm[64];
+        uint32_t i = 0;
+        while (i < n) {
+            uint32_t k = 0;
+            for (; k < 64u && i < n; k++, i++)
+                pcm[k] = (int16_t)(uint16_t)(items[2 * i] | items[2 * i + 1] << 8);
+            push_pcm(d, pcm, k);
+        }
+    } else {
+        uint32_t i;
+        for (i = 0; i < n; i++) add_frame(d, (const int8_t *)(items + (size_t)i * SER_N_FEATURES), NO_LEVEL);
+    }
+    d->engine_pos += n;
+}
+
+/* Leaving an AUDIO/FEATURES session: count what the reorder buffer saw; drop what it held. */
+static void end_stream(ser_device_t *d) {
+    if (!d->ra_active) return;
+    d->c.stale += d->ra.c.stale;
+    d->c.resend_recovered += d->ra.c.recovered_items;
+    d->ra_active = 0;
+}
+
+void ser_device_poll(ser_device_t *d) {
+    uint32_t first[SER_RA_MAX_RANGES], count[SER_RA_MAX_RANGES];
+    unsigned m;
+    size_t n;
+    if (!d->ra_active || (d->ra.n_chunks == 0 && d->ra.known_end <= d->ra.next)) return; /* no holes */
+    d->t_rx = d->io->ticks(d->io->ctx);
+    d->cur_seq = SER_NO_SEQ;
+    d->cur_type = d->mode == MODE_AUDIO ? SER_MSG_AUDIO : SER_MSG_FEATURES;
+    m = ser_ra_poll(&d->ra, d->t_rx, first, count);
+    flush_pending(d);
+    if (m) {
+        d->c.resend_requests++;
+        n = ser_resend_payload(d->session, first, count, m, d->payload, sizeof d->payload);
+        send(d, SER_MSG_RESEND, d->payload, n);
+    }
 }
 
 static int check_session(ser_device_t *d, uint16_t seq, uint8_t want, uint8_t type) {
@@ -502,38 +619,23 @@ static int check_session(ser_device_t *d, uint16_t seq, uint8_t want, uint8_t ty
     return 0;
 }
 
+static void on_stream(ser_device_t *d, uint16_t seq, uint8_t type, uint32_t offset, const uint8_t *items, uint32_t n) {
+    d->cur_seq = seq;
+    d->cur_type = type;
+    ser_ra_push(&d->ra, offset, items, n, d->io->ticks(d->io->ctx));
+    flush_pending(d);
+    ser_device_poll(d); /* ask at once for a hole this chunk revealed */
+}
+
 static void on_audio(ser_device_t *d, uint16_t seq, const uint8_t *p, size_t len) {
-    uint32_t offset, n, i;
-    long skip;
-    int16_t pcm[64];
-    n = (uint32_t)ser_audio_parse(p, len, &offset); /* layout already checked by the decoder */
+    uint32_t offset;
+    const long n = ser_audio_parse(p, len, &offset); /* layout already checked; 0 samples = SYNC */
     if (!check_session(d, seq, MODE_AUDIO, SER_MSG_AUDIO)) return;
-    skip = align_stream(d, seq, SER_MSG_AUDIO, offset, n, SER_FW_MAX_GAP_SAMPLES);
-    if (skip == ALIGN_DROP) return;
-    if (skip < 0) {
-        uint32_t fill = (uint32_t)(-skip);
-        d->c.gap_samples += fill;
-        memset(pcm, 0, sizeof pcm);
-        while (fill) {
-            const uint32_t k = fill < 64u ? fill : 64u;
-            push_pcm(d, pcm, k);
-            fill -= k;
-        }
-        d->next_offset += (uint32_t)(-skip);
-        skip = 0;
-    }
-    for (i = (uint32_t)skip; i < n;) { /* samples are unaligned little-endian in the payload */
-        uint32_t k = 0;
-        for (; k < 64u && i < n; k++, i++) pcm[k] = ser_audio_sample(p, i);
-        push_pcm(d, pcm, k);
-    }
-    d->next_offset += n - (uint32_t)skip;
+    on_stream(d, seq, SER_MSG_AUDIO, offset, p + 4, n > 0 ? (uint32_t)n : 0u);
 }
 
 static void on_features(ser_device_t *d, uint16_t seq, const uint8_t *p, size_t len) {
     const uint32_t offset = get32(p), n = get16(p + 4), nf = get16(p + 6);
-    long skip;
-    uint32_t i;
     (void)len;
     if (!check_session(d, seq, MODE_FEATURES, SER_MSG_FEATURES)) return;
     if (nf != SER_N_FEATURES) {
@@ -545,19 +647,7 @@ static void on_features(ser_device_t *d, uint16_t seq, const uint8_t *p, size_t 
         send_error(d, SER_ERR_BAD_DIMS, seq, SER_MSG_FEATURES, t.s);
         return;
     }
-    skip = align_stream(d, seq, SER_MSG_FEATURES, offset, n, SER_FW_MAX_GAP_FRAMES);
-    if (skip == ALIGN_DROP) return;
-    if (skip < 0) {
-        int8_t zp[SER_N_FEATURES];
-        uint32_t fill = (uint32_t)(-skip);
-        memset(zp, (int8_t)SER_INPUT_ZERO_POINT, sizeof zp);
-        d->c.gap_frames += fill;
-        for (i = 0; i < fill; i++) add_frame(d, zp, NO_LEVEL);
-        d->next_offset += fill;
-        skip = 0;
-    }
-    for (i = (uint32_t)skip; i < n; i++) add_frame(d, (const int8_t *)(p + 8 + (size_t)i * nf), NO_LEVEL);
-    d->next_offset += n - (uint32_t)skip;
+    on_stream(d, seq, SER_MSG_FEATURES, offset, p + 8, n);
 }
 
 static void on_start(ser_device_t *d, uint16_t seq, const uint8_t *p, size_t len) {
@@ -565,22 +655,82 @@ static void on_start(ser_device_t *d, uint16_t seq, const uint8_t *p, size_t len
     uint16_t session;
     uint32_t offset;
     (void)ser_start_parse(p, len, &mode, &session, &offset);
-    if (mode > MODE_MIC_PUSH) {
+    if (mode == MODE_IDLE || mode > MODE_MIC_PUSH) {
         text_t t = {{0}, 0};
-        t_str(&t, "unknown mode ");
-        t_u32(&t, mode);
+        if (mode == MODE_IDLE) {
+            t_str(&t, "mode 0 is not a session; send STOP");
+        } else {
+            t_str(&t, "unknown mode ");
+            t_u32(&t, mode);
+        }
         send_error(d, SER_ERR_UNSUPPORTED, seq, SER_MSG_START, t.s);
+        return;
+    }
+    if (d->have_key && d->key_mode == mode && d->key_session == session && d->key_offset == offset &&
+        d->mode == mode) { /* a retry after a lost ACK: keep the stream (audio may already flow) */
+        send_ack(d, seq, SER_MSG_START, ACK_ALREADY);
         return;
     }
     if (mode == MODE_MIC_PUSH) {
         send_error(d, SER_ERR_UNSUPPORTED, seq, SER_MSG_START, "this device has no audio source");
         return;
     }
+    end_stream(d);
     d->session = session;
-    reset_stream(d, offset);
+    d->have_key = 1;
+    d->key_mode = mode;
+    d->key_session = session;
+    d->key_offset = offset;
+    reset_stream(d);
+    ser_ra_init(&d->ra, offset, mode == MODE_AUDIO ? 2u : (uint32_t)SER_N_FEATURES, d->peer_revision >= 2,
+                (uint64_t)SER_DEV_RESEND_HOLD_MS * ticks_per_ms(d), (uint64_t)SER_DEV_RESEND_RETRY_MS * ticks_per_ms(d),
+                mode == MODE_AUDIO ? (int64_t)SER_FW_MAX_GAP_SAMPLES : (int64_t)SER_FW_MAX_GAP_FRAMES, ra_emit, d);
+    d->ra_active = 1;
     d->mode = mode;
     d->c.sessions++;
-    send_ack(d, seq, SER_MSG_START);
+    send_ack(d, seq, SER_MSG_START, ACK_OK);
+}
+
+static void on_stop(ser_device_t *d, uint16_t seq) {
+    const int idle = d->mode == MODE_IDLE;
+    if (d->mode == MODE_AUDIO || d->mode == MODE_FEATURES) {
+        d->cur_seq = SER_NO_SEQ;
+        ser_ra_flush(&d->ra); /* input still held for a RESEND goes in (holes zero-filled) */
+        finish_stream(d);     /* the tail window, utterance and summary come before the ACK */
+    }
+    end_stream(d);
+    d->mode = MODE_IDLE;
+    d->have_key = 0;
+    send_ack(d, seq, SER_MSG_STOP, idle ? ACK_ALREADY : ACK_OK);
+}
+
+/* The host missed RESULTs: send the ones still held again (same bytes). */
+static void on_resend(ser_device_t *d, const uint8_t *p, size_t len) {
+    uint32_t first[SER_MAX_RESEND_RANGES], count[SER_MAX_RESEND_RANGES];
+    uint16_t session;
+    const int n = ser_resend_parse(p, len, &session, first, count, SER_MAX_RESEND_RANGES);
+    int i;
+    if (n < 1 || session != d->session) return;
+    for (i = 0; i < n; i++) {
+        const uint32_t lim = count[i] < SER_DEV_RESULT_HISTORY ? count[i] : SER_DEV_RESULT_HISTORY;
+        uint32_t k;
+        for (k = 0; k < lim; k++) {
+            const uint32_t w = first[i] + k, slot = w % SER_DEV_RESULT_HISTORY;
+            if (d->history_ok[slot] && get32(d->history[slot]) == w) {
+                memcpy(d->payload, d->history[slot], SER_DEV_RESULT_SIZE);
+                send(d, SER_MSG_RESULT, d->payload, SER_DEV_RESULT_SIZE);
+                d->c.results_resent++;
+            }
+        }
+    }
+}
+
+static void on_hello(ser_device_t *d, uint16_t seq, const uint8_t *p) {
+    const uint16_t host_max = get16(p + 2);
+    d->peer_revision = p[0] < SER_PROTOCOL_REVISION ? p[0] : SER_PROTOCOL_REVISION; /* >= 1: checked */
+    d->host_max_payload = host_max < 64u ? 64u : host_max;
+    d->rx.have_seq = 0; /* a new conversation: the host's counter may have restarted */
+    send_info(d, seq, 0);
 }
 
 static void handle(ser_device_t *d, const ser_frame_t *f) {
@@ -588,18 +738,15 @@ static void handle(ser_device_t *d, const ser_frame_t *f) {
         case SER_MSG_AUDIO: on_audio(d, f->seq, f->payload, f->length); break;
         case SER_MSG_FEATURES: on_features(d, f->seq, f->payload, f->length); break;
         case SER_MSG_PING: send(d, SER_MSG_PONG, f->payload, f->length); break;
-        case SER_MSG_HELLO: send_info(d, f->seq, 0); break;
+        case SER_MSG_HELLO: on_hello(d, f->seq, f->payload); break;
         case SER_MSG_START: on_start(d, f->seq, f->payload, f->length); break;
-        case SER_MSG_STOP:
-            if (d->mode == MODE_AUDIO || d->mode == MODE_FEATURES) finish_stream(d);
-            d->mode = MODE_IDLE;
-            send_ack(d, f->seq, SER_MSG_STOP);
-            break;
+        case SER_MSG_STOP: on_stop(d, f->seq); break;
         case SER_MSG_GET_STATS: send_stats(d, f->seq); break;
-        case SER_MSG_PONG:
-        case SER_MSG_ACK: break; /* answers to nothing we asked; harmless */
-        default: {
+        case SER_MSG_PONG: break; /* the answer to a PING this device sent */
+        case SER_MSG_RESEND: on_resend(d, f->payload, f->length); break;
+        default: { /* a device->host type sent to the device */
             text_t t = {{0}, 0};
+            d->c.rx_unexpected_type++;
             t_str(&t, type_names[f->type]);
             t_str(&t, " is not a request");
             send_error(d, SER_ERR_UNKNOWN_TYPE, f->seq, f->type, t.s);
@@ -607,23 +754,40 @@ static void handle(ser_device_t *d, const ser_frame_t *f) {
     }
 }
 
+/* Types only a device sends (docs/protocol.md §4: PING, PONG and RESEND go both ways). */
+static int device_only_type(uint8_t type) {
+    return type == SER_MSG_INFO || type == SER_MSG_RESULT || type == SER_MSG_ERROR || type == SER_MSG_ACK ||
+           type == SER_MSG_STATS;
+}
+
 /* SerialDevice._on_drop: only frames that passed the CRC have a seq/type worth answering. */
 static void on_drop(ser_device_t *d, int reason, const ser_frame_t *f) {
+    text_t t = {{0}, 0};
+    if (reason == SER_DROP_PAYLOAD && device_only_type(f->type)) reason = SER_DROP_UNKNOWN_TYPE;
     switch (reason) {
-        case SER_DROP_UNKNOWN_TYPE: send_error(d, SER_ERR_UNKNOWN_TYPE, f->seq, f->type, "unknown_type"); break;
+        case SER_DROP_UNKNOWN_TYPE:
+            if (f->type >= 1 && f->type <= SER_MSG_TYPE_MAX) {
+                t_str(&t, type_names[f->type]);
+                t_str(&t, " is not a request");
+            } else {
+                static const char hex[] = "0123456789abcdef";
+                char h[3] = {hex[f->type >> 4], hex[f->type & 15u], 0};
+                t_str(&t, "unknown message type 0x");
+                t_str(&t, h);
+            }
+            send_error(d, SER_ERR_UNKNOWN_TYPE, f->seq, f->type, t.s);
+            break;
         case SER_DROP_PAYLOAD: send_error(d, SER_ERR_BAD_PAYLOAD, f->seq, f->type, "payload"); break;
         case SER_DROP_LENGTH: send_error(d, SER_ERR_BAD_PAYLOAD, f->seq, f->type, "length"); break;
         case SER_DROP_VERSION:
             send_error(d, SER_ERR_VERSION, f->seq, f->type, "this device speaks protocol version 1");
             break;
-        case SER_DROP_OVERSIZE: {
-            text_t t = {{0}, 0};
+        case SER_DROP_OVERSIZE:
             t_str(&t, "max payload is ");
             t_u32(&t, (uint32_t)d->rx.max_payload);
             t_str(&t, " bytes");
             send_error(d, SER_ERR_TOO_LARGE, f->seq, f->type, t.s);
             break;
-        }
         default: break; /* cobs, short, crc: seq and type cannot be trusted */
     }
 }
@@ -646,14 +810,16 @@ void ser_device_feed(ser_device_t *d, uint8_t byte) {
 void ser_device_init(ser_device_t *d, const ser_device_io_t *io) {
     memset(d, 0, sizeof *d);
     d->io = io;
-    ser_decoder_init(&d->rx, 0);
+    d->peer_revision = 1; /* until a HELLO says more: no RESEND frames to unknown hosts */
+    d->host_max_payload = SER_PROTOCOL_MAX_PAYLOAD;
+    ser_decoder_init(&d->rx, SER_DEV_MAX_PAYLOAD);
     ser_decoder_check_messages(&d->rx, 1);
     if (ser_fe_init(&d->fe, &ser_fe_tables) != SER_FE_OK ||
         ser_fe_tables_checksum(&ser_fe_tables) != SER_TABLES_CHECKSUM)
         d->engine_rc = TABLES_CORRUPT; /* tables corrupt: every window answers ERROR ENGINE */
     else
         d->engine_rc = ser_engine_init();
-    reset_stream(d, 0);
+    reset_stream(d);
     send_info(d, SER_NO_SEQ, 1);
 }
 

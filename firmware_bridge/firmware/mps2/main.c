@@ -1,7 +1,8 @@
 /*
  * main.c - the ser-edge device firmware for the MPS2 AN386 (Cortex-M4F): UART0 at SER_FW_BAUD,
  * the serial protocol device loop (ser_device.c) over the exported model. Received bytes arrive
- * by interrupt in a ring (uart.c); the loop feeds them to the device and sleeps (WFI) when idle.
+ * by interrupt in a ring (uart.c); the loop feeds them to the device, lets it do its timed work
+ * (ser_device_poll) and sleeps (WFI) until the next byte or SysTick interrupt.
  */
 #include <stdint.h>
 
@@ -42,15 +43,15 @@ int main(void) {
     ser_device_init(&device, &io);
     for (;;) {
         uint8_t b;
+        uint32_t irq;
+        while (uart_rx_pop(&b)) ser_device_feed(&device, b);
+        /* Time-driven work (lost input given up, RESEND repeated) whenever the loop wakes: after
+         * each burst of bytes and at least every SysTick period. */
+        ser_device_poll(&device);
         /* Interrupts off between the empty check and WFI, so a byte arriving in between still
          * wakes the core (WFI wakes on a pending interrupt even with PRIMASK set). */
-        const uint32_t irq = board_irq_save();
-        if (!uart_rx_pop(&b)) {
-            board_wfi();
-            board_irq_restore(irq);
-            continue;
-        }
+        irq = board_irq_save();
+        if (uart_rx_empty()) board_wfi();
         board_irq_restore(irq);
-        ser_device_feed(&device, b);
     }
 }

@@ -63,6 +63,8 @@ int uart_rx_pop(uint8_t *byte) {
     return 1;
 }
 
+int uart_rx_empty(void) { return rx_tail == rx_head; }
+
 uint32_t uart_rx_dropped(void) { return rx_dropped; }
 
 void uart_write(const uint8_t *data, size_t n) {
@@ -74,7 +76,7 @@ void uart_write(const uint8_t *data, size_t n) {
     }
 }
 
-#define SYSTICK_RELOAD 0xFFFFFFu /* 24-bit counter */
+#define SYSTICK_RELOAD (BOARD_SYSCLK_HZ / 100u - 1u) /* wrap (and wake) every 10 ms; the counter is 24 bits */
 
 void systick_handler(void) { systick_wraps = systick_wraps + 1; }
 
