@@ -39,7 +39,11 @@ def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int = 7) 
 
 
 def machine() -> dict:
-    return {"python": platform.python_version(), "machine": platform.machine(), "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count()}
+    """The machine a result was measured on, with its load average when the result was written
+    (speed ratios are measured within one run, but a busy machine still moves them)."""
+    load = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+    return {"python": platform.python_version(), "machine": platform.machine(), "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(), "loadavg_1_5_15min": load}
 
 
 def git_commit() -> str:

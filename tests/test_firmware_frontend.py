@@ -121,6 +121,32 @@ def test_short_clips_give_zero_frames():
     assert fe.compute(np.ones(512, np.int16)).shape == (1, 13)
 
 
+@pytest.mark.parametrize("lanes", [None, 1], ids=["host_lanes", "one_frame"])
+def test_batch_lanes_bit_exact(fe, lanes):
+    """ser_fe_compute transforms SER_FE_LANES frames side by side on 64-bit hosts (version 2):
+    blocks whose frames have very different levels (so every lane has its own block shift: digital
+    silence, full scale, +-1 LSB, speech-like), then a partial block, == numpy; and the same with the
+    one-frame-at-a-time build (-DSER_FE_LANES=1, what a microcontroller runs)."""
+    cfg = fe.cfg
+    c = fe if lanes is None else CFrontend(cfg, extra_flags=(f"-DSER_FE_LANES={lanes}",))
+    n_lanes = int(c.lib.ser_fe_lanes())
+    if lanes is None and __import__("platform").machine() in ("x86_64", "AMD64", "aarch64"):
+        assert n_lanes > 1  # the path under test is really in use
+    else:
+        assert n_lanes == (lanes or n_lanes)
+    rng = np.random.default_rng(7)
+    n_frames = 3 * max(n_lanes, 8) + 5
+    n = cfg.frame_length + (n_frames - 1) * cfg.hop_length
+    levels = rng.choice([0, 1, 30, 3000, 32767], size=n // cfg.hop_length + 1)
+    x = rng.standard_normal(n) * np.repeat(levels, cfg.hop_length)[:n]
+    x[: cfg.hop_length] = np.where(np.arange(cfg.hop_length) % 2, 32767, -32768)  # full-scale square
+    x = np.clip(np.round(x), -32768, 32767).astype(np.int16)
+    want = _ref(x, cfg)
+    assert len(want) == n_frames
+    for m in (n, n - cfg.hop_length, n - 5 * cfg.hop_length):  # block boundaries move
+        np.testing.assert_array_equal(c.compute(x[:m]), want[: cfg.n_frames(m)])
+
+
 def test_tables_checksum_matches_python(fe):
     assert fe.checksum() == tables_checksum(fe.cfg)
 

@@ -251,8 +251,10 @@ static void fft_v1(const ser_fe_tables_t *t, int32_t *re, int32_t *im) {
  * products < 2^30.5 * 2^30 (int64); after it <= 2^27.5, final <= 2^29.5. */
 #if defined(__GNUC__) || defined(__clang__)
 #define SER_FE_INLINE static inline __attribute__((always_inline))
+#define SER_FE_NOINLINE static __attribute__((noinline))
 #else
 #define SER_FE_INLINE static inline
+#define SER_FE_NOINLINE static
 #endif
 
 SER_FE_INLINE void twiddle(int32_t dr, int32_t di, int32_t c, int32_t sn, int64_t rnd, int qs,
@@ -394,16 +396,16 @@ static void shift_run(const int16_t *x, const int32_t *w, int32_t pairs, int32_t
 }
 
 /*
- * One frame: samples src[(start + i) & mask], i < N (mask = N-1 for the ring, all ones for a
- * linear buffer) -> out[n_out]. Steps numbered as in fixed_point.py.
+ * Steps 2-7 of one frame: samples src[(start + i) & mask], i < N (mask = N-1 for the ring, all
+ * ones for a linear buffer) -> mel energies st->mel; returns the frame's block shift s. Steps
+ * numbered as in fixed_point.py.
  */
-static void compute_frame(ser_fe_state_t *st, const int16_t *src, size_t start, size_t mask,
-                          int32_t *out) {
+static int frame_mel(ser_fe_state_t *st, const int16_t *src, size_t start, size_t mask) {
     const ser_fe_tables_t *t = st->t;
     const int32_t n = t->frame_length, m = n / 2, q = TWIDDLE_BITS(t);
     const int32_t *w = t->window_q;
     int32_t *re = st->re, *im = st->im;
-    int32_t i, j;
+    int32_t i;
     int s, rs;
     uint64_t peak = 0;
     /* the frame as at most two contiguous runs: src[start .. start + n1) then src[0 .. n - n1)
@@ -503,6 +505,14 @@ static void compute_frame(ser_fe_state_t *st, const int16_t *src, size_t start, 
             if (seg > 0) st->mel[seg - 1] += sum_p - sum_rise;        /* falling edge of filter seg-1 */
         }
     }
+    return s;
+}
+
+/* Steps 8-9 of one frame: mel energies st->mel of a frame with block shift s -> out[n_out]
+ * (updates the v2 running mean: frames of a stream must come in order). */
+static void frame_output(ser_fe_state_t *st, int s, int32_t *out) {
+    const ser_fe_tables_t *t = st->t;
+    int32_t i, j;
 
     /* 8. log2 in Q16: exponent from the bit length, mantissa normalised to [2^30, 2^31), then a
      * 2^T + 1 entry table with linear interpolation (Q15 fraction, rounded), minus the frame's
@@ -576,6 +586,214 @@ static void compute_frame(ser_fe_state_t *st, const int16_t *src, size_t start, 
     }
 }
 
+/* One frame (see frame_mel) -> out[n_out]. */
+static void compute_frame(ser_fe_state_t *st, const int16_t *src, size_t start, size_t mask,
+                          int32_t *out) {
+    frame_output(st, frame_mel(st, src, start, mask), out);
+}
+
+#if SER_FE_LANES > 1
+/*
+ * ser_fe_compute on hosts: SER_FE_LANES consecutive frames side by side (version 2). Each step
+ * below is frame_mel's arithmetic, done for every lane in an inner loop of fixed length that the
+ * compiler turns into vector instructions; the values are the same, bit for bit. Two rewrites of
+ * the same integers make the loops vectorisable:
+ *   - a right shift of an int64 value by qs <= 32 whose result fits int32 is taken as an unsigned
+ *     shift of its bit pattern (the low 32 bits are the same; vector units have no 64-bit
+ *     arithmetic shift), and int64 sums are formed modulo 2^64 (the same bits: the true sums are
+ *     below 2^63);
+ *   - the n = 0 butterflies use the general twiddle product: their twiddle is exactly 1, for which
+ *     it gives the same value as radix4_stage's rounding shift.
+ * Element i of lane l is at [i * SER_FE_LANES + l].
+ */
+#define LN SER_FE_LANES
+
+/* c (dr + j di) (c - j s), rounded: radix4_stage's twiddle() with d = s - c, e = c + s */
+#define LANE_TWIDDLE(dr, di, c, d, e, outr, outi)                                               \
+    do {                                                                                        \
+        const int64_t acc_ = (int64_t)(c) * ((dr) + (di)) + rnd;                                \
+        (outr) = (int32_t)(uint32_t)((uint64_t)(acc_ + (int64_t)(di) * (d)) >> qs);             \
+        (outi) = (int32_t)(uint32_t)((uint64_t)(acc_ - (int64_t)(dr) * (e)) >> qs);             \
+    } while (0)
+
+/* One radix-4 butterfly row (offset n of a group) for every lane; a_l = rows n + l q. */
+SER_FE_INLINE void lanes_butterfly(int32_t *restrict r0, int32_t *restrict r1, int32_t *restrict r2,
+                                   int32_t *restrict r3, int32_t *restrict i0, int32_t *restrict i1,
+                                   int32_t *restrict i2, int32_t *restrict i3, const int32_t *tw,
+                                   int64_t rnd, int qs, int sh) {
+    const int32_t half = sh ? (int32_t)1 << (sh - 1) : 0;
+    const int32_t c1 = tw[0], d1 = tw[1], e1 = tw[2], c2 = tw[3], d2 = tw[4], e2 = tw[5];
+    const int32_t c3 = tw[6], d3 = tw[7], e3 = tw[8];
+    int l;
+    for (l = 0; l < LN; l++) {
+        const int32_t b0r = r0[l] + r2[l], b0i = i0[l] + i2[l];
+        const int32_t b1r = r0[l] - r2[l], b1i = i0[l] - i2[l];
+        const int32_t b2r = r1[l] + r3[l], b2i = i1[l] + i3[l];
+        const int32_t b3r = r1[l] - r3[l], b3i = i1[l] - i3[l];
+        const int32_t c0r = b0r + b2r, c0i = b0i + b2i, c2r = b0r - b2r, c2i = b0i - b2i;
+        const int32_t c1r = b1r + b3i, c1i = b1i - b3r, c3r = b1r - b3i, c3i = b1i + b3r;
+        r0[l] = (c0r + half) >> sh;
+        i0[l] = (c0i + half) >> sh;
+        LANE_TWIDDLE(c1r, c1i, c1, d1, e1, r1[l], i1[l]);
+        LANE_TWIDDLE(c2r, c2i, c2, d2, e2, r2[l], i2[l]);
+        LANE_TWIDDLE(c3r, c3i, c3, d3, e3, r3[l], i3[l]);
+    }
+}
+
+static void lanes_radix4_stage(int32_t *re, int32_t *im, int32_t m, int32_t q, const int32_t *cs,
+                               const int32_t *sn, int qs, int sh) {
+    const int32_t stride = m / (4 * q), ql = q * LN;
+    const int64_t rnd = (int64_t)1 << (qs - 1);
+    int32_t g, n, l;
+    for (n = 0; n < q; n++) { /* twiddle-outer: the 9 constants of offset n serve every group */
+        int32_t tw[9];
+        for (l = 1; l <= 3; l++) {
+            const int32_t c = cs[l * n * stride], s = sn[l * n * stride];
+            tw[3 * (l - 1)] = c;
+            tw[3 * (l - 1) + 1] = s - c; /* |.| <= sqrt2 2^Q < 2^31 */
+            tw[3 * (l - 1) + 2] = c + s;
+        }
+        for (g = 0; g < m; g += 4 * q) {
+            int32_t *r0 = re + (g + n) * LN, *i0 = im + (g + n) * LN;
+            lanes_butterfly(r0, r0 + ql, r0 + 2 * ql, r0 + 3 * ql, i0, i0 + ql, i0 + 2 * ql, i0 + 3 * ql,
+                            tw, rnd, qs, sh);
+        }
+    }
+}
+
+/* radix4_last (q = 1, W = 1) for every lane */
+SER_FE_INLINE void lanes_last4(int32_t *restrict r0, int32_t *restrict r1, int32_t *restrict r2,
+                               int32_t *restrict r3, int32_t *restrict i0, int32_t *restrict i1,
+                               int32_t *restrict i2, int32_t *restrict i3) {
+    int l;
+    for (l = 0; l < LN; l++) {
+        const int32_t b0r = r0[l] + r2[l], b0i = i0[l] + i2[l], b1r = r0[l] - r2[l], b1i = i0[l] - i2[l];
+        const int32_t b2r = r1[l] + r3[l], b2i = i1[l] + i3[l], b3r = r1[l] - r3[l], b3i = i1[l] - i3[l];
+        r0[l] = b0r + b2r; i0[l] = b0i + b2i;
+        r1[l] = b1r + b3i; i1[l] = b1i - b3r;
+        r2[l] = b0r - b2r; i2[l] = b0i - b2i;
+        r3[l] = b1r - b3i; i3[l] = b1i + b3r;
+    }
+}
+
+/* the radix-2 last stage (W = 1, exact) for every lane */
+SER_FE_INLINE void lanes_last2(int32_t *restrict r0, int32_t *restrict r1, int32_t *restrict i0,
+                               int32_t *restrict i1) {
+    int l;
+    for (l = 0; l < LN; l++) {
+        const int32_t dr = r0[l] - r1[l], di = i0[l] - i1[l];
+        r0[l] += r1[l];
+        i0[l] += i1[l];
+        r1[l] = dr;
+        i1[l] = di;
+    }
+}
+
+static void lanes_fft(const ser_fe_tables_t *t, int32_t *re, int32_t *im) {
+    const int32_t m = t->frame_length / 2, qb = TWIDDLE_BITS(t);
+    const int32_t q_shift = (log2_exact(m) % 2 == 0) ? 4 : 2;
+    int32_t q, g;
+    for (q = m / 4; q >= 1; q /= 4) {
+        if (q == 1) {
+            for (g = 0; g < m; g += 4) {
+                int32_t *r = re + g * LN, *i = im + g * LN;
+                lanes_last4(r, r + LN, r + 2 * LN, r + 3 * LN, i, i + LN, i + 2 * LN, i + 3 * LN);
+            }
+            return;
+        }
+        if (q == q_shift)
+            lanes_radix4_stage(re, im, m, q, t->fft_cos_q, t->fft_sin_q, qb + t->fft_shift, t->fft_shift);
+        else
+            lanes_radix4_stage(re, im, m, q, t->fft_cos_q, t->fft_sin_q, qb, 0);
+        if (q == 2) break; /* log2 M odd: one radix-2 stage left */
+    }
+    for (g = 0; g < m; g += 2) {
+        int32_t *r = re + g * LN, *i = im + g * LN;
+        lanes_last2(r, r + LN, i, i + LN);
+    }
+}
+
+/* One bin of frame_mel's split + power + mel split, for every lane: adds P and its rising share
+ * to sp, sr (mel_bits <= 16: lanes_ok). Not inlined: on its own, with restrict arguments, the lane
+ * loop is always vectorised (inlined into lanes_mel, GCC 12 left one copy scalar). */
+SER_FE_NOINLINE void lanes_bin(const int32_t *restrict ar, const int32_t *restrict ai,
+                             const int32_t *restrict br, const int32_t *restrict bi, int32_t c,
+                             int32_t sn, uint32_t r, int q, int mb, int64_t *restrict sp,
+                             int64_t *restrict sr) {
+    const uint64_t half = (uint64_t)1 << (mb - 1);
+    int l;
+    for (l = 0; l < LN; l++) {
+        const int32_t er = ar[l] + br[l], ei = ai[l] - bi[l], o_r = ar[l] - br[l], o_i = ai[l] + bi[l];
+        /* (E + 1) 2^Q + c O_i - s O_r, modulo 2^64 (true value < 2^62.2), then >> (Q + 1) */
+        const uint64_t sr_ = ((uint64_t)(int64_t)(er + 1) << q) + (uint64_t)((int64_t)c * o_i) -
+                             (uint64_t)((int64_t)sn * o_r);
+        const uint64_t si_ = ((uint64_t)(int64_t)(ei + 1) << q) - (uint64_t)((int64_t)c * o_r) -
+                             (uint64_t)((int64_t)sn * o_i);
+        const int32_t xr = (int32_t)(uint32_t)(sr_ >> (q + 1)), xi = (int32_t)(uint32_t)(si_ >> (q + 1));
+        const uint64_t p = (uint64_t)((int64_t)xr * xr + (int64_t)xi * xi); /* <= 2^61 */
+        /* rise = (P >> mb) r + (((P mod 2^mb) r + 2^(mb-1)) >> mb) = (P r + 2^(mb-1)) >> mb, from
+         * P = H 2^32 + Lo: (H r) 2^(32-mb) + ((Lo r + 2^(mb-1)) >> mb), two 32 x 32 -> 64 products
+         * (H r < 2^(29+mb), Lo r < 2^(32+mb)) */
+        const uint64_t rise = (((uint64_t)(uint32_t)(p >> 32) * r) << (32 - mb)) +
+                              (((uint64_t)(uint32_t)p * r + half) >> mb);
+        sp[l] += (int64_t)p;
+        sr[l] += (int64_t)rise;
+    }
+}
+
+static void lanes_mel(ser_fe_state_t *st) {
+    const ser_fe_tables_t *t = st->t;
+    const int32_t m = t->frame_length / 2, mm = m - 1, q = TWIDDLE_BITS(t), mb = MEL_BITS(t);
+    const uint16_t *bitrev = t->bitrev;
+    const int32_t *rc = t->rfft_cos_q, *rsn = t->rfft_sin_q, *rw = t->rise_q - t->bin_lo;
+    int64_t *mel = st->lane_mel;
+    int32_t k = t->bin_lo, seg, l;
+    for (seg = 0; seg <= t->n_mels; seg++) {
+        const int32_t end = k + t->seg_len[seg];
+        int64_t sp[LN] = {0}, sr[LN] = {0};
+        for (; k < end; k++) {
+            const int32_t kz = bitrev[k & mm] * LN, kc = bitrev[(m - k) & mm] * LN;
+            lanes_bin(st->lane_re + kz, st->lane_im + kz, st->lane_re + kc, st->lane_im + kc, rc[k], rsn[k],
+                      (uint32_t)rw[k], q, mb, sp, sr);
+        }
+        for (l = 0; l < LN; l++) {
+            if (seg < t->n_mels) mel[seg * LN + l] = sr[l];
+            if (seg > 0) mel[(seg - 1) * LN + l] += sp[l] - sr[l];
+        }
+    }
+}
+
+/* What the lanes path covers: version 2 with the default table formats' ranges. */
+static int lanes_ok(const ser_fe_tables_t *t) {
+    return t->algorithm_version == 2 && MEL_BITS(t) <= 16 && TWIDDLE_BITS(t) + t->fft_shift <= 32;
+}
+
+/* SER_FE_LANES frames of a linear buffer, starting at pcm[start] every hop samples -> out rows. */
+static void compute_lanes(ser_fe_state_t *st, const int16_t *pcm, size_t start, size_t hop, int32_t *out) {
+    const ser_fe_tables_t *t = st->t;
+    const int32_t n = t->frame_length, m = n / 2;
+    int s[LN];
+    int32_t i, j, l;
+    for (l = 0; l < LN; l++) { /* steps 2-3 per frame (frame_mel's code), then into lane l */
+        const int16_t *x = pcm + start + (size_t)l * hop;
+        uint32_t or_lo = 0, or_hi = 0;
+        peak_run(x, t->window_q, n, &or_lo, &or_hi);
+        s[l] = t->block_bits - bitlen64((uint64_t)or_hi << 32 | or_lo);
+        shift_run(x, t->window_q, m, st->re, st->im, s[l]);
+        for (i = 0; i < m; i++) {
+            st->lane_re[i * LN + l] = st->re[i];
+            st->lane_im[i * LN + l] = st->im[i];
+        }
+    }
+    lanes_fft(t, st->lane_re, st->lane_im);
+    lanes_mel(st);
+    for (l = 0; l < LN; l++) { /* steps 8-9 per frame, in stream order (the v2 running mean) */
+        for (j = 0; j < t->n_mels; j++) st->mel[j] = st->lane_mel[j * LN + l];
+        frame_output(st, s[l], out + (size_t)l * (size_t)t->n_out);
+    }
+}
+#endif /* SER_FE_LANES > 1 */
+
 size_t ser_fe_push(ser_fe_state_t *st, const int16_t *pcm, size_t n) {
     const uint32_t cap = (uint32_t)st->t->frame_length, mask = cap - 1;
     size_t room = cap - st->count, k, i;
@@ -625,11 +843,15 @@ size_t ser_fe_n_frames(const ser_fe_tables_t *t, size_t n) {
 
 size_t ser_fe_compute(ser_fe_state_t *st, const int16_t *pcm, size_t n, int32_t *out,
                       size_t max_frames) {
-    size_t f, nf = ser_fe_n_frames(st->t, n);
-    const size_t no = (size_t)st->t->n_out;
+    size_t f = 0, nf = ser_fe_n_frames(st->t, n);
+    const size_t no = (size_t)st->t->n_out, hop = (size_t)st->t->hop_length;
     ser_fe_reset(st);
     if (nf > max_frames) nf = max_frames;
-    for (f = 0; f < nf; f++) compute_frame(st, pcm, f * (size_t)st->t->hop_length, ~(size_t)0, out + f * no);
+#if SER_FE_LANES > 1
+    if (lanes_ok(st->t))
+        for (; f + SER_FE_LANES <= nf; f += SER_FE_LANES) compute_lanes(st, pcm, f * hop, hop, out + f * no);
+#endif
+    for (; f < nf; f++) compute_frame(st, pcm, f * hop, ~(size_t)0, out + f * no);
     return nf;
 }
 
@@ -702,3 +924,4 @@ uint32_t ser_fe_tables_checksum(const ser_fe_tables_t *t) {
 
 size_t ser_fe_state_size(void) { return sizeof(ser_fe_state_t); }
 size_t ser_fe_tables_size(void) { return sizeof(ser_fe_tables_t); }
+size_t ser_fe_lanes(void) { return SER_FE_LANES; }

@@ -46,6 +46,17 @@ extern "C" {
 #if (SER_FE_MAX_FRAME_LENGTH & (SER_FE_MAX_FRAME_LENGTH - 1)) || SER_FE_MAX_FRAME_LENGTH < 16
 #error "SER_FE_MAX_FRAME_LENGTH must be a power of two >= 16"
 #endif
+/* Frames ser_fe_compute transforms side by side (version 2): on 64-bit hosts every step of the FFT
+ * and the mel stage then works on SER_FE_LANES frames at once (the compiler vectorises across
+ * frames), at the cost of SER_FE_LANES copies of the work arrays in ser_fe_state_t. 1 on
+ * microcontrollers: one frame at a time. Streaming (ser_fe_pop) always computes one frame. */
+#ifndef SER_FE_LANES
+#if defined(__x86_64__) || defined(__aarch64__)
+#define SER_FE_LANES 8
+#else
+#define SER_FE_LANES 1
+#endif
+#endif
 
 #define SER_FE_OUTPUT_MFCC 0
 #define SER_FE_OUTPUT_LOGMEL 1
@@ -98,7 +109,8 @@ typedef struct {
 } ser_fe_tables_t;
 
 /* Caller-owned state: frame ring buffer + work arrays + v2 running mean (about 3.8 KB for N=512,
- * 40 mels). Frames depend on earlier frames of the stream only through norm_acc/norm_count (v2). */
+ * 40 mels; plus SER_FE_LANES x (4 N + 8 n_mels) B of lanes on 64-bit hosts, 19 KB). Frames depend
+ * on earlier frames of the stream only through norm_acc/norm_count (v2). */
 typedef struct {
     const ser_fe_tables_t *t;
     uint32_t start;          /* ring index of the next frame's first sample */
@@ -112,6 +124,12 @@ typedef struct {
     int32_t logmel[SER_FE_MAX_MELS];         /* Q16 log2, |.| < 2^24 */
     int32_t norm_acc[SER_FE_MAX_MELS];       /* v2 running mean, Q23 log2, |.| < 2^30 */
     uint32_t norm_count;                     /* v2 frames seen, saturates at 2^norm_shift */
+#if SER_FE_LANES > 1
+    /* ser_fe_compute's frames side by side: element i of lane l at [i * SER_FE_LANES + l] */
+    int32_t lane_re[SER_FE_MAX_FRAME_LENGTH / 2 * SER_FE_LANES];
+    int32_t lane_im[SER_FE_MAX_FRAME_LENGTH / 2 * SER_FE_LANES];
+    int64_t lane_mel[SER_FE_MAX_MELS * SER_FE_LANES];
+#endif
 } ser_fe_state_t;
 
 /* Validate tables against the compiled limits and the proven ranges; SER_FE_OK or an error. */
@@ -167,6 +185,9 @@ uint32_t ser_fe_tables_checksum(const ser_fe_tables_t *t);
 /* sizeof(ser_fe_state_t) / sizeof(ser_fe_tables_t) for the host bindings' layout checks. */
 size_t ser_fe_state_size(void);
 size_t ser_fe_tables_size(void);
+
+/* SER_FE_LANES of this build (frames ser_fe_compute transforms side by side). */
+size_t ser_fe_lanes(void);
 
 #ifdef __cplusplus
 }
