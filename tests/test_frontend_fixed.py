@@ -15,7 +15,7 @@ from edge_runtime.frontend import (
     compute_features_many,
     make_tables,
 )
-from edge_runtime.frontend.fixed_point import engine_for, frame_signal
+from edge_runtime.frontend.fixed_point import _bit_length, engine_for, frame_signal
 from edge_runtime.test_signals import dithered_silence, harmonic_vowel, quiet_speechlike, tone_sweep, white_noise
 from tests.golden.regen_frontend_golden import CASES, golden_signal, tables_digest
 
@@ -103,6 +103,23 @@ def test_silence_is_the_floor_and_level_shifts_log():
     loud = a > 0  # far above the int16 rounding noise of x // 2
     # halving the amplitude lowers every (well above floor) log2 energy by 2
     assert np.allclose((a - b)[loud], 2.0, atol=0.02)
+
+
+def test_bit_length_is_exact_at_every_power_of_two():
+    """numpy's bit length (the C port's 64 - clz) reads a float64 exponent and corrects it with
+    integers: exact where the float rounds up to the next power of two (2^k - 1 for k > 53), at 0
+    and at the 2^62 top of its range."""
+    pow2 = np.int64(1) << np.arange(63, dtype=np.int64)
+    vals = {0, 1, 2, 3}
+    for k in range(1, 63):
+        vals |= {(1 << k) - 2, (1 << k) - 1, 1 << k, (1 << k) + 1}
+        vals |= {(1 << k) - (1 << j) for j in range(max(0, k - 60), k)}  # 2^k - 2^j: round-up cases
+    vals = sorted(v for v in vals if 0 <= v <= 1 << 62)
+    rng = np.random.default_rng(5)
+    vals += [int(v) >> int(k) for v, k in zip(rng.integers(0, 1 << 62, 2000), rng.integers(0, 62, 2000))]
+    x = np.array(vals, dtype=np.int64)
+    np.testing.assert_array_equal(_bit_length(x, pow2), [v.bit_length() for v in vals])
+    assert _bit_length(x[:20].reshape(10, 2), pow2).shape == (10, 2)
 
 
 def test_many_equals_single_and_frame_counts():
