@@ -10,7 +10,8 @@ build (written to a temp name, then atomically renamed).
     s = fe.stream(); s.push(chunk)       # == StreamingFrontend.push, through ser_fe_push/ser_fe_pop
 
 Protocol bindings: :func:`crc32`, :func:`cobs_encode`, :func:`cobs_decode`, :func:`encode_frame`,
-:class:`CFrameDecoder`, :func:`result_payload`. Cross-compilation for a Cortex-M4:
+:class:`CFrameDecoder`, :func:`result_payload`; the firmware's reorder buffer: :class:`CReassembler`.
+Cross-compilation for a Cortex-M4:
 :func:`cross_compile_m4` (section sizes via ``arm-none-eabi-size``).
 """
 from __future__ import annotations
@@ -31,8 +32,8 @@ from edge_runtime.frontend import FrontendConfig
 
 from .export import ARRAY_FIELDS, FIRMWARE_DIR, PARAM_FIELDS, V2_FIELDS, c_arrays, c_params
 
-SOURCES = ("ser_frontend.c", "ser_protocol.c", "ser_nn.c")
-HEADERS = ("ser_frontend.h", "ser_protocol.h", "ser_nn.h")
+SOURCES = ("ser_frontend.c", "ser_protocol.c", "ser_nn.c", "ser_reassembly.c")
+HEADERS = ("ser_frontend.h", "ser_protocol.h", "ser_nn.h", "ser_reassembly.h")
 WARN_FLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-Wdouble-promotion", "-Wfloat-conversion",
               "-Wshadow", "-pedantic")
 # -O3: the vectoriser turns ser_fe_compute's lanes (SER_FE_LANES frames side by side) into SIMD
@@ -131,6 +132,7 @@ class _Frame(ctypes.Structure):
 
 _P = ctypes.c_void_p
 _SZ = ctypes.c_size_t
+_RA_EMIT = ctypes.CFUNCTYPE(None, _P, ctypes.c_int, ctypes.POINTER(ctypes.c_uint8), ctypes.c_uint32, ctypes.c_int64)
 
 
 @functools.lru_cache(maxsize=None)
@@ -166,6 +168,13 @@ def load_library(cc: str = "gcc", extra_flags: tuple[str, ...] = ()) -> ctypes.C
         "ser_audio_parse": (ctypes.c_long, [_P, _SZ, _P]),
         "ser_resend_payload": (_SZ, [ctypes.c_uint16, _P, _P, ctypes.c_uint, _P, _SZ]),
         "ser_resend_parse": (ctypes.c_int, [_P, _SZ, _P, _P, _P, ctypes.c_uint]),
+        "ser_ra_init": (None, [_P, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint64,
+                               ctypes.c_uint64, ctypes.c_int64, _RA_EMIT, _P]),
+        "ser_ra_push": (None, [_P, ctypes.c_uint32, _P, ctypes.c_uint32, ctypes.c_uint64]),
+        "ser_ra_poll": (ctypes.c_uint, [_P, ctypes.c_uint64, _P, _P]),
+        "ser_ra_flush": (None, [_P]),
+        "ser_ra_buffered": (ctypes.c_uint32, [_P]),
+        "ser_ra_size": (_SZ, []),
     }
     for name, (res, args) in sig.items():
         fn = getattr(lib, name)
@@ -359,6 +368,56 @@ def result_payload(window_index: int, session: int, label_index: int, flags: int
     if n == 0:
         raise ValueError("ser_result_payload refused the arguments")
     return out.raw[:n]
+
+
+class CReassembler:
+    """The firmware's reorder buffer (ser_reassembly.c) driven from Python, with the interface of
+    :class:`edge_runtime.protocol.reassembly.StreamReassembler` for int16 samples: ``push`` and
+    ``flush`` return pieces (``("data", int16 array)``, ``("fill", n)``, ``("reset", position)``),
+    ``poll`` returns ``(pieces, ranges)``. Times are seconds (converted to microsecond ticks)."""
+
+    _KINDS = ("data", "fill", "reset")
+
+    def __init__(self, start_offset: int = 0, *, resend: bool = True, hold_s: float = 3.0,
+                 retry_s: float = 0.1, max_gap: int = 160000) -> None:
+        self.lib = load_library()
+        self._buf = np.zeros(self.lib.ser_ra_size() // 8 + 2, np.int64)
+        self._out: list = []
+
+        def emit(_ctx, kind, items, n, pos):
+            name = self._KINDS[kind]
+            if name == "data":
+                self._out.append(("data", np.frombuffer(ctypes.string_at(items, 2 * n), "<i2").astype(np.int16)))
+            else:
+                self._out.append((name, int(n) if name == "fill" else int(pos)))
+
+        self._emit = _RA_EMIT(emit)  # keep the callback alive as long as the C side may call it
+        self.lib.ser_ra_init(_ptr(self._buf), start_offset & 0xFFFFFFFF, 2, int(resend), int(hold_s * 1e6),
+                             int(retry_s * 1e6), max_gap, self._emit, None)
+
+    def _take(self) -> list:
+        out, self._out = self._out, []
+        return out
+
+    def push(self, offset: int, items: np.ndarray, now: float) -> list:
+        data = np.ascontiguousarray(items, dtype="<i2")
+        self.lib.ser_ra_push(_ptr(self._buf), offset & 0xFFFFFFFF, _ptr(data) if data.size else None, data.size,
+                             int(now * 1e6))
+        return self._take()
+
+    def poll(self, now: float) -> tuple[list, list]:
+        first = np.zeros(8, np.uint32)
+        count = np.zeros(8, np.uint32)
+        m = self.lib.ser_ra_poll(_ptr(self._buf), int(now * 1e6), _ptr(first), _ptr(count))
+        return self._take(), [(int(first[i]), int(count[i])) for i in range(m)]
+
+    def flush(self) -> list:
+        self.lib.ser_ra_flush(_ptr(self._buf))
+        return self._take()
+
+    @property
+    def buffered(self) -> int:
+        return int(self.lib.ser_ra_buffered(_ptr(self._buf)))
 
 
 # ------------------------------------------------------------------------ cross-compilation

@@ -74,6 +74,12 @@ def _f32_bits(x: float) -> int:
     return struct.unpack("<I", struct.pack("<f", float(x)))[0]
 
 
+def _exp_q31(output_scale: float) -> list[int]:
+    """``exp(-d * output_scale)`` for the int8 logit differences ``d = 0..255``, in Q31: the firmware's
+    softmax of a window (the zero point cancels), for the probability tie-break of utterance labels."""
+    return [min(1 << 31, int(round(np.exp(-d * output_scale) * (1 << 31)))) for d in range(256)]
+
+
 def fw_info_header(model_path: Path) -> str:
     """``ser_fw_info.h``: INFO constants and the device policy numbers for ``model_path``: the
     speech gate's integer constants and the window policy of ``StreamingClassifier``'s defaults
@@ -113,6 +119,8 @@ def fw_info_header(model_path: Path) -> str:
         f"#define SER_FW_FLUSH_MIN_FRAMES {policy.flush_min_frames}u",
         f"#define SER_FW_MIN_FRAMES {policy.min_frames}u",
         f"#define SER_FW_UTTERANCE_GAP_WINDOWS {policy.utterance_gap_windows}u",
+        "/* exp(-d * output_scale) in Q31 for d = 0..255: window softmax for the utterance tie-break */",
+        "#define SER_FW_EXP_Q31 {" + ", ".join(f"{v}u" for v in _exp_q31(float(md.get("output_scale") or 0.0))) + "}",
         "/* the int8 frame a short stream is padded with (digital silence through the front end) */",
         "#define SER_FW_PAD_FRAME {" + ", ".join(str(int(v)) for v in np.asarray(pad).ravel()) + "}",
         "#endif", ""])

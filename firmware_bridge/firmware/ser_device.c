@@ -296,12 +296,45 @@ static uint8_t argmax8(const int8_t *v, int n) { /* first maximum, as np.argmax 
     return (uint8_t)best;
 }
 
+/* The label of an utterance (window_policy.aggregate_means): the class with the highest mean
+ * log-probability = the highest sum of int8 logits; an exact tie is broken by the mean probability
+ * (sum_probs, Q31 per window); a tie in both (within 1e-9 per window, window_policy._TIE) has no
+ * label: -1 (UNCERTAIN), never the lowest index. */
+static int utt_label(const ser_utterance_t *u) {
+    const uint64_t tol = (uint64_t)u->n_speech * 2147u / 1000u; /* 1e-9 in Q31, per window */
+    uint64_t pmax = 0;
+    int i, best = 0, n_best = 0, winner = -1;
+    for (i = 1; i < SER_N_LABELS; i++)
+        if (u->sum_scores[i] > u->sum_scores[best]) best = i;
+    for (i = 0; i < SER_N_LABELS; i++)
+        if (u->sum_scores[i] == u->sum_scores[best] && u->sum_probs[i] > pmax) pmax = u->sum_probs[i];
+    for (i = 0; i < SER_N_LABELS; i++) {
+        if (u->sum_scores[i] == u->sum_scores[best] && u->sum_probs[i] + tol >= pmax) {
+            n_best++;
+            winner = i;
+        }
+    }
+    return n_best == 1 ? winner : -1;
+}
+
+/* softmax of a window's int8 logits, Q31: exp((q_i - q_max) * output_scale) / sum, from the table
+ * ser_fw_info.h carries (the zero point cancels). */
+static void window_probs(const int8_t *q, uint32_t *p) {
+    static const uint32_t ex[256] = SER_FW_EXP_Q31;
+    uint64_t sum = 0;
+    int i, mx = q[0];
+    for (i = 1; i < SER_N_LABELS; i++)
+        if (q[i] > mx) mx = q[i];
+    for (i = 0; i < SER_N_LABELS; i++) sum += ex[mx - q[i]];
+    for (i = 0; i < SER_N_LABELS; i++) p[i] = (uint32_t)(((uint64_t)ex[mx - q[i]] << 31) / sum);
+}
+
 /* Utterance / summary record (classifier._record + serial_device.result_to_message). */
 static void send_record(ser_device_t *d, const ser_utterance_t *u, uint32_t number, int summary) {
     int8_t mean[SER_N_LABELS];
     uint8_t flags = 0x20u /* UTTERANCE */, index = 0;
     uint64_t t0 = u->t_start, t1 = u->t_end;
-    int i, best = -1, tie = 0;
+    int i, label;
     size_t n;
     if (u->n_speech) {
         for (i = 0; i < SER_N_LABELS; i++) { /* rint(mean): half to even */
@@ -310,19 +343,13 @@ static void send_record(ser_device_t *d, const ser_utterance_t *u, uint32_t numb
             if (r < 0) { q -= 1; r += c; } /* floor division */
             if (2 * r > c || (2 * r == c && (q & 1))) q += 1;
             mean[i] = (int8_t)(q < -128 ? -128 : q > 127 ? 127 : q);
-            /* argmax of the mean log-probability = argmax of the sum of int8 logits */
-            if (best < 0 || s > u->sum_scores[best]) {
-                best = i;
-                tie = 0;
-            } else if (s == u->sum_scores[best]) {
-                tie = 1; /* Python breaks it by the mean probability: the firmware says uncertain */
-            }
         }
-        if (tie) {
+        label = utt_label(u);
+        if (label < 0) { /* a tie in both: no emotion; index = top-1 of the mean scores (diagnostics) */
             flags |= SER_RESULT_UNCERTAIN;
             index = argmax8(mean, SER_N_LABELS);
         } else {
-            index = (uint8_t)best;
+            index = (uint8_t)label;
         }
     } else {
         memset(mean, 0, sizeof mean);
@@ -358,8 +385,8 @@ static void close_utterance(ser_device_t *d) {
     utt_clear(&d->utt);
 }
 
-static void utt_add(ser_utterance_t *u, uint32_t k, uint64_t t0, uint64_t t1, const int8_t *scores, int speech,
-                    int no_speech) {
+static void utt_add(ser_utterance_t *u, uint32_t k, uint64_t t0, uint64_t t1, const int8_t *scores,
+                    const uint32_t *probs, int speech, int no_speech) {
     int i;
     if (u->first < 0) {
         u->first = (int32_t)k;
@@ -370,15 +397,20 @@ static void utt_add(ser_utterance_t *u, uint32_t k, uint64_t t0, uint64_t t1, co
     u->n_windows++;
     if (speech) {
         u->n_speech++;
-        for (i = 0; i < SER_N_LABELS; i++) u->sum_scores[i] += scores[i];
+        for (i = 0; i < SER_N_LABELS; i++) {
+            u->sum_scores[i] += scores[i];
+            u->sum_probs[i] += probs[i];
+        }
     } else if (no_speech) {
         u->n_no_speech++;
     }
 }
 
 /* Classify window k: frames [first, first + n_real) (+ pad frames for a short stream).
- * kind: 0 hop / flush (the last W frames of the ring), 1 short (ring [0, n_real) + padding). */
-static void classify_window(ser_device_t *d, uint32_t k, uint32_t first, uint32_t n_real, int is_short) {
+ * is_short 0: hop / flush / tie-break (the last W frames of the ring); 1: short (`before` pad
+ * frames, ring [0, n_real), then padding to W). */
+static void classify_window(ser_device_t *d, uint32_t k, uint32_t first, uint32_t n_real, int is_short,
+                            uint32_t before) {
     static const int8_t pad[SER_N_FEATURES] = SER_FW_PAD_FRAME;
     const uint32_t W = SER_WINDOW_FRAMES, oldest = is_short ? 0u : d->frames_total % W;
     int8_t *in = ser_engine_input();
@@ -390,8 +422,9 @@ static void classify_window(ser_device_t *d, uint32_t k, uint32_t first, uint32_
     size_t n;
     int rc;
     if (is_short) {
-        memcpy(in, d->frames[0], (size_t)n_real * SER_N_FEATURES);
-        for (i = n_real; i < W; i++) memcpy(in + (size_t)i * SER_N_FEATURES, pad, SER_N_FEATURES);
+        for (i = 0; i < before; i++) memcpy(in + (size_t)i * SER_N_FEATURES, pad, SER_N_FEATURES);
+        memcpy(in + (size_t)before * SER_N_FEATURES, d->frames[0], (size_t)n_real * SER_N_FEATURES);
+        for (i = before + n_real; i < W; i++) memcpy(in + (size_t)i * SER_N_FEATURES, pad, SER_N_FEATURES);
     } else { /* oldest frame first: the ring slot the next frame would overwrite */
         memcpy(in, d->frames[oldest], (size_t)(W - oldest) * SER_N_FEATURES);
         memcpy(in + (size_t)(W - oldest) * SER_N_FEATURES, d->frames[0], (size_t)oldest * SER_N_FEATURES);
@@ -450,13 +483,15 @@ static void classify_window(ser_device_t *d, uint32_t k, uint32_t first, uint32_
         send(d, SER_MSG_RESULT, d->payload, n);
         d->c.results++;
         /* StreamingClassifier._account */
-        utt_add(&d->all, k, ts, te, d->scores, reason == 0, reason == 2);
+        uint32_t probs[SER_N_LABELS];
+        if (reason == 0) window_probs(d->scores, probs);
+        utt_add(&d->all, k, ts, te, d->scores, probs, reason == 0, reason == 2);
         if (reason == 0) {
             if (!d->utt_open) {
                 utt_clear(&d->utt);
                 d->utt_open = 1;
             }
-            utt_add(&d->utt, k, ts, te, d->scores, 1, 0);
+            utt_add(&d->utt, k, ts, te, d->scores, probs, 1, 0);
             d->utt_gap = 0;
         } else if (d->utt_open && ++d->utt_gap >= SER_FW_UTTERANCE_GAP_WINDOWS) {
             close_utterance(d);
@@ -473,16 +508,35 @@ static void add_frame(ser_device_t *d, const int8_t *q, int32_t level) {
     d->active[slot] = level == NO_LEVEL ? 0 : gate_push(d, level);
     d->frames_total++;
     end = d->windows_emitted * SER_HOP_FRAMES + W;
-    if (d->frames_total == end) classify_window(d, d->windows_emitted, end - W, W, 0);
+    if (d->frames_total == end) classify_window(d, d->windows_emitted, end - W, W, 0, 0);
 }
 
-/* StreamingClassifier.finish (serial STOP): the tail window, the open utterance, the summary. */
+/* The stream's speech windows so far tie exactly, in both rules (StreamingClassifier._tied). */
+static int stream_tied(const ser_device_t *d) { return d->all.n_speech > 0 && utt_label(&d->all) < 0; }
+
+/* StreamingClassifier.finish (serial STOP): the tail window, the tie-break views, the open
+ * utterance, the summary. */
 static void finish_stream(ser_device_t *d) {
     const uint32_t W = SER_WINDOW_FRAMES, n = d->frames_total;
+    int short_done = 0;
     if (d->windows_emitted == 0 && n > 0 && n < W) {
-        if (n >= SER_FW_MIN_FRAMES) classify_window(d, 0, 0, n, 1);
+        if (n >= SER_FW_MIN_FRAMES) {
+            classify_window(d, 0, 0, n, 1, 0);
+            short_done = 1;
+        }
     } else if (d->windows_emitted > 0 && n - d->last_end >= SER_FW_FLUSH_MIN_FRAMES) {
-        classify_window(d, d->windows_emitted, n - W, W, 0);
+        classify_window(d, d->windows_emitted, n - W, W, 0, 0);
+    }
+    /* An exact tie (which only the class index would break) is broken with more views of the same
+     * audio: a short stream's frames centred, then at the window's end; a longer stream's
+     * end-aligned window if its last frames were never the end of a window. */
+    if (stream_tied(d)) {
+        if (n < W && short_done) {
+            classify_window(d, d->windows_emitted, 0, n, 1, (W - n) / 2);
+            if (stream_tied(d)) classify_window(d, d->windows_emitted, 0, n, 1, W - n);
+        } else if (n >= W && n > d->last_end) {
+            classify_window(d, d->windows_emitted, n - W, W, 0, 0);
+        }
     }
     close_utterance(d);
     flush_pending(d);
