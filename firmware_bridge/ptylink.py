@@ -204,6 +204,28 @@ class PtyLink:
         self._wake()
         return self.port_a if side == "a" else self.port_b
 
+    def attach(self, path: str, side: str = "b") -> None:
+        """Connect that side to an existing tty instead of its own pty: e.g. QEMU's ``-serial pty``,
+        so the firmware's UART sits behind this cable (pacing, faults) and a host talks to it on the
+        other side's port. That side's port path becomes ``path``."""
+        if side not in ("a", "b"):
+            raise ValueError("side must be 'a' or 'b'")
+        fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        try:
+            tty.setraw(fd)
+        except Exception:
+            os.close(fd)
+            raise
+        with self._lock:
+            old = (self._ma, self._sa) if side == "a" else (self._mb, self._sb)
+            self._retired += [x for x in old if x >= 0]
+            if side == "a":
+                self._ma, self._sa, self.port_a = fd, -1, path
+            else:
+                self._mb, self._sb, self.port_b = fd, -1, path
+            self._rewire()
+        self._wake()
+
     def _rewire(self) -> None:
         """Point both directions at the current masters (called with the lock held)."""
         for d, (src, dst) in zip(self._dirs, ((self._ma, self._mb), (self._mb, self._ma))):

@@ -420,7 +420,8 @@ def test_resend_recovers_features_lost_to_byte_errors(dut, reference):
 
 
 def test_resend_recovers_lost_audio(dut, reference):
-    """Revision 2, AUDIO: a 256-sample frame lost on the wire is recovered; windows equal the clean run."""
+    """Revision 2, AUDIO: a 256-sample frame destroyed on the wire, one never sent and the last one
+    (noticed thanks to the SYNC) are recovered; the windows equal the clean run."""
     if not dut.has_engine:
         pytest.skip("firmware built without inference kernels")
     pcm = speechlike(1.4, seed=9)  # one (short) window, classified at STOP
@@ -430,14 +431,16 @@ def test_resend_recovers_lost_audio(dut, reference):
         host.recv(1)
         host.send(Start(Mode.AUDIO, 22))
         host.recv(1)
+        last = (pcm.size - 1) // 256
         got, resends = _stream_rev2(dut, host, lambda a, c: Audio(a, pcm[a:a + c]), pcm.size, 256,
-                                    corrupt={20}, lose={50})
-        assert {r for m in resends for r in m.ranges} == {(20 * 256, 256), (50 * 256, 256)}  # (retries repeat)
+                                    corrupt={20}, lose={50, last})
+        assert {r for m in resends for r in m.ranges} == {(20 * 256, 256), (50 * 256, 256),
+                                                          (last * 256, pcm.size - last * 256)}  # (retries repeat)
         got += _stop(dut, host, 2 * pcm.size)
         want = _reference_session(reference, [pcm], 22)
         assert _split(got) == _split(want) and len(_split(want)[0]) == 1
         st = _stats(host)
-        assert (st["resend_recovered"], st["gap_samples"]) == (512, 0)
+        assert (st["resend_recovered"], st["gap_samples"], st["errors"]) == (512 + pcm.size - last * 256, 0, 0)
     finally:
         host.close()
 

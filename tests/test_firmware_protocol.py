@@ -99,6 +99,7 @@ def test_messages_built_in_c_decode_as_python_messages():
     buf = ctypes.create_string_buffer(ev.payload, len(ev.payload))
     assert lib.ser_audio_parse(buf, len(ev.payload), ctypes.byref(off)) == pcm.size and off.value == 77
     assert lib.ser_audio_parse(buf, 5, None) == -1  # odd sample bytes
+    assert lib.ser_audio_parse(buf, 4, ctypes.byref(off)) == 0 and off.value == 77  # a SYNC (revision 2)
     # RESEND (revision 2) built in C decodes in Python, and Python's parses in C
     first = (ctypes.c_uint32 * 2)(512, 4096)
     count = (ctypes.c_uint32 * 2)(512, 3)

@@ -218,7 +218,7 @@ int ser_decoder_feed(ser_decoder_t *d, uint8_t byte, ser_frame_t *out) {
 /* ---- message helpers ---- */
 
 long ser_audio_parse(const uint8_t *payload, size_t len, uint32_t *offset) {
-    if (len < 6 || (len - 4) % 2) return -1;
+    if (len < 4 || (len - 4) % 2) return -1; /* 0 samples: a SYNC (revision 2) */
     if (offset) *offset = get_u32(payload);
     return (long)((len - 4) / 2);
 }

@@ -144,7 +144,8 @@ int ser_decoder_feed(ser_decoder_t *d, uint8_t byte, ser_frame_t *out);
 
 /* ---- message helpers (payload layouts of messages.py) ---- */
 
-/* AUDIO: u32 offset + int16 samples. Returns the sample count, or -1 (bad payload). The samples
+/* AUDIO: u32 offset + int16 samples. Returns the sample count (0: a SYNC, revision 2), or -1 (bad
+ * payload). The samples
  * are little-endian int16 at payload + 4 (read them with ser_audio_sample: the payload is not
  * necessarily 2-byte aligned). */
 long ser_audio_parse(const uint8_t *payload, size_t len, uint32_t *offset);
