@@ -118,9 +118,13 @@ def test_v2_streaming_equals_batch_for_any_chunking(n, seed, cuts, output, shift
 def test_v2_many_equals_single():
     clips = [harmonic_vowel(1.3, seed=1), white_noise(0.2, seed=2), np.zeros(100, np.int16), tone_sweep(0.05),
              speech_with_pauses(4.0), harmonic_vowel(0.6, seed=3)]
-    for cfg in (V2, FrontendConfig(algorithm_version=2, norm_shift=3)):
-        for clip, feats in zip(clips, compute_features_many(clips, cfg)):
-            np.testing.assert_array_equal(feats, compute_features(clip, cfg))
+    for cfg in (V2, FrontendConfig(algorithm_version=2, norm_shift=3), FrontendConfig(norm_shift=0)):
+        # clips without frames first, in the middle and last
+        for cl in (clips, [np.zeros(7, np.int16), *clips, np.zeros(100, np.int16)]):
+            many = compute_features_many(cl, cfg)
+            assert len(many) == len(cl)
+            for clip, feats in zip(cl, many):
+                np.testing.assert_array_equal(feats, compute_features(clip, cfg))
 
 
 @pytest.mark.parametrize("output", ["logmel", "mfcc"])

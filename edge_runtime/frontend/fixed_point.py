@@ -29,10 +29,10 @@ import numpy as np
 from .config import FrontendConfig
 from .tables import FrontendTables, fft_radices, make_tables
 
-# Frames processed per vectorised block: large enough to amortise numpy call overhead, small enough
-# that the int64 work arrays stay in cache and below malloc's mmap threshold (512 frames made every
-# temporary a fresh mmap: 2x slower overall).
-CHUNK_FRAMES = 256
+# Frames processed per vectorised block: large enough to amortise numpy call overhead (~400 calls
+# per block), small enough that the int64 work arrays (768 KB at 384 frames) stay in a 2 MB L2 cache.
+# Measured by CPU time over 120 clips: 256 -> 384 frames 4.6 % faster, 512 3.3 %, 128 14 % slower.
+CHUNK_FRAMES = 384
 
 
 class FixedPointFrontend:
@@ -500,41 +500,51 @@ def normalise_mean(logmel: np.ndarray, state: NormState, cfg: FrontendConfig) ->
 
 def normalise_mean_many(logmel: np.ndarray, counts: list[int], cfg: FrontendConfig) -> np.ndarray:
     """:func:`normalise_mean` of several streams stacked along axis 1, each from a fresh state; the
-    recursion runs once per frame index across all streams (vectorised over streams)."""
+    recursion runs once per frame index across all streams (vectorised over streams), in int32 as
+    in C (|L| <= 2^22, |acc| < 2^30)."""
     counts = np.asarray(counts, dtype=np.int64)
     if counts.size == 0 or counts.max(initial=0) == 0:
         return logmel.copy()
-    c = logmel.shape[0]
     order = np.argsort(-counts, kind="stable")  # longest first: the active streams are a prefix
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    tmax = int(counts.max())
-    pad = np.zeros((tmax, counts.size, c), dtype=np.int64)  # (t, stream, channel)
-    for j, i in enumerate(order):
-        pad[: counts[i], j] = logmel[:, starts[i] : starts[i] + counts[i]].T
-    active = np.searchsorted(-counts[order], -np.arange(tmax), side="left")  # streams with count > t
+    cs = counts[order]
+    tmax = int(cs[0])
+    active = np.searchsorted(-cs, -np.arange(tmax), side="left")  # streams with count > t
+    # (t, stream, channel) by one row gather: frame t of the j-th longest stream; past a stream's end
+    # (or in a stream without frames) the longest stream's first frame stands in (never read: only
+    # the active prefix is updated and returned)
+    t = np.arange(tmax)[:, None]
+    so = starts[order]
+    src = np.where(t < cs[None, :], so[None, :] + t, so[0])
+    lq = logmel.T.astype(np.int32)[src]
     k = cfg.norm_shift
     cap = 1 << k
-    half = np.int64(1 << (k - 1)) if k else np.int64(0)
-    lx = pad << NORM_FRAC_BITS
-    acc = np.zeros((counts.size, c), dtype=np.int64)
-    for t in range(tmax):
+    half = np.int32(1 << (k - 1)) if k else np.int32(0)
+    # acc[t] = the state after frame t, in place of L[t] 2^7: acc_0 = L_0 2^7 (n = 1), then
+    # acc_t = acc_{t-1} + floor((L_t 2^7 - acc_{t-1} + floor(n/2)) / n), n = min(t + 1, 2^k)
+    acc = lq << NORM_FRAC_BITS
+    for t in range(1, tmax):
         a = int(active[t])
-        d = lx[t, :a] - acc[:a]
+        cur, prev = acc[t, :a], acc[t - 1, :a]
+        cur -= prev
         if t < cap:
             n = t + 1
-            d += n // 2
-            d //= n
+            cur += n // 2
+            cur //= n  # floor division, as C's floor_div
         else:
-            d += half
-            d >>= k
-        acc[:a] += d
-        lx[t, :a] = acc[:a]  # reuse: lx[t] now holds the state after frame t
-    lx += 1 << (NORM_FRAC_BITS - 1)
-    lx >>= NORM_FRAC_BITS
-    pad -= lx
-    out = np.empty_like(logmel)
-    for j, i in enumerate(order):
-        out[:, starts[i] : starts[i] + counts[i]] = pad[: counts[i], j].T
+            cur += half
+            cur >>= k
+        cur += prev
+    acc += 1 << (NORM_FRAC_BITS - 1)
+    acc >>= NORM_FRAC_BITS
+    lq -= acc
+    # back to (channel, frame) in the input's order: frame f of stream i is row f - starts[i] of
+    # column rank[i]
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    stream = np.repeat(np.arange(counts.size), counts)
+    out = np.empty(logmel.shape, dtype=np.int64)
+    out.T[...] = lq[np.arange(stream.size) - starts[stream], rank[stream]]
     return out
 
 
