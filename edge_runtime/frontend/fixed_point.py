@@ -97,6 +97,7 @@ class FixedPointFrontend:
         self._seg_bounds = (mel.seg_start.astype(np.intp), (mel.seg_start + mel.seg_len).astype(np.intp))
         self._seg_empty = mel.seg_len == 0
         self._log_table = t.log_table_q.astype(np.int64)
+        self._log_step = np.diff(self._log_table)  # interpolation steps, < 2^16
         self._pow2 = np.int64(1) << np.arange(63, dtype=np.int64)
         self._dct = t.dct_q.astype(np.int64)
         self._dct_f = t.dct_q.astype(np.float64)
@@ -366,15 +367,20 @@ class FixedPointFrontend:
         """Step 8: log2 of the true mel energy in Q16, floored. Result |.| < 2^23."""
         cfg = self.cfg
         tb = cfg.log_table_bits
-        e = _bit_length(mel, self._pow2) - 1  # floor(log2), -1 for zero
-        ez = np.maximum(e, 0)
-        mant = (mel >> np.maximum(ez - 30, 0)) << np.maximum(30 - ez, 0)  # in [2^30, 2^31)
-        idx = (mant >> (30 - tb)) - (1 << tb)
-        frac15 = (mant >> (15 - tb)) & 0x7FFF
-        np.clip(idx, 0, (1 << tb) - 1, out=idx)  # only zero energies fall outside; floored below
+        ez = _bit_length(mel, self._pow2)
+        ez -= 1  # floor(log2), -1 for zero
+        np.maximum(ez, 0, out=ez)
+        # mantissa in [2^30, 2^31): floor(mel 2^(30 - ez)) for either sign of 30 - ez, as one left
+        # shift to bit 62 (mel < 2^(ez+1): no overflow) and one right shift; 0 for a zero energy
+        mant = 62 - ez
+        np.left_shift(mel, mant, out=mant)
+        mant >>= 32
+        idx = (mant >> (30 - tb)) & ((1 << tb) - 1)  # top bits minus 2^tb; a zero energy gives 0 (floored below)
+        frac15 = mant
+        frac15 >>= 15 - tb
+        frac15 &= 0x7FFF
         lo = self._log_table[idx]
-        hi = self._log_table[idx + 1]
-        hi -= lo
+        hi = self._log_step[idx]  # table[idx + 1] - table[idx]
         hi *= frac15
         hi += 1 << 14
         hi >>= 15
