@@ -698,7 +698,13 @@ class SerialDevice:
     def _overlaps_gap(self, r: WindowResult) -> bool:
         if not self._gaps:
             return False
-        if self.mode == Mode.FEATURES:
+        if self.mode == Mode.FEATURES and self.frame_hop_samples:
+            # the window's real frames, from its times: a flushed, short or tie-break window is not
+            # at window_index * hop_frames
+            fl = int(self._info.get("frame_length_samples", 0) or 0)
+            lo = int(round(r.t_start_s * self.sample_rate / self.frame_hop_samples))
+            hi = int(round((r.t_end_s * self.sample_rate - fl) / self.frame_hop_samples)) + 1
+        elif self.mode == Mode.FEATURES:
             lo = r.window_index * self.hop_frames
             hi = lo + self.window_frames
         else:

@@ -550,3 +550,32 @@ def test_exact_ties_are_broken_as_the_window_policy_says(dut, reference, seed, s
         assert _fields(got) == _fields(want)
     finally:
         host.close()
+
+
+def test_lost_features_flag_the_flushed_window_by_its_frames(dut, reference):
+    """FEATURES frames lost (revision-1 host: zero-filled at once) inside the window STOP flushes:
+    the flushed window ([n - W, n), not at index x hop) is flagged GAP by the frames it holds."""
+    feats = features_int8(speechlike(3.5, seed=12))[:210]  # windows 0, 1 and the flushed [85, 210)
+    lost = range(90, 110)  # in every window; at index x hop the flushed one would start at 124
+    host = _host(dut)
+    try:
+        host.send(Start(Mode.FEATURES, 5))
+        host.recv(1)
+        for a in range(0, 210, 10):
+            if a not in lost:
+                host.send(Features(a, feats[a:a + 10]))
+        filled = feats.copy()
+        filled[lost.start:lost.stop] = reference.info()["input_zero_point"]
+
+        def gap(r):
+            first = round(r.t_start_s * 1000 / 16)
+            return ResultFlags.GAP if first < lost.stop and lost.start < first + 125 else 0
+
+        want = _reference_session(reference, [filled], 5, features=True, gap=gap)
+        wins = [m for m in want if not m.flags & ResultFlags.UTTERANCE]
+        assert [bool(m.flags & ResultFlags.GAP) for m in wins] == [True, True, True]
+        got = _stop_and_collect(dut, host, want, feats.size)
+        if got is not None:
+            assert _fields(got) == _fields(want)
+    finally:
+        host.close()
