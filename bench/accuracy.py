@@ -61,7 +61,11 @@ def run_split(name, clips, audios, feats, twin, labels, tr, va, te, fe, args, W,
     y = np.array([lab[c.label] for c in clips])
     tr_feats, tr_y = [feats[i] for i in tr], list(y[tr])
     masks = None
-    if args.conditions:  # robustness augmentation + extra corpora with class masks (model_build.recipe)
+    out_path = Path(args.out) / f"{name}.tflite"
+    kept = out_path.exists() and out_path.with_name(out_path.stem + "_float.npz").exists()
+    if args.recalibrate_from or (args.reuse_models and kept):
+        pass  # no training: the training set is not needed
+    elif args.conditions:  # robustness augmentation + extra corpora with class masks (model_build.recipe)
         from model_build.recipe import CorpusData, training_set
 
         rav = CorpusData("ravdess", tuple(clips), tuple(audios), y)
@@ -74,8 +78,15 @@ def run_split(name, clips, audios, feats, twin, labels, tr, va, te, fe, args, W,
     if extra is not None:  # (features, labels) of an extra training corpus (TESS)
         tr_feats += list(extra[0])
         tr_y += list(extra[1])
-    out_path = Path(args.out) / f"{name}.tflite"
-    if args.reuse_models and out_path.exists() and out_path.with_name(out_path.stem + "_float.npz").exists():
+    if args.recalibrate_from:  # a kept model, its temperature re-fitted on the validation clips (no training)
+        from model_build.recalibrate import recalibrate
+
+        src = Path(args.recalibrate_from) / f"{name}.tflite"
+        if not src.exists():
+            raise SystemExit(f"{src}: no such fold model (--recalibrate-from needs the --out of a CV run)")
+        recalibrate(src, [audios[i] for i in va], y[va], out_path, val_feats=[feats[i] for i in va], log=log)
+        tm = _load_trained(out_path)
+    elif args.reuse_models and kept:
         tm = _load_trained(out_path)  # evaluation only: the fold's kept model (e.g. a new gate or policy)
         if tm.metadata["frontend_hash"] != fe.hash:
             raise SystemExit(f"{out_path}: trained with front end {tm.metadata['frontend_hash']}, this run computes "
@@ -87,6 +98,14 @@ def run_split(name, clips, audios, feats, twin, labels, tr, va, te, fe, args, W,
                                out_path=out_path, model_name=name,
                                trained_on=name, n_calib=args.n_calib, log=log, train_masks=masks,
                                calibrate=args.calibrate)
+        if args.calibrate_level == "clip":  # re-fit at the level the runtime reports (model_build.recalibrate)
+            from model_build.recalibrate import recalibrate
+
+            from dataclasses import replace
+
+            recalibrate(out_path, [audios[i] for i in va], y[va], out_path, val_feats=[feats[i] for i in va], log=log)
+            new = _load_trained(out_path)
+            tm = replace(tm, model_bytes=new.model_bytes, metadata=new.metadata)
     # every row through the runtime (StreamingClassifier: window policy + speech gate), cached features
     inputs = EvalInputs(audios=[audios[i] for i in te], y_clip=y[te], feats_fixed=[feats[i] for i in te],
                         feats_twin=[twin[i] for i in te])
@@ -121,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--fold-seed", type=int, default=0, help="seed of the actor-grouped fold assignment")
     ap.add_argument("--resummarise", metavar="JSON", help="only recompute the headline keys of a results file "
                                                           "from its per-fold records (complete seeds only)")
+    ap.add_argument("--merge", nargs="+", metavar="JSON", default=None,
+                    help="only merge results files of the same recipe and folds that hold different seeds into "
+                         "--results (headline keys: mean over complete seeds, sd across seeds)")
     ap.add_argument("--train-tess", action="store_true", help="add TESS (both speakers) to RAVDESS training")
     ap.add_argument("--tess-augment", type=int, default=0, help="augmented copies of each TESS training clip")
     ap.add_argument("--time-masks", type=int, default=0)
@@ -136,6 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "added to every fold's training set (tess,ased)")
     ap.add_argument("--no-mask", action="store_true", help="treat a corpus's absent classes as negatives")
     ap.add_argument("--calibrate", action="store_true", help="temperature-scale on the validation actors")
+    ap.add_argument("--calibrate-level", choices=("window", "clip"), default="window",
+                    help="with --calibrate: fit the temperature on single validation windows, or on the clip "
+                         "probabilities the runtime reports (mean over speech windows; model_build.recalibrate)")
+    ap.add_argument("--recalibrate-from", metavar="DIR", default=None,
+                    help="no training: take each fold model kept in DIR (a CV run's --out), re-fit its temperature "
+                         "on the fold's validation clips at the clip level, write it to --out and evaluate it")
     ap.add_argument("--robustness", action="store_true",
                     help="also score every fold's int8 model on its test clips at peak -35 / -1 dBFS, with babble "
                          "of the other test actors at 10 dB SNR and through a telephone band (bench/campaign.py's "
@@ -182,9 +210,61 @@ def summarise_seeds(res: dict, folds: list[int]) -> dict:
             out[key] = float(np.mean(v))
     per_seed = {s: float(np.mean([r["uar_int8"] for r in by_seed[s]])) for s in done}
     out["ravdess8_uar_int8_per_seed"] = per_seed
+    # every headline key per seed (mean over its folds) and its sd across seeds (the run-to-run noise)
+    out["per_seed"] = {s: {key: float(np.mean([r[src] for r in by_seed[s]])) for key, src in SUMMARY_KEYS.items()
+                           if all(src in r for r in by_seed[s])} for s in done}
+    if len(done) > 1:
+        out["seed_sd"] = {key: float(np.std([out["per_seed"][s][key] for s in done], ddof=1))
+                          for key in SUMMARY_KEYS if all(key in out["per_seed"][s] for s in done)}
     out["ravdess8_uar_int8_sd"] = float(np.std(list(per_seed.values()), ddof=1)) if len(done) > 1 else None
     out["ravdess8_uar_int8_fold_sd"] = float(np.std([r["uar_int8"] for r in use], ddof=1)) if len(use) > 1 else None
     return out
+
+
+# options that do not change what a fold model is or how it is scored (a merge may differ in these)
+_RUN_ONLY = {"seed", "seeds", "out", "results", "reuse_models", "resummarise", "merge", "recalibrate_from", "data",
+             "recipe", "train"}
+
+
+def merge_results(paths: list[Path]) -> dict:
+    """One results dict from CV runs of the same recipe and folds that covered different seeds
+    (e.g. seed 0 scored earlier, seeds 1-2 later): their per-fold records side by side, the
+    headline keys recomputed from complete seeds (:func:`summarise_seeds`). Refuses runs whose
+    recipe, folds or evaluation path differ, or that both hold the same (seed, fold)."""
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    base = runs[0]
+    res = {k: v for k, v in base.items() if k not in SUMMARY_KEYS}
+    res["ravdess_folds"] = []
+    seen: dict[tuple, str] = {}
+    for p, r in zip(paths, runs):
+        diff = sorted(k for k in set(base["config"]) | set(r["config"])
+                      if k not in _RUN_ONLY and base["config"].get(k) != r["config"].get(k))
+        if diff:
+            raise SystemExit(f"--merge: {p} differs from {paths[0]} in {', '.join(diff)} (not the same recipe)")
+        for key in ("eval_path", "window_policy", "speech_gate"):
+            if r.get(key) != base.get(key):
+                raise SystemExit(f"--merge: {p} has another {key} than {paths[0]}")
+        for f in r["ravdess_folds"]:
+            k = (int(f["seed"]), int(f["fold"]))
+            if k in seen:
+                raise SystemExit(f"--merge: seed {k[0]} fold {k[1]} is in both {seen[k]} and {p}")
+            seen[k] = str(p)
+            res["ravdess_folds"].append(f)
+    res["ravdess_folds"].sort(key=lambda f: (f["seed"], f["fold"]))
+    res["seeds"] = sorted({int(f["seed"]) for f in res["ravdess_folds"]})
+    res["config"] = {**base["config"], "seeds": ",".join(map(str, res["seeds"]))}
+    res["merged_from"] = [{"file": str(p), "seeds": r.get("seeds"), "seconds": r.get("seconds"),
+                           "reuse_models": r["config"].get("reuse_models"), "out": r["config"].get("out"),
+                           **({"note": r["eval_path_note"]} if "eval_path_note" in r else {})}
+                          for p, r in zip(paths, runs)]
+    for k in ("seconds", "eval_path_note"):  # per run: kept under merged_from
+        res.pop(k, None)
+    folds = [int(v) for v in base["config"]["folds"].split(",")]
+    res.update(summarise_seeds(res, folds))
+    first = [f for f in res["ravdess_folds"] if f["seed"] == res["seeds"][0]]
+    res["clips_without_label_ravdess"] = int(sum(f["clips_without_label"] for f in first))
+    res["clips_without_label"] = res["clips_without_label_ravdess"] + res.get("clips_without_label_tess", 0)
+    return res
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -209,6 +289,19 @@ def main(argv=None) -> int:
         path.write_text(json.dumps(res, indent=1) + "\n")
         print(json.dumps({k: res.get(k) for k in ("seeds_done", "partial_seed_runs", "ravdess8_uar_int8",
                                                   "ravdess8_uar_int8_sd")}))
+        return 0
+
+    if args.merge:  # combine runs that covered different seeds (no training, no scoring)
+        res = merge_results([Path(p) for p in args.merge])
+        Path(args.results).write_text(json.dumps(res, indent=1) + "\n")
+        print("| seed | ravdess8_uar_int8 | int8_float_agreement | urdu4_uar_int8 | ece_clip |\n|---|---|---|---|---|")
+        for sd, v in res.get("per_seed", {}).items():
+            print(f"| {sd} | " + " | ".join(f"{v.get(k, float('nan')):.4f}" for k in
+                                             ("ravdess8_uar_int8", "int8_float_agreement", "urdu4_uar_int8",
+                                              "ece_clip")) + " |")
+        print(f"| mean ± sd | {res['ravdess8_uar_int8']:.4f} ± {res.get('ravdess8_uar_int8_sd') or 0:.4f} | "
+              f"{res['int8_float_agreement']:.4f} | {res.get('urdu4_uar_int8', float('nan')):.4f} | "
+              f"{res.get('ece_clip', float('nan')):.4f} |")
         return 0
 
     from edge_runtime.frontend import FrontendConfig
@@ -241,6 +334,10 @@ def main(argv=None) -> int:
     manifest_path = Path(args.out) / "manifest.json"
     manifest = {"corpus": "ravdess", "fold_seed": args.fold_seed, "k": 5, "data": args.data,
                 "frontend_hash": fe.hash, "models": []}
+    if manifest_path.exists():  # other seeds' models kept in --out (same folds, same front end) stay listed
+        old = json.loads(manifest_path.read_text())
+        if old.get("fold_seed") == args.fold_seed and old.get("frontend_hash") == fe.hash:
+            manifest["models"] = list(old.get("models", []))
 
     out_json = Path(args.results)
 
@@ -304,7 +401,7 @@ def main(argv=None) -> int:
         args.seed = seed
         tcfg = _replace(tcfg, seed=seed)
         extra_s = None
-        if args.conditions and extra_corpora:
+        if args.conditions and extra_corpora and not args.recalibrate_from:
             # the same augmented copies in every fold (extra corpora never hold test speakers)
             extra_s = extra_set(extra_corpora, len(labels), fe, copies=args.augment, seed=seed,
                                 mask_absent=not args.no_mask)

@@ -290,12 +290,13 @@ def main(argv=None) -> int:
                      "(train OAF test YAF and back). The shipped model itself is trained on all 20 actors "
                      "(16 train + 4 early stopping) + TESS, so it has no held-out test set of its own."),
         "cv_recipe_matches": cv_matches(cv, RECIPE),
-        "ravdess_folds": [{k: f[k] for k in ("fold", "test_speakers", "uar_float", "uar_int8", "acc_int8",
+        "ravdess_folds": [{k: f[k] for k in ("seed", "fold", "test_speakers", "uar_float", "uar_int8", "acc_int8",
                                               "window_agreement_int8_vs_float_fixed", "best_epoch",
                                               "per_class_recall_int8") if k in f}
                           for f in cv.get("ravdess_folds", [])],
         "tess_loso": cv.get("tess_loso"),
         **{k: cv.get(k) for k in ("ravdess8_uar_int8_sd", "ravdess8_uar_int8_fold_sd", "ravdess8_uar_int8_per_seed",
+                                  "per_seed", "seed_sd",
                                   "seeds", "seeds_done", "n_folds_done", "urdu4_uar_int8", "urdu4_uar_int8_raw",
                                   "uar_nominal", "uar_peak_m35", "uar_peak_m1", "uar_babble_10db",
                                   "uar_telephone", "ece_clip") if k in cv},

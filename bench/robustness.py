@@ -21,7 +21,10 @@ are speech at the nominal level which the gate drops when the same clip's peak i
 ``nonspeech_emotion_rate`` = share of windows of generated non-speech (white/pink noise, hum,
 tones, DC, clicks at -60/-40/-25/-10 dBFS, digital silence, dither:
 ``edge_runtime.test_signals.nonspeech_signals``) that get an emotion. ``ece`` = expected
-calibration error of the nominal clip labels' confidences (15 bins).
+calibration error of the nominal clip labels' confidences (15 bins), per fold model, mean;
+``ece_floor`` = what a perfectly calibrated model with the same confidences would show on the
+same number of clips (sampling noise, ``model_build.calibrate.ece_noise_floor``); ``ece_pooled``
+= one ECE over all test clips of a seed's folds (out-of-fold predictions), mean over seeds.
 
 Cheap to rerun: conditions are deterministic (seeded per clip) and their front-end features go
 through ``model_build.features``' cache, so a second run (e.g. a new recipe's fold models) only
@@ -149,6 +152,7 @@ def main(argv=None) -> int:
 
     from edge_runtime.interpreter import IntModel
     from model_build.corpora import load_corpus, open_corpus
+    from model_build.calibrate import ece_noise_floor
     from model_build.evaluate import clip_ece, metrics, runtime_eval
     from model_build.features import fixed_point_features
 
@@ -167,6 +171,8 @@ def main(argv=None) -> int:
                  "fold_models": [e["name"] for e in entries], "n_models": len(entries),
                  "seeds": sorted({e["seed"] for e in entries}), "frontend_hash": fe.hash}
     folds: list[dict] = []
+    nominal_clips: dict[int, list] = {}  # seed -> per fold (pred, probs, y) at the nominal condition
+    n_folds_of = {sd: sum(1 for e in entries if e["seed"] == sd) for sd in {e["seed"] for e in entries}}
     gated_num = gated_den = 0
     cond_cache: dict[tuple, tuple] = {}  # (test speakers, cond) -> (audio, features); shared across seeds
     for e in entries:
@@ -193,6 +199,10 @@ def main(argv=None) -> int:
             fold[f"clips_without_label_{cond}"] = r.clips_without_label
             if cond == "nominal":
                 fold["ece"] = clip_ece(r.pred, r.probs, y)
+                ok = r.pred >= 0
+                conf = r.probs[ok, r.pred[ok]]
+                fold["ece_floor"] = ece_noise_floor(conf)  # what a calibrated model would show here
+                nominal_clips.setdefault(e["seed"], []).append((r.pred, r.probs, y))
             gated_by_cond[cond] = r.window_gated
             log(f"{e['name']} {cond:12s} UAR {fold[f'uar_{cond}']:.3f}  no label {r.clips_without_label:3d}  "
                 f"[{time.time() - t0:.0f}s]")
@@ -211,6 +221,14 @@ def main(argv=None) -> int:
                                                          if f["seed"] == entries[0]["seed"]))
         if "nominal" in conds:
             res["ece"] = float(np.mean([f["ece"] for f in folds]))
+            res["ece_floor"] = float(np.mean([f["ece_floor"] for f in folds]))
+            # every test clip of a seed's 5 folds in one ECE (each clip scored by the fold model that
+            # never saw its speaker): no fold-to-fold accuracy swing inside, 5x the clips per bin
+            pooled = {sd: clip_ece(*(np.concatenate(v) for v in zip(*runs)))
+                      for sd, runs in nominal_clips.items() if len(runs) == n_folds_of[sd]}
+            if pooled:
+                res["ece_pooled_per_seed"] = pooled
+                res["ece_pooled"] = float(np.mean(list(pooled.values())))
         if gated_den:
             res["speech_windows_gated_m35"] = gated_num / gated_den
             res["speech_windows_m35_denominator"] = gated_den
@@ -223,6 +241,7 @@ def main(argv=None) -> int:
         plot(res, png)
     print("| metric | value |\n|---|---|")
     for k in [f"uar_{c}" for c in conds] + ["speech_windows_gated_m35", "nonspeech_emotion_rate", "ece",
+                                            "ece_floor", "ece_pooled",
                                             "clips_without_label_nominal", "n_models", "seconds"]:
         if k in res:
             v = res[k]

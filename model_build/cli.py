@@ -71,26 +71,17 @@ def _cmd_build(a: argparse.Namespace) -> int:
 def _cmd_convert(a: argparse.Namespace) -> int:
     require("ser-edge convert", "tensorflow", "tf_keras")
     _quiet_tf()
-    from .convert import GraphCheckError, convert_int8, io_quant
-    from .embed_metadata import read_metadata, write_model
-    from .models import count_params, export_model
-    from .pipeline import load_float
+    from .convert import GraphCheckError
+    from .pipeline import reconvert
 
     model = Path(a.model)
     float_npz = model.with_name(model.stem + "_float.npz")
     if not float_npz.exists():
         raise BadInput(f"{float_npz}: not found (convert needs the float weights a build saves next to the model)")
-    md = read_metadata(model)
-    keras, mcfg, calib = load_float(float_npz)
-    exp = export_model(keras, mcfg, calib.shape[1], calib.shape[2], len(md["labels"]))
-    try:
-        raw, graph = convert_int8(exp, calib, n_calib=a.n_calib)
+    try:  # the recorded temperature is folded in again: the float weights are saved uncalibrated
+        out, graph = reconvert(model, a.out or model, n_calib=a.n_calib)
     except GraphCheckError as e:
         raise Failure(str(e)) from None
-    md.update(io_quant(raw))
-    md["params"] = count_params(keras)
-    md["ops"] = graph.op_counts
-    out = write_model(a.out or model, raw, md)
     print(f"{out}: {out.stat().st_size} bytes; ops {graph.op_counts}")
     return 0
 

@@ -164,6 +164,9 @@ class ClipEval:
     window_scores: np.ndarray  # (n_windows, C) every window's raw model output
     window_gated: np.ndarray  # (n_windows,) bool
     reasons: list = field(default_factory=list)  # per clip: None or the summary's reason
+    # per clip: (n_speech_windows, C) log-probabilities of the windows the summary averages
+    # (what a clip-level temperature is fitted on: model_build.calibrate.fit_clip_temperature)
+    speech_log_probs: list = field(default_factory=list)
 
     @property
     def clips_without_label(self) -> int:
@@ -196,7 +199,7 @@ def runtime_eval(model, audios, feats=None, *, gate="default", policy=None, prog
 
 
 def _runtime_pass(clf, audios, feats, progress) -> "ClipEval":
-    pred, probs, top, scores, gated, reasons = [], [], [], [], [], []
+    pred, probs, top, scores, gated, reasons, speech_lp = [], [], [], [], [], [], []
     it = range(len(audios))
     if progress:
         from tqdm.auto import tqdm
@@ -207,6 +210,8 @@ def _runtime_pass(clf, audios, feats, progress) -> "ClipEval":
         pred.append(NO_LABEL if summary.label_index is None else summary.label_index)
         probs.append(summary.probs)
         reasons.append(summary.reason)
+        C = len(clf.labels)
+        speech_lp.append(np.array([w.log_probs for w in wins if not w.gated], np.float64).reshape(-1, C))
         for w in wins:
             if w.extra.get("kind") in ("short_shifted", "tiebreak"):  # model-dependent tie-break windows
                 continue
@@ -216,7 +221,7 @@ def _runtime_pass(clf, audios, feats, progress) -> "ClipEval":
             gated.append(w.gated)
     C = len(clf.labels)
     return ClipEval(np.array(pred, np.int64), np.array(probs).reshape(-1, C), np.array(top, np.int64),
-                    np.array(scores).reshape(-1, C), np.array(gated, bool), reasons)
+                    np.array(scores).reshape(-1, C), np.array(gated, bool), reasons, speech_lp)
 
 
 def validate(keras_model, model_bytes: bytes, inputs: EvalInputs, labels, run_tflm: bool = True,

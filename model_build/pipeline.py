@@ -236,6 +236,42 @@ def load_float(float_npz) -> tuple[object, ModelConfig, np.ndarray]:
     return m, mcfg, calib
 
 
+def reconvert(model_path, out_path=None, *, temperature: float | None = None, calibration: dict | None = None,
+              n_calib: int | None = None):
+    """Redo a kept model's int8 conversion from the float weights saved next to it
+    (:func:`save_float`), with the logits divided by ``temperature`` (default: the one its metadata
+    records, so a calibrated model stays calibrated; 1 if none). ``calibration`` replaces the
+    metadata's ``calibration`` record. Writes ``out_path`` (default: in place) and, when that is
+    elsewhere, a copy of the float weights next to it. Returns ``(path, GraphReport)``.
+    """
+    import shutil
+
+    from .calibrate import fold_temperature
+    from .convert import convert_int8, io_quant
+    from .embed_metadata import read_metadata, write_model
+    from .models import count_params, export_model
+
+    model_path = Path(model_path)
+    float_npz = model_path.with_name(model_path.stem + "_float.npz")
+    md = read_metadata(model_path)
+    keras, mcfg, calib = load_float(float_npz)
+    exp = export_model(keras, mcfg, calib.shape[1], calib.shape[2], len(md["labels"]))
+    if calibration is not None:
+        md["calibration"] = calibration
+    t = temperature if temperature is not None else float(md.get("calibration", {}).get("temperature", 1.0))
+    if t != 1.0:
+        fold_temperature(exp, t)
+    raw, graph = convert_int8(exp, calib, n_calib=n_calib or len(calib))
+    md.update(io_quant(raw))
+    md["params"] = count_params(keras)
+    md["ops"] = graph.op_counts
+    out = write_model(out_path or model_path, raw, md)
+    out_npz = out.with_name(out.stem + "_float.npz")
+    if out_npz.resolve() != float_npz.resolve():
+        shutil.copyfile(float_npz, out_npz)
+    return out, graph
+
+
 def _arch_string(m: ModelConfig) -> str:
     if m.arch == "crnn":
         return f"conv1d({m.conv1},k{m.conv1_kernel},s2)-bn-relu-conv1d({m.conv2},k3)-bn-relu-maxpool2-lstm({m.lstm})-dense"

@@ -1,0 +1,138 @@
+"""Clip-level temperature scaling (the probability the runtime reports for a clip), the re-conversion
+that folds a temperature into a kept model, and the ECE noise floor."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from tests.conftest import require_module, require_tool  # noqa: F401
+
+from model_build.calibrate import (clip_nll, clip_probabilities, ece_noise_floor, expected_calibration_error,
+                                   fit_clip_temperature)
+
+
+def _clips(rng, n_clips=600, n_classes=6, scale=1.2):
+    """Clips of 1-4 windows whose windows share a clip-level logit vector plus window noise; each
+    label is drawn from the clip's reported probability (mean of the window softmaxes) at T = 1."""
+    out = []
+    for _ in range(n_clips):
+        z = rng.normal(0, scale, n_classes)
+        out.append(z + rng.normal(0, 0.5, (int(rng.integers(1, 5)), n_classes)))
+    p = clip_probabilities(out)
+    y = (rng.random(n_clips)[:, None] > np.cumsum(p, axis=1)).sum(axis=1)
+    return out, np.minimum(y, n_classes - 1)
+
+
+def test_clip_probabilities_are_the_runtime_summary_rule():
+    from edge_runtime.window_policy import aggregate, log_softmax
+
+    rng = np.random.default_rng(0)
+    clips = [rng.normal(0, 2, (k, 5)) for k in (1, 3, 7)] + [np.zeros((0, 5))]
+    p = clip_probabilities(clips, 1.7)
+    for c, row in zip(clips[:3], p[:3]):
+        np.testing.assert_allclose(row, aggregate(log_softmax(c / 1.7))[1])
+        assert row.sum() == pytest.approx(1.0)
+    assert not p[3].any()  # no speech window: no probability, as the runtime reports it
+
+
+def test_fit_clip_temperature_undoes_a_scaled_model():
+    rng = np.random.default_rng(1)
+    clips, y = _clips(rng)
+    over = [3.0 * c for c in clips]  # over-confident: same clip labels, logits 3x too large
+    t = fit_clip_temperature(over, y)
+    assert t == pytest.approx(3.0, rel=0.2)
+    assert clip_nll(over, y, t) < clip_nll(over, y, 1.0)
+    before = expected_calibration_error(clip_probabilities(over), y)
+    after = expected_calibration_error(clip_probabilities(over, t), y)
+    assert before > 0.1 and after < before / 2
+    # the clip label (argmax of the mean log-probability) does not move with the temperature
+    lab = [np.mean(c, axis=0).argmax() for c in over]
+    assert lab == [np.mean(c / t, axis=0).argmax() for c in over]
+
+
+def test_ece_noise_floor_shrinks_with_more_examples():
+    rng = np.random.default_rng(2)
+    small, large = rng.uniform(0.2, 0.9, 240), rng.uniform(0.2, 0.9, 2400)
+    f_small, f_large = ece_noise_floor(small), ece_noise_floor(large)
+    assert 0.02 < f_small < 0.12
+    assert f_large < f_small / 2  # roughly 1/sqrt(n)
+    assert ece_noise_floor(np.full(500, 1.0)) == 0.0  # always right at confidence 1: no noise
+
+
+@pytest.mark.slow
+def test_reconvert_folds_temperature_and_recalibrate_writes_clip_level(tiny_model_build, tmp_path):
+    """reconvert(T) divides the int8 model's logits by T; recalibrate fits T on clips through the
+    runtime (float model) and writes a model whose metadata says so."""
+    require_module("tf_keras")
+    from edge_runtime.interpreter import IntModel
+    from edge_runtime.model_metadata import read_metadata
+    from model_build.evaluate import KerasWindowModel, runtime_eval
+    from model_build.pipeline import reconvert
+    from model_build.recalibrate import recalibrate
+    from tests.test_runtime_helpers import speechlike
+
+    src = tmp_path / "m.tflite"
+    shutil.copyfile(tiny_model_build.path, src)
+    shutil.copyfile(tiny_model_build.path.with_name("tiny_float.npz"), tmp_path / "m_float.npz")
+    audios = [speechlike(s, seed=i) for i, s in enumerate((1.1, 1.6, 2.3, 1.3, 2.8, 1.9))]
+    y = np.array([0, 1, 2, 3, 1, 0])
+
+    hot, _ = reconvert(src, tmp_path / "hot.tflite", temperature=0.5)  # logits x 2
+    base = runtime_eval(IntModel(src), audios)
+    doubled = runtime_eval(IntModel(hot), audios)
+    spread = lambda r: np.concatenate([c.max(1) - c.min(1) for c in r.speech_log_probs])  # noqa: E731
+    assert np.median(spread(doubled) / spread(base)) == pytest.approx(2.0, rel=0.15)
+    assert (tmp_path / "hot_float.npz").exists()  # the float weights travel with the model
+
+    cal = recalibrate(src, audios, y, tmp_path / "cal.tflite", log=lambda s: None)
+    md = read_metadata((tmp_path / "cal.tflite").read_bytes())
+    assert md.extra["calibration"]["level"] == "clip"
+    assert md.extra["calibration"]["temperature"] == pytest.approx(cal["temperature"])
+    assert cal["n_clips"] == len(y) and cal["n_windows"] >= len(y)
+    assert cal["val_clip_nll_after"] <= cal["val_clip_nll_before"] + 1e-4  # T minimises the clip NLL
+    # the int8 model reports what the float model's windows give at the fitted temperature
+    km = KerasWindowModel(tiny_model_build.keras_model, md)
+    want = clip_probabilities(runtime_eval(km, audios).speech_log_probs, cal["temperature"])
+    got = runtime_eval(IntModel(tmp_path / "cal.tflite"), audios).probs
+    np.testing.assert_allclose(got, want, atol=0.05)
+
+
+def test_cv_merge_of_seed_runs(tmp_path):
+    """bench/accuracy.py --merge: seeds scored in separate runs of one recipe become one result
+    (means over complete seeds, sd across seeds); another recipe or a repeated (seed, fold) is refused."""
+    import json
+
+    from bench.accuracy import main as accuracy_main
+    from bench.accuracy import merge_results
+
+    def run(seeds, uar, **cfg):
+        folds = [{"seed": s, "fold": f, "uar_int8": uar[s] + 0.1 * f, "uar_float": uar[s],
+                  "window_agreement_int8_vs_float_fixed": 0.98, "ece_clip": 0.1, "clips_without_label": 0}
+                 for s in seeds for f in (0, 1)]
+        return {"config": {"folds": "0,1", "epochs": 20, "seeds": ",".join(map(str, seeds)), "out": "x", **cfg},
+                "eval_path": "runtime", "window_policy": {"hop_frames": 62}, "speech_gate": {"margin_db": 9.0},
+                "ravdess_folds": folds, "seeds": list(seeds), "ravdess8_uar_int8": -1.0, "seconds": 5}
+
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(run([0], {0: 0.5})))
+    b.write_text(json.dumps(run([1, 2], {1: 0.4, 2: 0.6}, out="y")))  # where models were kept does not matter
+    res = merge_results([a, b])
+    assert res["seeds"] == [0, 1, 2] and res["seeds_done"] == [0, 1, 2] and len(res["ravdess_folds"]) == 6
+    per_seed = [0.55, 0.45, 0.65]  # each seed's mean over folds 0 and 1
+    assert res["ravdess8_uar_int8"] == pytest.approx(np.mean(per_seed))  # recomputed, not copied
+    assert res["ravdess8_uar_int8_sd"] == pytest.approx(np.std(per_seed, ddof=1))
+    assert res["per_seed"][1]["ravdess8_uar_int8"] == pytest.approx(0.45)
+    assert res["seed_sd"]["ece_clip"] == pytest.approx(0.0)
+    assert [m["seeds"] for m in res["merged_from"]] == [[0], [1, 2]]
+
+    c = tmp_path / "c.json"
+    c.write_text(json.dumps(run([3], {3: 0.5}, epochs=30)))
+    with pytest.raises(SystemExit, match="epochs"):
+        merge_results([a, c])
+    with pytest.raises(SystemExit, match="seed 0 fold 0"):
+        merge_results([a, a])
+    out = tmp_path / "merged.json"
+    assert accuracy_main(["--merge", str(a), str(b), "--results", str(out)]) == 0
+    assert json.loads(out.read_text())["seeds_done"] == [0, 1, 2]
