@@ -200,7 +200,7 @@ def summarise_seeds(res: dict, folds: list[int]) -> dict:
         by_seed.setdefault(int(r.get("seed", 0)), []).append(r)
     done = sorted(s for s, rs in by_seed.items() if sorted(r["fold"] for r in rs) == sorted(folds))
     use = [r for r in runs if int(r.get("seed", 0)) in done]
-    out = {"seeds_done": done, "partial_seed_runs": len(runs) - len(use)}
+    out = {"seeds_done": done, "n_seeds": len(done), "partial_seed_runs": len(runs) - len(use)}
     if not use:
         return out
     out["n_folds_done"] = len(folds)
