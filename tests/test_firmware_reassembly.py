@@ -102,3 +102,16 @@ def test_pool_bound_gives_up_the_oldest_hole_first():
         out_c += c.push(first, _data(first, 256), 0.0)
     assert _items(out_c) == _items(out_py)
     assert _items(out_c)[256:512] == [0] * 256 and len(_items(out_c)) > 256 + POOL_ITEMS
+
+
+def test_overlapping_resends_release_each_item_once():
+    """A host may resend with other frame boundaries: overlapping copies are merged, never released
+    twice, in both implementations."""
+    py = StreamReassembler(0, hold_s=3.0, retry_s=0.1, max_buffered=POOL_ITEMS)
+    c = CReassembler(0, hold_s=3.0, retry_s=0.1)
+    out_py, out_c = [], []
+    for first, count in [(100, 100), (150, 150), (260, 20), (0, 120), (90, 250), (340, 10), (300, 45)]:
+        out_py += py.push(first, _data(first, count), 0.0)
+        out_c += c.push(first, _data(first, count), 0.0)
+    assert _items(out_c) == _items(out_py) == _data(0, 350).tolist()
+    assert c.buffered == py.buffered == 0

@@ -214,6 +214,17 @@ void ser_ra_push(ser_ra_t *r, uint32_t offset, const uint8_t *items, uint32_t n,
                 give_up(r, 0, pos);
         }
         if (pos + n > r->known_end) r->known_end = pos + n;
+        if (pos < r->next) { /* a buffered copy of its start was released meanwhile: keep the rest */
+            const int64_t skip = r->next - pos;
+            if (skip >= (int64_t)n) {
+                drain(r);
+                if (!r->resend) give_up(r, 1, NO_LIMIT);
+                return;
+            }
+            items += (size_t)skip * r->item_size;
+            n -= (uint32_t)skip;
+            pos = r->next;
+        }
         if (pos == r->next) {
             r->emit(r->ctx, SER_RA_DATA, items, n, pos);
             r->next += n;
