@@ -6,8 +6,11 @@ The device is the real CLI (`python -m edge_runtime serve`, the shipped model un
 in its own process, on one end of a ``firmware_bridge.ptylink.PtyLink`` (two kernel ptys paced at
 921600 baud); the host is ``firmware_bridge.serial_host.DeviceClient`` (pyserial) on the other end.
 The host sends AUDIO in 512-sample frames at real time (a clip of speech-like audio with pauses,
-regenerated with a new seed every minute, so the content keeps changing) and, in this process,
-feeds the same chunks to a reference ``StreamingClassifier`` of the same model.
+regenerated with a new seed every minute, so the content keeps changing). The sending loop does
+nothing else (STATS checks run in their own thread); after the run the same chunks go through an
+in-process reference ``StreamingClassifier`` of the same model, so the checker's own work cannot
+make the host fall behind real time (a late host sends its backlog at wire speed, 2.8x real time,
+which a device without flow control may overrun; ``host_late_max_s`` says how late it got).
 
 Every RESULT is compared with the reference record of the same kind and number: window RESULTs
 with the reference's window of the same index, utterance records (flag UTTERANCE, numbered by
@@ -25,7 +28,9 @@ Measured:
   reason in ``device_rejected_by_reason``), host send failures, and a serve process that died (each
   also reported on its own in ``error_parts``); the pty link's own counters (bytes dropped because
   the receiving tty was full) are in ``link_counters``; both are checked every ``--check-every``
-  seconds and each change is logged with when it happened (``incidents``);
+  seconds and each change is logged with when it happened (``incidents``, with how late the host
+  was in that period), and so is every time the sender fell > 0.1 s behind real time
+  (``host_late_events``: when, by how much);
 * ``rss_slope_kb_per_min``: least-squares slope of the serve process's resident set size
   (``/proc/PID/status`` VmRSS, sampled every 5 s) after ``--warmup`` seconds; also CPU share.
 
@@ -180,6 +185,53 @@ def record_kind(msg) -> str:
     return "summary" if msg.window_index == 0xFFFFFFFF else "utterance"
 
 
+def audio_chunks(n_samples: int, seed: int = 100, prefetch: bool = False):
+    """The soak's audio, ``CHUNK`` samples at a time, ``n_samples`` in all: speech-like clips with
+    pauses, a new seed every minute (deterministic, so the reference can replay it).
+
+    ``prefetch``: make the next minute's clip in a background thread while this one is sent
+    (making one takes a few tenths of a second, which would make a real-time sender late once a
+    minute and then burst)."""
+    import queue
+
+    clips: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def make(k: int) -> np.ndarray:
+        return speech_with_pauses(60.0, seed=seed + k)
+
+    def producer() -> None:
+        k = 0
+        while not stop.is_set():
+            clip = make(k)
+            k += 1
+            while not stop.is_set():
+                try:
+                    clips.put(clip, timeout=0.5)
+                    break
+                except queue.Full:
+                    continue
+
+    def chunks():
+        sent, k = 0, 0
+        try:
+            while sent < n_samples:
+                clip = clips.get() if prefetch else make(k)
+                k += 1
+                for i in range(0, clip.size, CHUNK):
+                    piece = clip[i:i + CHUNK][:n_samples - sent]
+                    if piece.size == 0:
+                        return
+                    yield piece
+                    sent += piece.size
+        finally:
+            stop.set()
+
+    if prefetch:  # started now, so the first clip is ready before the clock starts
+        threading.Thread(target=producer, name="soak-audio", daemon=True).start()
+    return chunks()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=3660.0, help="audio to stream (default 3660 s)")
@@ -199,9 +251,8 @@ def main() -> None:
     from firmware_bridge.serial_host import DeviceClient
 
     commit = git_commit()
-    ref = StreamingClassifier.from_model(str(args.model) if args.model else None)
     ledger = Ledger()
-    clock = {"t0": time.monotonic(), "n_sent": 0}
+    clock = {"t0": time.monotonic(), "n_sent": 0, "late_max": 0.0}
 
     def on_result(r) -> None:  # the host's reader thread
         ledger.receive(r.msg, t_rx_s=round(r.t_rx - clock["t0"], 3),
@@ -209,6 +260,8 @@ def main() -> None:
 
     incidents: list[dict] = []  # when device rejections or link drops happened
     last_seen: dict[str, int] = {}
+    late_max = {"all": 0.0}
+    late_events: list[tuple[float, float]] = []
 
     def watch(now: float, stats: dict) -> None:
         seen = {f"device_{k}": int(stats.get(k, 0)) for k in DEVICE_DROP_KEYS}
@@ -217,11 +270,23 @@ def main() -> None:
         for direction, c in link.counters.items():
             seen.update({f"link_{direction}_{k}": int(v) for k, v in c.items() if k != "bytes_in" and k != "bytes_out"})
         new = {k: v - last_seen.get(k, 0) for k, v in seen.items() if v != last_seen.get(k, 0)}
+        # how far the sender fell behind real time in this period (then it sends at wire speed)
+        late, clock["late_max"] = clock["late_max"], 0.0
+        late_max["all"] = max(late_max["all"], late)
         if new and last_seen:
-            inc = {"t_s": round(now, 1), "audio_sent_s": round(clock["n_sent"] / SR, 3), **new}
+            inc = {"t_s": round(now, 1), "audio_sent_s": round(clock["n_sent"] / SR, 3),
+                   "host_late_max_s": round(late, 3), **new}
             incidents.append(inc)
             log(f"INCIDENT {json.dumps(inc, sort_keys=True)}")
         last_seen.update(seen)
+
+    def checker(dev, stop: threading.Event) -> None:
+        # its own thread: a slow STATS round trip must not hold up the audio
+        while not stop.wait(args.check_every):
+            try:
+                watch(time.monotonic() - clock["t0"], dev.get_stats())
+            except Exception as exc:  # noqa: BLE001 - reported, the final check still runs
+                log(f"STATS check failed: {type(exc).__name__}: {exc}")
 
     tmp = Path(tempfile.mkdtemp(prefix="ser_edge_soak_"))
     serve_log = tmp / "serve.log"
@@ -235,30 +300,32 @@ def main() -> None:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT, env=env)
         try:
             dev = DeviceClient(link.port_a, 921600, timeout=1.0, retries=60, on_result=on_result).open()
+            stop_checker = threading.Event()
             try:
                 stats0 = dev.get_stats()
                 watch(0.0, stats0)
+                total = int(args.seconds * SR)
+                audio = audio_chunks(total, prefetch=True)
+                time.sleep(1.0)  # the first clip
                 dev.start(Mode.AUDIO)
-                ref.reset()
                 t0 = clock["t0"] = time.monotonic()
+                th = threading.Thread(target=checker, args=(dev, stop_checker), daemon=True)
+                th.start()
                 n_sent = 0
                 next_sample = 0.0
-                next_check = args.check_every
-                clip = np.zeros(0, np.int16)
-                clip_pos = 0
-                seed = 100
-                total = int(args.seconds * SR)
                 bar = tqdm(total=int(args.seconds), unit="s", desc="soak", mininterval=5, file=sys.stderr)
-                while n_sent < total:
-                    if clip_pos >= clip.size:
-                        clip, clip_pos, seed = speech_with_pauses(60.0, seed=seed), 0, seed + 1
-                    piece = clip[clip_pos:clip_pos + CHUNK]
-                    clip_pos += piece.size
-                    time.sleep(max(0.0, t0 + (n_sent + piece.size) / SR - time.monotonic()))
+                # The sending loop does only what a live host does (the reference runs afterwards
+                # on the same audio, the next clip is made in a thread): a late host sends its
+                # backlog at wire speed.
+                for piece in audio:
+                    target = t0 + (n_sent + piece.size) / SR
+                    time.sleep(max(0.0, target - time.monotonic()))
+                    late = time.monotonic() - target
+                    clock["late_max"] = max(clock["late_max"], late)
+                    if late > 0.1 and len(late_events) < 1000:  # when the host fell behind, by how much
+                        late_events.append((round(target - t0, 3), round(late, 3)))
                     if dev.send_audio(piece) == 0:
                         counts["send_failures"] += 1
-                    ledger.expect(ref.push_audio(piece))
-                    ledger.expect(ref.take_utterances())
                     n_sent += piece.size
                     clock["n_sent"] = n_sent
                     now = time.monotonic() - t0
@@ -269,24 +336,22 @@ def main() -> None:
                         rss, cpu = proc_sample(proc.pid)
                         samples.append((now, rss, cpu))
                         next_sample += args.sample_every
-                    if now >= next_check:  # when did the device or the link lose anything?
-                        next_check += args.check_every
-                        watch(now, dev.get_stats())
                         bar.update(int(now) - bar.n)
                         bar.set_postfix(rss_mb=f"{rss / 1024:.1f}", windows=len(ledger.received["window"]))
                 bar.close()
                 soak_s = n_sent / SR
                 time.sleep(2.0)  # the last windows
+                stop_checker.set()
+                th.join(timeout=30)
                 stats1 = dev.get_stats()
                 watch(time.monotonic() - t0, stats1)
                 # STOP: the device flushes the tail window, closes the utterance and sends the
-                # summary before its ACK; the reference's finish() says what those must be
-                ledger.expect(ref.finish())
-                ledger.expect(ref.take_utterances())
+                # summary before its ACK
                 dev.stop()
                 host = dev.counters()
                 errors_rx = list(dev.errors)
             finally:
+                stop_checker.set()
                 dev.close()
         finally:
             alive = proc.poll() is None
@@ -296,6 +361,16 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 proc.kill()
         link_counters = link.counters
+
+    # The reference: the same audio, in the same chunks, through an in-process classifier of the
+    # same model, then finish() (STOP's tail window, last utterance and summary).
+    log("reference: the same audio through an in-process StreamingClassifier")
+    ref = StreamingClassifier.from_model(str(args.model) if args.model else None)
+    for piece in audio_chunks(n_sent):
+        ledger.expect(ref.push_audio(piece))
+        ledger.expect(ref.take_utterances())
+    ledger.expect(ref.finish())
+    ledger.expect(ref.take_utterances())
 
     parts, details = ledger.compare()
     details += [{"error": "device_error_frame", "code": int(e.code), "ref_type": int(e.ref_type),
@@ -321,7 +396,9 @@ def main() -> None:
     after = t >= args.warmup
     res = {
         "soak_seconds": round(float(soak_s), 1), "errors": errors, "error_parts": parts,
-        "error_details": details[:50], "incidents": incidents[:200], "device_rejected_by_reason": rejected_by,
+        "error_details": details[:50], "incidents": incidents[:200],
+        "host_late_max_s": round(late_max["all"], 3), "host_late_events": late_events[:200],
+        "device_rejected_by_reason": rejected_by,
         "host_counters": {k: v for k, v in host.items() if v}, "link_counters": link_counters,
         "rss_slope_kb_per_min": round(slope_per_min(t[after], rss[after]), 4),
         "rss_kb_first": float(rss[0]) if len(rss) else None,
