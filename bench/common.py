@@ -27,18 +27,18 @@ def pin_one_core() -> None:
 
 def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int = 7) -> dict[str, float]:
     """Median wall time of each function, run in interleaved rounds so that machine noise hits all alike."""
-    return interleaved_wall_median_cpu_min(fns, repeats)[0]
+    return interleaved_wall_and_cpu_medians(fns, repeats)[0]
 
 
-def interleaved_wall_median_cpu_min(fns: dict[str, Callable[[], object]],
-                                 repeats: int = 7) -> tuple[dict[str, float], dict[str, float]]:
-    """From the same interleaved rounds: the median wall time of each function, and its fastest
-    round by CPU time of the calling thread (``time.thread_time``).
+def interleaved_wall_and_cpu_medians(fns: dict[str, Callable[[], object]],
+                                     repeats: int = 7) -> tuple[dict[str, float], dict[str, float]]:
+    """From the same interleaved rounds: the median wall time of each function, and its median
+    CPU time of the calling thread (``time.thread_time``).
 
     For single-threaded code pinned to one core the two agree on an idle machine. On a shared one the
-    wall time also counts the time other processes ran, and any round can lose its caches to them;
-    the fastest round by CPU time is the least disturbed one (timeit's rule), the same statistic
-    for every implementation of the run, so it is the better estimate of the idle figure."""
+    wall time also counts the time other processes ran; the thread's CPU time does not, so it is the
+    better estimate of the idle figure. Medians (not the fastest round) so that one lucky round
+    cannot make a figure; the same statistic for every implementation of the run."""
     for fn in fns.values():
         fn()  # warm-up (JIT caches, page faults)
     wall: dict[str, list[float]] = {k: [] for k in fns}
@@ -49,7 +49,7 @@ def interleaved_wall_median_cpu_min(fns: dict[str, Callable[[], object]],
             fn()
             wall[name].append(time.perf_counter() - t0)
             cpu[name].append(time.thread_time() - c0)
-    return ({k: statistics.median(v) for k, v in wall.items()}, {k: min(v) for k, v in cpu.items()})
+    return ({k: statistics.median(v) for k, v in wall.items()}, {k: statistics.median(v) for k, v in cpu.items()})
 
 
 def machine() -> dict:

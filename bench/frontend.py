@@ -4,7 +4,7 @@
 
 Writes bench/results/frontend.json (+ frontend.png) and prints a Markdown table. Speed is measured
 on one core, the same audio for every implementation, interleaved repeats: ``rtf_*`` and
-``ratio_*`` from the fastest round by CPU time of each implementation (robust on a shared machine,
+``ratio_*`` from the median CPU time of each implementation's rounds (robust on a shared machine,
 = wall time on an idle one), ``*_wall_median`` from the wall-clock medians of the same rounds; the
 load average is recorded with them (bench/common.py).
 """
@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import DATA, interleaved_wall_median_cpu_min, machine, markdown_table, peer_mfcc_runners, pin_one_core, write_result  # noqa: E402
+from bench.common import DATA, interleaved_wall_and_cpu_medians, machine, markdown_table, peer_mfcc_runners, pin_one_core, write_result  # noqa: E402
 
 pin_one_core()
 
@@ -110,8 +110,8 @@ def main() -> None:
         "numpy_per_clip": lambda: [compute_features(x, cfg) for x in clips],
         **peer_mfcc_runners(cfg, clips),
     }
-    med_wall, cpu_min = interleaved_wall_median_cpu_min(fns, args.repeats)
-    rtf = {k: seconds / v for k, v in cpu_min.items()}
+    med_wall, cpu_med = interleaved_wall_and_cpu_medians(fns, args.repeats)
+    rtf = {k: seconds / v for k, v in cpu_med.items()}
 
     # --- streaming == batch ----------------------------------------------------------------------
     rng = np.random.default_rng(1)
@@ -140,7 +140,7 @@ def main() -> None:
         # the same rounds by wall-clock medians (what a busy machine does to them)
         "ratio_vs_librosa_wall_median": round(med_wall["librosa"] / med_wall["numpy_batch"], 3),
         "ratio_vs_kaldi_wall_median": round(med_wall["kaldi_native_fbank"] / med_wall["numpy_batch"], 3),
-        "timing": "rtf_* / ratio_*: fastest of the interleaved rounds by thread CPU time, one core; "
+        "timing": "rtf_* / ratio_*: median thread CPU time of the interleaved rounds, one core; "
                   "*_wall_median: wall-clock medians of the same rounds",
         "streaming_equals_batch": stream_ok,
         "speech_clips": len(speech),
