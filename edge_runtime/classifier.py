@@ -209,6 +209,7 @@ class StreamingClassifier:
             "version": _version(),
             "output_scale": m.output_scale,
             "output_zero_point": m.output_zero_point,
+            "scores_are_probs": self.model.outputs_probabilities,
             "frame_hop_samples": self.cfg.hop_length,
             "backend": self.model.backend,
             "model_name": m.model_name,

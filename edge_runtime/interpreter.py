@@ -427,13 +427,10 @@ class IntModel:
     def log_probabilities(self, scores_int8: np.ndarray) -> np.ndarray:
         """Class log-probabilities: log-softmax of the dequantised logits (for a softmax model, the
         log of its normalised outputs, floored at 1e-6)."""
-        from .window_policy import log_softmax
+        from .window_policy import score_log_probabilities
 
-        v = self.dequantize(scores_int8)
-        if self.outputs_probabilities:
-            v = np.maximum(v, 0.0)
-            return np.log(np.maximum(v / max(v.sum(), 1e-12), 1e-6))
-        return log_softmax(v)
+        return score_log_probabilities(scores_int8, self.meta.output_scale, self.meta.output_zero_point,
+                                       self.outputs_probabilities)
 
     def probabilities(self, scores_int8: np.ndarray) -> np.ndarray:
         """Class probabilities: the dequantised outputs when the model ends in softmax (non-negative,

@@ -85,11 +85,13 @@ FIELDS: tuple[Field, ...] = (
           "the model's raw int8 outputs in label order (utterance/summary: their mean over the speech "
           "windows, rounded); dequantise with the model's output scale and zero point",
           minimum=-128, maximum=127, items="integer"),
-    Field("probs", ("object", "array"), "probability", frozenset(), _L, "run",
-          "label → probability (window: after `--smooth`; utterance/summary: mean over its speech windows); "
+    Field("probs", ("object", "array"), "probability", frozenset(), _L, "run, stream, listen",
+          "label → probability (window: after `--smooth`; utterance/summary: mean over its speech windows; "
+          "stream/listen: from the device's scores by the same rule, the utterance/summary mean over the speech "
+          "windows received); "
           "a list in label order when the producer was not given the labels",
           minimum=0, maximum=1, items="number"),
-    Field("confidence", ("number",), "probability", frozenset(), _L, "run",
+    Field("confidence", ("number",), "probability", frozenset(), _L, "run, stream, listen",
           "window: the top probability; utterance/summary: the probability of its label (0 when none)",
           minimum=0, maximum=1),
     Field("window", ("integer",), "", _W, frozenset(), "run, stream, listen",

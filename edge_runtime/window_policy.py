@@ -139,6 +139,24 @@ def log_softmax(z: np.ndarray) -> np.ndarray:
     return z - m - np.log(np.exp(z - m).sum(axis=-1, keepdims=True))
 
 
+def score_log_probabilities(scores_int8: np.ndarray, output_scale: float, output_zero_point: int,
+                            scores_are_probs: bool = False) -> np.ndarray:
+    """Class log-probabilities of a model's int8 outputs ``(..., n_classes)``: the one rule every
+    consumer uses (``run`` through :meth:`IntModel.log_probabilities`, ``stream``/``listen`` from a
+    device's RESULT scores and INFO, docs/protocol.md §4.2 *Scores*).
+
+    ``real = (q - output_zero_point) * output_scale``; logits (the shipped models, with their
+    temperature calibration folded into the last layer) give ``log_softmax(real)``; a model ending in
+    softmax (``scores_are_probs``) gives the log of its normalised outputs, floored at 1e-6 so an
+    output quantised to 0 stays finite.
+    """
+    v = (np.asarray(scores_int8, np.float64) - output_zero_point) * output_scale
+    if scores_are_probs:
+        v = np.maximum(v, 0.0)
+        return np.log(np.maximum(v / np.maximum(v.sum(axis=-1, keepdims=True), 1e-12), 1e-6))
+    return log_softmax(v)
+
+
 def aggregate(log_probs: np.ndarray, min_confidence: float = 0.0) -> tuple[int | None, np.ndarray, str | None]:
     """Label of a group of windows from their log-probabilities ``(n_windows, n_classes)``.
 

@@ -33,7 +33,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from edge_runtime.protocol import (MAX_PAYLOAD, NO_SEQ, PROTOCOL_REVISION, Accepts, Ack, Audio,
-                                   Error, ErrorCode, Features, FrameDecoder, GetStats, Hello, Info,
+                                   Error, ErrorCode, Features, FrameDecoder, GetStats, Hello, Info, InfoExtFlags,
                                    Message, Mode, MsgType, Ping, Pong, Resend, Result, ResultFlags,
                                    Sequencer, Start, Stats, Stop, cobs_encode)
 from edge_runtime.protocol.framing import CRC_SIZE, HEADER_SIZE
@@ -174,6 +174,8 @@ class DeviceResult:
     t_rx: float  # time.monotonic() at reception
     seq: int
     stream_offset_s: float = 0.0  # START offset of its session, in seconds
+    probs: np.ndarray | None = None  # class probabilities (window: of its scores; else: mean of its windows)
+    labels: tuple[str, ...] = ()  # the device's labels (INFO), to name the probabilities
 
     @property
     def window_index(self) -> int:
@@ -203,6 +205,7 @@ class DeviceResult:
         (:mod:`edge_runtime.records`), with the device's latency, session and flags."""
         m = self.msg
         rec = self.record
+        labels = self.labels if labels is None else labels
         t_end = round(self.stream_offset_s + m.t_end_ms / 1000, 3)
         index = self.emotion_index
         d = {"time": t_end, "t_start": round(self.stream_offset_s + m.t_start_ms / 1000, 3), "t_end": t_end,
@@ -213,10 +216,66 @@ class DeviceResult:
             d["window"] = m.window_index
         elif rec == "utterance":
             d["utterance"] = m.window_index
+        if self.probs is not None:
+            # the same two keys as run's records (edge_runtime.results): a window's top probability,
+            # an utterance's/summary's probability of its label (0 when it has none)
+            conf = float(self.probs.max()) if rec == "window" else (
+                float(self.probs[index]) if index is not None and index < self.probs.size else 0.0)
+            d["confidence"] = round(conf, 4)
+            p = [round(float(x), 4) for x in self.probs]
+            d["probs"] = dict(zip(labels, p)) if labels and len(labels) == len(p) else p
         flags = [f.name.lower() for f in ResultFlags if m.flags & f]
         if flags:
             d["flags"] = flags
         return make_record(rec, d)
+
+
+class ResultProbabilities:
+    """Probabilities of the RESULTs of one device, as ``run`` computes them for its own records.
+
+    A window's are those of its int8 scores (INFO's output scale/zero point and ``SCORES_ARE_PROBS``,
+    through :func:`edge_runtime.window_policy.score_log_probabilities`, the rule ``run`` uses). An
+    utterance or summary record carries only the *mean scores* of its speech windows, whose softmax
+    is not the mean probability ``run`` reports, so its probabilities are the mean over the speech
+    windows (not flagged silence/no_speech) received in its span (utterance) or session (summary);
+    softmax of its scores only when none of them arrived.
+    """
+
+    MAX_HELD = 4096  # speech windows held per session awaiting their utterance record (bounds memory)
+
+    def __init__(self, info) -> None:
+        self.scale, self.zero_point = float(info.output_scale), int(info.output_zero_point)
+        self.are_probs = bool(info.ext_flags & InfoExtFlags.SCORES_ARE_PROBS)
+        self._held: dict[int, list[tuple[int, int, np.ndarray]]] = {}  # session -> (t_start_ms, t_end_ms, p)
+        self._sums: dict[int, tuple[np.ndarray, int]] = {}  # session -> (sum of probs, windows)
+
+    def of_scores(self, scores) -> np.ndarray | None:
+        """Probabilities of one set of RESULT scores (None without an output scale to dequantise)."""
+        from edge_runtime.window_policy import score_log_probabilities
+
+        if not self.scale or not len(scores):
+            return None
+        return np.exp(score_log_probabilities(np.asarray(scores), self.scale, self.zero_point, self.are_probs))
+
+    def add(self, msg: Result) -> np.ndarray | None:
+        """The probabilities for this RESULT (and remember a speech window's for its utterance)."""
+        if not msg.flags & ResultFlags.UTTERANCE:
+            p = self.of_scores(msg.scores)
+            if p is not None and not msg.flags & (ResultFlags.SILENCE | ResultFlags.NO_SPEECH):
+                held = self._held.setdefault(msg.session, [])
+                held.append((msg.t_start_ms, msg.t_end_ms, p))
+                del held[:-self.MAX_HELD]
+                total, n = self._sums.get(msg.session, (0.0, 0))
+                self._sums[msg.session] = (total + p, n + 1)
+            return p
+        if msg.window_index == 0xFFFFFFFF:  # summary: every speech window of the session
+            self._held.pop(msg.session, None)
+            total, n = self._sums.pop(msg.session, (0.0, 0))
+            return total / n if n else self.of_scores(msg.scores)
+        held = self._held.get(msg.session, [])
+        mine = [p for s, e, p in held if s >= msg.t_start_ms and e <= msg.t_end_ms]
+        self._held[msg.session] = [h for h in held if h[1] > msg.t_end_ms]
+        return np.mean(mine, axis=0) if mine else self.of_scores(msg.scores)
 
 
 # ---------------------------------------------------------------------------------- resend buffer
@@ -320,6 +379,8 @@ class DeviceClient:
         self._last_sync = 0.0
         self._syncs_since_data = 0
         self.info: Info | None = None
+        self._probs: ResultProbabilities | None = None  # per INFO: probabilities of its RESULTs
+        self._probs_info: Info | None = None
         self.decoder = FrameDecoder()
         self.tx = Sequencer()
         self._ser = None
@@ -805,7 +866,9 @@ class DeviceClient:
             self._windows_seen.add(msg.window_index)
         off = self._session_offsets.get(msg.session, 0)
         unit = self._unit_seconds()
-        r = DeviceResult(msg, label, now, seq, off * unit)
+        if self._probs is None or self._probs_info is not self.info:
+            self._probs, self._probs_info = ResultProbabilities(self.info), self.info
+        r = DeviceResult(msg, label, now, seq, off * unit, probs=self._probs.add(msg), labels=tuple(labels))
         self._counters["results"] += 1
         if msg.flags & ResultFlags.GAP:
             self._counters["gap_results"] += 1

@@ -294,6 +294,13 @@ def test_serve_push_and_listen_publish(broker, tmp_path):
                 s = by_window[h["window"]]
                 assert (h["label"], h["scores_int8"]) == (s["label"], s["scores_int8"])
                 assert "push" in h.get("flags", [])
+                # probabilities from the RESULT scores by run's rule (INFO carries the scale as float32)
+                assert h["confidence"] == pytest.approx(s["confidence"], abs=2e-4)
+                assert list(h["probs"]) == list(s["probs"])  # named by the device's labels
+                assert list(h["probs"].values()) == pytest.approx(list(s["probs"].values()), abs=2e-4)
+            # so the retained state (the Home Assistant confidence sensor) carries a real value
+            state = json.loads(col.on("ser-edge/dev-listen/state")[-1])
+            assert isinstance(state["confidence"], float) and 0 < state["confidence"] <= 1, state
             assert col.on("ser-edge/dev-serve/status")[0] == b"online"
             assert col.on("ser-edge/dev-listen/status")[0] == b"online"
     finally:

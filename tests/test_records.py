@@ -114,6 +114,21 @@ def test_stream_listen_validate_records(speech_wav, tmp_path):
         validated = _json_lines(r.stdout)
     assert_valid(streamed)
     assert {d["record"] for d in streamed} >= {"window", "summary"}
+    # stream's probabilities follow run's rule: the same audio and model give the same confidences
+    r = subprocess.run([sys.executable, "-m", "edge_runtime", "run", str(speech_wav)],
+                       capture_output=True, text=True, timeout=120, env=ENV)
+    assert r.returncode == 0, r.stderr
+    ran = _json_lines(r.stdout)
+    key = lambda d: (d["record"], d.get("window", d.get("utterance")))  # noqa: E731
+    by_key = {key(d): d for d in ran}
+    for d in streamed:
+        want = by_key[key(d)]
+        assert (d["label"], d["scores_int8"]) == (want["label"], want["scores_int8"]), (d, want)
+        assert d["confidence"] == pytest.approx(want["confidence"], abs=2e-4), (d, want)
+        assert list(d["probs"]) == list(want["probs"])
+        assert list(d["probs"].values()) == pytest.approx(list(want["probs"].values()), abs=2e-4)
+    assert {d["record"] for d in streamed} == {d["record"] for d in ran}
+    assert any(d["confidence"] > 0 for d in streamed if d["record"] != "window")
     assert any(d["index"] is None and d["reason"] for d in streamed if d["record"] == "window")
     assert_valid(validated)
     assert [d["record"] for d in validated] == ["file", "file", "validation"]
@@ -127,6 +142,7 @@ def test_stream_listen_validate_records(speech_wav, tmp_path):
     listened = _json_lines(r.stdout)
     assert listened and all(d["record"] == "window" and "push" in d["flags"] for d in listened)
     assert_valid(listened)
+    assert all(d["confidence"] == pytest.approx(max(d["probs"].values()), abs=1e-4) for d in listened)
 
 
 def test_schema_rejects_what_it_should():
