@@ -5,6 +5,14 @@ status, current label/confidence and its recent records; a small threaded HTTP s
 page (``dashboard.html``, no external scripts) and relays every update to the browsers as
 Server-Sent Events (``/events``), so the page needs neither an MQTT client nor broker credentials.
 
+Nothing published while the dashboard is away is missed: it subscribes at QoS 1 in a *persistent*
+session (``clean_session`` false) under a stable client id (``--client-id``, default
+``ser-edge-dashboard-<host name>-<HTTP port>``), so while it is disconnected, or after a broker
+restart (Mosquitto keeps sessions with ``persistence true``), the broker queues every record for it
+and delivers them in order when it comes back; the retained ``state``/``status`` topics then bring
+devices it has never seen. (With a random id and a clean session, the earlier design, a reconnect
+was a new subscriber: records sent in between were gone and only the retained state came back.)
+
 Routes: ``/`` the page, ``/events`` the event stream (a ``snapshot`` event, then one ``update``
 per MQTT message), ``/api/devices`` the current snapshot as JSON.
 """
@@ -15,10 +23,10 @@ import collections
 import json
 import logging
 import queue
+import socket
 import sys
 import threading
 import time
-import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 
@@ -163,7 +171,8 @@ class _Handler(BaseHTTPRequestHandler):
 class Dashboard:
     """Subscriber + HTTP server. ``start()`` returns at once; ``url`` is the page; ``close()`` stops."""
 
-    def __init__(self, target: MqttTarget, host: str = "127.0.0.1", port: int = 8080, history: int = 300):
+    def __init__(self, target: MqttTarget, host: str = "127.0.0.1", port: int = 8080, history: int = 300,
+                 client_id: str | None = None):
         import paho.mqtt.client as mqtt
 
         self.target = target
@@ -172,7 +181,10 @@ class Dashboard:
         handler = type("Handler", (_Handler,), {"state": self.state, "stop": self.stop_event})
         self.httpd = ThreadingHTTPServer((host, port), handler)
         self.httpd.daemon_threads = True
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"ser-edge-dashboard-{uuid.uuid4().hex[:8]}")
+        # A stable id + a persistent session: the broker queues QoS 1 records for this dashboard while
+        # it is away (disconnected, restarting, or the broker restarting) instead of dropping them.
+        self.client_id = client_id or default_client_id(self.httpd.server_address[1])
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=False)
         if target.username:
             c.username_pw_set(target.username, target.password)
         if target.tls:
@@ -195,6 +207,8 @@ class Dashboard:
         if reason_code.is_failure:
             log.warning("dashboard: %s refused the connection: %s", self.target, reason_code)
             return
+        # Subscribed again even when the broker kept the session (flags.session_present): harmless,
+        # and it covers a broker that lost its sessions (no persistence, or a crash before saving).
         client.subscribe([(f"{TOPIC_ROOT}/+/emotion", 1), (f"{TOPIC_ROOT}/+/state", 1),
                           (f"{TOPIC_ROOT}/+/status", 1)])
         self.subscribed.set()
@@ -220,13 +234,22 @@ class Dashboard:
         self.close()
 
 
+def default_client_id(http_port: int) -> str:
+    """``ser-edge-dashboard-<host name>-<HTTP port>``: the same on every restart of this dashboard
+    (so its broker session, and the records queued in it, are found again) and different for two
+    dashboards on one machine (they cannot share an HTTP port). MQTT 3.1.1 brokers accept 23 bytes
+    for sure; Mosquitto and every common broker accept longer ids."""
+    host = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in socket.gethostname())[:40] or "host"
+    return f"ser-edge-dashboard-{host}-{http_port}"
+
+
 def _cmd_dashboard(args: argparse.Namespace) -> int:
     from edge_runtime.cli_errors import Failure, require
 
     require("ser-edge dashboard", "paho")
     target = MqttTarget.parse(args.mqtt)  # a bad URL: MqttConfigError, reported as bad input
     try:
-        dash = Dashboard(target, args.host, args.port)
+        dash = Dashboard(target, args.host, args.port, client_id=args.client_id)
     except OSError as exc:
         raise Failure(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
     if not logging.getLogger().handlers:
@@ -259,4 +282,7 @@ def add_cli(sub) -> None:
     p.add_argument("--host", default="127.0.0.1", help="HTTP address (default 127.0.0.1)")
     p.add_argument("--port", type=positive_int, default=8080, help="HTTP port (default 8080)")
     p.add_argument("--seconds", type=positive_float, default=None, help="stop after this long")
+    p.add_argument("--client-id", default=None, metavar="ID",
+                   help="MQTT client id of its persistent session (default ser-edge-dashboard-<host>-<port>); "
+                        "keep it stable so records sent while the dashboard is away are queued for it")
     p.set_defaults(func=_cmd_dashboard)

@@ -361,6 +361,53 @@ def _wait(pred, timeout=10.0):
 
 
 # ------------------------------------------------------------------------- dashboard
+def test_dashboard_gets_records_sent_while_it_and_the_broker_were_down(tmp_path):
+    """The dashboard's persistent QoS 1 session: records published while the dashboard was away and
+    the broker restarting are delivered when it comes back (not only the retained state), and a
+    device first seen during the outage gets its card."""
+    import urllib.request
+
+    from edge_runtime.mqtt import MqttPublisher, MqttTarget
+    from firmware_bridge.dashboard import Dashboard
+    from firmware_bridge.mosquitto import free_port
+
+    b = _broker(tmp_path)
+    pubs, dash = [], None
+    try:
+        http_port = free_port()
+        viewer = MqttTarget.parse(b.url("viewer"))
+        dash = Dashboard(viewer, port=http_port).start()
+        assert dash.subscribed.wait(5)
+        pubs.append(MqttPublisher(MqttTarget.parse(b.url("dev-a")), "dev-a", discovery=False).start(wait_s=5))
+        pubs[0].publish_record({"window": 0, "label": "happy", "confidence": 0.7})
+        assert _wait(lambda: dash.state.devices.get("dev-a", {}).get("records") == 1)
+        dash.close()  # the dashboard goes away ...
+        b.stop()  # ... and the broker restarts (SIGTERM: Mosquitto saves sessions and queues)
+        assert _wait(lambda: not pubs[0].stats()["connected"])
+        for i, label in enumerate(("sad", "angry", "sad", "neutral"), 1):
+            pubs[0].publish_record({"window": i, "label": label, "confidence": 0.5 + i / 10})
+        pubs.append(MqttPublisher(MqttTarget.parse(b.url("dev-b")), "dev-b", discovery=False).start())
+        pubs[1].publish_record({"window": 0, "label": "calm", "confidence": 0.55})
+        b.start()
+        # every record reaches the broker while no dashboard is connected
+        assert _wait(lambda: all(p.stats()["connected"] and not p.stats()["waiting"] and not p.stats()["unacked"]
+                                 for p in pubs), timeout=20)
+        dash = Dashboard(viewer, port=http_port).start()  # same host and port: the same session
+        assert _wait(lambda: dash.state.devices.get("dev-a", {}).get("records") == 4
+                     and dash.state.devices.get("dev-b", {}).get("records") == 1, timeout=10), dash.state.snapshot()
+        with urllib.request.urlopen(dash.url + "api/devices", timeout=5) as r:
+            devices = {d["id"]: d for d in json.load(r)["devices"]}
+        assert devices["dev-a"]["label"] == "neutral" and devices["dev-a"]["confidence"] == pytest.approx(0.9)
+        assert [p["label"] for p in devices["dev-a"]["timeline"]] == ["sad", "angry", "sad", "neutral"]
+        assert devices["dev-b"]["label"] == "calm" and devices["dev-b"]["status"] == "online"
+    finally:
+        for p in pubs:
+            p.close(timeout_s=1)
+        if dash is not None:
+            dash.close()
+        b.stop()
+
+
 def test_dashboard_in_headless_chromium(broker, tmp_path):
     """Labels published to the broker appear on `ser-edge dashboard`'s page in a real browser."""
     webdriver = require_module("selenium.webdriver")
