@@ -137,3 +137,22 @@ def test_cv_merge_of_seed_runs(tmp_path):
     out = tmp_path / "merged.json"
     assert accuracy_main(["--merge", str(a), str(b), "--results", str(out)]) == 0
     assert json.loads(out.read_text())["seeds_done"] == [0, 1, 2]
+
+
+def test_compare_cv_pairs_by_seed_and_fold():
+    from bench.compare_cv import compare
+
+    def run(uar, seeds=(0, 1, 2), **cfg):
+        return {"config": {"fold_seed": 0, "folds": "0,1", "frontend": {"v": 2}, **cfg}, "eval_path": "runtime",
+                "window_policy": {}, "speech_gate": {},
+                "ravdess_folds": [{"seed": s, "fold": f, "uar_int8": uar(s, f)} for s in seeds for f in (0, 1)]}
+
+    base = run(lambda s, f: 0.5 + 0.01 * s + 0.1 * f)
+    opt = run(lambda s, f: 0.5 + 0.01 * s + 0.1 * f + (0.02 if f == 0 else -0.01), seeds=(0, 1))  # seed 2 missing
+    res = compare(base, opt)
+    assert res["seeds"] == [0, 1] and res["n_pairs"] == 4  # only seeds both runs completed
+    v = res["keys"]["uar_int8"]
+    assert v["diff_mean"] == pytest.approx(0.005) and v["diff_seed_sd"] == pytest.approx(0.0, abs=1e-12)
+    assert v["seeds_higher"] == 2 and (v["fold_runs_higher"], v["fold_runs_lower"]) == (2, 2)
+    with pytest.raises(SystemExit, match="fold_seed"):
+        compare(base, run(lambda s, f: 0.5, fold_seed=1))

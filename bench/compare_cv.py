@@ -1,0 +1,86 @@
+"""Compare two recipes' cross-validations (``bench/accuracy.py`` results), paired by (seed, fold).
+
+Both runs must use the same folds (``--fold-seed``), front end, window policy, gate and evaluation
+path; the pairs are the (seed, fold) runs both hold. Per key: each recipe's mean ± sd between seed
+means (complete seeds only), and the paired difference (option − base) as the mean ± sd over the
+seeds' mean differences, plus in how many seeds and fold runs the option's figure is higher (for
+``ece_clip`` lower is better). Fold noise (4 test actors
+per fold) is large, so only a difference that holds in every seed is worth reading as one.
+
+    python bench/compare_cv.py bench/results/accuracy.json bench/results/accuracy_ased.json \\
+        --name ased --results bench/results/cv_compare_ased.json
+
+Prints a Markdown table and writes the JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+KEYS = ("uar_int8", "window_agreement_int8_vs_float_fixed", "uar_peak_m35", "uar_peak_m1", "uar_babble_10db",
+        "uar_telephone", "urdu4_uar_int8", "ece_clip")
+SAME = ("eval_path", "window_policy", "speech_gate")
+
+
+def _by_pair(res: dict) -> dict[tuple[int, int], dict]:
+    return {(int(f["seed"]), int(f["fold"])): f for f in res["ravdess_folds"]}
+
+
+def compare(base: dict, option: dict) -> dict:
+    """Paired comparison of two results dicts (see the module docstring)."""
+    for k in SAME:
+        if base.get(k) != option.get(k):
+            raise SystemExit(f"the two runs differ in {k}: not comparable")
+    for k in ("fold_seed", "folds", "frontend"):
+        if base["config"].get(k) != option["config"].get(k):
+            raise SystemExit(f"the two runs differ in config {k}: not comparable")
+    b, o = _by_pair(base), _by_pair(option)
+    folds = sorted({f for _, f in b})
+    seeds = sorted(s for s in {s for s, _ in b} & {s for s, _ in o}
+                   if all((s, f) in b and (s, f) in o for f in folds))
+    if not seeds:
+        raise SystemExit("no seed has every fold in both runs")
+    out: dict = {"seeds": seeds, "folds": folds, "n_pairs": len(seeds) * len(folds), "keys": {}}
+    for k in KEYS:
+        if not all(k in b[s, f] and k in o[s, f] for s in seeds for f in folds):
+            continue
+        mb = [float(np.mean([b[s, f][k] for f in folds])) for s in seeds]
+        mo = [float(np.mean([o[s, f][k] for f in folds])) for s in seeds]
+        d = [y - x for x, y in zip(mb, mo)]
+        pair_d = [o[s, f][k] - b[s, f][k] for s in seeds for f in folds]
+        sd = (lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else None)  # noqa: E731
+        out["keys"][k] = {"base_mean": float(np.mean(mb)), "base_seed_sd": sd(mb),
+                          "option_mean": float(np.mean(mo)), "option_seed_sd": sd(mo),
+                          "diff_mean": float(np.mean(d)), "diff_seed_sd": sd(d), "diff_per_seed": d,
+                          "seeds_higher": int(sum(x > 0 for x in d)),
+                          "fold_runs_higher": int(sum(x > 0 for x in pair_d)),
+                          "fold_runs_lower": int(sum(x < 0 for x in pair_d))}
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("base", help="bench/accuracy.py results of the reference recipe")
+    ap.add_argument("option", help="bench/accuracy.py results of the recipe compared with it")
+    ap.add_argument("--name", default="option", help="the option's name in the table and JSON")
+    ap.add_argument("--results", default=None, help="output JSON (default: none)")
+    a = ap.parse_args(argv)
+    res = compare(json.loads(Path(a.base).read_text()), json.loads(Path(a.option).read_text()))
+    res.update({"base": a.base, "option": a.option, "name": a.name})
+    print(f"| key | base (mean ± seed sd) | {a.name} | Δ {a.name} − base (mean ± sd over seeds) "
+          f"| seeds higher | fold runs higher / lower |\n|---|---|---|---|---|---|")
+    for k, v in res["keys"].items():
+        print(f"| {k} | {v['base_mean']:.3f} ± {v['base_seed_sd'] or 0:.3f} | {v['option_mean']:.3f} ± "
+              f"{v['option_seed_sd'] or 0:.3f} | {v['diff_mean']:+.3f} ± {v['diff_seed_sd'] or 0:.3f} | "
+              f"{v['seeds_higher']}/{len(res['seeds'])} | {v['fold_runs_higher']} / {v['fold_runs_lower']} |")
+    if a.results:
+        Path(a.results).write_text(json.dumps(res, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
