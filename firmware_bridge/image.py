@@ -199,12 +199,7 @@ def build_image(model: str | Path | None = None, out_dir: str | Path | None = No
 def _cmd_build(args) -> int:
     from edge_runtime.cli_errors import BadInput, Failure
 
-    if args.model is not None and not Path(args.model).is_file():
-        raise BadInput(f"{args.model}: no such model file")
-    if args.model is not None:  # empty / not a TFLite file: say so (exit 2), not "no such model"
-        from edge_runtime.model_metadata import check_tflite
-
-        check_tflite(Path(args.model).read_bytes(), args.model)
+    _check_model_file(args.model)  # exists (parse time); empty / not a TFLite file: exit 2 here
     try:
         img = build_image(args.model, args.out, opt=args.opt, semihosting=not args.no_semihosting)
     except ExportError as e:
@@ -222,8 +217,8 @@ def _cmd_run(args) -> int:
 
     from .qemu import QemuDevice, QemuError
 
-    if args.elf is not None and not Path(args.elf).is_file():
-        raise BadInput(f"{args.elf}: no such firmware image")
+    if args.elf is None:
+        _check_model_file(args.model)
     try:
         elf = Path(args.elf) if args.elf else build_image(args.model).elf
         with QemuDevice(elf) as dev:
@@ -236,24 +231,51 @@ def _cmd_run(args) -> int:
             except KeyboardInterrupt:
                 pass
             return 0 if dev.returncode in (None, 0) else 1
+    except ExportError as e:  # a model the C export cannot take (an op it lacks): the user's input
+        raise BadInput(str(e)) from None
     except (CBuildError, QemuError, OSError) as e:
         raise Failure(str(e).strip().splitlines()[0] if str(e).strip() else repr(e)) from None
 
 
+def _elf_file(text: str) -> str:
+    """argparse type of ``--elf``: an existing, readable file that starts like an ELF image."""
+    import argparse
+
+    from edge_runtime.cli_types import existing_file
+
+    existing_file(text)
+    with open(text, "rb") as f:
+        if f.read(4) != b"\x7fELF":
+            raise argparse.ArgumentTypeError(f"{text}: not an ELF image (build one with `ser-edge firmware build`)")
+    return text
+
+
+def _check_model_file(path: str | None) -> None:
+    """A ``--model`` that exists (checked at parse time) but is empty or not a TFLite file: exit 2 with
+    one line, before any compiler or QEMU is started."""
+    if path is not None:
+        from edge_runtime.model_metadata import check_tflite
+
+        check_tflite(Path(path).read_bytes(), path)
+
+
 def add_cli(subparsers) -> None:
-    """Add ``firmware build`` and ``firmware run``."""
+    """Add ``firmware build`` and ``firmware run`` (path options checked at parse time, like every
+    ``ser-edge`` subcommand: :mod:`edge_runtime.cli_types`)."""
+    from edge_runtime.cli_types import existing_file, output_dir
+
     p = subparsers.add_parser("firmware", help="build / run the Cortex-M4 device firmware (QEMU mps2-an386)",
                               description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="firmware_cmd", required=True)
     b = sub.add_parser("build", help="export the model and link the firmware image (arm-none-eabi-gcc)")
-    b.add_argument("--model", default=None, help="int8 .tflite (default: the shipped model)")
-    b.add_argument("--out", default=None, help="output directory (default: the build cache)")
+    b.add_argument("--model", default=None, type=existing_file, help="int8 .tflite (default: the shipped model)")
+    b.add_argument("--out", default=None, type=output_dir, help="output directory (default: the build cache)")
     b.add_argument("--opt", default="-O2", help="optimisation flag (default -O2)")
     b.add_argument("--no-semihosting", action="store_true", help="faults park the core instead of ending QEMU")
     b.set_defaults(func=_cmd_build)
     r = sub.add_parser("run", help="run the firmware in QEMU behind a host pty")
-    r.add_argument("--elf", default=None, help="image to run (default: build for --model)")
-    r.add_argument("--model", default=None, help="model to build for when --elf is not given")
+    r.add_argument("--elf", default=None, type=_elf_file, help="image to run (default: build for --model)")
+    r.add_argument("--model", default=None, type=existing_file, help="model to build for when --elf is not given")
     r.set_defaults(func=_cmd_run)
 
 

@@ -178,6 +178,40 @@ def test_one_line_error(files, argv, code, needle):
     assert needle in lines[0], lines[0]
 
 
+FIRMWARE_CASES = [  # (argv, the message after "ser-edge firmware <cmd>: error: ")
+    ("firmware build --model {dir}/nope.tflite", "argument --model: {dir}/nope.tflite: no such file"),
+    ("firmware build --model {dir}", "argument --model: {dir}: is a folder, expected a file"),
+    ("firmware build --out {a_file}/img", "argument --out: {a_file}/img: cannot be created ({a_file} is a file)"),
+    ("firmware build --out {a_file}", "argument --out: {a_file}: exists and is not a folder"),
+    ("firmware run --elf {dir}/nope.elf", "argument --elf: {dir}/nope.elf: no such file"),
+    ("firmware run --elf {empty}", "argument --elf: {empty}: not an ELF image (build one with `ser-edge firmware build`)"),
+    ("firmware run --model {dir}/nope.tflite", "argument --model: {dir}/nope.tflite: no such file"),
+]
+
+
+@pytest.mark.parametrize("argv,needle", FIRMWARE_CASES, ids=[c[0].replace(" {", "_").split("}")[0] for c in FIRMWARE_CASES])
+def test_firmware_path_options_checked_at_parse_time(files, argv, needle):
+    """`ser-edge firmware build/run` path options fail when parsed: one line naming the option and the
+    path, exit 2, before any compiler or QEMU runs (the error comes from argparse, so from the
+    sub-subcommand's parser)."""
+    args = [a.format(**files) for a in argv.split()]
+    r = ser_edge(*args)
+    err = r.stderr.decode()
+    assert r.returncode == 2, (r.returncode, err)
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert lines == [f"ser-edge firmware {args[1]}: error: {needle.format(**files)}"], err
+
+
+def test_firmware_run_rejects_a_model_that_is_not_tflite(files):
+    """An existing but empty --model for `firmware run` is refused as bad input before QEMU or gcc."""
+    r = ser_edge("firmware", "run", "--model", files["empty"])
+    err = r.stderr.decode()
+    assert r.returncode == 2, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "empty.tflite: not a TFLite model" in err
+
+
 def test_check_model_foreign_is_a_verdict_not_a_crash(files):
     """A well-formed .tflite without our metadata: the summary prints, the verdict says why (exit 1)."""
     r = ser_edge("check-model", "--no-arena", files["foreign"])
