@@ -200,7 +200,8 @@ def summarise_seeds(res: dict, folds: list[int]) -> dict:
         by_seed.setdefault(int(r.get("seed", 0)), []).append(r)
     done = sorted(s for s, rs in by_seed.items() if sorted(r["fold"] for r in rs) == sorted(folds))
     use = [r for r in runs if int(r.get("seed", 0)) in done]
-    out = {"seeds_done": done, "n_seeds": len(done), "partial_seed_runs": len(runs) - len(use)}
+    # ``seeds`` is the number of complete seeds (what a goal compares); which ones is ``seeds_done``
+    out = {"seeds": len(done), "seeds_done": done, "n_seeds": len(done), "partial_seed_runs": len(runs) - len(use)}
     if not use:
         return out
     out["n_folds_done"] = len(folds)
@@ -261,7 +262,8 @@ def merge_results(paths: list[Path]) -> dict:
         res.pop(k, None)
     folds = [int(v) for v in base["config"]["folds"].split(",")]
     res.update(summarise_seeds(res, folds))
-    first = [f for f in res["ravdess_folds"] if f["seed"] == res["seeds"][0]]
+    first_seed = min(int(f["seed"]) for f in res["ravdess_folds"])
+    first = [f for f in res["ravdess_folds"] if f["seed"] == first_seed]
     res["clips_without_label_ravdess"] = int(sum(f["clips_without_label"] for f in first))
     res["clips_without_label"] = res["clips_without_label_ravdess"] + res.get("clips_without_label_tess", 0)
     return res

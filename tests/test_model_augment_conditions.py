@@ -209,4 +209,4 @@ def test_cv_summary_uses_complete_seeds_only():
     assert out["ravdess8_uar_int8"] == pytest.approx(0.55)  # seed 2's lone (easy) fold left out
     assert out["ravdess8_uar_int8_per_seed"] == {0: pytest.approx(0.5), 1: pytest.approx(0.6)}
     assert out["ravdess8_uar_int8_sd"] == pytest.approx(np.std([0.5, 0.6], ddof=1))
-    assert summarise_seeds({"ravdess_folds": runs[:1]}, [0, 1]) == {"seeds_done": [], "n_seeds": 0, "partial_seed_runs": 1}
+    assert summarise_seeds({"ravdess_folds": runs[:1]}, [0, 1]) == {"seeds": 0, "seeds_done": [], "n_seeds": 0, "partial_seed_runs": 1}

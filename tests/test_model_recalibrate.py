@@ -119,7 +119,7 @@ def test_cv_merge_of_seed_runs(tmp_path):
     a.write_text(json.dumps(run([0], {0: 0.5})))
     b.write_text(json.dumps(run([1, 2], {1: 0.4, 2: 0.6}, out="y")))  # where models were kept does not matter
     res = merge_results([a, b])
-    assert res["seeds"] == [0, 1, 2] and res["seeds_done"] == [0, 1, 2] and len(res["ravdess_folds"]) == 6
+    assert res["seeds"] == 3 and res["seeds_done"] == [0, 1, 2] and len(res["ravdess_folds"]) == 6
     assert res["n_seeds"] == 3  # complete seeds, as a number (a goal can compare it)
     per_seed = [0.55, 0.45, 0.65]  # each seed's mean over folds 0 and 1
     assert res["ravdess8_uar_int8"] == pytest.approx(np.mean(per_seed))  # recomputed, not copied
