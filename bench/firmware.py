@@ -380,9 +380,11 @@ def qemu_windows(clips: list[np.ndarray], min_windows: int, audio_clips: int) ->
     from edge_runtime.frontend import compute_features
     from edge_runtime.protocol import Audio, Features, Mode, MsgType, ResultFlags, Start, Stop
     from firmware_bridge.image import build_image
-    from firmware_bridge.qemu import QemuDevice, RawHost
+    from firmware_bridge.qemu import QemuDevice, RawHost, firmware_result
 
     def fields(m):
+        # the firmware's view: exact window ties stay the lower index there (docs/window_policy.md)
+        m = firmware_result(m)
         return (m.window_index, m.session, m.label_index, m.flags, m.t_start_ms, m.t_end_ms, tuple(m.scores))
 
     ref = StreamingClassifier.from_model(None, backend="tflm")

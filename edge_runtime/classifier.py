@@ -36,7 +36,7 @@ import numpy as np
 from .interpreter import IntModel
 from .results import SILENCE_LABEL, UNCERTAIN_LABEL, UtteranceResult, WindowResult
 from .speech_gate import GateConfig, SpeechGate, frame_stats
-from .window_policy import NO_SPEECH, SILENCE, TOO_SHORT, UNCERTAIN, WindowPolicy, aggregate_means
+from .window_policy import NO_SPEECH, SILENCE, TOO_SHORT, UNCERTAIN, WindowPolicy, aggregate_means, window_label
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "default.tflite"
 DEFAULT_GATE = GateConfig()
@@ -457,10 +457,8 @@ class StreamingClassifier:
             self._ema = None
             label, index, out_probs = SILENCE_LABEL if reason == SILENCE else NO_SPEECH, None, probs
         else:
-            out_probs, index = self._smooth(probs)
-            label = self.labels[index]
-            if out_probs[index] < self.min_confidence:
-                label, index, reason = UNCERTAIN_LABEL, None, UNCERTAIN
+            out_probs, index, reason = self._smooth(probs, log_probs)
+            label = self.labels[index] if index is not None else UNCERTAIN_LABEL
         hop = self.cfg.hop_length
         last = first + n_real - 1  # last real frame
         extra = {"confidence": round(float(out_probs.max()), 4),
@@ -531,19 +529,30 @@ class StreamingClassifier:
             n_windows=u.n_windows, n_speech_windows=u.n_speech, first_window=u.first,
             last_window=u.last)
 
-    def _smooth(self, probs: np.ndarray) -> tuple[np.ndarray, int]:
+    def _smooth(self, probs: np.ndarray, log_probs: np.ndarray) -> tuple[np.ndarray, int | None, str | None]:
+        """(probabilities shown, index, reason) of a speech window, after ``--smooth``. The label
+        follows :func:`window_label` (an exact tie is ``uncertain``, never the lower index)."""
+        def logs(p: np.ndarray) -> np.ndarray:
+            return np.log(np.maximum(p, 1e-300))
+
         if self.smooth <= 1:
-            return probs, int(np.argmax(probs))
+            return (probs, *window_label(log_probs, probs, self.min_confidence))
         if self.smooth_mode == "ema":
             a = 2.0 / (self.smooth + 1)
             self._ema = probs.copy() if self._ema is None else a * probs + (1 - a) * self._ema
-            return self._ema, int(np.argmax(self._ema))
+            return (self._ema, *window_label(logs(self._ema), self._ema, self.min_confidence))
         self._history.append(probs)
         mean = np.mean(self._history, axis=0)
         votes = np.bincount([int(np.argmax(p)) for p in self._history], minlength=len(probs))
         best = np.flatnonzero(votes == votes.max())
-        index = int(best[np.argmax(mean[best])])  # ties broken by mean probability
-        return mean, index
+        # a tie in votes goes by mean probability (then uncertain), as the window rule says
+        sub, reason = window_label(logs(mean[best]), mean[best])
+        if sub is None:
+            return mean, None, reason
+        index = int(best[sub])
+        if mean[index] < self.min_confidence:
+            return mean, None, UNCERTAIN
+        return mean, index, None
 
     def __repr__(self) -> str:
         return (f"StreamingClassifier({self.model!r}, policy={self.policy}, gate={self.gate_config}, "

@@ -26,8 +26,9 @@ Windows to labels (:func:`aggregate`): an utterance's label is the class with th
 log-probability** over its speech windows (windows the speech gate passed). For a model with logit
 outputs this is the class with the highest sum of int8 scores (log-softmax subtracts one constant
 per window), so a microcontroller can do it in integers. Ties are broken by the mean probability; a
-tie in both is ``uncertain``, never the lowest index. A window or utterance whose top probability is
-below ``min_confidence`` is ``uncertain`` too. Windows the gate closed carry no emotion
+tie in both is ``uncertain``, never the lowest index; a window's label follows the same rule
+(:func:`window_label`: a window whose top classes tie exactly is ``uncertain``). A window or utterance
+whose top probability is below ``min_confidence`` is ``uncertain`` too. Windows the gate closed carry no emotion
 (``index: null``) and a ``reason``: ``silence`` or ``no_speech`` (see :mod:`edge_runtime.speech_gate`).
 
 Utterances in a live stream: an utterance starts at the first speech window and ends after
@@ -170,6 +171,16 @@ def aggregate(log_probs: np.ndarray, min_confidence: float = 0.0) -> tuple[int |
         n = lp.shape[-1] if lp.ndim == 2 else 0
         return None, np.zeros(n), None
     return aggregate_means(lp.mean(axis=0), np.exp(lp).mean(axis=0), min_confidence)
+
+
+def window_label(log_probs: np.ndarray, probs: np.ndarray,
+                 min_confidence: float = 0.0) -> tuple[int | None, str | None]:
+    """Label of one window (its own or its smoothed probabilities): the same rule as an utterance's
+    (:func:`aggregate_means` of a group of one), so an exact tie for the top class is ``uncertain``,
+    never the lower index. Returns ``(index, None)`` or ``(None, "uncertain")``."""
+    index, _, reason = aggregate_means(np.asarray(log_probs, np.float64), np.asarray(probs, np.float64),
+                                       min_confidence)
+    return index, reason
 
 
 def aggregate_means(mean_lp: np.ndarray, mean_p: np.ndarray,

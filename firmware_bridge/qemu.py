@@ -24,10 +24,36 @@ import subprocess
 import time
 from pathlib import Path
 
-__all__ = ["QemuDevice", "QemuError", "RawHost", "qemu_binary", "MACHINE"]
+__all__ = ["QemuDevice", "QemuError", "RawHost", "qemu_binary", "firmware_result", "MACHINE"]
 
 MACHINE = "mps2-an386"
 _PTY_RE = re.compile(rb"char device redirected to (/dev/pts/\d+)")
+
+
+def firmware_result(msg, min_confidence: float = 0.0, output_scale: float = 1.0, output_zero_point: int = 0):
+    """The RESULT the firmware sends where the Python device sends ``msg`` (for comparisons).
+
+    They are identical but for one documented difference (docs/window_policy.md): a *window* whose
+    two top int8 scores tie exactly is ``uncertain`` on the Python device (the window policy's tie
+    rule, :func:`edge_runtime.window_policy.window_label`), while the firmware still reports the
+    lower index without the UNCERTAIN flag (``label_index`` is that index on both). A tied window
+    below ``min_confidence`` is UNCERTAIN on both.
+    """
+    import dataclasses
+
+    import numpy as np
+
+    from edge_runtime.protocol import ResultFlags
+    from edge_runtime.window_policy import score_log_probabilities
+
+    s = np.sort(np.asarray(msg.scores, np.int64))[::-1]
+    if msg.flags & ResultFlags.UTTERANCE or not msg.flags & ResultFlags.UNCERTAIN or s.size < 2 or s[0] != s[1]:
+        return msg
+    if min_confidence > 0:
+        top = float(np.exp(score_log_probabilities(np.asarray(msg.scores), output_scale, output_zero_point)).max())
+        if top < min_confidence:
+            return msg
+    return dataclasses.replace(msg, flags=int(msg.flags & ~ResultFlags.UNCERTAIN))
 
 
 class QemuError(RuntimeError):

@@ -6,7 +6,7 @@ import pytest
 
 from edge_runtime.classifier import StreamingClassifier
 from edge_runtime.test_signals import speech_with_pauses
-from edge_runtime.window_policy import WindowPolicy, aggregate, cut_windows, plan_windows
+from edge_runtime.window_policy import WindowPolicy, aggregate, cut_windows, plan_windows, window_label
 from tests.test_runtime_helpers import speechlike, write_tiny_model
 
 P = WindowPolicy().resolve(125, 62)
@@ -80,6 +80,35 @@ def test_aggregate_mean_log_prob_and_ties():
     assert aggregate(np.log(np.full((2, 4), 0.25))) [0::2] == (None, "uncertain")
     assert aggregate(np.zeros((0, 4)))[0::2] == (None, None)
     assert aggregate(np.log(np.array([[0.4, 0.35, 0.25]])), min_confidence=0.5)[0::2] == (None, "uncertain")
+
+
+def test_window_label_follows_the_utterance_rule():
+    p = np.array([0.2, 0.5, 0.3])
+    assert window_label(np.log(p), p) == (1, None)
+    assert window_label(np.log(p), p, min_confidence=0.6) == (None, "uncertain")
+    p = np.array([0.4, 0.1, 0.4, 0.1])  # an exact tie of the top two: uncertain, not class 0
+    assert window_label(np.log(p), p) == (None, "uncertain")
+    assert window_label(np.log(p[::-1]), p[::-1]) == (None, "uncertain")
+
+
+def test_window_records_of_exact_ties_are_uncertain(shipped):
+    """Real windows of the shipped model whose two top int8 scores are equal (about 4 % of the speech
+    windows of generated speech) are `uncertain`, never the lower index; every other speech window is
+    the argmax of its scores (min_confidence off)."""
+    ties = 0
+    for seed in range(4):
+        for r in shipped.classify(speech_with_pauses(20.0, seed=seed)):
+            if r.gated:
+                continue
+            s = np.asarray(r.scores_int8)
+            top = np.sort(s)[::-1]
+            if top[0] == top[1]:
+                ties += 1
+                assert (r.label, r.label_index, r.reason) == ("uncertain", None, "uncertain"), r
+                assert r.extra["confidence"] == pytest.approx(float(np.max(r.probs)), abs=1e-4)
+            else:
+                assert (r.label_index, r.reason) == (int(np.argmax(s)), None)
+    assert ties > 0  # the clips do hold exact ties (else this test would prove nothing)
 
 
 @pytest.mark.parametrize("seconds", [0.6, 1.0, 1.5])
