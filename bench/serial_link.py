@@ -378,6 +378,12 @@ def _stream_through(dev, link, pcm, *, mode, feats, faults, speed: float, chunk:
     return {k: r for k, r in got.items() if r.record == "window"}, elapsed
 
 
+def _wire_label(r) -> int:
+    """The ``label_index`` a RESULT carries for reference window ``r``: its emotion, or for a window
+    without one (gated, or uncertain such as an exact tie) the model's top-1 (result_to_message)."""
+    return r.label_index if r.label_index is not None else r.model_index
+
+
 def _score(got: dict, ref: dict) -> dict:
     """Windows complete (arrived, not GAP, same time span, label and every int8 score equal to the
     clean run). A window whose span differs (the device restarted its stream) is not compared."""
@@ -417,7 +423,7 @@ def measure_noisy(model, audio_seconds: float, features_seconds: float) -> dict:
                     ("1pct", 0.01, Mode.FEATURES, features_seconds, 3.0, 0))
             for name, ber, mode, seconds, speed, chunk in runs:
                 pcm = speech_like(seconds, seed=5)
-                ref = {r.window_index: (r.label_index, tuple(int(v) for v in r.scores_int8),
+                ref = {r.window_index: (_wire_label(r), tuple(int(v) for v in r.scores_int8),
                                         int(round(r.t_start_s * 1000))) for r in _reference(model).classify(pcm)}
                 hb, db = dev.counters(), dev.get_stats()
                 got, elapsed = _stream_through(dev, link, pcm, mode=mode, feats=feats if mode == Mode.FEATURES else None,
@@ -473,7 +479,7 @@ def measure_noisy_firmware(model, audio_seconds: float, features_seconds: float)
             for name, ber, mode, seconds, speed, chunk in runs:
                 pcm = speech_like(seconds, seed=5)
                 ref_engine.reset()
-                ref = {r.window_index: (r.label_index, tuple(int(v) for v in r.scores_int8),
+                ref = {r.window_index: (_wire_label(r), tuple(int(v) for v in r.scores_int8),
                                         int(round(r.t_start_s * 1000))) for r in ref_engine.classify(pcm)}
                 hb, db = dev.counters(), dev.get_stats()
                 got, elapsed = _stream_through(dev, link, pcm, mode=mode, feats=feats if mode == Mode.FEATURES else None,
