@@ -156,3 +156,67 @@ def test_compare_cv_pairs_by_seed_and_fold():
     assert v["seeds_higher"] == 2 and (v["fold_runs_higher"], v["fold_runs_lower"]) == (2, 2)
     with pytest.raises(SystemExit, match="fold_seed"):
         compare(base, run(lambda s, f: 0.5, fold_seed=1))
+
+
+def _shipped_like(tiny_model_build, tmp_path):
+    """The tiny model as an installed model: metadata naming its validation speakers (plus a key a
+    build does not write, as the shipped model's re-embedded note), float weights elsewhere, and a
+    RAVDESS-named folder of generated speech for those speakers."""
+    import soundfile as sf
+
+    from model_build.embed_metadata import read_metadata as read_md, write_model
+    from model_build.pipeline import TINY_LABELS
+    from tests.test_runtime_helpers import speechlike
+
+    md = read_md(tiny_model_build.path)
+    md.update(validation_speakers=["A01", "A02"], reembedded_note="kept verbatim")
+    model = write_model(tmp_path / "models" / "default.tflite", tiny_model_build.model_bytes, md)
+    npz = tmp_path / "build" / "default_float.npz"
+    npz.parent.mkdir()
+    shutil.copyfile(tiny_model_build.path.with_name("tiny_float.npz"), npz)
+    codes = {"neutral": "01", "happy": "03", "sad": "04", "angry": "05"}
+    for a, actor in enumerate(("01", "02", "03")):  # A03 is not a validation speaker: left out
+        d = tmp_path / "data" / "ravdess" / f"Actor_{actor}"
+        d.mkdir(parents=True)
+        for k, lab in enumerate(TINY_LABELS):
+            for stmt in ("01", "02"):
+                audio = speechlike(1.2 + 0.3 * k, seed=100 * a + 10 * k + int(stmt))
+                sf.write(d / f"03-01-{codes[lab]}-01-{stmt}-01-{actor}.flac", audio, 16000)
+    return model, npz, md
+
+
+@pytest.mark.slow
+def test_recalibrate_entry_point_keeps_metadata_and_refuses_a_bad_result(tiny_model_build, tmp_path, capsys,
+                                                                         monkeypatch):
+    """``python -m model_build.recalibrate``: fits on the metadata's validation speakers only, writes a
+    model whose metadata differs only in calibration and output quantisation; a result that fails a
+    check is refused with one line, exit 1, nothing written."""
+    import json
+
+    import model_build.recalibrate as rc
+    from model_build.embed_metadata import read_metadata as read_md
+
+    model, npz, md = _shipped_like(tiny_model_build, tmp_path)
+    out = tmp_path / "out" / "default.tflite"
+    summary = tmp_path / "summary.json"
+    args = ["--model", str(model), "--float", str(npz), "--data", str(tmp_path / "data"), "--out", str(out),
+            "--summary", str(summary)]
+    assert rc.main(args) == 0
+    s = json.loads(summary.read_text())
+    assert s["n_clips"] == 16  # 2 validation actors x 4 labels x 2 statements; A03 left out
+    new = read_md(out)
+    assert new["calibration"]["level"] == "clip" and new["calibration"]["temperature"] == s["temperature_after"]
+    assert s["temperature_before"] == md.get("calibration", {}).get("temperature")  # the tiny model has none
+    assert {k for k in md.keys() | new.keys() if new.get(k) != md.get(k)} <= rc._CHANGED_KEYS
+    assert new["reembedded_note"] == "kept verbatim" and new["frontend_tables_checksum"] == md["frontend_tables_checksum"]
+    assert json.loads(out.with_suffix(".json").read_text()) == new  # the sidecar mirrors the embedded metadata
+    assert all(c["old_top2_margin"] < md["output_scale"] for c in s["clip_labels_changed_at_int8_ties"])
+    assert not out.with_name("default_float.npz").exists()  # float weights stay with the build
+
+    capsys.readouterr()
+    monkeypatch.setattr(rc, "MAX_MODEL_BYTES", 1000)
+    out2 = tmp_path / "out2" / "default.tflite"
+    assert rc.main(args[:-4] + ["--out", str(out2)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: ") and "refused (nothing written)" in err and "> 1000" in err
+    assert not out2.exists()
