@@ -462,8 +462,11 @@ class _Lowering:
         if h.size != batches * n_cell or c.size != batches * n_cell:
             raise NetExportError(f"{self.where(op)}: state tensors do not match {batches} x {n_cell}")
         q12 = 2.0 ** -12
-        in_m = [quantize_multiplier(fc_multiplier(x.scale, wt.scale, q12)) for wt in w_in]
-        rec_m = [quantize_multiplier(fc_multiplier(h.scale, wt.scale, q12)) for wt in w_rec]
+        # Gate FCs: tflite-micro's LSTM takes double(input scale) * double(weight scale), not the float
+        # product of a per-tensor FULLY_CONNECTED; the two multipliers differ by tens of units (up to 55 here), which
+        # flipped a rounding at x.49996 and left a cell state 1 off (tests/golden/aot_lstm_window.npy).
+        in_m = [quantize_multiplier(conv_multiplier(x.scale, wt.scale, q12)) for wt in w_in]
+        rec_m = [quantize_multiplier(conv_multiplier(h.scale, wt.scale, q12)) for wt in w_rec]
         q15 = _f32(2.0 ** -15)
         cs, hs = _f32(c.scale), _f32(h.scale)
         fc = quantize_multiplier(q15 * cs / cs)

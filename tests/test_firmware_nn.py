@@ -60,6 +60,23 @@ def test_shipped_model_bit_exact_with_tflite_micro():
     assert n >= 30 and top1 == 1.0
 
 
+def test_shipped_model_bit_exact_on_lstm_rounding_window():
+    """A speech window (int8 features of a corpus clip, tests/golden/aot_lstm_window.npy) on which
+    the C once differed from tflite-micro by 1 LSB in two scores: the LSTM gate FC multipliers were
+    computed from the float32 product of input and weight scale, tflite-micro uses the double
+    product (forget gate: 2060795520 vs 2060795554). An accumulator of 2886 then gave 2769.49996
+    (-> 2769) instead of 2769.50001 (-> 2770) at step 12, and the cell state stayed 1 off."""
+    from firmware_bridge.nn_host import CModel
+
+    require_module("tflite_micro")
+    from edge_runtime.interpreter import run_tflm
+
+    data = DEFAULT_MODEL.read_bytes()
+    w = np.load(Path(__file__).parent / "golden" / "aot_lstm_window.npy")
+    assert w.dtype == np.int8 and w.shape == tuple(CModel(data).input_shape[1:])
+    np.testing.assert_array_equal(CModel(data, str(DEFAULT_MODEL)).invoke(w), run_tflm(data, w[None])[0])
+
+
 def test_tiny_model_bit_exact_with_tflite_micro(tiny_model_path):
     n, _ = _compare(Path(tiny_model_path))
     assert n >= 30
