@@ -518,7 +518,6 @@ def qemu_section(speech: list[np.ndarray], min_windows: int = 200) -> dict:
     from edge_runtime.model_metadata import read_metadata
 
     md = read_metadata(ROOT / "edge_runtime" / "models" / "default.tflite")
-    fps = md.frontend_config().sample_rate / md.frontend_config().hop_length
     return {
         **qemu_frontend_versions(),
         "m4_frontend_algorithm_version": md.frontend_config().algorithm_version,
@@ -526,12 +525,7 @@ def qemu_section(speech: list[np.ndarray], min_windows: int = 200) -> dict:
         "qemu_windows_compared": win["windows"],
         "qemu_validate_agreement": val["agreement"],
         "qemu_validate_scores_identical": val["scores_identical"],
-        "m4_instructions_per_inference": int(round(st["nn_instructions_per_inference"])),
-        "m4_instructions_per_frame": int(round(st["fe_instructions_per_frame"])),
-        "m4_quantize_instructions_per_frame": int(round(st["quantize_instructions_per_frame"])),
-        "m4_instructions_per_second_of_audio": int(round(
-            fps * (st["fe_instructions_per_frame"] + st["quantize_instructions_per_frame"])
-            + st["nn_instructions_per_inference"] * fps / md.hop_frames)),
+        **_selftest_instructions(st, md),
         "m4_image_flash_bytes": img.flash_bytes,
         "m4_image_ram_bytes": img.ram_bytes,
         "m4_image_sections": img.sections,
@@ -577,6 +571,20 @@ def main_qemu_only(n_clips: int) -> None:
     print(f"\nwrote {out}")
 
 
+def _selftest_instructions(st: dict, md) -> dict:
+    """The M4 instruction counts of a firmware self-test (``run_selftest``) for the model ``md``,
+    and what they add up to per second of audio."""
+    fps = md.frontend_config().sample_rate / md.frontend_config().hop_length
+    return {
+        "m4_instructions_per_inference": int(round(st["nn_instructions_per_inference"])),
+        "m4_instructions_per_frame": int(round(st["fe_instructions_per_frame"])),
+        "m4_quantize_instructions_per_frame": int(round(st["quantize_instructions_per_frame"])),
+        "m4_instructions_per_second_of_audio": int(round(
+            fps * (st["fe_instructions_per_frame"] + st["quantize_instructions_per_frame"])
+            + st["nn_instructions_per_inference"] * fps / md.hop_frames)),
+    }
+
+
 def selftest_section() -> dict:
     """Only the self-test figures of the firmware image (instruction counts; no streamed windows,
     no validate run): the keys of :func:`qemu_section` that come from ``run_selftest``."""
@@ -586,19 +594,13 @@ def selftest_section() -> dict:
     img = build_image(semihosting=False)
     st = run_selftest()
     md = read_metadata(ROOT / "edge_runtime" / "models" / "default.tflite")
-    fps = md.frontend_config().sample_rate / md.frontend_config().hop_length
     return {
         **qemu_frontend_versions(),
         "m4_image_flash_bytes": img.flash_bytes,
         "m4_image_ram_bytes": img.ram_bytes,
         "m4_image_sections": img.sections,
         "m4_frontend_algorithm_version": md.frontend_config().algorithm_version,
-        "m4_instructions_per_inference": int(round(st["nn_instructions_per_inference"])),
-        "m4_instructions_per_frame": int(round(st["fe_instructions_per_frame"])),
-        "m4_quantize_instructions_per_frame": int(round(st["quantize_instructions_per_frame"])),
-        "m4_instructions_per_second_of_audio": int(round(
-            fps * (st["fe_instructions_per_frame"] + st["quantize_instructions_per_frame"])
-            + st["nn_instructions_per_inference"] * fps / md.hop_frames)),
+        **_selftest_instructions(st, md),
         "m4_selftest_stack_used_bytes": st["stack_used_bytes"],
     }
 

@@ -384,6 +384,19 @@ def _wire_label(r) -> int:
     return r.label_index if r.label_index is not None else r.model_index
 
 
+def _link_counters(db: dict, dc: dict, hb: dict, hc: dict) -> dict:
+    """What one noisy-wire run cost the link: device STATS (``db`` before, ``dc`` after) and host
+    counters (``hb``, ``hc``) as differences, for the Python device and the firmware alike."""
+    return {
+        "device_resend_requests": dc.get("resend_requests", 0) - db.get("resend_requests", 0),
+        "host_items_resent": hc["resent_items"] - hb["resent_items"],
+        "device_frames_rejected": sum(dc.get(k, 0) - db.get(k, 0) for k in ("rx_crc", "rx_cobs", "rx_short")),
+        "host_frames_rejected": hc["rx_dropped_total"] - hb["rx_dropped_total"],
+        "gap_items_zero_filled": (dc.get("gap_samples", 0) - db.get("gap_samples", 0))
+        + (dc.get("gap_frames", 0) - db.get("gap_frames", 0)),
+    }
+
+
 def _score(got: dict, ref: dict) -> dict:
     """Windows complete (arrived, not GAP, same time span, label and every int8 score equal to the
     clean run). A window whose span differs (the device restarted its stream) is not compared."""
@@ -437,14 +450,9 @@ def measure_noisy(model, audio_seconds: float, features_seconds: float) -> dict:
                     "mode": Mode(mode).name.lower(), "byte_error_rate_both_ways": ber, "speed_x_realtime": speed,
                     "audio_frame_samples": chunk or None, "audio_seconds": seconds, "wall_seconds": round(elapsed, 1),
                     **sc,
-                    "device_resend_requests": dc.get("resend_requests", 0) - db.get("resend_requests", 0),
-                    "host_items_resent": hc["resent_items"] - hb["resent_items"],
+                    **_link_counters(db, dc, hb, hc),
                     "host_resend_unavailable": hc["resend_unavailable"] - hb["resend_unavailable"],
                     "host_result_resend_requests": hc["result_resend_requests"] - hb["result_resend_requests"],
-                    "device_frames_rejected": sum(dc.get(k, 0) - db.get(k, 0) for k in ("rx_crc", "rx_cobs", "rx_short")),
-                    "host_frames_rejected": hc["rx_dropped_total"] - hb["rx_dropped_total"],
-                    "gap_items_zero_filled": (dc.get("gap_samples", 0) - db.get("gap_samples", 0))
-                    + (dc.get("gap_frames", 0) - db.get("gap_frames", 0)),
                 }
                 log(f"  {name} ({Mode(mode).name}): {sc['complete']}/{sc['windows']} windows complete, "
                     f"{sc['gap']} GAP, {sc['missing']} missing, {sc['wrong']} wrong; {elapsed:.0f} s")
@@ -492,13 +500,8 @@ def measure_noisy_firmware(model, audio_seconds: float, features_seconds: float)
                     "mode": Mode(mode).name.lower(), "byte_error_rate_both_ways": ber, "speed_x_realtime": speed,
                     "audio_frame_samples": chunk or None, "audio_seconds": seconds, "wall_seconds": round(elapsed, 1),
                     **sc,
-                    "device_resend_requests": dc.get("resend_requests", 0) - db.get("resend_requests", 0),
+                    **_link_counters(db, dc, hb, hc),
                     "device_resend_recovered": dc.get("resend_recovered", 0) - db.get("resend_recovered", 0),
-                    "host_items_resent": hc["resent_items"] - hb["resent_items"],
-                    "device_frames_rejected": sum(dc.get(k, 0) - db.get(k, 0) for k in ("rx_crc", "rx_cobs", "rx_short")),
-                    "host_frames_rejected": hc["rx_dropped_total"] - hb["rx_dropped_total"],
-                    "gap_items_zero_filled": (dc.get("gap_samples", 0) - db.get("gap_samples", 0))
-                    + (dc.get("gap_frames", 0) - db.get("gap_frames", 0)),
                 }
                 log(f"  firmware {name} ({Mode(mode).name}): {sc['complete']}/{sc['windows']} windows complete, "
                     f"{sc['gap']} GAP, {sc['missing']} missing, {sc['wrong']} wrong; {elapsed:.0f} s")
