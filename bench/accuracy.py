@@ -177,6 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--lstm", type=int, default=64)
     ap.add_argument("--conv2", type=int, default=64)
     ap.add_argument("--dropout", type=float, default=0.3)
+    from model_build.models import POOLINGS  # numpy only
+
+    ap.add_argument("--pooling", choices=POOLINGS, default="last",
+                    help="how the LSTM's time steps are reduced (model_build.models.POOLINGS; last = shipped)")
     ap.add_argument("--results", default=str(RESULTS), help="output JSON (default bench/results/accuracy.json)")
     return ap
 
@@ -320,7 +324,7 @@ def main(argv=None) -> int:
     H = W // 2
     TH = max(1, int(round(args.train_hop * fe.sample_rate / fe.hop_length)))
     mcfg = ModelConfig(arch="crnn", conv1=32, conv1_kernel=args.conv1_kernel, conv2=args.conv2, lstm=args.lstm,
-                       dropout=args.dropout)
+                       dropout=args.dropout, pooling=args.pooling)
     tcfg = TrainConfig(epochs=args.epochs, patience=args.patience, seed=args.seed,
                        label_smoothing=args.label_smoothing, focal_gamma=args.focal_gamma,
                        time_masks=args.time_masks,

@@ -37,7 +37,7 @@ BUILTIN_NAMES = {
     19: "RELU", 21: "RELU6", 22: "RESHAPE", 25: "SOFTMAX", 28: "TANH", 32: "CUSTOM", 34: "PAD",
     39: "TRANSPOSE", 40: "MEAN", 41: "SUB", 42: "DIV", 43: "SQUEEZE", 44: "UNIDIRECTIONAL_SEQUENCE_LSTM",
     45: "STRIDED_SLICE", 47: "EXP", 49: "SPLIT", 50: "LOG_SOFTMAX", 51: "DELEGATE", 53: "CAST",
-    70: "EXPAND_DIMS", 83: "PACK", 88: "UNPACK", 97: "QUANTIZE", 114: "QUANTIZE",
+    70: "EXPAND_DIMS", 74: "SUM", 75: "SQRT", 76: "RSQRT", 83: "PACK", 88: "UNPACK", 97: "QUANTIZE", 114: "QUANTIZE",
 }
 
 # Builtin options: field name -> (field id, struct format, default), per operator.

@@ -47,7 +47,8 @@ def _cmd_build(a: argparse.Namespace) -> int:
     from .pipeline import BuildConfig, build
     from .train import TrainConfig
 
-    mc = ModelConfig(arch=a.arch, conv1=a.conv1, conv2=a.conv2, lstm=a.lstm, dense=a.dense, dropout=a.dropout)
+    mc = ModelConfig(arch=a.arch, conv1=a.conv1, conv2=a.conv2, lstm=a.lstm, dense=a.dense, dropout=a.dropout,
+                     pooling=a.pooling)
     tc = TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, patience=a.patience, seed=a.seed,
                      class_weight=not a.no_class_weight)
     kw = {}
@@ -142,6 +143,11 @@ def register(subparsers) -> None:
     p.add_argument("--lstm", type=positive_int, default=64)
     p.add_argument("--dense", type=positive_int, default=64)
     p.add_argument("--dropout", type=fraction, default=0.3)
+    from .models import POOLINGS  # numpy only
+
+    p.add_argument("--pooling", choices=POOLINGS, default="last",
+                   help="how the LSTM's time steps are reduced: last hidden state (default), mean, "
+                        "mean+std (stats) or attention-weighted sum")
     p.add_argument("--feature", choices=("logmel", "mfcc"), default="logmel")
     p.add_argument("--window", type=positive_float, default=2.0, help="window length, seconds")
     p.add_argument("--hop", type=positive_float, default=1.0, help="window stride at inference, seconds")

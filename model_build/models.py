@@ -18,6 +18,14 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 ARCHES = ("crnn", "lstm", "mlp")
+# How the LSTM's time steps become one vector for the classifier (crnn and lstm archs):
+#   last      - the final hidden state (the shipped recipe; Keras ``return_sequences=False``)
+#   mean      - the mean of the hidden states over time (MEAN)
+#   stats     - mean and standard deviation over time, concatenated (2 x lstm units); std as
+#               sqrt(mean((h - mean)^2) + eps) (SUB, MUL, MEAN, ADD, RSQRT, MUL)
+#   attention - a Dense(1) score per step, softmax over time, weighted sum of the steps
+#               (FULLY_CONNECTED, SOFTMAX, MUL, SUM)
+POOLINGS = ("last", "mean", "stats", "attention")
 
 
 @dataclass(frozen=True)
@@ -31,6 +39,7 @@ class ModelConfig:
     lstm: int = 64
     dense: int = 64
     dropout: float = 0.3
+    pooling: str = "last"  # one of POOLINGS: how the LSTM's time steps are reduced
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -65,6 +74,55 @@ def _affine_layer():
     return FeatureAffine
 
 
+def _pool_layers():
+    """Time-axis reductions as small layers (not Lambdas: plain ops, so the int8 graph stays builtin)."""
+    tfk = _tfk()
+    import tensorflow as tf
+
+    class TimeSum(tfk.layers.Layer):
+        """``sum_t x[:, t, :]`` (the attention-weighted steps already carry weights summing to 1)."""
+
+        def call(self, x):
+            return tf.reduce_sum(x, axis=1)
+
+    class TimeStd(tfk.layers.Layer):
+        """Standard deviation over time per channel, ``sqrt(mean_t (x - mean_t x)^2 + eps)``.
+
+        The explicit centred form (not ``E[x^2] - E[x]^2``) keeps every int8 intermediate
+        non-negative and small; ``eps`` keeps the root's input away from 0, where its slope is
+        infinite. The root is ``v * rsqrt(v)``: tflite-micro's SQRT kernel is float-only, its RSQRT
+        takes int8."""
+
+        def __init__(self, eps: float = 1e-3, **kw):
+            super().__init__(**kw)
+            self.eps = eps
+
+        def call(self, x):
+            d = x - tf.reduce_mean(x, axis=1, keepdims=True)
+            v = tf.reduce_mean(d * d, axis=1) + self.eps
+            return v * tf.math.rsqrt(v)
+
+    return TimeSum, TimeStd
+
+
+def _pool(x, cfg: ModelConfig, n_steps: int):
+    """Reduce LSTM outputs ``(batch, steps, units)`` to ``(batch, units')`` as ``cfg.pooling`` says."""
+    L = _tfk().layers
+    TimeSum, TimeStd = _pool_layers()
+    if cfg.pooling == "mean":
+        return L.GlobalAveragePooling1D(name="pool_mean")(x)
+    if cfg.pooling == "stats":
+        mu = L.GlobalAveragePooling1D(name="pool_mean")(x)
+        sd = TimeStd(name="pool_std")(x)
+        return L.Concatenate(name="pool_stats")([mu, sd])
+    # attention: one score per step, softmax over the steps, weighted sum
+    s = L.Dense(1, name="att_score")(x)  # (batch, steps, 1)
+    s = L.Reshape((n_steps,), name="att_flat")(s)
+    w = L.Softmax(name="att_softmax")(s)
+    w = L.Reshape((n_steps, 1), name="att_weights")(w)
+    return TimeSum(name="att_sum")(L.Multiply(name="att_apply")([x, w]))
+
+
 def build_model(cfg: ModelConfig, window_frames: int, n_features: int, n_classes: int,
                 mean: np.ndarray | None = None, std: np.ndarray | None = None,
                 batch_size: int | None = None, fold_norm: bool = False, with_softmax: bool = True):
@@ -79,6 +137,11 @@ def build_model(cfg: ModelConfig, window_frames: int, n_features: int, n_classes
     L = tfk.layers
     if cfg.arch not in ARCHES:
         raise ValueError(f"unknown arch {cfg.arch!r}; choose from {ARCHES}")
+    if cfg.pooling not in POOLINGS:
+        raise ValueError(f"unknown pooling {cfg.pooling!r}; choose from {POOLINGS}")
+    if cfg.pooling != "last" and cfg.arch == "mlp":
+        raise ValueError("pooling applies to the LSTM archs (crnn, lstm); mlp always means over time")
+    seq = cfg.pooling != "last"
     mean = np.zeros(n_features, np.float32) if mean is None else np.asarray(mean, np.float32)
     std = np.ones(n_features, np.float32) if std is None else np.asarray(std, np.float32)
     inp = L.Input(shape=(window_frames, n_features), batch_size=batch_size, name="features")
@@ -94,13 +157,15 @@ def build_model(cfg: ModelConfig, window_frames: int, n_features: int, n_classes
         x = L.ReLU(name="relu2")(x)
         x = L.MaxPooling1D(2, name="pool")(x)
         x = L.Dropout(cfg.dropout / 2, name="drop1")(x)
-        x = L.LSTM(cfg.lstm, name="lstm")(x)
+        x = L.LSTM(cfg.lstm, return_sequences=seq, name="lstm")(x)
     elif cfg.arch == "lstm":
-        x = L.LSTM(cfg.lstm, name="lstm")(x)
+        x = L.LSTM(cfg.lstm, return_sequences=seq, name="lstm")(x)
     else:  # mlp: per-frame dense layers, then mean over time
         x = L.Dense(cfg.dense, activation="relu", name="fc1")(x)
         x = L.Dense(cfg.dense, activation="relu", name="fc2")(x)
         x = L.GlobalAveragePooling1D(name="gap")(x)
+    if seq:
+        x = _pool(x, cfg, int(x.shape[1]))
     x = L.Dropout(cfg.dropout, name="drop2")(x)
     x = L.Dense(n_classes, name="logits")(x)
     if with_softmax:

@@ -273,10 +273,12 @@ def reconvert(model_path, out_path=None, *, temperature: float | None = None, ca
 
 
 def _arch_string(m: ModelConfig) -> str:
+    pool = "" if m.pooling == "last" else f"-{m.pooling}pool"  # the shipped string stays as it was
     if m.arch == "crnn":
-        return f"conv1d({m.conv1},k{m.conv1_kernel},s2)-bn-relu-conv1d({m.conv2},k3)-bn-relu-maxpool2-lstm({m.lstm})-dense"
+        return (f"conv1d({m.conv1},k{m.conv1_kernel},s2)-bn-relu-conv1d({m.conv2},k3)-bn-relu-maxpool2-lstm({m.lstm})"
+                f"{pool}-dense")
     if m.arch == "lstm":
-        return f"lstm({m.lstm})-dense"
+        return f"lstm({m.lstm}){pool}-dense"
     return f"dense({m.dense})x2-meanpool-dense"
 
 
@@ -361,11 +363,12 @@ TINY_LABELS = ("neutral", "happy", "sad", "angry")
 
 
 def build_tiny_model(out_path, seed: int = 0, epochs: int = 3, frontend_cfg=None,
-                     labels: tuple[str, ...] = TINY_LABELS, log=None) -> TrainedModel:
+                     labels: tuple[str, ...] = TINY_LABELS, log=None, pooling: str = "last") -> TrainedModel:
     """A real but tiny int8 model (fused LSTM, embedded metadata) in a few seconds, for tests.
 
     60 short synthetic clips (4 labels x 15, 3 speakers), the default front end (unless
-    ``frontend_cfg``), 1 s windows with a 0.5 s hop, conv(8)-conv(16)-LSTM(16).
+    ``frontend_cfg``), 1 s windows with a 0.5 s hop, conv(8)-conv(16)-LSTM(16), ``pooling`` over the
+    LSTM's steps (:data:`model_build.models.POOLINGS`).
     """
     from edge_runtime.frontend import DEFAULT_CONFIG
 
@@ -378,7 +381,7 @@ def build_tiny_model(out_path, seed: int = 0, epochs: int = 3, frontend_cfg=None
     y = [labels.index(c.label) for c, _ in pairs]
     W = int(round(1.0 * fe.sample_rate / fe.hop_length))
     return train_and_convert(
-        feats, y, labels, fe, ModelConfig(arch="crnn", conv1=8, conv2=16, lstm=16, dropout=0.1),
+        feats, y, labels, fe, ModelConfig(arch="crnn", conv1=8, conv2=16, lstm=16, dropout=0.1, pooling=pooling),
         TrainConfig(epochs=epochs, batch_size=16, seed=seed, verbose=False),
         window_frames=W, hop_frames=W // 2, train_hop_frames=max(1, W // 4), out_path=out_path,
         model_name="tiny_test_model", trained_on="synth: 60 clips, 3 speakers (test fixture)", n_calib=200,
