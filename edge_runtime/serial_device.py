@@ -34,6 +34,7 @@ from .protocol import (DEVICE_TO_HOST, HOST_TO_DEVICE, INFO_FLAG_BOOT, MAX_PAYLO
                        ErrorCode, Features, FrameDecoder, GetStats, Hello, Info, InfoExtFlags,
                        Message, Mode, MsgType, Ping, Pong, Resend, Result, ResultFlags, Sequencer,
                        Start, Stats, Stop)
+from .port_reader import PortReader
 from .protocol.reassembly import StreamReassembler
 from .results import UtteranceResult, WindowResult
 from .window_policy import NO_SPEECH, SILENCE, UNCERTAIN
@@ -119,6 +120,12 @@ class TtyTransport:
         return PortLost(f"{self.path}: {why}")
 
     def read(self, n: int = 4096) -> bytes:
+        buf = bytearray(n)
+        return bytes(buf[:self.readinto(buf)])
+
+    def readinto(self, buf) -> int:
+        """Like :meth:`read`, into ``buf`` (a writable buffer): the number of bytes read, 0 on
+        timeout. Allocates nothing per call (:class:`~edge_runtime.port_reader.PortReader`)."""
         if self.fd < 0:
             raise self._lost("closed")
         try:
@@ -126,28 +133,28 @@ class TtyTransport:
         except (OSError, ValueError) as exc:
             raise self._lost(str(exc)) from None
         if not events:
-            return b""
+            return 0
         revents = events[0][1]
         if revents & (select.POLLERR | select.POLLNVAL):
             raise self._lost("hung up (POLLERR)")
         try:
-            data = os.read(self.fd, n)
+            k = os.readv(self.fd, [buf])
         except BlockingIOError:
-            data = b""
+            k = 0
         except OSError as exc:
             if exc.errno in _LOST_ERRNOS:
                 raise self._lost(os.strerror(exc.errno)) from None
             raise
-        if data:
+        if k:
             self._empty_reads = 0
-            return data
+            return k
         # "readable" but nothing read: a hung-up tty (POLLHUP: USB gone, pty master closed) -- or,
         # rarely, a raw tty (VMIN=VTIME=0) that woke poll without data, so only a hang-up or a
         # long run of such reads counts as a lost port
         self._empty_reads += 1
         if revents & select.POLLHUP or self._empty_reads >= 100:
             raise self._lost("end of file (hung up)")
-        return b""
+        return 0
 
     def write(self, data: bytes, timeout: float | None = None) -> int:
         if self.fd < 0:
@@ -272,12 +279,15 @@ class SerialDevice:
                  audio_source: Iterable[np.ndarray] | None = None, push_on_boot: bool = False,
                  max_gap_s: float = 10.0, announce: bool = True, read_size: int = 4096,
                  tx_queue: int = 64, resend_hold_s: float = 3.0, resend_retry_s: float = 0.1,
-                 reorder_bytes: int = 256 * 1024, result_history: int = 512):
+                 reorder_bytes: int = 256 * 1024, result_history: int = 512,
+                 rx_buffer: int = 256 * 1024):
         self.transport = transport
         self.engine = engine
         self.max_payload = min(max_payload, MAX_PAYLOAD)
         self.audio_source = audio_source
         self.read_size = read_size
+        self.rx_buffer = rx_buffer  # bytes :meth:`serve`'s reader thread may hold (0: no thread)
+        self._reader: PortReader | None = None
         self._info = engine_info(engine)
         self.sample_rate = int(self._info["sample_rate"])
         self.n_features = int(self._info["n_features"])
@@ -327,7 +337,7 @@ class SerialDevice:
                          "gap_frames": 0, "stale": 0, "sessions": 0, "tx_dropped_results": 0,
                          "tx_dropped": 0, "tx_timeouts": 0, "resend_requests": 0,
                          "resend_recovered": 0, "gap_windows": 0, "rx_unexpected_type": 0,
-                         "results_resent": 0}
+                         "results_resent": 0, "rx_buffer_full": 0, "rx_buffered_max": 0}
         if announce:
             self._send(self._info_msg(NO_SEQ, boot=True))
         if push_on_boot:
@@ -340,10 +350,21 @@ class SerialDevice:
         """Read and answer frames until ``stop`` is set (or ``duration`` seconds pass)."""
         stop = stop or self._stop
         t_end = None if duration is None else time.monotonic() + duration
+        if self.rx_buffer and self._reader is None:
+            # the port is drained in its own thread while this loop classifies: a burst at line
+            # rate must not overflow the few KB the tty itself holds (docs/protocol.md §7)
+            self._reader = PortReader(self.transport, read_size=self.read_size,
+                                      max_bytes=max(self.rx_buffer, self.read_size)).start()
         try:
             while not stop.is_set() and (t_end is None or time.monotonic() < t_end):
                 self.poll()
         finally:
+            reader, self._reader = self._reader, None
+            if reader is not None:
+                reader.stop()
+                self.counters["rx_buffer_full"] += reader.counters["full"]
+                self.counters["rx_buffered_max"] = max(self.counters["rx_buffered_max"],
+                                                       reader.counters["max_buffered"])
             self._stop_push()
             self.flush(timeout=0.5)
 
@@ -378,7 +399,11 @@ class SerialDevice:
         Raises :class:`PortLost` (or the transport's OSError) when the port is gone."""
         if self._lost is not None:
             raise self._lost
-        data = self.transport.read(self.read_size)
+        reader = self._reader
+        if reader is not None:  # serve()'s reader thread holds what arrived meanwhile
+            data = reader.get(float(getattr(self.transport, "timeout", None) or 0.02))
+        else:
+            data = self.transport.read(self.read_size)
         if self._stream is not None:
             self._service_stream()
         if not data:
@@ -398,6 +423,10 @@ class SerialDevice:
         d = {"rx_frames": s.frames_ok, "rx_seq_lost": s.seq_lost, "rx_bytes": s.bytes_in}
         d.update({f"rx_{k}": v for k, v in s.dropped.items()})
         d.update(self.counters)
+        reader = self._reader
+        if reader is not None:  # the live reader thread's counts too
+            d["rx_buffer_full"] += reader.counters["full"]
+            d["rx_buffered_max"] = max(d["rx_buffered_max"], reader.counters["max_buffered"])
         if self._stream is not None:  # the live session's reassembler counts too
             d["resend_recovered"] += self._stream.counters["recovered_items"]
             d["stale"] += self._stream.counters["stale"]

@@ -409,7 +409,8 @@ class DeviceClient:
                           "tx_frames": 0, "tx_dropped": 0, "timeouts": 0, "pings": 0,
                           "session_restarts": 0, "resend_requests": 0, "resent_items": 0,
                           "resend_unavailable": 0, "syncs": 0, "duplicate_results": 0,
-                          "result_resend_requests": 0}
+                          "result_resend_requests": 0, "tx_timeouts": 0}
+        self._tx_resync = False  # a write timed out mid-frame: start the next one with a delimiter
 
     # ------------------------------------------------------------------ lifecycle
     def open(self) -> "DeviceClient":
@@ -484,11 +485,22 @@ class DeviceClient:
         ser = self._ser
         if ser is None:
             return False
+        if self._tx_resync:  # the last write timed out part-way: end that frame first
+            data = b"\x00" + data
         try:
             ser.write(data)
+            self._tx_resync = False
             return True
-        except Exception:  # port gone or write timeout: the reader will reconnect
-            self._port_failed()
+        except Exception as exc:  # noqa: BLE001 - classified below
+            if "timeout" in type(exc).__name__.lower():
+                # A write timeout is a slow or stalled link, not a lost port: reopening would drop
+                # every frame sent meanwhile (one timeout in an hour-long soak cost 98 AUDIO
+                # frames). The frame may be half sent, so the next one starts with a delimiter; the
+                # device asks for the lost audio again (RESEND) and requests are retried.
+                self._counters["tx_timeouts"] += 1
+                self._tx_resync = True
+                return False
+            self._port_failed()  # port gone: the reader reopens it
             return False
 
     def send(self, msg: Message) -> int | None:

@@ -193,3 +193,25 @@ def test_other_configs_run(version, norm, min_snr):
         cfg = FrontendConfig(algorithm_version=version, norm=norm, **kw)
         x = harmonic_vowel(0.5)
         assert snr_db(compute_features(x, cfg), compute_features_float(x, cfg)) > min_snr
+
+
+def test_frame_signal_is_a_read_only_view_of_the_frames():
+    """frame_signal builds its view without ``sliding_window_view`` (whose ``__array_interface__``
+    dict churned CPython's interned strings once per streamed chunk: the soak's 0.9 MB RSS step);
+    the frames must stay exactly the strided frames of the input, without a copy."""
+    cfg = FrontendConfig()
+    L, H = cfg.frame_length, cfg.hop_length
+    rng = np.random.default_rng(7)
+    for n in (L - 1, L, L + H - 1, L + H, 16000, 16001):
+        x = rng.integers(-32768, 32768, n).astype(np.int16)
+        f = frame_signal(x, cfg)
+        nf = cfg.n_frames(n)
+        assert f.shape == (nf, L) and f.dtype == np.int16
+        for k in range(nf):
+            assert np.array_equal(f[k], x[k * H:k * H + L])
+        if nf:
+            assert np.shares_memory(f, x) and not f.flags.writeable
+    strided = np.arange(40000, dtype=np.int16)[::2]  # not contiguous: framed from a copy
+    assert np.array_equal(frame_signal(strided, cfg)[3], strided[3 * H:3 * H + L])
+    frozen = np.frombuffer(np.arange(3000, dtype=np.int16).tobytes(), np.int16)  # read-only buffer
+    assert np.array_equal(frame_signal(frozen, cfg)[-1], frozen[(cfg.n_frames(3000) - 1) * H:][:L])

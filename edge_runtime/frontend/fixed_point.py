@@ -582,9 +582,20 @@ def engine_for(cfg: FrontendConfig) -> FixedPointFrontend:
 
 
 def frame_signal(pcm: np.ndarray, cfg: FrontendConfig) -> np.ndarray:
-    """(F, frame_length) read-only view of the frames of ``pcm`` (no copy, no padding)."""
+    """(F, frame_length) read-only view of the frames of ``pcm`` (no copy, no padding).
+
+    The view is made with the ndarray constructor over ``pcm``'s buffer, not with
+    ``sliding_window_view``: that goes through ``as_strided`` and ``__array_interface__``, whose
+    dict keys CPython 3.11 interns and frees again on every call. Streaming calls this once per
+    chunk (31 times a second for 512-sample AUDIO frames), and that churn made the interpreter's
+    table of interned strings resize every ~15 minutes of audio -- a new ~0.9 MB block each time,
+    which glibc took from the heap once its mmap threshold had risen: the one-off 0.9 MB RSS step
+    at 42.5 minutes of every hour-long `serve` soak (found with bench/soak_fast.py and strace).
+    """
     nf = cfg.n_frames(len(pcm))
     if nf == 0:
         return np.zeros((0, cfg.frame_length), dtype=np.int16)
-    win = np.lib.stride_tricks.sliding_window_view(pcm, cfg.frame_length)
-    return win[:: cfg.hop_length][:nf]
+    a = np.ascontiguousarray(pcm)
+    out = np.ndarray((nf, cfg.frame_length), a.dtype, a, 0, (cfg.hop_length * a.itemsize, a.itemsize))
+    out.flags.writeable = False
+    return out

@@ -1,0 +1,129 @@
+"""A busy device loses no input to a line-rate burst, and a host write timeout is not a lost port
+(real ptys paced at 921600 baud, pyserial on the host side)."""
+from __future__ import annotations
+
+import threading
+import time
+
+from tests.conftest import require_module
+
+serial = require_module("serial")
+
+from edge_runtime.port_reader import PortReader  # noqa: E402
+from edge_runtime.protocol import Audio, Mode, ResultFlags, Sequencer, Start  # noqa: E402
+from edge_runtime.serial_device import SerialDevice, TtyTransport  # noqa: E402
+from firmware_bridge.ptylink import PtyLink  # noqa: E402
+from firmware_bridge.serial_host import DeviceClient  # noqa: E402
+from tests.test_serial_helpers import EnergyEngine, expected_labels, running_device, test_audio  # noqa: E402
+
+
+def _burst_into_busy_device(rx_buffer: int) -> tuple[dict, dict, int]:
+    """A host sends 2 s of AUDIO at wire speed (2.8x real time) to a device whose engine takes
+    0.2 s per window (a loaded CPU): (device stats, link A->B counters, frames sent)."""
+    pcm = test_audio(2.0, seed=3)
+    with PtyLink(baud=921600, overrun="drop") as link:
+        tr = TtyTransport(link.port_b, 921600)
+        dev = SerialDevice(tr, EnergyEngine(delay_s=0.2), rx_buffer=rx_buffer)
+        stop = threading.Event()
+        th = threading.Thread(target=dev.serve, args=(stop,), daemon=True)
+        th.start()
+        host = serial.Serial(link.port_a, 921600, timeout=0.02, write_timeout=5.0)
+        tx = Sequencer()
+        try:
+            host.write(tx.encode(Start(Mode.AUDIO, 1, 0))[1])
+            time.sleep(0.2)
+            frames = 1
+            for i in range(0, pcm.size, 512):
+                host.write(tx.encode(Audio(i, pcm[i:i + 512]))[1])
+                frames += 1
+            # every window of the burst classified (15 windows x 0.2 s), or the input was lost
+            t_end = time.monotonic() + 10
+            while time.monotonic() < t_end and dev.stats()["rx_frames"] + dev.stats()["rx_seq_lost"] < frames:
+                time.sleep(0.1)
+            link.wait_idle()
+            return dev.stats(), link.counters["a_to_b"], frames
+        finally:
+            stop.set()
+            th.join(timeout=5)
+            dev.close()
+            tr.close()
+            host.close()
+
+
+def test_reader_thread_absorbs_a_burst_the_tty_alone_overruns():
+    # without the reader thread the ~12 KB a pty holds overflow while the loop classifies
+    st0, link0, frames = _burst_into_busy_device(rx_buffer=0)
+    assert link0["overrun_dropped"] > 0 and st0["rx_frames"] < frames
+    # with it (serve's default), every byte is taken off the port and every frame decoded
+    st, link, frames = _burst_into_busy_device(rx_buffer=256 * 1024)
+    assert link["overrun_dropped"] == 0
+    assert st["rx_frames"] == frames and st["rx_seq_lost"] == 0 and st["rx_cobs"] == st["rx_crc"] == 0
+    assert 16 * 1024 < st["rx_buffered_max"] <= 256 * 1024  # it did hold a backlog, bounded
+    assert st["gap_samples"] == 0
+
+
+def test_reader_stops_reading_when_full_and_hands_over_a_lost_port():
+    """Bounded: a full buffer stops the reads (the port's own flow control takes over, here the
+    link's blocking mode, so nothing is lost); a hang-up is raised by get() after the data."""
+    with PtyLink(overrun="block", stable_paths=True) as link:
+        tr = TtyTransport(link.port_b, 921600)
+        host = serial.Serial(link.port_a, 921600, timeout=0.02, write_timeout=5.0)
+        reader = PortReader(tr, read_size=1024, max_bytes=8192).start()
+        try:
+            payload = bytes(range(256)) * 160  # 40 KB
+            th = threading.Thread(target=host.write, args=(payload,), daemon=True)
+            th.start()
+            time.sleep(0.5)
+            assert reader.buffered <= 8192 and reader.counters["full"] >= 1
+            got = b""
+            t_end = time.monotonic() + 5
+            while len(got) < len(payload) and time.monotonic() < t_end:
+                got += reader.get(0.1)
+            assert got == payload  # nothing dropped, in order
+            link.hangup("b")
+            lost = None
+            t_end = time.monotonic() + 3
+            while lost is None and time.monotonic() < t_end:
+                try:
+                    reader.get(0.1)
+                except OSError as exc:
+                    lost = exc
+            assert lost is not None and "port_b" in str(lost)
+        finally:
+            reader.stop()
+            tr.close()
+            host.close()
+
+
+def test_host_write_timeout_resyncs_instead_of_reconnecting():
+    """A device that stops reading for a while makes the host's writes time out: the client keeps
+    its port (no reconnect, so nothing sent meanwhile is thrown away), starts the next frame with
+    a delimiter (pyserial may time out after part or all of a frame went out), and audio the device
+    missed is asked for again (RESEND), so every window arrives clean."""
+    pcm = test_audio(1.0, seed=4)
+    with PtyLink(baud=921600, overrun="block", tx_buffer=512) as link:
+        # no reader thread and a slow engine: the device's tty fills and the host's writes block
+        with running_device(link.port_b, EnergyEngine(delay_s=0.25), rx_buffer=0) as dev:
+            client = DeviceClient(link.port_a, 921600, timeout=2.0, retries=5,
+                                  serial_factory=lambda p, b: serial.Serial(p, b, timeout=0.02,
+                                                                            write_timeout=0.1)).open()
+            try:
+                client.start(Mode.AUDIO)
+                client.send_audio(pcm, chunk_samples=512)
+                c = client.counters()
+                assert c["tx_timeouts"] >= 1, c
+                got = {}
+                t_end = time.monotonic() + 20
+                want = expected_labels(pcm)
+                while time.monotonic() < t_end and len(got) < len(want):
+                    for r in client.results(timeout=0.5, count=1):
+                        got[r.msg.window_index] = r
+                c = client.counters()
+                assert c["reconnects"] == 0, c
+                assert sorted((k, r.msg.label_index) for k, r in got.items()) == want
+                assert not any(r.msg.flags & ResultFlags.GAP for r in got.values())
+                assert client.ping() >= 0  # the link still works both ways
+            finally:
+                client.close()
+            st = dev.stats()
+        assert st["gap_samples"] == 0, st  # whatever a timed-out write lost was sent again
