@@ -71,19 +71,23 @@ class PortReader:
         """Bytes read from the port and not yet taken."""
         return self._size
 
-    def get(self, timeout: float) -> bytes:
-        """All bytes buffered, waiting up to ``timeout`` s for some; ``b""`` if none came."""
+    def get(self, timeout: float, limit: int | None = None) -> bytes:
+        """The bytes buffered (at most ``limit``, oldest first), waiting up to ``timeout`` s for
+        some; ``b""`` if none came. A limit keeps the caller's work per call (and the objects it
+        decodes at once) the same as reading the port directly would."""
         with self._cv:
             if not self._size and self._error is None:
                 self._cv.wait(timeout)
             if self._size:
                 h, n, m = self._head, self._size, self.max_bytes
+                if limit is not None:
+                    n = min(n, max(1, int(limit)))
                 first = min(n, m - h)
                 data = bytes(self._view[h:h + first])
                 if first < n:  # wrapped around the end of the ring
                     data += self._view[:n - first]
                 self._head = (h + n) % m
-                self._size = 0
+                self._size -= n
                 self._cv.notify_all()  # room again for a reader waiting on a full ring
                 return data
             if self._error is not None:

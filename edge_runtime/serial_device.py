@@ -401,7 +401,7 @@ class SerialDevice:
             raise self._lost
         reader = self._reader
         if reader is not None:  # serve()'s reader thread holds what arrived meanwhile
-            data = reader.get(float(getattr(self.transport, "timeout", None) or 0.02))
+            data = reader.get(float(getattr(self.transport, "timeout", None) or 0.02), self.read_size)
         else:
             data = self.transport.read(self.read_size)
         if self._stream is not None:

@@ -75,7 +75,8 @@ def test_reader_stops_reading_when_full_and_hands_over_a_lost_port():
             th.start()
             time.sleep(0.5)
             assert reader.buffered <= 8192 and reader.counters["full"] >= 1
-            got = b""
+            got = reader.get(0.1, limit=100)
+            assert len(got) == 100  # at most the limit, oldest first
             t_end = time.monotonic() + 5
             while len(got) < len(payload) and time.monotonic() < t_end:
                 got += reader.get(0.1)
