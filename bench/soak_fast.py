@@ -20,6 +20,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -68,7 +69,7 @@ def main() -> None:
     samples: list[dict] = []
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.update(dict(kv.split("=", 1) for kv in args.env))
-    with PtyLink(baud=None, overrun="block") as link, open(RESULTS / f"{args.out}.serve.log", "w") as logf:
+    with PtyLink(baud=None, overrun="block") as link, open(Path(tempfile.mkdtemp(prefix="ser_edge_soak_fast_")) / "serve.log", "w") as logf:
         cmd = shlex.split(args.wrap) + [sys.executable, "-m", "edge_runtime", "serve", "--port", link.port_b,
                                         "--baud", "921600"]
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT, env=env)
