@@ -190,3 +190,23 @@ def test_serial_device_accepts_plain_file_like_transport():
         finally:
             host.close()
             dev_port.close()
+
+
+def test_result_history_keeps_the_last_windows_in_fixed_memory():
+    """RESEND's history: the last ``size`` windows by index, decoded back to the same RESULT; older
+    ones and ones never sent are None; its memory is allocated once."""
+    from edge_runtime.protocol import Result
+    from edge_runtime.serial_device import ResultHistory
+
+    h = ResultHistory(8)
+    buffers = (h._keys.ctypes.data, h._data.ctypes.data)
+    sent = [Result(k, 3, k % 8, 0x04 * (k % 2), 1000 * k, 1000 * k + 1008, 77 + k,
+                   tuple(int(v) for v in (np.arange(8) * (k + 1)) % 256 - 128)) for k in range(40)]
+    for m in sent:
+        h.put(m)
+    assert [h.get(k) for k in range(32, 40)] == sent[32:]
+    assert all(h.get(k) is None for k in range(32)) and h.get(40) is None
+    assert (h._keys.ctypes.data, h._data.ctypes.data) == buffers
+    h.clear()
+    assert h.get(39) is None
+    assert not ResultHistory(0) and ResultHistory(0).get(3) is None
