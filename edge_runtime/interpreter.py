@@ -503,6 +503,59 @@ def _fits(model_bytes: bytes, arena: int, probe: np.ndarray) -> bool:
         return False
 
 
+def _bisect_arena_isolated(model_bytes: bytes, lo: int, hi: int, granularity: int) -> tuple[int, int]:
+    """Bisect ``(lo, hi]`` for the smallest fitting arena in child processes (see min_arena_size)."""
+    import subprocess
+    import sys
+    import tempfile
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(Path(__file__).resolve().parents[1])] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.tflite"
+        path.write_bytes(model_bytes)
+        for _ in range(64):  # each crash narrows the range, so this bound is never reached in practice
+            if hi - lo <= granularity:
+                break
+            cmd = [sys.executable, "-c", "from edge_runtime.interpreter import _bisect_child; _bisect_child()",
+                   str(path), str(lo), str(hi), str(granularity)]
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            trying = None
+            for line in proc.stdout.splitlines():
+                word, _, rest = line.partition(" ")
+                if word == "try":
+                    trying = int(rest)
+                elif word in ("fits", "fails"):
+                    size = int(rest)
+                    hi, lo = (size, lo) if word == "fits" else (hi, size)
+                    trying = None
+            if proc.returncode != 0:
+                if trying is None:
+                    raise RuntimeError(f"TFLM arena probe failed before probing: {proc.stderr.strip()[-500:]}")
+                lo = max(lo, trying)  # the probe that killed the child: too small to be safe
+    return lo, hi
+
+
+def _bisect_child() -> None:
+    """Child side of :func:`_bisect_arena_isolated`: announce each probe, then report it; exit after
+    the first probe that does not fit."""
+    import sys
+
+    path, lo, hi, granularity = sys.argv[1], *map(int, sys.argv[2:5])
+    data = Path(path).read_bytes()
+    det = _TflmBackend(data, None).input
+    probe = np.zeros(det.shape, det.dtype)
+    with quiet_native_stderr():  # TFLM's C-level "Failed to allocate" lines while probing
+        while hi - lo > granularity:
+            mid = (lo + hi) // 2
+            print(f"try {mid}", flush=True)
+            ok = _fits(data, mid, probe)
+            print(f"{'fits' if ok else 'fails'} {mid}", flush=True)
+            if not ok:  # a failed allocation may leave tflite-micro's state damaged: next probe, new child
+                return
+            hi = mid
+
+
 def _recorded_arena(model_bytes: bytes, probe: np.ndarray) -> int | None:
     """Total arena bytes reported by TFLM's RecordingMicroAllocator (printed to C stderr)."""
     import re
@@ -527,8 +580,11 @@ def _recorded_arena(model_bytes: bytes, probe: np.ndarray) -> int | None:
 def min_arena_size(model_bytes: bytes, lo: int = 1024, hi: int | None = None, granularity: int = 64) -> dict:
     """Smallest TFLM tensor arena (bytes, within ``granularity``) that allocates and invokes.
 
-    Found by bisection over real interpreter constructions; also returns the allocator's own
-    recorded total for comparison.
+    Found by bisection over real interpreter constructions, run in a child process: tflite-micro
+    is not safe below its minimum (some too-small arenas corrupt its allocator, raise from the
+    flatbuffer reader or segfault), so a probe that kills the child counts as "does not fit" and
+    the bisection continues in a fresh child. Also returns the allocator's own recorded total
+    (from a comfortably large arena, in this process) for comparison.
     """
     model_bytes = bytes(model_bytes)
     det = _TflmBackend(model_bytes, None).input
@@ -536,11 +592,5 @@ def min_arena_size(model_bytes: bytes, lo: int = 1024, hi: int | None = None, gr
     hi = hi or len(model_bytes) * 10 + 65536
     if not _fits(model_bytes, hi, probe):
         raise RuntimeError(f"model does not run in TFLM even with a {hi}-byte arena")
-    with quiet_native_stderr():  # TFLM's C-level "Failed to allocate" lines while probing
-        while hi - lo > granularity:
-            mid = (lo + hi) // 2
-            if _fits(model_bytes, mid, probe):
-                hi = mid
-            else:
-                lo = mid
+    lo, hi = _bisect_arena_isolated(model_bytes, lo, hi, granularity)
     return {"arena_bytes": int(hi), "recorded_arena_bytes": _recorded_arena(model_bytes, probe)}
