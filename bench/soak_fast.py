@@ -118,8 +118,17 @@ def main() -> None:
     t = np.array([s["stream_s"] for s in samples])
     rss = np.array([s["rss_kb"] for s in samples])
     after = t >= args.warmup
+    heap = np.array([s["heap"] for s in samples])
+    anon = np.array([s["anon"] for s in samples])
+    soak_window = after & (t <= 3660)  # the span bench/soak.py fits (5 to 61 min)
+    late = t >= 3600  # the second hour: does it still grow?
     res = {"stream_seconds": round(float(n_sent / SR), 1), "results": results["n"],
            "rss_slope_kb_per_stream_min": round(slope_per_min(t[after], rss[after]), 4),
+           "rss_slope_kb_per_stream_min_5_to_61": round(slope_per_min(t[soak_window], rss[soak_window]), 4),
+           "rss_slope_kb_per_stream_min_after_60": round(slope_per_min(t[late], rss[late]), 4)
+           if late.sum() >= 3 else None,
+           "heap_kb_range_after_warmup": [float(heap[after].min()), float(heap[after].max())] if after.any() else None,
+           "anon_kb_range_after_warmup": [float(anon[after].min()), float(anon[after].max())] if after.any() else None,
            "rss_kb_first_after_warmup": float(rss[after][0]) if after.any() else None,
            "rss_kb_last": float(rss[-1]), "rss_kb_max": float(rss.max()), "samples": samples,
            "serve_env": args.env, "commit_measured": git_commit(), "machine": machine()}

@@ -267,8 +267,8 @@ class ResultHistory:
     Each RESULT is kept as its encoded payload in slot ``window_index % size`` of a preallocated
     byte matrix (windows come in order, so a new one replaces the oldest), and decoded again when
     asked for. A dict of ``Result`` objects did the same, but its 512 long-lived objects, replaced
-    one per second among the short-lived ones of the same sizes, kept spreading over more of
-    Python's allocator pools for ~45 minutes of stream (~0.4 MB of RSS, bench/soak_fast.py).
+    one per window among short-lived ones of the same sizes, kept spreading over more of Python's
+    allocator pools for the first ~40 minutes of a stream (RSS growth in bench/soak_fast.py).
     """
 
     WIDTH = Result._S.size + 255  # the largest RESULT payload (255 scores)
