@@ -9,7 +9,13 @@ unpaced with flow control (``PtyLink(baud=None, overrun="block")``), so the host
 serve reads and nothing is lost. Every ``--every`` seconds of *stream* time it samples serve's
 VmRSS and where the resident memory is (``/proc/PID/smaps``: the brk heap, anonymous mappings, the
 rest), so a step can be tied to a stream position and an allocator. This is a diagnostic (no
-goal): ``bench/soak.py`` is the real-time benchmark. Writes ``bench/results/<out>.json`` and a plot.
+goal): ``bench/soak.py`` is the real-time benchmark. Writes ``bench/results/<out>.json`` (every
+sample; the RSS slope after ``--warmup``, over the real soak's 5-61 min window and over the second
+hour; heap and anon ranges) and ``<out>.png``.
+
+``--env NAME=VALUE`` and ``--wrap PREFIX`` change how serve runs, e.g. to see which code maps or
+extends memory: ``--wrap "strace -f --seccomp-bpf -k -tt -e trace=brk,mmap,munmap -o serve.strace"``
+(this is how the 0.9 MB step was traced to CPython's interned-string table; see README).
 """
 from __future__ import annotations
 
@@ -43,7 +49,8 @@ def smaps_split(pid: int) -> dict[str, int]:
             head = line.split(maxsplit=6)
             if "-" in head[0] and len(head) >= 5 and ":" not in head[0]:
                 name = head[5].strip() if len(head) > 5 else ""
-                kind = "heap" if name == "[heap]" else "anon" if name in ("", "[stack]") or name.startswith("[anon") else "file"
+                anon = name in ("", "[stack]") or name.startswith("[anon")
+                kind = "heap" if name == "[heap]" else "anon" if anon else "file"
             elif head[0] == "Rss:":
                 out[kind] += int(head[1])
     return out
@@ -69,7 +76,8 @@ def main() -> None:
     samples: list[dict] = []
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.update(dict(kv.split("=", 1) for kv in args.env))
-    with PtyLink(baud=None, overrun="block") as link, open(Path(tempfile.mkdtemp(prefix="ser_edge_soak_fast_")) / "serve.log", "w") as logf:
+    serve_log = Path(tempfile.mkdtemp(prefix="ser_edge_soak_fast_")) / "serve.log"
+    with PtyLink(baud=None, overrun="block") as link, open(serve_log, "w") as logf:
         cmd = shlex.split(args.wrap) + [sys.executable, "-m", "edge_runtime", "serve", "--port", link.port_b,
                                         "--baud", "921600"]
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT, env=env)

@@ -41,8 +41,8 @@ from .window_policy import NO_SPEECH, SILENCE, UNCERTAIN
 
 SUMMARY_INDEX = 0xFFFFFFFF  # window_index of the summary record sent after STOP
 
-__all__ = ["Engine", "PortLost", "ResultHistory", "SerialDevice", "TtyTransport", "WriteTimeout", "add_cli",
-           "result_to_message", "serve_port"]
+__all__ = ["Engine", "PortLost", "ResultHistory", "SerialDevice", "TtyTransport", "WriteTimeout",
+           "add_cli", "result_to_message", "serve_port"]
 
 # errno values that mean "this serial port is gone" (USB unplugged, pty master closed, gadget reset)
 _LOST_ERRNOS = frozenset({errno.EIO, errno.ENXIO, errno.ENODEV, errno.EBADF, errno.EPIPE})
@@ -313,8 +313,13 @@ class SerialDevice:
     drained by a writer thread. When the host stops reading, each write gives up after the
     transport's write timeout (``tx_timeouts``) and, once the queue is full, the oldest RESULT is
     dropped (``tx_dropped_results``; other frames only if no RESULT is queued, ``tx_dropped``), so
-    input keeps being read and answered. A port that is gone (:class:`PortLost`, raised by the
-    transport on EOF/EIO/ENXIO) ends :meth:`serve` with that exception; :func:`serve_port` reopens.
+    input keeps being read and answered. Receiving never waits for classifying either: :meth:`serve`
+    drains the port in a reader thread into a ring of ``rx_buffer`` bytes (:mod:`.port_reader`;
+    ``rx_buffer=0``: read in the loop), so a burst at line rate is not lost while a window is
+    classified; ``rx_buffered_max`` / ``rx_buffer_full`` count how far behind the loop got. The
+    last ``result_history`` window RESULTs are kept (:class:`ResultHistory`) for a host's RESEND.
+    A port that is gone (:class:`PortLost`, raised by the transport on EOF/EIO/ENXIO) ends
+    :meth:`serve` with that exception; :func:`serve_port` reopens.
     """
 
     def __init__(self, transport: Transport, engine: Engine, *, max_payload: int = MAX_PAYLOAD,
@@ -394,7 +399,7 @@ class SerialDevice:
         t_end = None if duration is None else time.monotonic() + duration
         if self.rx_buffer and self._reader is None:
             # the port is drained in its own thread while this loop classifies: a burst at line
-            # rate must not overflow the few KB the tty itself holds (docs/protocol.md §7)
+            # rate must not overflow the few KB the tty itself holds (docs/protocol.md §1)
             self._reader = PortReader(self.transport, read_size=self.read_size,
                                       max_bytes=max(self.rx_buffer, self.read_size)).start()
         try:
