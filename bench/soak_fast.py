@@ -72,6 +72,7 @@ def main() -> None:
     from firmware_bridge.ptylink import PtyLink
     from firmware_bridge.serial_host import DeviceClient
 
+    commit = git_commit()  # when the run starts: later edits to the tree are not what was measured
     results = {"n": 0}
     samples: list[dict] = []
     env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -139,7 +140,7 @@ def main() -> None:
            "anon_kb_range_after_warmup": [float(anon[after].min()), float(anon[after].max())] if after.any() else None,
            "rss_kb_first_after_warmup": float(rss[after][0]) if after.any() else None,
            "rss_kb_last": float(rss[-1]), "rss_kb_max": float(rss.max()), "samples": samples,
-           "serve_env": args.env, "commit_measured": git_commit(), "machine": machine()}
+           "serve_env": args.env, "commit_measured": commit, "machine": machine()}
     import matplotlib
 
     matplotlib.use("Agg")
