@@ -105,11 +105,12 @@ test_audio.__test__ = False  # not a pytest test
 
 
 @contextlib.contextmanager
-def running_device(port: str, engine=None, baud: int = 921600, **kw):
-    """Run a SerialDevice on ``port`` (termios transport) in a thread; yields the device."""
+def running_device(port: str, engine=None, baud: int = 921600, write_timeout: float = 0.5, **kw):
+    """Run a SerialDevice on ``port`` (termios transport) in a thread; yields the device. On exit
+    the serve loop and the device's writer thread are stopped and the port closed."""
     from edge_runtime.serial_device import SerialDevice, TtyTransport
 
-    tr = TtyTransport(port, baud)
+    tr = TtyTransport(port, baud, write_timeout=write_timeout)
     dev = SerialDevice(tr, engine or EnergyEngine(), **kw)
     stop = threading.Event()
     th = threading.Thread(target=dev.serve, args=(stop,), daemon=True)
@@ -119,4 +120,6 @@ def running_device(port: str, engine=None, baud: int = 921600, **kw):
     finally:
         stop.set()
         th.join(timeout=5)
+        dev.close()
         tr.close()
+        assert not th.is_alive(), "serve did not return within 5 s of stop"

@@ -11,7 +11,7 @@ serial = require_module("serial")
 
 from edge_runtime.port_reader import PortReader  # noqa: E402
 from edge_runtime.protocol import Audio, Mode, ResultFlags, Sequencer, Start  # noqa: E402
-from edge_runtime.serial_device import SerialDevice, TtyTransport  # noqa: E402
+from edge_runtime.serial_device import TtyTransport  # noqa: E402
 from firmware_bridge.ptylink import PtyLink  # noqa: E402
 from firmware_bridge.serial_host import DeviceClient  # noqa: E402
 from tests.test_serial_helpers import EnergyEngine, expected_labels, running_device, test_audio  # noqa: E402
@@ -21,12 +21,8 @@ def _burst_into_busy_device(rx_buffer: int) -> tuple[dict, dict, int]:
     """A host sends 2 s of AUDIO at wire speed (2.8x real time) to a device whose engine takes
     0.2 s per window (a loaded CPU): (device stats, link A->B counters, frames sent)."""
     pcm = test_audio(2.0, seed=3)
-    with PtyLink(baud=921600, overrun="drop") as link:
-        tr = TtyTransport(link.port_b, 921600)
-        dev = SerialDevice(tr, EnergyEngine(delay_s=0.2), rx_buffer=rx_buffer)
-        stop = threading.Event()
-        th = threading.Thread(target=dev.serve, args=(stop,), daemon=True)
-        th.start()
+    with PtyLink(baud=921600, overrun="drop") as link, \
+            running_device(link.port_b, EnergyEngine(delay_s=0.2), rx_buffer=rx_buffer) as dev:
         host = serial.Serial(link.port_a, 921600, timeout=0.02, write_timeout=5.0)
         tx = Sequencer()
         try:
@@ -43,10 +39,6 @@ def _burst_into_busy_device(rx_buffer: int) -> tuple[dict, dict, int]:
             link.wait_idle()
             return dev.stats(), link.counters["a_to_b"], frames
         finally:
-            stop.set()
-            th.join(timeout=5)
-            dev.close()
-            tr.close()
             host.close()
 
 

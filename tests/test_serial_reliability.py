@@ -13,7 +13,7 @@ from edge_runtime.protocol import (Audio, FrameDecoder, Info, Mode, Ping, Pong, 
                                    Sequencer, Start)
 from edge_runtime.serial_device import PortLost, SerialDevice, TtyTransport, serve_port  # noqa: E402
 from firmware_bridge.ptylink import PtyLink  # noqa: E402
-from tests.test_serial_helpers import EnergyEngine, test_audio  # noqa: E402
+from tests.test_serial_helpers import EnergyEngine, running_device, test_audio  # noqa: E402
 
 
 def _recv(port, dec, want_type, timeout=3.0):
@@ -82,13 +82,9 @@ def test_stalled_host_does_not_block_the_device():
     """The host keeps sending AUDIO but never reads: the device's writes time out, its TX queue drops
     the oldest RESULTs, and it keeps reading input; when the host reads again it answers."""
     pcm = test_audio(20.0, seed=5)
-    with PtyLink(overrun="block", tx_buffer=512) as link:
-        tr = TtyTransport(link.port_b, 921600, write_timeout=0.1)
-        eng = EnergyEngine(window_frames=4, hop_frames=1)  # a RESULT every 256 samples: floods the host
-        dev = SerialDevice(tr, eng, tx_queue=8)
-        stop = threading.Event()
-        th = threading.Thread(target=dev.serve, args=(stop,), daemon=True)
-        th.start()
+    eng = EnergyEngine(window_frames=4, hop_frames=1)  # a RESULT every 256 samples: floods the host
+    with PtyLink(overrun="block", tx_buffer=512) as link, \
+            running_device(link.port_b, eng, write_timeout=0.1, tx_queue=8) as dev:
         host = serial.Serial(link.port_a, 921600, timeout=0.02, write_timeout=2.0)
         tx = Sequencer()
         try:
@@ -115,12 +111,7 @@ def test_stalled_host_does_not_block_the_device():
                             pong = r.msg
             assert pong == Pong(b"alive")
         finally:
-            stop.set()
-            th.join(timeout=5)
-            dev.close()
-            tr.close()
             host.close()
-        assert not th.is_alive()
 
 
 def test_tx_queue_drops_oldest_results_first():
