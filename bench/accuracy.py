@@ -52,7 +52,7 @@ def _load_trained(path: Path):
 
 
 def run_split(name, clips, audios, feats, twin, labels, tr, va, te, fe, args, W, H, TH, mcfg, tcfg, extra=None,
-              extra_corpora=None):
+              extra_corpora=None, teacher_name=None):
     from model_build.evaluate import EvalInputs, validate
     from model_build.features import augmented_copies, fixed_point_features
     from model_build.pipeline import train_and_convert
@@ -97,7 +97,8 @@ def run_split(name, clips, audios, feats, twin, labels, tr, va, te, fe, args, W,
                                train_hop_frames=TH, val_feats=[feats[i] for i in va], val_labels=y[va],
                                out_path=out_path, model_name=name,
                                trained_on=name, n_calib=args.n_calib, log=log, train_masks=masks,
-                               calibrate=args.calibrate)
+                               calibrate=args.calibrate, distill=distill_config(args),
+                               teacher_cache=teacher_path(args, teacher_name or name))
         if args.calibrate_level == "clip":  # re-fit at the level the runtime reports (model_build.recalibrate)
             from model_build.recalibrate import recalibrate
 
@@ -111,6 +112,26 @@ def run_split(name, clips, audios, feats, twin, labels, tr, va, te, fe, args, W,
                         feats_twin=[twin[i] for i in te])
     val = validate(tm.keras_model, tm.model_bytes, inputs, list(labels), run_tflm=args.tflm, progress=log)
     return tm, val
+
+
+def distill_config(args):
+    """The :class:`model_build.distill.DistillConfig` of ``--distill-*`` (None when alpha is 0)."""
+    if not args.distill_alpha:
+        return None
+    from model_build.distill import DistillConfig
+    from model_build.models import ModelConfig
+
+    teacher = ModelConfig(arch="crnn", conv1=args.distill_teacher_conv1, conv1_kernel=args.conv1_kernel,
+                          conv2=args.distill_teacher_conv, lstm=args.distill_teacher_lstm, dropout=args.dropout)
+    return DistillConfig(alpha=args.distill_alpha, temperature=args.distill_temperature, teacher=teacher,
+                         teacher_seed=args.fold_seed)
+
+
+def teacher_path(args, name: str) -> Path | None:
+    """Where a split's teacher is kept (one per fold, shared by every seed of the student)."""
+    if not args.distill_alpha:
+        return None
+    return Path(args.distill_teachers or Path(args.out) / "teachers") / f"fs{args.fold_seed}_{name}.npz"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -181,6 +202,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     ap.add_argument("--pooling", choices=POOLINGS, default="last",
                     help="how the LSTM's time steps are reduced (model_build.models.POOLINGS; last = shipped)")
+    ap.add_argument("--distill-alpha", type=float, default=0.0,
+                    help="knowledge distillation (model_build.distill): weight of the teacher's soft targets in the "
+                         "student's loss (0 = off, the shipped recipe)")
+    ap.add_argument("--distill-temperature", type=float, default=2.0, help="softmax temperature of the soft term")
+    ap.add_argument("--distill-teacher-conv1", type=int, default=64, help="teacher's first convolution (filters)")
+    ap.add_argument("--distill-teacher-conv", type=int, default=128, help="teacher's second convolution (filters)")
+    ap.add_argument("--distill-teacher-lstm", type=int, default=128, help="teacher's LSTM units")
+    ap.add_argument("--distill-teachers", default=None, metavar="DIR",
+                    help="where each fold's float teacher is kept and reused from (default <--out>/teachers); "
+                         "give every seed's run the same DIR to train one teacher per fold, not per seed")
     ap.add_argument("--results", default=str(RESULTS), help="output JSON (default bench/results/accuracy.json)")
     return ap
 
@@ -228,7 +259,7 @@ def summarise_seeds(res: dict, folds: list[int]) -> dict:
 
 # options that do not change what a fold model is or how it is scored (a merge may differ in these)
 _RUN_ONLY = {"seed", "seeds", "out", "results", "reuse_models", "resummarise", "merge", "recalibrate_from", "data",
-             "recipe", "train"}
+             "recipe", "train", "distill_teachers"}
 
 
 def merge_results(paths: list[Path]) -> dict:
@@ -420,7 +451,7 @@ def main(argv=None) -> int:
                 f"val {sorted({clips[i].speaker for i in va})} [{time.time() - t0:.0f}s]")
             name = f"ravdess_s{seed}_fold{f}"
             tm, val = run_split(name, clips, audios, feats, twin, labels, tr, va, te, fe, args, W, H, TH,
-                                mcfg, tcfg, extra=extra, extra_corpora=extra_s)
+                                mcfg, tcfg, extra=extra, extra_corpora=extra_s, teacher_name=f"ravdess_fold{f}")
             manifest["models"] = [m for m in manifest["models"] if m["name"] != name] + [{
                 "name": name, "seed": seed, "fold": f, "path": f"{name}.tflite",
                 "test_speakers": sorted({clips[i].speaker for i in te}),
@@ -450,6 +481,10 @@ def main(argv=None) -> int:
                     fold[name] = restricted_uar(pu, urdu["y"], urdu["classes"], list(labels))
             if "calibration" in tm.metadata:
                 fold["calibration"] = tm.metadata["calibration"]
+            if "distillation" in tm.metadata:
+                # the teacher's and the student's best validation clip UAR: did the teacher know more?
+                fold["teacher"] = tm.metadata["distillation"]["teacher_run"]
+                fold["student_val_uar"] = max(tm.history.get("val_uar") or [float("nan")])
             if args.robustness:
                 from campaign import CONDITIONS, condition_audio
                 from model_build.calibrate import expected_calibration_error

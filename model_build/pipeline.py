@@ -135,7 +135,7 @@ def train_and_convert(train_feats, train_labels, labels, fe_cfg, model_cfg: Mode
                       train_hop_frames: int, val_feats=None, val_labels=None, out_path=None,
                       model_name: str = "ser_edge", trained_on: str = "", n_calib: int = 500,
                       extra_metadata: dict | None = None, log=_log, train_masks=None,
-                      calibrate: bool = False) -> TrainedModel:
+                      calibrate: bool = False, distill=None, teacher_cache=None) -> TrainedModel:
     """Train on raw fixed-point features (lists of (n_frames, F) int arrays), convert to int8,
     check the graph, embed metadata, and write ``out_path`` (+ ``.json`` sidecar) if given.
 
@@ -143,6 +143,9 @@ def train_and_convert(train_feats, train_labels, labels, fe_cfg, model_cfg: Mode
     are masked out of the loss, :func:`model_build.train.masked_loss`); default all present.
     ``calibrate``: fit a temperature on the validation clips' windows and fold it into the logits
     layer before conversion (:mod:`model_build.calibrate`); recorded as metadata ``calibration``.
+    ``distill``: a :class:`model_build.distill.DistillConfig` with ``alpha > 0``: first train a float
+    teacher on the same windows (or reuse the one kept at ``teacher_cache``) and train the student
+    towards its soft targets as well; recorded as metadata ``distillation``.
     """
     from . import convert as C
     from .embed_metadata import embed, make_metadata, write_model
@@ -161,7 +164,15 @@ def train_and_convert(train_feats, train_labels, labels, fe_cfg, model_cfg: Mode
         val = (to_real(Vq, fe_cfg), vci, np.asarray(val_labels))
     log(f"training {model_cfg.arch} on {len(X)} windows of {window_frames}x{X.shape[2]} "
         f"({len(train_feats)} clips), {len(val[1]) if val else 0} validation windows")
-    res = train(X, np.asarray(y), len(labels), model_cfg, train_cfg, val=val, log=log, class_mask=wmask)
+    z_teacher, distill_md = None, {}
+    if distill is not None and distill.alpha > 0:
+        from .distill import teacher_logits
+
+        z_teacher, info = teacher_logits(X, np.asarray(y), len(labels), distill, train_cfg, val=val,
+                                         class_mask=wmask, cache=teacher_cache, log=log)
+        distill_md = {"distillation": {**distill.to_dict(), "teacher_run": info}}
+    res = train(X, np.asarray(y), len(labels), model_cfg, train_cfg, val=val, log=log, class_mask=wmask,
+                teacher_logits=z_teacher, distill=distill)
     exp = export_model(res.model, model_cfg, window_frames, X.shape[2], len(labels))
     calib_md = {}
     if calibrate and val is not None:
@@ -195,7 +206,7 @@ def train_and_convert(train_feats, train_labels, labels, fe_cfg, model_cfg: Mode
                       "mean": [round(float(v), 5) for v in res.mean],
                       "std": [round(float(v), 5) for v in res.std]},
         output_kind="logits", model_config=model_cfg.to_dict(), ops=graph.op_counts,
-        **calib_md, **(extra_metadata or {}),
+        **calib_md, **distill_md, **(extra_metadata or {}),
     )
     if out_path is not None:
         path = write_model(out_path, raw, md)
@@ -363,12 +374,14 @@ TINY_LABELS = ("neutral", "happy", "sad", "angry")
 
 
 def build_tiny_model(out_path, seed: int = 0, epochs: int = 3, frontend_cfg=None,
-                     labels: tuple[str, ...] = TINY_LABELS, log=None, pooling: str = "last") -> TrainedModel:
+                     labels: tuple[str, ...] = TINY_LABELS, log=None, pooling: str = "last", distill=None,
+                     teacher_cache=None) -> TrainedModel:
     """A real but tiny int8 model (fused LSTM, embedded metadata) in a few seconds, for tests.
 
     60 short synthetic clips (4 labels x 15, 3 speakers), the default front end (unless
     ``frontend_cfg``), 1 s windows with a 0.5 s hop, conv(8)-conv(16)-LSTM(16), ``pooling`` over the
-    LSTM's steps (:data:`model_build.models.POOLINGS`).
+    LSTM's steps (:data:`model_build.models.POOLINGS`); ``distill``/``teacher_cache`` as for
+    :func:`train_and_convert` (distillation from a float teacher trained on the same clips).
     """
     from edge_runtime.frontend import DEFAULT_CONFIG
 
@@ -385,4 +398,5 @@ def build_tiny_model(out_path, seed: int = 0, epochs: int = 3, frontend_cfg=None
         TrainConfig(epochs=epochs, batch_size=16, seed=seed, verbose=False),
         window_frames=W, hop_frames=W // 2, train_hop_frames=max(1, W // 4), out_path=out_path,
         model_name="tiny_test_model", trained_on="synth: 60 clips, 3 speakers (test fixture)", n_calib=200,
-        extra_metadata={"licence": LICENCES["synth"]}, log=log or (lambda s: None))
+        extra_metadata={"licence": LICENCES["synth"]}, log=log or (lambda s: None), distill=distill,
+        teacher_cache=teacher_cache)

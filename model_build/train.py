@@ -116,7 +116,7 @@ def masked_accuracy(n_classes: int):
     C = n_classes
 
     def accuracy(y_true, p):
-        y, m = y_true[:, :C], y_true[:, C:]
+        y, m = y_true[:, :C], y_true[:, C:2 * C]  # any further block (teacher logits) is not read
         return tf.cast(tf.equal(tf.argmax(p * m, -1), tf.argmax(y, -1)), tf.float32)
 
     return accuracy
@@ -124,13 +124,16 @@ def masked_accuracy(n_classes: int):
 
 def train(X: np.ndarray, y: np.ndarray, n_classes: int, model_cfg: ModelConfig, cfg: TrainConfig,
           val: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None, log=None,
-          class_mask: np.ndarray | None = None) -> TrainResult:
+          class_mask: np.ndarray | None = None, teacher_logits: np.ndarray | None = None,
+          distill=None) -> TrainResult:
     """Train on windows ``X`` (N, T, F) float log2 units with labels ``y`` (N,).
 
     ``val = (Xv, clip_index_v, clip_labels_v)``: validation windows, their clip index and the
     clips' labels; its clip-level UAR drives early stopping. Without it, training runs all epochs.
     ``class_mask`` (N, n_classes) 0/1: the classes each window's corpus has (default: all); the
     loss ignores the others (:func:`masked_loss`). Class weights count windows per class.
+    ``teacher_logits`` (N, n_classes) with ``distill`` (:class:`model_build.distill.DistillConfig`):
+    train on the distillation loss (:func:`model_build.distill.kd_loss`) towards those soft targets.
     """
     import tf_keras
 
@@ -139,8 +142,21 @@ def train(X: np.ndarray, y: np.ndarray, n_classes: int, model_cfg: ModelConfig, 
     y = np.asarray(y)
     mean, std = feature_stats(X)
     model = build_model(model_cfg, X.shape[1], X.shape[2], n_classes, mean=mean, std=std)
-    model.compile(optimizer=tf_keras.optimizers.Adam(cfg.lr),
-                  loss=masked_loss(n_classes, cfg.label_smoothing, cfg.focal_gamma),
+    loss = masked_loss(n_classes, cfg.label_smoothing, cfg.focal_gamma)
+    Z = None  # teacher logits, packed after the targets and masks
+    if teacher_logits is not None:
+        from .distill import kd_loss
+
+        if distill is None:
+            raise ValueError("teacher_logits need a DistillConfig (distill=...)")
+        if cfg.mixup or cfg.time_masks or cfg.freq_masks:
+            # the teacher's logits are of the windows as given: per-epoch changes would not match them
+            raise ValueError("distillation with precomputed teacher logits excludes mixup and SpecAugment")
+        Z = np.asarray(teacher_logits, np.float32)
+        if Z.shape != (len(X), n_classes):
+            raise ValueError(f"teacher_logits must be ({len(X)}, {n_classes}), got {Z.shape}")
+        loss = kd_loss(n_classes, distill.alpha, distill.temperature, cfg.label_smoothing, cfg.focal_gamma)
+    model.compile(optimizer=tf_keras.optimizers.Adam(cfg.lr), loss=loss,
                   metrics=[masked_accuracy(n_classes)])
     cw = None
     if cfg.class_weight:
@@ -176,7 +192,8 @@ def train(X: np.ndarray, y: np.ndarray, n_classes: int, model_cfg: ModelConfig, 
         if cw is not None:  # as sample weights: y_true is packed, so Keras's class_weight cannot read it
             wv = np.array([cw[c] for c in range(n_classes)], np.float32)
             sw = Ye @ wv
-        h = model.fit(Xe, np.concatenate([Ye, Me], axis=1), batch_size=cfg.batch_size, epochs=1, verbose=0,
+        packed = [Ye, Me] if Z is None else [Ye, Me, Z[perm]]
+        h = model.fit(Xe, np.concatenate(packed, axis=1), batch_size=cfg.batch_size, epochs=1, verbose=0,
                       sample_weight=sw, shuffle=False)
         hist["loss"].append(float(h.history["loss"][-1]))
         hist["accuracy"].append(float(h.history["accuracy"][-1]))
