@@ -27,10 +27,12 @@ Measured:
   the host's decoder rejected or lost by sequence number, frames the device rejected (STATS, by
   reason in ``device_rejected_by_reason``), host send failures, and a serve process that died (each
   also reported on its own in ``error_parts``); the pty link's own counters (bytes dropped because
-  the receiving tty was full) are in ``link_counters``; both are checked every ``--check-every``
-  seconds and each change is logged with when it happened (``incidents``, with how late the host
-  was in that period), and so is every time the sender fell > 0.1 s behind real time
-  (``host_late_events``: when, by how much);
+  the receiving tty was full) are in ``link_counters``; both, and the times serve's receive buffer
+  filled (STATS ``rx_buffer_full``), are checked every ``--check-every`` seconds and each change is
+  logged with when it happened (``incidents``, with how late the host was in that period), and so
+  is every time the sender fell > 0.1 s behind real time (``host_late_events``: when, by how much);
+  ``device_rx_buffer``: serve's receive-buffer counters at the end (``rx_buffer_full`` times,
+  ``rx_buffered_max`` bytes: the most input it held at once);
 * ``rss_slope_kb_per_min``: least-squares slope of the serve process's resident set size
   (``/proc/PID/status`` VmRSS, sampled every 5 s) after ``--warmup`` seconds; also CPU share.
 
@@ -64,6 +66,8 @@ GAP_FLAG = 0x04  # ResultFlags.GAP: the window overlapped input lost on the link
 UTTERANCE_FLAG = 0x20  # ResultFlags.UTTERANCE: an utterance or summary record, not a window
 DEVICE_DROP_KEYS = ("rx_crc", "rx_cobs", "rx_short", "rx_length", "rx_version", "rx_oversize",
                     "rx_unknown_type", "rx_payload", "rx_seq_lost")
+# serve's receive buffer (its port-reader thread, STATS r2): times it filled, most bytes it held
+RX_BUFFER_KEYS = ("rx_buffer_full", "rx_buffered_max")
 
 
 def log(msg: str) -> None:
@@ -266,7 +270,8 @@ def main() -> None:
     def watch(now: float, stats: dict) -> None:
         seen = {f"device_{k}": int(stats.get(k, 0)) for k in DEVICE_DROP_KEYS}
         seen.update({f"device_{k}": int(stats.get(k, 0)) for k in ("gap_samples", "tx_dropped_results",
-                                                                    "tx_dropped", "tx_timeouts", "resend_requests")})
+                                                                    "tx_dropped", "tx_timeouts", "resend_requests",
+                                                                    "rx_buffer_full")})
         for direction, c in link.counters.items():
             seen.update({f"link_{direction}_{k}": int(v) for k, v in c.items() if k != "bytes_in" and k != "bytes_out"})
         new = {k: v - last_seen.get(k, 0) for k, v in seen.items() if v != last_seen.get(k, 0)}
@@ -399,6 +404,8 @@ def main() -> None:
         "error_details": details[:50], "incidents": incidents[:200],
         "host_late_max_s": round(late_max["all"], 3), "host_late_events": late_events[:200],
         "device_rejected_by_reason": rejected_by,
+        # None from a serve that does not report them (before STATS had them)
+        "device_rx_buffer": {k: stats1.get(k) for k in RX_BUFFER_KEYS},
         "host_counters": {k: v for k, v in host.items() if v}, "link_counters": link_counters,
         "rss_slope_kb_per_min": round(slope_per_min(t[after], rss[after]), 4),
         "rss_kb_first": float(rss[0]) if len(rss) else None,

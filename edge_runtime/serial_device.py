@@ -316,7 +316,9 @@ class SerialDevice:
     input keeps being read and answered. Receiving never waits for classifying either: :meth:`serve`
     drains the port in a reader thread into a ring of ``rx_buffer`` bytes (:mod:`.port_reader`;
     ``rx_buffer=0``: read in the loop), so a burst at line rate is not lost while a window is
-    classified; ``rx_buffered_max`` / ``rx_buffer_full`` count how far behind the loop got. The
+    classified. How far behind the loop got is in STATS: ``rx_buffered_max``, the most bytes the
+    ring held at once, and ``rx_buffer_full``, how many times it filled (the thread then stops
+    reading until the loop takes some; both stay 0 with ``rx_buffer=0``). The
     last ``result_history`` window RESULTs are kept (:class:`ResultHistory`) for a host's RESEND.
     A port that is gone (:class:`PortLost`, raised by the transport on EOF/EIO/ENXIO) ends
     :meth:`serve` with that exception; :func:`serve_port` reopens.

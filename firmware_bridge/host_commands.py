@@ -114,6 +114,17 @@ def _add_link_args(p, mode=True) -> None:
 
 
 # ---------------------------------------------------------------------------------- stream
+def _device_stats(dev, missing) -> dict | None:
+    """The device's STATS counters after the session (its receive buffer's ``rx_buffered_max`` /
+    ``rx_buffer_full`` included, when it reports them); None when the device stopped answering."""
+    if "stop" in missing:  # STOP went unanswered: do not wait out the retries again
+        return None
+    try:
+        return dev.get_stats()
+    except Exception:  # noqa: BLE001 - the session's labels are out already; the counters are extra
+        return None
+
+
 def _cmd_stream(args) -> int:
     require("ser-edge stream", "serial")
     from edge_runtime.protocol import Mode
@@ -161,7 +172,7 @@ def _cmd_stream(args) -> int:
             missing = missing or ["stop"]
         c = dev.counters()
         if not args.quiet:
-            print("\n" + json.dumps({"host": c}), file=sys.stderr)
+            print("\n" + json.dumps({"host": c, "device": _device_stats(dev, missing)}), file=sys.stderr)
         if c["gap_results"]:
             print(f"stream: WARNING: {c['gap_results']} window(s) overlap input lost on the link "
                   "(printed as label \"gap\")", file=sys.stderr)

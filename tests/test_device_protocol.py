@@ -128,6 +128,13 @@ def test_boot_info_hello_ping_stats(dut, reference):
         st = _stats(host)
         assert list(st) == list(STATS_FIELDS)  # every revision-2 counter has its slot
         assert (st["rx_frames"], st["tx_frames"], st["errors"], st["rx_seq_lost"]) == (3, 3, 0, 0)
+        # the receive buffer: serve's reader thread held the requests (each frame at least), the
+        # firmware has no reader thread and reports 0 rather than leaving the counters out
+        assert st["rx_buffer_full"] == 0
+        if dut.kind == "python":
+            assert 10 <= st["rx_buffered_max"] <= 256 * 1024
+        else:
+            assert st["rx_buffered_max"] == 0
         # a revision-1 host gets a revision-1 INFO (no extension) and, in a session, no RESEND
         seq = host.send(Hello(max_version=1))
         (old,) = host.recv(1)
@@ -190,7 +197,7 @@ def test_bad_requests_errors_and_counters(dut):
         host.send(Hello(host_max_payload=64))  # a host that takes small frames: INFO is too big
         host.send(GetStats())
         assert host.recv(2) == [Error(ErrorCode.TOO_LARGE, 0xFFFF, MsgType.INFO, f"INFO needs {len(host.boot_info.encode_payload())} bytes, host accepts 64"),
-                                Error(ErrorCode.TOO_LARGE, 0xFFFF, MsgType.STATS, "STATS needs 100 bytes, host accepts 64")]
+                                Error(ErrorCode.TOO_LARGE, 0xFFFF, MsgType.STATS, "STATS needs 108 bytes, host accepts 64")]
         host.send(Hello())
         assert isinstance(host.recv(1)[0], Info)
         bad = bytearray(encode_frame(MsgType.PING, 105, b"abc"))

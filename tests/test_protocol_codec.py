@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge_runtime.protocol import (DROP_REASONS, HEADER_SIZE, MAX_ENCODED_FRAME, MAX_PAYLOAD,
-                                   MESSAGE_CLASSES, Ack, Audio, Error, ErrorCode, Features,
+                                   MESSAGE_CLASSES, STATS_FIELDS, Ack, Audio, Error, ErrorCode, Features,
                                    FrameDecoder, GetStats, Hello, Info, Mode, MsgType, Ping, Pong,
                                    Resend, Result, ResultFlags, Start, Stats, Stop, build_raw_frame,
                                    cobs_decode, cobs_encode, crc32, encode_frame, encode_message)
@@ -176,6 +176,31 @@ def test_round_trip_under_arbitrary_chunking(items, data):
 
 def test_every_type_has_a_class():
     assert set(MESSAGE_CLASSES) == set(MsgType)
+
+
+@pytest.mark.parametrize("n", [15, 24, len(STATS_FIELDS), len(STATS_FIELDS) + 3])
+def test_stats_from_older_and_newer_devices(n):
+    """STATS carries its own count n (docs/protocol.md §4.9): a revision-1 device (15 counters), a
+    revision-2 device from before the receive-buffer counters (24), a current one, and one that
+    appends counters this host does not know all decode; known names follow the list's order and
+    nothing beyond n is invented (absent means "not reported", not 0)."""
+    vals = [1000 + i for i in range(n)]
+    wire = encode_frame(MsgType.STATS, 7, struct.pack("<HBx", 42, n) + struct.pack(f"<{n}I", *vals))
+    ((seq, msg),) = FrameDecoder().feed(wire)
+    assert seq == 7 and isinstance(msg, Stats) and msg.ref_seq == 42
+    known = min(n, len(STATS_FIELDS))
+    assert [msg.counters[k] for k in STATS_FIELDS[:known]] == vals[:known]
+    assert not set(STATS_FIELDS[known:]) & set(msg.counters)  # an older device: not reported
+    assert [msg.counters[f"counter_{i}"] for i in range(known, n)] == vals[known:]  # a newer one: kept
+    assert len(msg.counters) == n
+
+
+def test_stats_field_order_is_append_only():
+    """The wire order is a contract: revision 1's 15, revision 2's 9, then the receive buffer's 2."""
+    assert STATS_FIELDS[14] == "stale" and STATS_FIELDS[23] == "rx_unexpected_type"
+    assert STATS_FIELDS[24:] == ("rx_buffer_full", "rx_buffered_max")
+    payload = Stats(3, {"rx_buffer_full": 5, "rx_buffered_max": 70000}).encode_payload()
+    assert payload[2] == 26 and struct.unpack_from("<2I", payload, 4 + 4 * 24) == (5, 70000)
 
 
 # ---------------------------------------------------------------------------------- rejection

@@ -478,12 +478,17 @@ STATS_FIELDS: tuple[str, ...] = (
     # revision 2
     "rx_short", "tx_dropped_results", "tx_dropped", "tx_timeouts", "resend_requests",
     "resend_recovered", "gap_windows", "sessions", "rx_unexpected_type",
+    # revision 2, appended later (a device from before them sends n = 24): serve's reader thread
+    "rx_buffer_full", "rx_buffered_max",
 )
 
 
 @dataclass(frozen=True)
 class Stats(Message):
-    """Device → host: link counters, named by :data:`STATS_FIELDS` in order."""
+    """Device → host: link counters, named by :data:`STATS_FIELDS` in order.
+
+    Decoding follows ``n``: a device that sends fewer counters (an older one) gives only those
+    names, and counters beyond :data:`STATS_FIELDS` (a newer one) are kept as ``counter_<i>``."""
 
     TYPE: ClassVar[MsgType] = MsgType.STATS
     ref_seq: int

@@ -160,7 +160,7 @@ static void send_info(ser_device_t *d, uint16_t reply_to, int boot) {
     send(d, SER_MSG_INFO, p, n);
 }
 
-#define N_STATS 24
+#define N_STATS 26
 static void send_stats(ser_device_t *d, uint16_t ref_seq) {
     /* messages.STATS_FIELDS order; the live session's reorder buffer counts too */
     const ser_decoder_stats_t *s = ser_decoder_stats(&d->rx);
@@ -174,7 +174,10 @@ static void send_stats(ser_device_t *d, uint16_t ref_seq) {
         s->dropped[SER_DROP_SHORT], 0u /* tx_dropped_results: no TX queue */, d->c.tx_dropped,
         0u /* tx_timeouts: UART writes cannot stall */, d->c.resend_requests,
         d->c.resend_recovered + (d->ra_active ? d->ra.c.recovered_items : 0u), d->c.gap_windows,
-        d->c.sessions, d->c.rx_unexpected_type};
+        d->c.sessions, d->c.rx_unexpected_type,
+        /* rx_buffer_full, rx_buffered_max: serve's port-reader ring; no reader thread here (the
+         * UART interrupt's ring is the board's, and what it drops shows as rx_crc/rx_cobs) */
+        0u, 0u};
     uint8_t *p = d->payload;
     int i;
     put16(p, ref_seq);
