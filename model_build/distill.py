@@ -118,8 +118,8 @@ def save_teacher(path: Path, model, key: dict, info: dict) -> Path:
     return path
 
 
-def load_teacher(path: Path, key: dict):
-    """The kept teacher at ``path`` if it was trained as ``key`` says, else None."""
+def load_teacher(path: Path, key: dict | None = None):
+    """The kept teacher at ``path`` if it was trained as ``key`` says (any, without ``key``), else None."""
     from .models import build_model
 
     path = Path(path)
@@ -127,6 +127,8 @@ def load_teacher(path: Path, key: dict):
     if not (path.exists() and meta.exists()):
         return None
     info = json.loads(meta.read_text())
+    if key is None:
+        key = {k: info[k] for k in ("teacher", "teacher_seed", "window", "n_classes")}
     if any(info.get(k) != v for k, v in key.items()):
         return None
     model = build_model(ModelConfig(**key["teacher"]), key["window"][0], key["window"][1], key["n_classes"])
