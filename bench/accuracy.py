@@ -52,7 +52,7 @@ def _load_trained(path: Path):
 
 
 def run_split(name, clips, audios, feats, twin, labels, tr, va, te, fe, args, W, H, TH, mcfg, tcfg, extra=None,
-              extra_corpora=None, teacher_name=None):
+              extra_corpora=None, teacher_name=None, teacher_members=None):
     from model_build.evaluate import EvalInputs, validate
     from model_build.features import augmented_copies, fixed_point_features
     from model_build.pipeline import train_and_convert
@@ -98,7 +98,8 @@ def run_split(name, clips, audios, feats, twin, labels, tr, va, te, fe, args, W,
                                out_path=out_path, model_name=name,
                                trained_on=name, n_calib=args.n_calib, log=log, train_masks=masks,
                                calibrate=args.calibrate, distill=distill_config(args),
-                               teacher_cache=teacher_path(args, teacher_name or name))
+                               teacher_cache=teacher_path(args, teacher_name or name),
+                               teacher_members=teacher_members)
         if args.calibrate_level == "clip":  # re-fit at the level the runtime reports (model_build.recalibrate)
             from model_build.recalibrate import recalibrate
 
@@ -132,6 +133,29 @@ def teacher_path(args, name: str) -> Path | None:
     if not args.distill_alpha:
         return None
     return Path(args.distill_teachers or Path(args.out) / "teachers") / f"fs{args.fold_seed}_{name}.npz"
+
+
+def ensemble_members(args, fold: int, test_speakers: list[str], frontend_hash: str) -> list[Path] | None:
+    """``--distill-ensemble``: the float fold models kept by earlier CV runs (their ``--out``) for this
+    fold. Each run must have used the same folds and front end, and each model the same test
+    actors: the ensemble never saw this fold's test actors."""
+    if not (args.distill_alpha and args.distill_ensemble):
+        return None
+    out = []
+    for d in [Path(v) for v in args.distill_ensemble.split(",") if v]:
+        man = json.loads((d / "manifest.json").read_text())
+        if man.get("fold_seed") != args.fold_seed or man.get("frontend_hash") != frontend_hash:
+            raise SystemExit(f"--distill-ensemble {d}: other folds or front end (fold_seed {man.get('fold_seed')}, "
+                             f"front end {man.get('frontend_hash')})")
+        for m in man["models"]:
+            if int(m["fold"]) == fold and m["name"].startswith("ravdess_"):
+                if sorted(m["test_speakers"]) != sorted(test_speakers):
+                    raise SystemExit(f"--distill-ensemble {d}/{m['path']}: test actors {m['test_speakers']}, "
+                                     f"this fold {test_speakers}")
+                out.append(d / (Path(m["path"]).stem + "_float.npz"))
+    if not out:
+        raise SystemExit(f"--distill-ensemble: no kept model of fold {fold} in {args.distill_ensemble}")
+    return sorted(set(out))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -212,6 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--distill-teachers", default=None, metavar="DIR",
                     help="where each fold's float teacher is kept and reused from (default <--out>/teachers); "
                          "give every seed's run the same DIR to train one teacher per fold, not per seed")
+    ap.add_argument("--distill-ensemble", default="", metavar="DIR[,DIR...]",
+                    help="with --distill-alpha: the teacher is the ensemble (mean probability) of the float fold "
+                         "models earlier CV runs of the same folds kept in these --out directories, instead of a "
+                         "trained wider teacher")
     ap.add_argument("--results", default=str(RESULTS), help="output JSON (default bench/results/accuracy.json)")
     return ap
 
@@ -451,7 +479,9 @@ def main(argv=None) -> int:
                 f"val {sorted({clips[i].speaker for i in va})} [{time.time() - t0:.0f}s]")
             name = f"ravdess_s{seed}_fold{f}"
             tm, val = run_split(name, clips, audios, feats, twin, labels, tr, va, te, fe, args, W, H, TH,
-                                mcfg, tcfg, extra=extra, extra_corpora=extra_s, teacher_name=f"ravdess_fold{f}")
+                                mcfg, tcfg, extra=extra, extra_corpora=extra_s, teacher_name=f"ravdess_fold{f}",
+                                teacher_members=ensemble_members(args, f, sorted({clips[i].speaker for i in te}),
+                                                                 fe.hash))
             manifest["models"] = [m for m in manifest["models"] if m["name"] != name] + [{
                 "name": name, "seed": seed, "fold": f, "path": f"{name}.tflite",
                 "test_speakers": sorted({clips[i].speaker for i in te}),

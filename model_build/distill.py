@@ -20,6 +20,10 @@ would need the teacher in the training step and are refused together with distil
 Teachers can be kept (``cache``): the CV trains one teacher per fold and reuses it for every seed of
 the student (the teacher of a fold is trained on the first seed's training windows of that fold;
 later seeds' augmented copies differ, but hold the same speakers, never the test ones).
+
+The teacher can also be an **ensemble** of float models already trained on the same training set
+(:func:`ensemble_logits`: the log of their mean probability), e.g. the fold models that other seeds
+of a CV kept (``bench/accuracy.py --distill-ensemble``): no teacher is trained then.
 """
 from __future__ import annotations
 
@@ -103,6 +107,36 @@ def logits_of(model, X: np.ndarray, batch_size: int = 256) -> np.ndarray:
     return np.asarray(sub.predict(np.asarray(X, np.float32), batch_size=batch_size, verbose=0), np.float32)
 
 
+def ensemble_logits(models, X: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Logits of an ensemble: ``log(mean_k softmax(z_k))`` of models that output probabilities
+    (as :func:`model_build.models.build_model` builds them). Averaging probabilities, not logits,
+    is the usual ensemble; its log is a logit vector up to a per-row constant."""
+    if not models:
+        raise ValueError("an ensemble needs at least one model")
+    X = np.asarray(X, np.float32)
+    p = np.mean([np.asarray(m.predict(X, batch_size=batch_size, verbose=0), np.float64) for m in models], axis=0)
+    return np.log(np.maximum(p, 1e-12)).astype(np.float32)
+
+
+def ensemble_teacher(paths, X: np.ndarray, n_classes: int, log=None) -> tuple[np.ndarray, dict]:
+    """Load the float models kept at ``paths`` (``*_float.npz`` of :func:`model_build.pipeline.save_float`)
+    and return their ensemble's logits on ``X`` (:func:`ensemble_logits`) plus a record of them."""
+    from .models import count_params
+    from .pipeline import load_float
+
+    log = log or (lambda s: None)
+    models = []
+    for p in paths:
+        m, _, calib = load_float(p)
+        if tuple(calib.shape[1:]) != tuple(X.shape[1:]) or int(m.output_shape[-1]) != n_classes:
+            raise ValueError(f"{p}: ensemble member takes {calib.shape[1:]} -> {m.output_shape[-1]} classes, "
+                             f"the student {X.shape[1:]} -> {n_classes}")
+        models.append(m)
+    log(f"teacher: ensemble of {len(models)} kept float models")
+    info = {"kind": "ensemble", "members": [str(p) for p in paths], "params": int(sum(count_params(m) for m in models))}
+    return ensemble_logits(models, X), info
+
+
 def _key(cfg: DistillConfig, X: np.ndarray, n_classes: int) -> dict:
     """What a kept teacher must match to be reused: its architecture, seed and the input shape."""
     return {"teacher": cfg.teacher.to_dict(), "teacher_seed": cfg.teacher_seed,
@@ -155,7 +189,7 @@ def teacher_logits(X: np.ndarray, y: np.ndarray, n_classes: int, cfg: DistillCon
     log = log or (lambda s: None)
     key = _key(cfg, X, n_classes)
     model = load_teacher(Path(cache), key) if cache else None
-    info: dict = {"reused": model is not None, **({"path": str(cache)} if cache else {})}
+    info: dict = {"kind": "trained", "reused": model is not None, **({"path": str(cache)} if cache else {})}
     if model is None:
         log(f"training the teacher {cfg.teacher.to_dict()} (seed {cfg.teacher_seed})")
         tcfg = replace(train_cfg, seed=cfg.teacher_seed)

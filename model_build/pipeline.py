@@ -135,7 +135,8 @@ def train_and_convert(train_feats, train_labels, labels, fe_cfg, model_cfg: Mode
                       train_hop_frames: int, val_feats=None, val_labels=None, out_path=None,
                       model_name: str = "ser_edge", trained_on: str = "", n_calib: int = 500,
                       extra_metadata: dict | None = None, log=_log, train_masks=None,
-                      calibrate: bool = False, distill=None, teacher_cache=None) -> TrainedModel:
+                      calibrate: bool = False, distill=None, teacher_cache=None,
+                      teacher_members=None) -> TrainedModel:
     """Train on raw fixed-point features (lists of (n_frames, F) int arrays), convert to int8,
     check the graph, embed metadata, and write ``out_path`` (+ ``.json`` sidecar) if given.
 
@@ -145,7 +146,9 @@ def train_and_convert(train_feats, train_labels, labels, fe_cfg, model_cfg: Mode
     layer before conversion (:mod:`model_build.calibrate`); recorded as metadata ``calibration``.
     ``distill``: a :class:`model_build.distill.DistillConfig` with ``alpha > 0``: first train a float
     teacher on the same windows (or reuse the one kept at ``teacher_cache``) and train the student
-    towards its soft targets as well; recorded as metadata ``distillation``.
+    towards its soft targets as well; recorded as metadata ``distillation``. ``teacher_members``:
+    float models (``*_float.npz``) already trained on this training set; their ensemble is the
+    teacher instead (:func:`model_build.distill.ensemble_teacher`).
     """
     from . import convert as C
     from .embed_metadata import embed, make_metadata, write_model
@@ -166,10 +169,13 @@ def train_and_convert(train_feats, train_labels, labels, fe_cfg, model_cfg: Mode
         f"({len(train_feats)} clips), {len(val[1]) if val else 0} validation windows")
     z_teacher, distill_md = None, {}
     if distill is not None and distill.alpha > 0:
-        from .distill import teacher_logits
+        from .distill import ensemble_teacher, teacher_logits
 
-        z_teacher, info = teacher_logits(X, np.asarray(y), len(labels), distill, train_cfg, val=val,
-                                         class_mask=wmask, cache=teacher_cache, log=log)
+        if teacher_members:
+            z_teacher, info = ensemble_teacher(teacher_members, X, len(labels), log=log)
+        else:
+            z_teacher, info = teacher_logits(X, np.asarray(y), len(labels), distill, train_cfg, val=val,
+                                             class_mask=wmask, cache=teacher_cache, log=log)
         distill_md = {"distillation": {**distill.to_dict(), "teacher_run": info}}
     res = train(X, np.asarray(y), len(labels), model_cfg, train_cfg, val=val, log=log, class_mask=wmask,
                 teacher_logits=z_teacher, distill=distill)
@@ -375,12 +381,12 @@ TINY_LABELS = ("neutral", "happy", "sad", "angry")
 
 def build_tiny_model(out_path, seed: int = 0, epochs: int = 3, frontend_cfg=None,
                      labels: tuple[str, ...] = TINY_LABELS, log=None, pooling: str = "last", distill=None,
-                     teacher_cache=None) -> TrainedModel:
+                     teacher_cache=None, teacher_members=None) -> TrainedModel:
     """A real but tiny int8 model (fused LSTM, embedded metadata) in a few seconds, for tests.
 
     60 short synthetic clips (4 labels x 15, 3 speakers), the default front end (unless
     ``frontend_cfg``), 1 s windows with a 0.5 s hop, conv(8)-conv(16)-LSTM(16), ``pooling`` over the
-    LSTM's steps (:data:`model_build.models.POOLINGS`); ``distill``/``teacher_cache`` as for
+    LSTM's steps (:data:`model_build.models.POOLINGS`); ``distill``/``teacher_cache``/``teacher_members`` as for
     :func:`train_and_convert` (distillation from a float teacher trained on the same clips).
     """
     from edge_runtime.frontend import DEFAULT_CONFIG
@@ -399,4 +405,4 @@ def build_tiny_model(out_path, seed: int = 0, epochs: int = 3, frontend_cfg=None
         window_frames=W, hop_frames=W // 2, train_hop_frames=max(1, W // 4), out_path=out_path,
         model_name="tiny_test_model", trained_on="synth: 60 clips, 3 speakers (test fixture)", n_calib=200,
         extra_metadata={"licence": LICENCES["synth"]}, log=log or (lambda s: None), distill=distill,
-        teacher_cache=teacher_cache)
+        teacher_cache=teacher_cache, teacher_members=teacher_members)

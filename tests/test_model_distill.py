@@ -152,3 +152,27 @@ def test_distilled_tiny_student_converts_records_its_teacher_and_runs_in_the_run
     other = DistillConfig(alpha=0.7, teacher=ModelConfig(arch="crnn", conv1=8, conv2=16, lstm=24), teacher_seed=3)
     tm3 = build_tiny_model(tmp_path / "student3.tflite", epochs=1, distill=other, teacher_cache=cache)
     assert tm3.metadata["distillation"]["teacher_run"]["reused"] is False
+
+    # an ensemble of kept float models as the teacher: nothing is trained for it, its members are recorded
+    members = [tm.path.with_name("student_float.npz"), tm2.path.with_name("student2_float.npz")]
+    tm4 = build_tiny_model(tmp_path / "student4.tflite", epochs=1, distill=cfg, teacher_members=members)
+    run = tm4.metadata["distillation"]["teacher_run"]
+    assert run["kind"] == "ensemble" and run["members"] == [str(p) for p in members]
+    assert run["params"] == tm.params + tm2.params
+    assert StreamingClassifier.from_model(tm4.path).classify_clip(clip)[2].label in TINY_LABELS
+
+
+def test_ensemble_logits_are_the_log_mean_probability():
+    _tf()
+    from model_build.distill import ensemble_logits
+    from model_build.models import ModelConfig, build_model
+
+    X = np.random.default_rng(6).normal(size=(12, 20, 6)).astype(np.float32)
+    ms = [build_model(ModelConfig(arch="mlp", dense=8), 20, 6, C) for _ in range(3)]
+    ps = [m.predict(X, verbose=0).astype(np.float64) for m in ms]
+    z = ensemble_logits(ms, X)
+    np.testing.assert_allclose(_softmax(z.astype(np.float64)), np.mean(ps, 0), rtol=1e-4, atol=1e-6)
+    # one member: its own log-probabilities, i.e. its logits up to a per-row constant
+    np.testing.assert_allclose(_softmax(ensemble_logits(ms[:1], X).astype(np.float64)), ps[0], rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="at least one"):
+        ensemble_logits([], X)
