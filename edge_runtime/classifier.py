@@ -389,10 +389,12 @@ class StreamingClassifier:
             self._tail = buf.copy()
             return np.zeros(0, np.int32)
         x = buf.astype(np.int64)
+        # np.add.accumulate, not np.cumsum(out=...): the latter looks ``accumulate`` up by a C
+        # string, and CPython 3.11's type method cache pins each such fresh name (see frame_signal)
         cs = np.zeros(x.size + 1, np.int64)
-        np.cumsum(x, out=cs[1:])
+        np.add.accumulate(x, out=cs[1:])
         cq = np.zeros(x.size + 1, np.int64)
-        np.cumsum(x * x, out=cq[1:])
+        np.add.accumulate(x * x, out=cq[1:])
         starts = np.arange(nf, dtype=np.int64) * H
         self._tail = buf[nf * H:].copy()
         return frame_stats(cs[starts + L] - cs[starts], cq[starts + L] - cq[starts], L)

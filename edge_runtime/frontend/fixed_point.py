@@ -355,9 +355,11 @@ class FixedPointFrontend:
         # few frames (streaming pushes): differences of running sums over bins, a fixed number of
         # numpy calls instead of ~80 per push
         seg_a, seg_b = self._seg_bounds
+        # np.add.accumulate, not np.cumsum: cumsum looks ``accumulate`` up by a C string on every
+        # call, and CPython 3.11's type method cache pins each such name (see frame_signal)
         zero = np.zeros((1, f), dtype=np.int64)
-        cr = np.concatenate([zero, np.cumsum(rise, axis=0)])
-        cp = np.concatenate([zero, np.cumsum(p, axis=0)])
+        cr = np.concatenate([zero, np.add.accumulate(rise, axis=0, dtype=np.int64)])
+        cp = np.concatenate([zero, np.add.accumulate(p, axis=0, dtype=np.int64)])
         out = cr[seg_b[:n_mels]] - cr[seg_a[:n_mels]]
         out += cp[seg_b[1:n_mels + 1]]
         out -= cp[seg_a[1:n_mels + 1]]
@@ -443,7 +445,7 @@ class FixedPointFrontend:
         logmel = self.logmel_frames(frames)
         if self.normalises:
             logmel = normalise_mean_many(logmel, counts, self.cfg)
-        return np.split(self.output(logmel), np.cumsum(counts)[:-1])
+        return np.split(self.output(logmel), np.add.accumulate(np.asarray(counts, np.int64))[:-1])
 
 
 #: Fractional bits the running mean keeps below Q16 (its state is Q(16 + NORM_FRAC_BITS)): the
@@ -512,7 +514,7 @@ def normalise_mean_many(logmel: np.ndarray, counts: list[int], cfg: FrontendConf
     if counts.size == 0 or counts.max(initial=0) == 0:
         return logmel.copy()
     order = np.argsort(-counts, kind="stable")  # longest first: the active streams are a prefix
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    starts = np.concatenate([[0], np.add.accumulate(counts)[:-1]])
     cs = counts[order]
     tmax = int(cs[0])
     active = np.searchsorted(-cs, -np.arange(tmax), side="left")  # streams with count > t
@@ -591,11 +593,16 @@ def frame_signal(pcm: np.ndarray, cfg: FrontendConfig) -> np.ndarray:
     table of interned strings resize every ~15 minutes of audio -- a new ~0.9 MB block each time,
     which glibc took from the heap once its mmap threshold had risen: the one-off 0.9 MB RSS step
     at 42.5 minutes of every hour-long `serve` soak (found with bench/soak_fast.py and strace).
+    It is made read-only with ``setflags``, not ``flags.writeable = False``: numpy's flags setter
+    looks ``setflags`` up by a C string, a new str object per call, and CPython 3.11's type
+    method cache keeps a reference to the name of each lookup in one of its 4096 slots -- ~57 B
+    pinned per slot, the ~0.2 MB RSS ramp over the first ~35 minutes of a `serve` soak (found
+    with tracemalloc snapshots of bench/soak_fast.py).
     """
     nf = cfg.n_frames(len(pcm))
     if nf == 0:
         return np.zeros((0, cfg.frame_length), dtype=np.int16)
     a = np.ascontiguousarray(pcm)
     out = np.ndarray((nf, cfg.frame_length), a.dtype, a, 0, (cfg.hop_length * a.itemsize, a.itemsize))
-    out.flags.writeable = False
+    out.setflags(write=False)
     return out

@@ -353,7 +353,7 @@ class Result(Message):
             raise PayloadError(f"RESULT says {n} scores but carries {len(payload) - cls._S.size}")
         if n and li >= n:
             raise PayloadError(f"RESULT label_index {li} out of range for {n} scores")
-        scores = tuple(int(v) for v in np.frombuffer(payload, np.int8, offset=cls._S.size))
+        scores = tuple(np.frombuffer(payload, np.int8, offset=cls._S.size).tolist())  # see serial_device.result_to_message
         return cls(w, sess, li, fl, ts, te, lat, scores)
 
 
