@@ -107,14 +107,30 @@ def logits_of(model, X: np.ndarray, batch_size: int = 256) -> np.ndarray:
     return np.asarray(sub.predict(np.asarray(X, np.float32), batch_size=batch_size, verbose=0), np.float32)
 
 
+class MeanProbabilityEnsemble:
+    """Models that output probabilities (as :func:`model_build.models.build_model` builds them),
+    averaged: the Keras calls the evaluation uses (``model(x, training=False)``, ``predict``), so an
+    ensemble runs wherever one float model does (e.g. :class:`model_build.evaluate.KerasWindowModel`)."""
+
+    def __init__(self, models) -> None:
+        if not models:
+            raise ValueError("an ensemble needs at least one model")
+        self.models = list(models)
+
+    def __call__(self, x, training: bool = False) -> np.ndarray:
+        return np.mean([np.asarray(m(x, training=training), np.float64) for m in self.models], axis=0)
+
+    def predict(self, X, batch_size: int = 256, verbose: int = 0) -> np.ndarray:
+        X = np.asarray(X, np.float32)
+        return np.mean([np.asarray(m.predict(X, batch_size=batch_size, verbose=verbose), np.float64)
+                        for m in self.models], axis=0)
+
+
 def ensemble_logits(models, X: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Logits of an ensemble: ``log(mean_k softmax(z_k))`` of models that output probabilities
-    (as :func:`model_build.models.build_model` builds them). Averaging probabilities, not logits,
-    is the usual ensemble; its log is a logit vector up to a per-row constant."""
-    if not models:
-        raise ValueError("an ensemble needs at least one model")
-    X = np.asarray(X, np.float32)
-    p = np.mean([np.asarray(m.predict(X, batch_size=batch_size, verbose=0), np.float64) for m in models], axis=0)
+    """Logits of an ensemble: ``log(mean_k softmax(z_k))`` (:class:`MeanProbabilityEnsemble`).
+    Averaging probabilities, not logits, is the usual ensemble; its log is a logit vector up to a
+    per-row constant."""
+    p = MeanProbabilityEnsemble(models).predict(X, batch_size=batch_size)
     return np.log(np.maximum(p, 1e-12)).astype(np.float32)
 
 
