@@ -135,6 +135,24 @@ def test_masked_loss_treats_absent_classes_as_absent():
     assert smooth == pytest.approx(-(0.9 * np.log(0.75) + 0.1 * np.log(0.25)))  # nothing on class 0
 
 
+def test_focal_term_weights_by_the_present_class_probability():
+    require_module("tf_keras")
+    import tensorflow as tf
+
+    from model_build.train import masked_loss
+
+    y = tf.constant([[0, 1, 0, 0, 1, 1], [0, 1, 0, 1, 1, 1]], tf.float32)  # row 0: class 0 absent
+    p = tf.constant([[0.2, 0.6, 0.2], [0.05, 0.9, 0.05]])
+    plain = masked_loss(3)(y, p).numpy()
+    focal = masked_loss(3, focal_gamma=2.0)(y, p).numpy()
+    # (1 - p)**gamma of the probability renormalised over the present classes (0.75, not 0.6)
+    assert focal[0] == pytest.approx((1 - 0.75) ** 2 * -np.log(0.75), rel=1e-5)
+    assert focal[1] == pytest.approx((1 - 0.9) ** 2 * -np.log(0.9), rel=1e-5)
+    # the confident window's share of the loss shrinks: that is what the focal term is for
+    assert focal[1] / focal[0] < plain[1] / plain[0]
+    assert masked_loss(3, focal_gamma=0.0)(y, p).numpy() == pytest.approx(plain)
+
+
 def test_train_and_convert_with_masks_and_calibration(tmp_path):
     require_module("tf_keras")
     from edge_runtime.frontend import DEFAULT_CONFIG
