@@ -596,8 +596,8 @@ def frame_signal(pcm: np.ndarray, cfg: FrontendConfig) -> np.ndarray:
     It is made read-only with ``setflags``, not ``flags.writeable = False``: numpy's flags setter
     looks ``setflags`` up by a C string, a new str object per call, and CPython 3.11's type
     method cache keeps a reference to the name of each lookup in one of its 4096 slots -- ~57 B
-    pinned per slot, the ~0.2 MB RSS ramp over the first ~35 minutes of a `serve` soak (found
-    with tracemalloc snapshots of bench/soak_fast.py).
+    pinned per slot, a slow growth seen in tracemalloc snapshots of bench/soak_fast.py (the larger
+    ~0.2 MB ramp was the tuple free list: see serial_device.result_to_message).
     """
     nf = cfg.n_frames(len(pcm))
     if nf == 0:
