@@ -87,6 +87,26 @@ def existing_file(text: str) -> str:
     return text
 
 
+def model_spec(text: str):
+    """A model for ``--model``: a shipped name (``small``/``mcu``, ``pi``), ``auto`` (this device's
+    default, :mod:`edge_runtime.model_select`) or a path to a .tflite; returns a
+    :class:`~edge_runtime.model_select.ModelChoice` (file + why it was chosen)."""
+    from .model_select import ModelSelectionError, resolve_model
+
+    try:
+        return resolve_model(text)
+    except ModelSelectionError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def model_file(text: str) -> str:
+    """A model file for ``--model`` of a command that names another device's model (``stream``,
+    ``validate``): a shipped name (``small``/``mcu``, ``pi``) or a path; returns the file's path."""
+    if text == "auto":  # this machine's default says nothing about the device at the other end
+        raise argparse.ArgumentTypeError("auto: name the device's model (small, pi) or give its .tflite")
+    return str(model_spec(text).path)
+
+
 def existing_dir(text: str) -> str:
     """A path to an existing folder."""
     p = Path(text)

@@ -28,7 +28,7 @@ import sys
 import time
 
 from .cli_errors import BadInput, require
-from .cli_types import existing_file, fraction, positive_float, positive_int, udp_address
+from .cli_types import existing_file, fraction, model_spec, positive_float, positive_int, udp_address
 
 
 def add_cli(subparsers) -> argparse.ArgumentParser:
@@ -41,7 +41,9 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     src.add_argument("file", nargs="?", type=existing_file, help="WAV (or FLAC with soundfile) file to classify")
     src.add_argument("--stdin", action="store_true", help="read raw S16_LE mono PCM from stdin")
     src.add_argument("--mic", action="store_true", help="record from the microphone (needs sounddevice)")
-    p.add_argument("--model", type=existing_file, help="model .tflite with ser_edge metadata (default: the shipped model)")
+    p.add_argument("--model", type=model_spec, default="auto", metavar="NAME|PATH",
+                   help="a shipped model (small, alias mcu; pi), a .tflite with ser_edge metadata, or auto "
+                        "(default: $SER_EDGE_MODEL if set, else pi on a Raspberry Pi when shipped, else small)")
     p.add_argument("--backend", choices=["litert", "tflite_runtime", "tensorflow", "tflm", "c"],
                    help="interpreter (default: $SER_EDGE_BACKEND, else the first installed; "
                         "c = the model compiled to C with gcc, no TFLite needed)")
@@ -91,18 +93,21 @@ def run_command(args: argparse.Namespace) -> int:
         require("ser-edge run --mic", "sounddevice")
     # errors below (bad model, unreadable audio, no backend) are reported by edge_runtime.cli
     from .classifier import DEFAULT_GATE
+    from .model_select import ModelChoice, resolve_model
     from .speech_gate import GateConfig
     from .window_policy import WindowPolicy
 
     gate = None if args.no_gate else (
         DEFAULT_GATE if args.gate_margin_db is None else GateConfig(margin_db=args.gate_margin_db))
+    choice = args.model if isinstance(args.model, ModelChoice) else resolve_model(args.model)
     clf = StreamingClassifier.from_model(
-        args.model, backend=args.backend, num_threads=args.threads, gate=gate,
+        choice.path, backend=args.backend, num_threads=args.threads, gate=gate,
         policy=WindowPolicy(min_confidence=args.min_confidence), smooth=args.smooth,
         smooth_mode=args.smooth_mode,
     )
     if args.info:
-        print(json.dumps(clf.info()))
+        print(json.dumps({**clf.info(), "model_selection": {"name": choice.name, "path": str(choice.path),
+                                                            "reason": choice.reason}}))
         return 0
     rate = clf.cfg.sample_rate
     if args.stdin:
@@ -117,6 +122,8 @@ def run_command(args: argparse.Namespace) -> int:
 
     info = clf.info()
     mqtt = publisher_from_args(args, labels=info["labels"], model=info.get("model_name") or info["model_hash"])
+    # once the model, the input and the outputs opened, so a failure of any is still one line
+    print(f"ser-edge run: {choice.describe()}", file=sys.stderr)
 
     labels = clf.labels
     n, latencies = 0, []

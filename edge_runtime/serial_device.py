@@ -918,7 +918,10 @@ def _cmd_serve(args) -> int:
 
         require("ser-edge serve --push-mic", "sounddevice")
     _check_port_opens(args.port, args.baud)  # a wrong --port fails now, not in the reconnect loop
-    engine = StreamingClassifier.from_model(args.model)
+    from .model_select import ModelChoice, resolve_model
+
+    choice = args.model if isinstance(args.model, ModelChoice) else resolve_model(args.model)
+    engine = StreamingClassifier.from_model(choice.path)
     info = engine.info()
     pub = publisher_from_args(args, labels=info["labels"], model=info.get("model_name") or info["model_hash"])
     if pub is not None:
@@ -931,6 +934,7 @@ def _cmd_serve(args) -> int:
         sr = int(info["sample_rate"])
         source = (looped(FileSource(args.push_wav, sr, chunk_ms=32, realtime=True)) if args.push_wav
                   else MicSource(sr, device=_device_arg(args.mic_device), chunk_ms=32))
+    print(f"serve: {choice.describe()}", flush=True)
     print(f"serve: model {info.get('model_hash')} labels {info['labels']}", flush=True)
     try:
         serve_port(args.port, args.baud, engine, audio_source=source,
@@ -946,7 +950,7 @@ def _cmd_serve(args) -> int:
 
 def add_cli(subparsers) -> None:
     """Add the ``serve`` subcommand (device side of the serial link)."""
-    from .cli_types import baud_rate, existing_file, positive_int, serial_port
+    from .cli_types import baud_rate, existing_file, model_spec, positive_int, serial_port
 
     p = subparsers.add_parser(
         "serve", help="answer a host over a serial port (binary protocol, docs/protocol.md)",
@@ -954,7 +958,9 @@ def add_cli(subparsers) -> None:
                     "frames back; with --push-mic, classify the device microphone and push results.")
     p.add_argument("--port", required=True, type=serial_port, help="serial device, e.g. /dev/ttyAMA0 or /dev/ttyGS0")
     p.add_argument("--baud", type=baud_rate, default=921600, help="baud rate (default 921600)")
-    p.add_argument("--model", default=None, type=existing_file, help=".tflite model (default: the shipped model)")
+    p.add_argument("--model", default="auto", type=model_spec, metavar="NAME|PATH",
+                   help="a shipped model (small, alias mcu; pi), a .tflite, or auto (default: $SER_EDGE_MODEL "
+                        "if set, else pi on a Raspberry Pi when shipped, else small)")
     p.add_argument("--push-mic", action="store_true",
                    help="classify the device microphone and push RESULTs unasked (robot mode)")
     p.add_argument("--push-wav", default=None, type=existing_file, help="like --push-mic but replay an audio file in a loop")

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from edge_runtime.cli_errors import BadInput, needs, require
-from edge_runtime.cli_types import (baud_rate, existing_dir, existing_file, nonnegative_float, nonnegative_int,
-                                   output_file, positive_float, serial_port, udp_address)
+from edge_runtime.cli_types import (baud_rate, existing_dir, existing_file, model_file, nonnegative_float,
+                                   nonnegative_int, output_file, positive_float, serial_port, udp_address)
 
 AUDIO_EXTS = (".wav", ".flac", ".ogg")
 
@@ -109,8 +109,9 @@ def _add_link_args(p, mode=True) -> None:
         p.add_argument("--mode", choices=("auto", "audio", "features"), default="auto",
                        help="send raw AUDIO or host-computed FEATURES (auto: AUDIO if the baud rate "
                             "carries it, else FEATURES)")
-        p.add_argument("--model", default=None, type=existing_file,
-                       help="the device's .tflite (host front end for FEATURES mode / reference)")
+        p.add_argument("--model", default=None, type=model_file, metavar="NAME|PATH",
+                       help="the device's model: a shipped name (small, alias mcu; pi) or a .tflite (host front "
+                            "end for FEATURES mode / reference; default: the small model, the firmware's)")
 
 
 # ---------------------------------------------------------------------------------- stream

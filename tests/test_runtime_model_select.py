@@ -1,0 +1,229 @@
+"""Which model the runtime runs: shipped names, paths, ``auto`` on a Raspberry Pi or not, $SER_EDGE_MODEL,
+and what ``run`` / ``serve`` / ``validate`` say about it. Real model files and the real interpreter;
+the board is a device-tree ``model`` file written to tmp (the kernel's text, NUL-terminated)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_runtime import model_select as ms
+from edge_runtime.model_select import ModelSelectionError, is_raspberry_pi, read_device_model, resolve_model
+from tests.conftest import require_module
+from tests.test_runtime_helpers import speechlike, write_tiny_model
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ROOT / "edge_runtime" / "models" / "default.tflite"
+PI4 = "Raspberry Pi 4 Model B Rev 1.4\x00"
+
+
+def _board(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "device-tree-model"
+    p.write_bytes(text.encode())
+    return p
+
+
+@pytest.fixture
+def models(tmp_path):
+    """An install's models folder: the real small model and, as pi.tflite, another real model (a tiny
+    converted CRNN: a different hash, so which one ran is visible)."""
+    d = tmp_path / "models"
+    d.mkdir()
+    shutil.copyfile(SMALL, d / "default.tflite")
+    shutil.copyfile(write_tiny_model(tmp_path), d / "pi.tflite")
+    return d
+
+
+@pytest.mark.parametrize("text,pi", [
+    ("Raspberry Pi 4 Model B Rev 1.4\x00", True),
+    ("Raspberry Pi 5 Model B Rev 1.0\x00", True),
+    ("Raspberry Pi Zero 2 W Rev 1.0\x00", True),
+    ("Raspberry Pi Compute Module 4 Rev 1.0\x00", True),
+    ("  Raspberry Pi 3 Model B Plus Rev 1.3\n", True),
+    ("Radxa ROCK Pi 4B\x00", False),  # "Pi" in the name, another board
+    ("NVIDIA Jetson Nano Developer Kit\x00", False),
+    ("raspberry pi", False),  # the kernel's text is capitalised; anything else is not a Pi's device tree
+    ("\x00", False), ("", False), (None, False),
+])
+def test_is_raspberry_pi(text, pi):
+    assert is_raspberry_pi(text) is pi
+
+
+def test_read_device_model(tmp_path):
+    assert read_device_model(_board(tmp_path, PI4)) == "Raspberry Pi 4 Model B Rev 1.4"
+    assert read_device_model(tmp_path / "absent") is None
+    assert read_device_model(tmp_path) is None  # a folder: unreadable as a file, not an error
+
+
+def test_auto_on_a_pi_and_elsewhere(tmp_path, models):
+    env: dict[str, str] = {}
+    c = resolve_model("auto", device_tree=_board(tmp_path, PI4), env=env, models_dir=models)
+    assert (c.name, c.path) == ("pi", models / "pi.tflite")
+    assert c.reason == "auto: Raspberry Pi 4 Model B Rev 1.4 is a Raspberry Pi"
+    assert resolve_model(None, device_tree=_board(tmp_path, PI4), env=env, models_dir=models) == c
+    c = resolve_model("auto", device_tree=_board(tmp_path, "Radxa ROCK Pi 4B\x00"), env=env, models_dir=models)
+    assert (c.name, c.path) == ("small", models / "default.tflite") and "is not a Raspberry Pi" in c.reason
+    c = resolve_model("auto", device_tree=tmp_path / "absent", env=env, models_dir=models)
+    assert c.name == "small" and "no device-tree model" in c.reason
+    (models / "pi.tflite").unlink()  # a Pi, but an install without the pi model: the small one
+    c = resolve_model("auto", device_tree=_board(tmp_path, PI4), env=env, models_dir=models)
+    assert c.name == "small" and "ships no pi model" in c.reason
+
+
+def test_names_paths_and_env(tmp_path, models):
+    pi = _board(tmp_path, PI4)
+    for name in ("small", "mcu"):
+        c = resolve_model(name, device_tree=pi, env={}, models_dir=models)
+        assert (c.name, c.path, c.reason) == (name, models / "default.tflite", f"--model {name}")
+    c = resolve_model(str(models / "pi.tflite"), device_tree=pi, env={}, models_dir=models)
+    assert c.name is None and c.path == models / "pi.tflite" and c.reason == "--model path"
+    # $SER_EDGE_MODEL overrides auto (also on a Pi), never an explicit --model
+    c = resolve_model("auto", device_tree=pi, env={"SER_EDGE_MODEL": "small"}, models_dir=models)
+    assert c.name == "small" and c.reason == "$SER_EDGE_MODEL=named model 'small'"
+    c = resolve_model("pi", device_tree=pi, env={"SER_EDGE_MODEL": "small"}, models_dir=models)
+    assert c.name == "pi"
+    c = resolve_model("auto", env={"SER_EDGE_MODEL": str(models / "default.tflite")}, models_dir=models)
+    assert c.path == models / "default.tflite" and c.reason.startswith("$SER_EDGE_MODEL=")
+    c = resolve_model("auto", device_tree=pi, env={"SER_EDGE_MODEL": "auto"}, models_dir=models)
+    assert c.name == "pi"  # "auto" in the variable is auto
+
+
+def test_missing_models_are_one_line_errors(tmp_path, models):
+    (models / "pi.tflite").unlink()
+    with pytest.raises(ModelSelectionError) as e:
+        resolve_model("pi", env={}, models_dir=models)
+    assert str(e.value) == "pi: this install ships no such model (" + str(models / "pi.tflite") + \
+        " is missing; installed: mcu, small)"
+    with pytest.raises(ModelSelectionError, match=r"^\$SER_EDGE_MODEL=pi: this install ships no such model"):
+        resolve_model("auto", env={"SER_EDGE_MODEL": "pi"}, models_dir=models)
+    with pytest.raises(ModelSelectionError, match="nope.tflite: no such file \\(and not a model name: small/mcu/pi/auto\\)"):
+        resolve_model(str(tmp_path / "nope.tflite"), env={}, models_dir=models)
+    with pytest.raises(ModelSelectionError, match="is a folder, expected a .tflite file"):
+        resolve_model(str(tmp_path), env={}, models_dir=models)
+
+
+def _wav(path: Path, pcm: np.ndarray) -> Path:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(pcm.astype("<i2").tobytes())
+    return path
+
+
+def _cli(capsys, *argv: str) -> tuple[int, str, str]:
+    from edge_runtime.cli import main
+
+    try:
+        code = main(list(argv))
+    except SystemExit as e:  # argparse errors
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_run_auto_on_a_fake_pi_runs_the_pi_model(tmp_path, models, capsys, monkeypatch):
+    """``ser-edge run`` with no --model on a board whose device tree says Raspberry Pi: the pi model
+    runs (its hash), and the one header line says which and why; elsewhere the small one."""
+    require_module("ai_edge_litert")
+    from edge_runtime.model_metadata import model_hash
+
+    monkeypatch.delenv("SER_EDGE_MODEL", raising=False)
+    monkeypatch.setattr(ms, "MODELS_DIR", models)
+    monkeypatch.setattr(ms, "DEVICE_TREE_MODEL", _board(tmp_path, PI4))
+    wav = str(_wav(tmp_path / "c.wav", speechlike(2.5)))
+    code, out, err = _cli(capsys, "run", "--info")
+    assert code == 0, err
+    info = json.loads(out)
+    assert info["model_hash"] == model_hash((models / "pi.tflite").read_bytes())
+    assert info["model_selection"] == {"name": "pi", "path": str(models / "pi.tflite"),
+                                       "reason": "auto: Raspberry Pi 4 Model B Rev 1.4 is a Raspberry Pi"}
+    code, out, err = _cli(capsys, "run", wav)
+    assert code == 0, err
+    head = [ln for ln in err.splitlines() if " model " in ln and ln.startswith("ser-edge run: model")]
+    assert len(head) == 1, err
+    assert head[0].startswith(f"ser-edge run: model pi ({models / 'pi.tflite'}, "
+                              f"{(models / 'pi.tflite').stat().st_size:,} bytes): auto: Raspberry Pi 4")
+    assert json.loads(out.splitlines()[-1])["record"] == "summary"
+    monkeypatch.setattr(ms, "DEVICE_TREE_MODEL", _board(tmp_path, "Hardkernel ODROID-C4\x00"))
+    code, out, err = _cli(capsys, "run", "--info")
+    assert json.loads(out)["model_hash"] == model_hash(SMALL.read_bytes())
+    monkeypatch.setenv("SER_EDGE_MODEL", "pi")  # the variable picks the pi model anywhere
+    code, out, err = _cli(capsys, "run", "--info")
+    assert json.loads(out)["model_selection"]["name"] == "pi"
+    (models / "pi.tflite").unlink()
+    code, out, err = _cli(capsys, "run", wav)
+    assert code == 2 and out == ""
+    assert err.strip().splitlines() == [
+        f"ser-edge run: error: argument --model: $SER_EDGE_MODEL=pi: this install ships no such model "
+        f"({models / 'pi.tflite'} is missing; installed: mcu, small)"]
+    monkeypatch.delenv("SER_EDGE_MODEL")
+    code, out, err = _cli(capsys, "run", "--model", "pi", wav)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "argument --model: pi: this install ships" in err
+
+
+def _ser_edge(*argv: str, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edge_runtime", *argv], capture_output=True, text=True, cwd=ROOT,
+                          timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+
+
+def test_run_by_name_equals_run_by_path(tmp_path):
+    """``--model small`` / ``mcu`` is the shipped default.tflite: same records as its path."""
+    require_module("ai_edge_litert")
+    wav = str(_wav(tmp_path / "c.wav", speechlike(3.0, seed=2)))
+    by_path = _ser_edge("run", "--model", str(SMALL), wav)
+    by_name = _ser_edge("run", "--model", "mcu", wav)
+    assert by_path.returncode == 0 and by_name.returncode == 0, by_name.stderr
+    strip = lambda out: [{k: v for k, v in json.loads(ln).items() if "latency" not in k and "_ms" not in k}  # noqa: E731
+                         for ln in out.splitlines()]
+    assert strip(by_name.stdout) == strip(by_path.stdout)
+    assert by_name.stderr.splitlines()[0].startswith("ser-edge run: model mcu (edge_runtime/models/default.tflite, ")
+    assert by_path.stderr.splitlines()[0].endswith(": --model path")
+
+
+def test_serve_says_which_model_and_serves_it():
+    """``serve --model small`` over a real pty pair: the stdout line names the model, and the device's
+    INFO carries the small model's hash."""
+    require_module("ai_edge_litert")
+    require_module("serial")
+    from edge_runtime.model_metadata import model_hash
+    from firmware_bridge.ptylink import PtyLink
+    from firmware_bridge.serial_host import DeviceClient
+
+    with PtyLink(baud=921600) as link:
+        proc = subprocess.Popen([sys.executable, "-m", "edge_runtime.cli", "serve", "--port", link.port_b,
+                                 "--model", "small"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        try:
+            with DeviceClient(link.port_a, 921600, timeout=1.0, retries=20) as dev:
+                assert dev.info.model_hash == model_hash(SMALL.read_bytes())
+        finally:
+            proc.terminate()
+            out = proc.communicate(timeout=10)[0]
+    assert "serve: model small (edge_runtime/models/default.tflite, " in out and "): --model small" in out, out
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["validate", "--port", "/dev/null", "--model", "auto", "."], "argument --model: auto: name the device's model"),
+    (["stream", "--port", "/dev/null", "--model", "nope", "x.wav"], "argument --model: nope: no such file"),
+    (["serve", "--port", "/dev/null", "--model", "nope.tflite"], "argument --model: nope.tflite: no such file"),
+])
+def test_host_and_serve_model_errors(argv, needle):
+    r = _ser_edge(*argv)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and needle in r.stderr, r.stderr
+
+
+def test_model_file_type_resolves_names():
+    """``stream`` / ``validate --model small`` name the firmware's model file."""
+    from edge_runtime.cli_types import model_file
+
+    assert Path(model_file("small")) == SMALL and Path(model_file("mcu")) == SMALL
+    assert model_file(str(SMALL)) == str(SMALL)
