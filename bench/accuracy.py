@@ -52,7 +52,7 @@ def _load_trained(path: Path):
 
 
 def run_split(name, clips, audios, feats, twin, labels, tr, va, te, fe, args, W, H, TH, mcfg, tcfg, extra=None,
-              extra_corpora=None, teacher_name=None, teacher_members=None):
+              extra_corpora=None, teacher_name=None, teacher_members=None, ensemble=None):
     from model_build.evaluate import EvalInputs, validate
     from model_build.features import augmented_copies, fixed_point_features
     from model_build.pipeline import train_and_convert
@@ -63,7 +63,7 @@ def run_split(name, clips, audios, feats, twin, labels, tr, va, te, fe, args, W,
     masks = None
     out_path = Path(args.out) / f"{name}.tflite"
     kept = out_path.exists() and out_path.with_name(out_path.stem + "_float.npz").exists()
-    if args.recalibrate_from or (args.reuse_models and kept):
+    if args.recalibrate_from or ensemble or (args.reuse_models and kept):
         pass  # no training: the training set is not needed
     elif args.conditions:  # robustness augmentation + extra corpora with class masks (model_build.recipe)
         from model_build.recipe import CorpusData, training_set
@@ -78,7 +78,9 @@ def run_split(name, clips, audios, feats, twin, labels, tr, va, te, fe, args, W,
     if extra is not None:  # (features, labels) of an extra training corpus (TESS)
         tr_feats += list(extra[0])
         tr_y += list(extra[1])
-    if args.recalibrate_from:  # a kept model, its temperature re-fitted on the validation clips (no training)
+    if ensemble:  # kept fold models of earlier runs, one int8 ensemble (model_build.ensemble), no training
+        tm = build_fold_ensemble(ensemble, out_path, name, [audios[i] for i in va], y[va], [feats[i] for i in va], args)
+    elif args.recalibrate_from:  # a kept model, its temperature re-fitted on the validation clips (no training)
         from model_build.recalibrate import recalibrate
 
         src = Path(args.recalibrate_from) / f"{name}.tflite"
@@ -156,6 +158,60 @@ def ensemble_members(args, fold: int, test_speakers: list[str], frontend_hash: s
     if not out:
         raise SystemExit(f"--distill-ensemble: no kept model of fold {fold} in {args.distill_ensemble}")
     return sorted(set(out))
+
+
+def _ensemble_sources(spec: str) -> list[tuple[Path, int | None]]:
+    """``DIR[:SEED],...`` of ``--ensemble-from`` as ``[(dir, seed or None)]``."""
+    out = []
+    for item in [v for v in spec.split(",") if v]:
+        d, _, seed = item.rpartition(":") if ":" in item else (item, "", "")
+        out.append((Path(d), int(seed) if seed else None))
+    return out
+
+
+def ensemble_fold_members(args, fold: int, test_speakers: list[str], val_speakers: list[str],
+                          frontend_hash: str) -> list[Path] | None:
+    """``--ensemble-from DIR[:SEED],...``: this fold's kept float models (``_float.npz``) of the listed CV runs'
+    ``--out`` (only seed SEED's where given). Each run must have used the same folds and front end, and
+    each member the same test and validation actors as this fold: no member saw the test actors, and the
+    ensemble's temperature is fitted on the validation actors every member stopped early on."""
+    if not args.ensemble_from:
+        return None
+    out = []
+    for d, seed in _ensemble_sources(args.ensemble_from):
+        if d.resolve() == Path(args.out).resolve():
+            raise SystemExit(f"--ensemble-from {d}: is --out; the ensembles would overwrite their members")
+        man = json.loads((d / "manifest.json").read_text())
+        if man.get("fold_seed") != args.fold_seed or man.get("frontend_hash") != frontend_hash:
+            raise SystemExit(f"--ensemble-from {d}: other folds or front end (fold_seed {man.get('fold_seed')}, "
+                             f"front end {man.get('frontend_hash')})")
+        hits = [m for m in man["models"] if int(m["fold"]) == fold and m["name"].startswith("ravdess_")
+                and (seed is None or int(m["seed"]) == seed)]
+        if not hits:
+            raise SystemExit(f"--ensemble-from {d}: no kept model of fold {fold}" + (f", seed {seed}" if seed is not None else ""))
+        for m in hits:
+            for key, want in (("test_speakers", test_speakers), ("validation_speakers", val_speakers)):
+                if sorted(m.get(key, [])) != sorted(want):
+                    raise SystemExit(f"--ensemble-from {d}/{m['path']}: {key} {m.get(key)}, this fold {sorted(want)}")
+            out.append(d / (Path(m["path"]).stem + "_float.npz"))
+    if len(set(out)) != len(out):
+        raise SystemExit(f"--ensemble-from {args.ensemble_from}: a member is listed twice")
+    return out
+
+
+def build_fold_ensemble(members: list[Path], out_path: Path, name: str, val_audios, val_y, val_feats, args):
+    """The fold's int8 ensemble (:func:`model_build.ensemble.build_ensemble`, temperature fitted on the
+    fold's validation clips) as the bits of ``TrainedModel`` the benchmark reads; ``keras_model`` is its
+    float twin, so the float rows score the same combination in float."""
+    from types import SimpleNamespace
+
+    from model_build.ensemble import build_ensemble
+
+    r = build_ensemble(members, out_path, combine=args.ensemble_combine, val_audios=val_audios, val_y=val_y,
+                       val_feats=val_feats, n_calib=args.n_calib, model_name=name, log=log,
+                       trained_on=f"ensemble of {', '.join(str(p) for p in members)}")
+    return SimpleNamespace(keras_model=r.float_model, model_bytes=r.model_bytes, metadata=r.metadata, best_epoch=-1,
+                           history={"loss": []}, params=r.params, path=r.path)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -240,6 +296,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="with --distill-alpha: the teacher is the ensemble (mean probability) of the float fold "
                          "models earlier CV runs of the same folds kept in these --out directories, instead of a "
                          "trained wider teacher")
+    ap.add_argument("--ensemble-from", default="", metavar="DIR[:SEED][,DIR[:SEED]...]",
+                    help="no training: each fold's model is the int8 ensemble (model_build.ensemble) of the fold "
+                         "models these CV runs kept in their --out (only seed SEED's where given), temperature "
+                         "fitted on the fold's validation clips; scored exactly like a single model (RAVDESS folds "
+                         "only, no TESS). --seeds labels the member group (one group = one seed of the ensemble)")
+    from model_build.ensemble import COMBINES  # numpy only at import
+
+    ap.add_argument("--ensemble-combine", choices=COMBINES, default="mean_logits",
+                    help="how --ensemble-from combines its members (bench/ensemble_combine.py measures both)")
     ap.add_argument("--results", default=str(RESULTS), help="output JSON (default bench/results/accuracy.json)")
     return ap
 
@@ -287,7 +352,7 @@ def summarise_seeds(res: dict, folds: list[int]) -> dict:
 
 # options that do not change what a fold model is or how it is scored (a merge may differ in these)
 _RUN_ONLY = {"seed", "seeds", "out", "results", "reuse_models", "resummarise", "merge", "recalibrate_from", "data",
-             "recipe", "train", "distill_teachers"}
+             "recipe", "train", "distill_teachers", "ensemble_from"}
 
 
 def merge_results(paths: list[Path]) -> dict:
@@ -305,6 +370,8 @@ def merge_results(paths: list[Path]) -> dict:
                       if k not in _RUN_ONLY and base["config"].get(k) != r["config"].get(k))
         if diff:
             raise SystemExit(f"--merge: {p} differs from {paths[0]} in {', '.join(diff)} (not the same recipe)")
+        if bool(r["config"].get("ensemble_from")) != bool(base["config"].get("ensemble_from")):
+            raise SystemExit(f"--merge: {p} and {paths[0]}: one holds ensembles (--ensemble-from), the other not")
         for key in ("eval_path", "window_policy", "speech_gate"):
             if r.get(key) != base.get(key):
                 raise SystemExit(f"--merge: {p} has another {key} than {paths[0]}")
@@ -419,7 +486,7 @@ def main(argv=None) -> int:
     folds = speaker_folds(clips, k=5, seed=args.fold_seed)
     extra = None
     extra_corpora = None
-    if args.conditions:
+    if args.conditions and not args.ensemble_from:  # an ensemble trains nothing: no training corpora
         from model_build.recipe import CorpusData, extra_set
 
         lab = {l: i for i, l in enumerate(labels)}
@@ -466,7 +533,7 @@ def main(argv=None) -> int:
         args.seed = seed
         tcfg = _replace(tcfg, seed=seed)
         extra_s = None
-        if args.conditions and extra_corpora and not args.recalibrate_from:
+        if args.conditions and extra_corpora and not args.recalibrate_from and not args.ensemble_from:
             # the same augmented copies in every fold (extra corpora never hold test speakers)
             extra_s = extra_set(extra_corpora, len(labels), fe, copies=args.augment, seed=seed,
                                 mask_absent=not args.no_mask)
@@ -478,10 +545,12 @@ def main(argv=None) -> int:
             log(f"== seed {seed} RAVDESS fold {f}: test {sorted({clips[i].speaker for i in te})}, "
                 f"val {sorted({clips[i].speaker for i in va})} [{time.time() - t0:.0f}s]")
             name = f"ravdess_s{seed}_fold{f}"
+            members = ensemble_fold_members(args, f, sorted({clips[i].speaker for i in te}),
+                                            sorted({clips[i].speaker for i in va}), fe.hash)
             tm, val = run_split(name, clips, audios, feats, twin, labels, tr, va, te, fe, args, W, H, TH,
                                 mcfg, tcfg, extra=extra, extra_corpora=extra_s, teacher_name=f"ravdess_fold{f}",
                                 teacher_members=ensemble_members(args, f, sorted({clips[i].speaker for i in te}),
-                                                                 fe.hash))
+                                                                 fe.hash), ensemble=members)
             manifest["models"] = [m for m in manifest["models"] if m["name"] != name] + [{
                 "name": name, "seed": seed, "fold": f, "path": f"{name}.tflite",
                 "test_speakers": sorted({clips[i].speaker for i in te}),
@@ -502,6 +571,9 @@ def main(argv=None) -> int:
                     "ece_clip_int8": val["ece_clip_int8"]}
             if "tflm_vs_litert" in val:
                 fold["tflm_vs_litert"] = val["tflm_vs_litert"]
+            if members:  # which kept models this fold's ensemble combined, and how
+                fold["ensemble"] = {"members": [str(p) for p in members], **{
+                    k: tm.metadata["ensemble"][k] for k in ("combine", "members")}}
             if urdu is not None:
                 from model_build.evaluate import int8_clip_probs, restricted_uar
 
@@ -552,13 +624,17 @@ def main(argv=None) -> int:
             # once a seed has run every fold, the headline keys come from complete seeds only
             res.update(summarise_seeds(res, [int(v) for v in args.folds.split(",")]))
             if "tflm_arena_bytes" not in res:
-                res["tflm_arena_bytes"] = min_arena_size(tm.model_bytes)["arena_bytes"]
+                if members and args.ensemble_combine == "mean_prob":  # int8 EXP/LOG: no TFLite Micro kernels
+                    res["tflm_arena_bytes"] = None
+                    res["tflm_note"] = "mean_prob ensemble: TFLite Micro has no int8 EXP/LOG kernels (LiteRT only)"
+                else:
+                    res["tflm_arena_bytes"] = min_arena_size(tm.model_bytes)["arena_bytes"]
             save()
             log(f"fold {f}: UAR float {fold['uar_float']:.3f} float-fixed {fold['uar_float_fixed']:.3f} "
                 f"int8 {fold['uar_int8']:.3f}; agreement {fold['window_agreement_int8_vs_float_fixed']:.4f} "
                 f"[{time.time() - t0:.0f}s]")
 
-    if not args.no_tess:
+    if not args.no_tess and not args.ensemble_from:  # ensembles of kept RAVDESS fold models: RAVDESS only
         tidx = open_corpus(Path(args.data) / "tess")
         tclips, taudios, _ = load_corpus(tidx, progress=True)
         tlabels = tuple(lab for lab in tidx.labels if lab in {c.label for c in tclips})

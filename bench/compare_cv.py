@@ -10,6 +10,14 @@ per fold) is large, so only a difference that holds in every seed is worth readi
     python bench/compare_cv.py bench/results/accuracy.json bench/results/accuracy_ased.json \\
         --name ased --results bench/results/cv_compare_ased.json
 
+An option whose "seed" stands for a group of base seeds (an ensemble of those seeds' fold models,
+``bench/accuracy.py --ensemble-from``) is paired with the mean of its members: ``--groups
+"0=0,1,2;1=3,4,5"`` pairs option seed 0 fold f with the mean over base seeds 0, 1, 2 of fold f (each
+key averaged over the members), and so on; the base's per-seed sd is then that of the group means.
+
+    python bench/compare_cv.py bench/results/accuracy_pi_singles.json bench/results/accuracy_pi.json \
+        --name pi --groups "0=0,1,2;1=3,4,5;2=6,7,8" --results bench/results/cv_compare_pi.json
+
 Prints a Markdown table and writes the JSON.
 """
 from __future__ import annotations
@@ -30,14 +38,44 @@ def _by_pair(res: dict) -> dict[tuple[int, int], dict]:
     return {(int(f["seed"]), int(f["fold"])): f for f in res["ravdess_folds"]}
 
 
-def compare(base: dict, option: dict) -> dict:
-    """Paired comparison of two results dicts (see the module docstring)."""
+def parse_groups(spec: str) -> dict[int, list[int]]:
+    """``"0=0,1,2;1=3,4,5"`` -> ``{0: [0, 1, 2], 1: [3, 4, 5]}`` (option seed -> base seeds)."""
+    out = {}
+    for part in [p for p in spec.split(";") if p.strip()]:
+        g, _, seeds = part.partition("=")
+        if not seeds:
+            raise SystemExit(f"--groups: {part!r} is not OPTION_SEED=BASE_SEED,BASE_SEED,...")
+        out[int(g)] = [int(v) for v in seeds.split(",")]
+    return out
+
+
+def group_base(base: dict, groups: dict[int, list[int]]) -> dict:
+    """A results dict whose seed ``g`` fold ``f`` holds, per key, the mean of the base's seeds
+    ``groups[g]`` at fold f (a pair is only formed where every member seed has that fold)."""
+    b = _by_pair(base)
+    folds = sorted({f for _, f in b})
+    rows = []
+    for g, members in sorted(groups.items()):
+        for f in folds:
+            if not all((s, f) in b for s in members):
+                continue
+            keys = set.intersection(*(set(b[s, f]) for s in members))
+            rows.append({"seed": g, "fold": f, "members": members,
+                         **{k: float(np.mean([b[s, f][k] for s in members])) for k in KEYS if k in keys}})
+    return {**base, "ravdess_folds": rows}
+
+
+def compare(base: dict, option: dict, groups: dict[int, list[int]] | None = None) -> dict:
+    """Paired comparison of two results dicts (see the module docstring); ``groups``: option seed ->
+    the base seeds it is paired with (their mean), :func:`parse_groups`."""
     for k in SAME:
         if base.get(k) != option.get(k):
             raise SystemExit(f"the two runs differ in {k}: not comparable")
     for k in ("fold_seed", "folds", "frontend"):
         if base["config"].get(k) != option["config"].get(k):
             raise SystemExit(f"the two runs differ in config {k}: not comparable")
+    if groups:
+        base = group_base(base, groups)
     b, o = _by_pair(base), _by_pair(option)
     folds = sorted({f for _, f in b})
     seeds = sorted(s for s in {s for s, _ in b} & {s for s, _ in o}
@@ -45,6 +83,9 @@ def compare(base: dict, option: dict) -> dict:
     if not seeds:
         raise SystemExit("no seed has every fold in both runs")
     out: dict = {"seeds": seeds, "folds": folds, "n_pairs": len(seeds) * len(folds), "keys": {}}
+    if groups:
+        out["groups"] = {str(g): groups[g] for g in seeds}
+        out["paired"] = "option seed g fold f vs the mean over base seeds groups[g] of fold f"
     for k in KEYS:
         if not all(k in b[s, f] and k in o[s, f] for s in seeds for f in folds):
             continue
@@ -67,9 +108,12 @@ def main(argv=None) -> int:
     ap.add_argument("base", help="bench/accuracy.py results of the reference recipe")
     ap.add_argument("option", help="bench/accuracy.py results of the recipe compared with it")
     ap.add_argument("--name", default="option", help="the option's name in the table and JSON")
+    ap.add_argument("--groups", default="", metavar="G=S,S,...;...",
+                    help="option seed G pairs with the mean of base seeds S,S,... (an ensemble vs its members)")
     ap.add_argument("--results", default=None, help="output JSON (default: none)")
     a = ap.parse_args(argv)
-    res = compare(json.loads(Path(a.base).read_text()), json.loads(Path(a.option).read_text()))
+    res = compare(json.loads(Path(a.base).read_text()), json.loads(Path(a.option).read_text()),
+                  parse_groups(a.groups) if a.groups else None)
     res.update({"base": a.base, "option": a.option, "name": a.name})
     print(f"| key | base (mean ± seed sd) | {a.name} | Δ {a.name} − base (mean ± sd over seeds) "
           f"| seeds higher | fold runs higher / lower |\n|---|---|---|---|---|---|")

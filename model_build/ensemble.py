@@ -201,7 +201,7 @@ def fit_ensemble_temperature(float_model, meta, val_audios, val_y, val_feats=Non
     return cal
 
 
-def build_ensemble(member_npzs, out_path=None, *, combine: str = "mean_prob", val_audios=None, val_y=None,
+def build_ensemble(member_npzs, out_path=None, *, combine: str = "mean_logits", val_audios=None, val_y=None,
                    val_feats=None, temperature: float | None = None, n_calib: int = 1000,
                    model_name: str = "ser_edge_ensemble", trained_on: str | None = None,
                    extra_metadata: dict | None = None, log=None) -> EnsembleBuild:
