@@ -15,8 +15,12 @@ An option whose "seed" stands for a group of base seeds (an ensemble of those se
 "0=0,1,2;1=3,4,5"`` pairs option seed 0 fold f with the mean over base seeds 0, 1, 2 of fold f (each
 key averaged over the members), and so on; the base's per-seed sd is then that of the group means.
 
-    python bench/compare_cv.py bench/results/accuracy_pi_singles.json bench/results/accuracy_pi.json \
-        --name pi --groups "0=0,1,2;1=3,4,5;2=6,7,8" --results bench/results/cv_compare_pi.json
+    python bench/compare_cv.py bench/results/accuracy.json bench/results/accuracy_pi.json \\
+        --base-extra bench/results/accuracy_pi_singles.json --name pi --groups "0=0,1,2;1=3,4,5;2=6,7,8" \\
+        --results bench/results/cv_compare_pi.json
+
+``--base-extra`` adds other seeds of the base recipe scored in other runs (their fold records join the
+base's; the same checks as between base and option, and no (seed, fold) twice).
 
 Prints a Markdown table and writes the JSON.
 """
@@ -65,6 +69,26 @@ def group_base(base: dict, groups: dict[int, list[int]]) -> dict:
     return {**base, "ravdess_folds": rows}
 
 
+def with_extra_seeds(base: dict, extras: list[tuple[str, dict]]) -> dict:
+    """``base`` with the fold records of ``extras`` (other seeds of the same recipe, same folds and
+    evaluation) added; refuses a (seed, fold) held twice."""
+    rows = list(base["ravdess_folds"])
+    seen = set(_by_pair(base))
+    for name, r in extras:
+        for k in SAME:
+            if base.get(k) != r.get(k):
+                raise SystemExit(f"--base-extra {name}: another {k} than the base")
+        for k in ("fold_seed", "folds", "frontend"):
+            if base["config"].get(k) != r["config"].get(k):
+                raise SystemExit(f"--base-extra {name}: another config {k} than the base")
+        for key, f in _by_pair(r).items():
+            if key in seen:
+                raise SystemExit(f"--base-extra {name}: seed {key[0]} fold {key[1]} is already in the base")
+            seen.add(key)
+            rows.append(f)
+    return {**base, "ravdess_folds": rows}
+
+
 def compare(base: dict, option: dict, groups: dict[int, list[int]] | None = None) -> dict:
     """Paired comparison of two results dicts (see the module docstring); ``groups``: option seed ->
     the base seeds it is paired with (their mean), :func:`parse_groups`."""
@@ -108,13 +132,17 @@ def main(argv=None) -> int:
     ap.add_argument("base", help="bench/accuracy.py results of the reference recipe")
     ap.add_argument("option", help="bench/accuracy.py results of the recipe compared with it")
     ap.add_argument("--name", default="option", help="the option's name in the table and JSON")
+    ap.add_argument("--base-extra", nargs="+", default=[], metavar="JSON",
+                    help="more seeds of the base recipe scored in other runs (bench/accuracy.py results)")
     ap.add_argument("--groups", default="", metavar="G=S,S,...;...",
                     help="option seed G pairs with the mean of base seeds S,S,... (an ensemble vs its members)")
     ap.add_argument("--results", default=None, help="output JSON (default: none)")
     a = ap.parse_args(argv)
-    res = compare(json.loads(Path(a.base).read_text()), json.loads(Path(a.option).read_text()),
-                  parse_groups(a.groups) if a.groups else None)
-    res.update({"base": a.base, "option": a.option, "name": a.name})
+    base = with_extra_seeds(json.loads(Path(a.base).read_text()),
+                            [(p, json.loads(Path(p).read_text())) for p in a.base_extra])
+    res = compare(base, json.loads(Path(a.option).read_text()), parse_groups(a.groups) if a.groups else None)
+    res.update({"base": a.base, "option": a.option, "name": a.name,
+                **({"base_extra": a.base_extra} if a.base_extra else {})})
     print(f"| key | base (mean ± seed sd) | {a.name} | Δ {a.name} − base (mean ± sd over seeds) "
           f"| seeds higher | fold runs higher / lower |\n|---|---|---|---|---|---|")
     for k, v in res["keys"].items():

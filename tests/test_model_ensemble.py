@@ -4,6 +4,7 @@ the float members' mean probability within quantisation tolerance, whose graph p
 and whose temperature is fitted on validation clips through the runtime."""
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -36,24 +37,32 @@ def clips():
     return [a for _, a in pairs], np.array([TINY_LABELS.index(c.label) for c, _ in pairs])
 
 
-@pytest.fixture(scope="module")
-def ensemble(members, clips, tmp_path_factory):
+_BUILT: dict = {}
+
+
+def _ensemble(combine, members, clips, tmp_path_factory):
+    """One int8 ensemble per combination, built once per module (each conversion takes ~10 s)."""
     from model_build.ensemble import build_ensemble
 
-    audios, y = clips
-    out = tmp_path_factory.mktemp("ens") / "ens.tflite"
-    return build_ensemble(members, out, combine="mean_prob", val_audios=audios, val_y=y, n_calib=200)
+    if combine not in _BUILT:
+        audios, y = clips
+        out = tmp_path_factory.mktemp("ens") / f"ens_{combine}.tflite"
+        _BUILT[combine] = build_ensemble(members, out, combine=combine, val_audios=audios, val_y=y, n_calib=200)
+    return _BUILT[combine]
 
 
-def _float_mean_prob(members, windows):
-    """numpy reference: log of the mean of the members' float softmax outputs (uncalibrated)."""
+def _float_reference(combine, members, windows):
+    """numpy reference of the combination of the members' float outputs (uncalibrated): the log of the
+    mean probability, or the mean of the logits (log-probabilities differ from logits by a constant)."""
     from model_build.pipeline import load_float
 
     p = [np.asarray(load_float(m)[0].predict(windows, verbose=0), np.float64) for m in members]
-    return np.log(np.mean(p, axis=0))
+    return np.log(np.mean(p, axis=0)) if combine == "mean_prob" else np.mean(np.log(p), axis=0)
 
 
-def test_int8_ensemble_matches_the_float_members_and_runs_in_the_runtime(members, clips, ensemble):
+@pytest.mark.parametrize("combine", ["mean_logits", "mean_prob"])
+def test_int8_ensemble_matches_the_float_members_and_runs_in_the_runtime(combine, members, clips, tmp_path_factory):
+    ensemble = _ensemble(combine, members, clips, tmp_path_factory)
     from edge_runtime.classifier import StreamingClassifier
     from edge_runtime.interpreter import IntModel
     from edge_runtime.window_policy import log_softmax
@@ -61,9 +70,13 @@ def test_int8_ensemble_matches_the_float_members_and_runs_in_the_runtime(members
 
     rep = check_int8_graph(ensemble.model_bytes, require_fused_lstm=True)
     assert rep.op_counts["UNIDIRECTIONAL_SEQUENCE_LSTM"] == 2  # one per member, shared input
-    assert {"LOG_SOFTMAX", "EXP", "LOG"} <= set(rep.op_counts)
+    if combine == "mean_prob":
+        assert {"LOG_SOFTMAX", "EXP", "LOG"} <= set(rep.op_counts)
+    else:
+        assert set(rep.op_counts) - {"ADD", "MUL"} == set(check_int8_graph(
+            _single_bytes(members[0])).op_counts)  # a member's ops, plus the mean and the temperature
     md = ensemble.metadata
-    assert md["members"] == 2 and md["ensemble"]["combine"] == "mean_prob" and md["output_kind"] == "logits"
+    assert md["members"] == 2 and md["ensemble"]["combine"] == combine and md["output_kind"] == "logits"
     T = md["calibration"]["temperature"]
     assert T > 0 and md["calibration"]["val_clip_nll_after"] <= md["calibration"]["val_clip_nll_before"]
 
@@ -83,7 +96,7 @@ def test_int8_ensemble_matches_the_float_members_and_runs_in_the_runtime(members
         windows += [feats[s:s + W] for s in range(0, len(feats) - W + 1, H)]
     # the same full windows in float: the members' mean probability at the fitted temperature
     X = np.stack(windows).astype(np.float64) * 2.0 ** -fe.frac_bits
-    ref = log_softmax(_float_mean_prob(members, X.astype(np.float32)) / T)
+    ref = log_softmax(_float_reference(combine, members, X.astype(np.float32)) / T)
     got = []
     for w in windows:
         got.append(model.log_probabilities(model.predict_window(model.quantize(w))))
@@ -98,6 +111,22 @@ def test_int8_ensemble_matches_the_float_members_and_runs_in_the_runtime(members
     # the float twin is the same combination (temperature included)
     np.testing.assert_allclose(log_softmax(np.asarray(ensemble.float_model.predict(X.astype(np.float32), verbose=0),
                                                       np.float64)), ref, atol=1e-4)
+    # TFLite Micro: the mean of logits is plain ADD/MUL and runs (within the interpreters' LSB); the mean
+    # probability needs int8 EXP/LOG, which TFLM does not have, so it is refused at load
+    if combine == "mean_logits":
+        tflm = IntModel(ensemble.path, backend="tflm")
+        q = [model.quantize(w) for w in windows[:8]]
+        diff = np.abs(np.array([tflm.predict_window(x) for x in q], int) - np.array([model.predict_window(x) for x in q], int))
+        assert diff.max() <= 2
+    else:
+        with pytest.raises(Exception, match="tflm"):
+            IntModel(ensemble.path, backend="tflm").predict_window(model.quantize(windows[0]))
+
+
+def _single_bytes(npz):
+    from model_build.ensemble import member_tflite
+
+    return member_tflite(npz).read_bytes()
 
 
 def test_mean_logits_graph_and_member_checks(members, tmp_path):
@@ -116,3 +145,91 @@ def test_mean_logits_graph_and_member_checks(members, tmp_path):
         _members(members[:1])
     with pytest.raises(ValueError, match="_float.npz"):
         _members([members[0], tmp_path / "x.npz"])
+
+
+def _manifest(d, models):
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "manifest.json").write_text(json.dumps({"corpus": "ravdess", "fold_seed": 0, "k": 5, "frontend_hash": "fh",
+                                                 "models": models}))
+
+
+def _entry(seed, fold, test, val):
+    name = f"ravdess_s{seed}_fold{fold}"
+    return {"name": name, "seed": seed, "fold": fold, "path": f"{name}.tflite", "test_speakers": test,
+            "validation_speakers": val}
+
+
+def test_ensemble_from_picks_each_runs_fold_models_and_refuses_what_does_not_fit(tmp_path):
+    """bench/accuracy.py --ensemble-from DIR[:SEED],...: the fold's kept models of each run, only from the
+    same folds, front end, test and validation actors; never writing into a member's directory."""
+    from types import SimpleNamespace
+
+    from bench.accuracy import ensemble_fold_members
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    _manifest(a, [_entry(s, f, ["A01"], ["A02"]) for s in (0, 1) for f in (0, 1)])
+    _manifest(b, [_entry(3, 0, ["A01"], ["A02"]), _entry(3, 1, ["A03"], ["A02"])])
+    args = SimpleNamespace(ensemble_from=f"{a}:0,{a}:1,{b}", out=str(tmp_path / "out"), fold_seed=0)
+    got = ensemble_fold_members(args, 0, ["A01"], ["A02"], "fh")
+    assert got == [a / "ravdess_s0_fold0_float.npz", a / "ravdess_s1_fold0_float.npz", b / "ravdess_s3_fold0_float.npz"]
+    with pytest.raises(SystemExit, match="test_speakers"):  # b's fold 1 had other test actors
+        ensemble_fold_members(args, 1, ["A01"], ["A02"], "fh")
+    with pytest.raises(SystemExit, match="validation_speakers"):
+        ensemble_fold_members(args, 0, ["A01"], ["A09"], "fh")
+    with pytest.raises(SystemExit, match="front end"):
+        ensemble_fold_members(args, 0, ["A01"], ["A02"], "other")
+    with pytest.raises(SystemExit, match="overwrite"):
+        ensemble_fold_members(SimpleNamespace(ensemble_from=str(a), out=str(a), fold_seed=0), 0, ["A01"], ["A02"], "fh")
+    with pytest.raises(SystemExit, match="twice"):
+        ensemble_fold_members(SimpleNamespace(ensemble_from=f"{a}:0,{a}:0", out="x", fold_seed=0), 0, ["A01"],
+                              ["A02"], "fh")
+    assert ensemble_fold_members(SimpleNamespace(ensemble_from="", out="x", fold_seed=0), 0, [], [], "fh") is None
+
+
+def test_compare_cv_groups_pair_an_ensemble_with_the_mean_of_its_members():
+    from bench.compare_cv import compare, parse_groups
+
+    common = {"eval_path": "runtime", "window_policy": {}, "speech_gate": {},
+              "config": {"fold_seed": 0, "folds": "0,1", "frontend": {}}}
+    base = {**common, "ravdess_folds": [{"seed": s, "fold": f, "uar_int8": 0.4 + 0.1 * s + 0.01 * f}
+                                        for s in range(4) for f in (0, 1)]}
+    option = {**common, "ravdess_folds": [{"seed": 0, "fold": f, "uar_int8": 0.6} for f in (0, 1)]
+              + [{"seed": 1, "fold": 0, "uar_int8": 0.6}]}  # group 1 incomplete: not paired
+    groups = parse_groups("0=0,1,2;1=3")
+    assert groups == {0: [0, 1, 2], 1: [3]}
+    r = compare(base, option, groups)
+    assert r["seeds"] == [0] and r["groups"] == {"0": [0, 1, 2]}
+    k = r["keys"]["uar_int8"]
+    assert k["base_mean"] == pytest.approx(0.505)  # mean over seeds 0-2 (0.5) and folds (+0.005)
+    assert k["diff_mean"] == pytest.approx(0.095) and k["fold_runs_higher"] == 2
+    with pytest.raises(SystemExit):
+        parse_groups("0:1,2")
+
+
+def test_merge_refuses_to_mix_ensembles_and_single_models(tmp_path):
+    from bench.accuracy import merge_results
+
+    def run(seed, ens):
+        r = {"config": {"folds": "0", "ensemble_from": ens, "seed": seed}, "eval_path": "runtime", "window_policy": {},
+             "speech_gate": {}, "ravdess_folds": [{"seed": seed, "fold": 0, "uar_int8": 0.5, "clips_without_label": 0}]}
+        p = tmp_path / f"r{seed}_{bool(ens)}.json"
+        p.write_text(json.dumps(r))
+        return p
+
+    assert merge_results([run(0, "a:0,a:1"), run(1, "b,c")])["seeds_done"] == [0, 1]  # groups differ in members only
+    with pytest.raises(SystemExit, match="ensemble"):
+        merge_results([run(0, "a:0,a:1"), run(1, "")])
+
+
+def test_compare_cv_base_extra_adds_seeds_once():
+    from bench.compare_cv import with_extra_seeds
+
+    common = {"eval_path": "runtime", "window_policy": {}, "speech_gate": {},
+              "config": {"fold_seed": 0, "folds": "0", "frontend": {}}}
+    base = {**common, "ravdess_folds": [{"seed": 0, "fold": 0, "uar_int8": 0.5}]}
+    extra = {**common, "ravdess_folds": [{"seed": 3, "fold": 0, "uar_int8": 0.6}]}
+    assert len(with_extra_seeds(base, [("x", extra)])["ravdess_folds"]) == 2
+    with pytest.raises(SystemExit, match="already"):
+        with_extra_seeds(base, [("x", base)])
+    with pytest.raises(SystemExit, match="fold_seed"):
+        with_extra_seeds(base, [("x", {**extra, "config": {**common["config"], "fold_seed": 1}})])
