@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-KEYS = ("uar_int8", "window_agreement_int8_vs_float_fixed", "uar_peak_m35", "uar_peak_m1", "uar_babble_10db",
+KEYS = ("uar_int8", "uar_float", "clip_agreement_int8_vs_float", "window_agreement_int8_vs_float_fixed", "uar_peak_m35", "uar_peak_m1", "uar_babble_10db",
         "uar_telephone", "urdu4_uar_int8", "ece_clip")
 SAME = ("eval_path", "window_policy", "speech_gate")
 
