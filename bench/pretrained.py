@@ -106,8 +106,15 @@ def run_cv(data: str, recipe: dict) -> None:
     subprocess.run(cmd, check=True, cwd=ROOT)
 
 
-def train_final(data: str, recipe: dict, work: Path) -> dict:
-    """Train, convert, check and validate the shipped model; returns the build report dict."""
+def train_final(data: str, recipe: dict, work: Path, *, name: str = "default", fold_seed: int = 0,
+                report: bool = True) -> dict:
+    """Train, convert, check and validate the shipped model; returns the build report dict.
+
+    Writes ``work/<name>.tflite`` and its float weights ``work/<name>_float.npz``. The early-stopping
+    (and temperature) actors are fold 0 of the actor-grouped folds drawn with ``fold_seed`` (0, as in
+    the CV, whatever the training seed). ``report``: also validate on them (LiteRT, TFLM) and write
+    ``work/report``; without it (a Pi ensemble member) the dict holds the model and training parts only.
+    """
     from edge_runtime.frontend import FrontendConfig
     from model_build.corpora import load_corpus, open_corpus, speaker_folds
     from model_build.evaluate import EvalInputs, validate
@@ -139,7 +146,7 @@ def train_final(data: str, recipe: dict, work: Path) -> dict:
     y = np.array([lab[c.label] for c in clips])
     feats = fixed_point_features(audios, fe)
     # validation actors for early stopping = the CV's fold-0 test actors; everything else trains
-    tr, va = speaker_folds(clips, k=5, seed=r["seed"])[0]
+    tr, va = speaker_folds(clips, k=5, seed=fold_seed)[0]
     spk = lambda ii: sorted({clips[i].speaker for i in ii})  # noqa: E731
     log(f"RAVDESS: train actors {spk(tr)}, early-stopping actors {spk(va)}")
     tr_feats, tr_y = [feats[i] for i in tr], list(y[tr])
@@ -149,10 +156,10 @@ def train_final(data: str, recipe: dict, work: Path) -> dict:
         from model_build.recipe import CorpusData, extra_set, training_set
 
         extra = []
-        for name in extra_names:
-            cc, ca, _ = load_corpus(open_corpus(data, name), progress=True)
+        for corpus in extra_names:
+            cc, ca, _ = load_corpus(open_corpus(data, corpus), progress=True)
             keep = [i for i, c in enumerate(cc) if c.label in lab]
-            extra.append(CorpusData(name, tuple(cc[i] for i in keep), tuple(ca[i] for i in keep),
+            extra.append(CorpusData(corpus, tuple(cc[i] for i in keep), tuple(ca[i] for i in keep),
                                     np.array([lab[cc[i].label] for i in keep])))
         ex = extra_set(extra, len(labels), fe, copies=r["augment"], seed=r["seed"],
                        mask_absent=not r.get("no_mask", False))
@@ -194,13 +201,21 @@ def train_final(data: str, recipe: dict, work: Path) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     tm = train_and_convert(
         tr_feats, tr_y, labels, fe, mcfg, tcfg, window_frames=W, hop_frames=H, train_hop_frames=TH,
-        val_feats=[feats[i] for i in va], val_labels=y[va], out_path=work / "default.tflite",
-        model_name="ser_edge_default", trained_on=trained_on, n_calib=r["n_calib"], log=log,
+        val_feats=[feats[i] for i in va], val_labels=y[va], out_path=work / f"{name}.tflite",
+        model_name=f"ser_edge_{name}", trained_on=trained_on, n_calib=r["n_calib"], log=log,
         train_masks=masks, calibrate=bool(r.get("calibrate")),
         extra_metadata={"licence": licence, "recipe": r, "validation_speakers": spk(va),
                         "accuracy_note": "speaker-independent estimate: bench/results/pretrained.json "
                                          "(5-fold actor-grouped CV of the same recipe)"})
     log(f"int8 model: {len(tm.model_bytes)} bytes, ops {tm.graph.op_counts}")
+    if not report:  # an ensemble member: its float weights are what the Pi build needs
+        member = {"name": name, "seed": r["seed"], "float_npz": str(work / f"{name}_float.npz"),
+                  "validation_speakers": spk(va), "best_epoch": tm.best_epoch + 1, "history": tm.history,
+                  "train_seconds": round(tm.train_seconds, 1), "params": tm.params,
+                  "single_int8_bytes": len(tm.model_bytes), "calibration": tm.metadata.get("calibration"),
+                  "seconds_total": round(time.time() - t0, 1)}
+        (work / f"{name}_member.json").write_text(json.dumps(member, indent=1, default=float) + "\n")
+        return member
     twin = float_twin_features([audios[i] for i in va], fe)
     inputs = EvalInputs(audios=[audios[i] for i in va], y_clip=y[va], feats_fixed=[feats[i] for i in va],
                         feats_twin=twin)
@@ -253,8 +268,24 @@ def main(argv=None) -> int:
     ap.add_argument("--json-only", action="store_true",
                     help="no training: rewrite pretrained.json from the installed model, the last build "
                          "report in --work and bench/results/accuracy.json")
+    ap.add_argument("--pi", action="store_true",
+                    help="build the Raspberry Pi model instead (bench/pretrained_pi.py): one int8 ensemble of "
+                         "--members trainings of RECIPE -> edge_runtime/models/pi.{tflite,json} when its CV pays, "
+                         "bench/results/pretrained_pi.json")
+    ap.add_argument("--members", type=int, default=3, help="--pi: ensemble size, training seeds 0..N-1 (default 3)")
+    ap.add_argument("--seed0-float", default=None,
+                    help="--pi: the shipped small model's float weights, member seed 0 (default: "
+                         "WORK/default_float.npz, what this script's own build keeps; trained afresh when absent)")
+    ap.add_argument("--members-only", action="store_true", help="--pi: train the missing members and stop")
+    ap.add_argument("--install", action="store_true",
+                    help="--pi: install pi.tflite even when the CV comparison does not show the gain it needs")
     args = ap.parse_args(argv)
     from edge_runtime.model_metadata import model_hash
+
+    if args.pi:
+        from bench.pretrained_pi import main_pi
+
+        return main_pi(args)
 
     t0 = time.time()
     cv = json.loads(CV_RESULTS.read_text()) if CV_RESULTS.exists() else {}

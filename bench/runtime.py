@@ -16,12 +16,20 @@ interleaved repeats:
 * the same two numbers for the peer interpreters (tf.lite, TFLite Micro) on the same windows;
 * ``rss_mb``: peak RSS of a fresh subprocess that imports only ``edge_runtime`` (numpy + LiteRT) and
   streams the audio: what the Pi service costs.
+* ``models``: the shipped models side by side, ``small`` (``default.tflite``) and ``pi`` (``--pi-model``,
+  default ``edge_runtime/models/pi.tflite``, else the last ``bench/pretrained.py --pi`` build under
+  ``runs/pretrained/pi/``): ms per 2 s window (front end of the hop + inference, p50/p99, and
+  inference alone) in LiteRT and in tflite-runtime (a separate interpreter with numpy + tflite-runtime
+  only: ``--tflite-runtime-python``, default ``$SER_EDGE_DEVICE_PYTHON``, ``.venv-device`` or
+  ``bench/pi_check.py``'s x86 venv), medians over interleaved repeats, plus peak RSS. Goal for the
+  Pi model: <= 5 ms per window, <= 1 MB.
 
 Writes bench/results/runtime.json and prints a Markdown table.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -29,7 +37,8 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import ROOT, interleaved_medians, machine, markdown_table, pin_one_core, write_result  # noqa: E402
+from bench.common import (ROOT, git_commit, interleaved_medians, machine, markdown_table, pin_one_core,  # noqa: E402
+                          write_result)  # noqa: E402
 from edge_runtime.test_signals import speech_with_pauses as speech_like  # noqa: E402
 
 pin_one_core()
@@ -38,6 +47,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
 DEFAULT_MODEL = ROOT / "edge_runtime" / "models" / "default.tflite"
+RESULTS_JSON = ROOT / "bench" / "results" / "runtime.json"
 
 # Run in a fresh process: numpy + edge_runtime + LiteRT only, like the Pi service.
 _RSS_CHILD = r"""
@@ -89,14 +99,191 @@ def window_latencies(model_path: str, backend: str, pcm: np.ndarray, chunk: int 
     return np.array(lat[1:])  # the first window pays for a whole window of front end
 
 
+# ms per window of each model, in a fresh interpreter (numpy + edge_runtime + one TFLite package):
+# repeats interleaved over the models, the median of each repeat's p50/p99 and of inference alone.
+_MODELS_CHILD = r"""
+import json, sys, time, numpy as np
+from edge_runtime.classifier import StreamingClassifier
+from edge_runtime.frontend import compute_features
+backend, pcm_path, repeats = sys.argv[1], sys.argv[2], int(sys.argv[3])
+models = dict(a.split("=", 1) for a in sys.argv[4:])
+pcm = np.load(pcm_path)
+runs = {n: {"p50": [], "p99": [], "infer": [], "cpu_window": [], "cpu_infer": []} for n in models}
+errors = {}
+for r in range(repeats + 1):  # round 0 warms up and is dropped
+    for n, path in models.items():
+        if n in errors:
+            continue
+        try:
+            clf = StreamingClassifier.from_model(path, backend=backend, gate=None)
+        except ValueError as e:  # e.g. an op this interpreter lacks
+            errors[n] = " ".join(str(e).split())
+            continue
+        lat = []
+        c0 = time.thread_time()
+        for i in range(0, pcm.size, 1024):
+            lat += [w.latency_ms for w in clf.push_audio(pcm[i:i + 1024])]
+        cpu_stream = time.thread_time() - c0
+        n_win = len(lat)
+        lat = np.array(lat[1:])  # the first window pays for a whole window of front end
+        m = clf.model
+        q = m.quantize(compute_features(pcm[:16000 * 20], clf.cfg))
+        W, H = m.meta.window_frames, m.meta.hop_frames
+        wins = [q[k:k + W] for k in range(0, len(q) - W + 1, H)]
+        c0, t0 = time.thread_time(), time.perf_counter()
+        for w in wins:
+            m.predict_window(w)
+        if r:
+            runs[n]["infer"].append(1000 * (time.perf_counter() - t0) / len(wins))
+            runs[n]["cpu_infer"].append(1000 * (time.thread_time() - c0) / len(wins))
+            runs[n]["p50"].append(float(np.percentile(lat, 50)))
+            runs[n]["p99"].append(float(np.percentile(lat, 99)))
+            runs[n]["cpu_window"].append(1000 * cpu_stream / n_win)
+out = {n: {"window_latency_ms_p50": float(np.median(v["p50"])), "window_latency_ms_p99": float(np.median(v["p99"])),
+           "inference_ms_per_window": float(np.median(v["infer"])),
+           "stream_cpu_ms_per_window": float(np.median(v["cpu_window"])),
+           "inference_cpu_ms_per_window": float(np.median(v["cpu_infer"]))}
+       for n, v in runs.items() if n not in errors}
+out.update({n: {"error": e} for n, e in errors.items()})
+print(json.dumps({"backend": backend, "models": out}))
+"""
+
+
+def default_pi_model() -> Path | None:
+    """The shipped Pi model, else the last ``bench/pretrained.py --pi`` build (not installed)."""
+    for p in (ROOT / "edge_runtime" / "models" / "pi.tflite", ROOT / "runs" / "pretrained" / "pi" / "pi.tflite"):
+        if p.is_file():
+            return p
+    return None
+
+
+def tflite_runtime_python(arg: str | None) -> str | None:
+    """A Python that has tflite-runtime and numpy (no TensorFlow): the device install's."""
+    cands = [arg, os.environ.get("SER_EDGE_DEVICE_PYTHON"), str(ROOT / ".venv-device" / "bin" / "python"),
+             "/var/tmp/ser-edge-pi/x86-tflite/bin/python"]
+    for c in cands:
+        if c and Path(c).is_file():
+            r = subprocess.run([c, "-c", "import tflite_runtime.interpreter"], capture_output=True)
+            if r.returncode == 0:
+                return c
+    return None
+
+
+def compare_models(models: dict[str, str], pcm_path: Path, repeats: int, tfl_python: str | None) -> dict:
+    """``{name: {bytes, model_hash, litert: {...}, tflite_runtime: {...}, rss_mb}}`` for ``models``."""
+    from edge_runtime.model_metadata import model_hash
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = [f"{n}={p}" for n, p in models.items()]
+    out = {n: {"path": str(Path(p).resolve().relative_to(ROOT)) if Path(p).resolve().is_relative_to(ROOT) else p,
+               "bytes": os.path.getsize(p), "model_hash": model_hash(Path(p).read_bytes())}
+           for n, p in models.items()}
+    pythons = {"litert": sys.executable, **({"tflite_runtime": tfl_python} if tfl_python else {})}
+    for backend, py in pythons.items():
+        r = subprocess.run([py, "-c", _MODELS_CHILD, backend, str(pcm_path), str(repeats), *args],
+                           capture_output=True, text=True, env=env, cwd=ROOT)
+        if r.returncode != 0:
+            for n in models:
+                out[n][backend] = {"error": (r.stderr.strip().splitlines() or ["?"])[-1]}
+            continue
+        for n, v in json.loads(r.stdout.strip().splitlines()[-1])["models"].items():
+            out[n][backend] = {k: round(x, 4) if isinstance(x, float) else x for k, x in v.items()}
+    for n, p in models.items():
+        r = subprocess.run([sys.executable, "-c", _RSS_CHILD, p, str(pcm_path)], capture_output=True, text=True,
+                           env=env, cwd=ROOT)
+        out[n]["rss_mb"] = round(float(r.stdout.split()[0]), 1) if r.returncode == 0 else None
+        lit = out[n].get("litert", {})
+        out[n]["window_latency_ms_p50"] = lit.get("window_latency_ms_p50")
+        out[n]["inference_cpu_ms_per_window"] = lit.get("inference_cpu_ms_per_window")
+    return out
+
+
+def models_section(args, tmp: Path) -> dict:
+    """The ``models`` part of runtime.json: the shipped small model and the Pi model side by side, the
+    same audio, every interpreter (see the module docstring), with its goals."""
+    pi_model = args.pi_model or default_pi_model()
+    side = {"small": str(DEFAULT_MODEL)} if DEFAULT_MODEL.is_file() else {}
+    if pi_model is not None and side:
+        side["pi"] = str(pi_model)
+    if len(side) < 2:
+        return {}
+    pcm_path = tmp / "pcm_models.npy"
+    np.save(pcm_path, speech_like(args.seconds))
+    tfl_py = tflite_runtime_python(args.tflite_runtime_python)
+    models_cmp = compare_models(side, pcm_path, max(3, args.repeats), tfl_py)
+    out = {"models": models_cmp,
+           "models_note": ("window_latency_ms_p50/p99: the runtime's latency_ms per 2 s window (front end of the new "
+                           "hop + requantise + inference), percentiles over the windows of the audio; "
+                           "inference_ms_per_window: inference alone (wall), inference_cpu_ms_per_window: the same in "
+                           "thread CPU time (the idle figure on a shared machine); stream_cpu_ms_per_window: CPU time "
+                           "of the whole streaming path (front end of every sample included) per window; medians over "
+                           "interleaved repeats in a fresh process per interpreter (1 thread, 1 core); tflite_runtime "
+                           "in " + (tfl_py or "(not found)")),
+           "models_measured": {"commit": git_commit(), "machine": machine(), "audio_seconds": args.seconds},
+           "models_goals": {"pi_window_latency_ms_p50": "<= 5 in every interpreter",
+                            "pi_inference_cpu_ms_per_window": "<= 5 in every interpreter",
+                            "pi_model_bytes": "<= 1048576"},
+           "models_goals_met": {}}
+    pi = models_cmp.get("pi", {})
+    # ms per 2 s window as the runtime reports it (latency_ms: front end of the hop + inference, wall
+    # clock: the figure of the small model's <= 2 ms goal), and the model's own cost in CPU time (what
+    # a busy machine does not inflate); every interpreter must run the model
+    for b in ("litert", "tflite_runtime"):
+        d = pi.get(b)
+        if isinstance(d, dict):
+            for k in ("window_latency_ms_p50", "inference_cpu_ms_per_window"):
+                out["models_goals_met"][f"pi_{k}_{b}"] = d.get(k, float("inf")) <= 5.0
+    out["models_goals_met"]["pi_model_bytes"] = pi.get("bytes", 1 << 30) <= 1 << 20
+    return out
+
+
+def print_models(res: dict) -> None:
+    """The side-by-side table of the ``models`` part."""
+    models_cmp = res.get("models") or {}
+    if not models_cmp:
+        return
+    print()
+    cols = [b for b in ("litert", "tflite_runtime") if any(isinstance(v.get(b), dict) for v in models_cmp.values())]
+    rows = []
+    for n, v in models_cmp.items():
+        row = [n, f"{v['bytes']:,}"]
+        for b in cols:
+            d = v.get(b, {})
+            row += ([f"{d['window_latency_ms_p50']:.3f}", f"{d['inference_ms_per_window']:.3f}",
+                     f"{d['inference_cpu_ms_per_window']:.3f}"] if "window_latency_ms_p50" in d
+                    else [f"does not load: {d.get('error', '-')[:60]}", "-", "-"])
+        rows.append(tuple(row + [f"{v['rss_mb']} MB" if v.get("rss_mb") is not None else "-"]))
+    hdr = ["model", "bytes"] + [h for b in cols for h in (f"{b} ms/window p50", f"{b} inference ms",
+                                                             f"{b} inference CPU ms")] + ["peak RSS"]
+    print(markdown_table(rows, tuple(hdr)))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, default=None)
     ap.add_argument("--seconds", type=float, default=60.0, help="audio length per run")
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--pi-model", type=Path, default=None,
+                    help="the Raspberry Pi model to measure next to the small one (default: shipped pi.tflite, "
+                         "else runs/pretrained/pi/pi.tflite)")
+    ap.add_argument("--tflite-runtime-python", default=None,
+                    help="a python with tflite-runtime + numpy for the tflite-runtime column")
+    ap.add_argument("--models-only", action="store_true",
+                    help="measure only the small vs Pi model comparison and update the models part of "
+                         "bench/results/runtime.json (the rest keeps its earlier run)")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="ser_edge_bench_"))
+    if args.models_only:
+        path = RESULTS_JSON
+        res = json.loads(path.read_text()) if path.exists() else {}
+        for k in ("models", "models_note", "models_measured", "models_goals", "models_goals_met"):
+            res.pop(k, None)
+        res.update(models_section(args, tmp))
+        write_result("runtime", res)
+        print_models(res)
+        print(f"\nwrote {path} (models only)", file=sys.stderr)
+        return
     model_path = args.model or (DEFAULT_MODEL if DEFAULT_MODEL.is_file() else None)
     if model_path is None:
         model_path = tmp / "bench_crnn.tflite"
@@ -196,6 +383,7 @@ def main() -> None:
     }
     res["goals_met"] = {"window_latency_ms_p50": res["window_latency_ms_p50"] <= 2.0,
                         "rtf_stream": res["rtf_stream"] >= 100, "rss_mb": res["rss_mb"] <= 80}
+    res.update(models_section(args, tmp))
     path = write_result("runtime", res)
 
     rows = [(b, f"{lat[b]['p50']:.3f}", f"{lat[b]['p99']:.3f}", f"{infer_ms[b]:.3f}", f"{rtf[b]:.0f}",
@@ -213,6 +401,7 @@ def main() -> None:
         ("RTF of the rest (gate, requantise, ring, inference)", f"{res['rtf_excluding_frontend']:.0f}x", ""),
         ("peak RSS (numpy + edge_runtime + LiteRT)", f"{rss_mb:.1f} MB", "<= 80 MB"),
     ], ("metric", "value", "goal")))
+    print_models(res)
     print(f"\nwrote {path}", file=sys.stderr)
 
 

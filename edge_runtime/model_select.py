@@ -20,7 +20,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping, TypeVar
+
+T = TypeVar("T")
 
 _SOURCE_ROOT = Path(__file__).resolve().parent.parent  # shipped files are named relative to it
 MODELS_DIR = _SOURCE_ROOT / "edge_runtime" / "models"
@@ -42,6 +44,7 @@ class ModelChoice:
     path: Path
     name: str | None
     reason: str
+    auto: bool = False  # chosen by ``auto`` (then a pi model that cannot load here falls back to small)
 
     def describe(self) -> str:
         """One line for a log: ``model pi (edge_runtime/models/pi.tflite, 183,512 bytes): <reason>``."""
@@ -124,11 +127,28 @@ def resolve_model(spec: str | None = AUTO, *, device_tree: str | os.PathLike | N
         if is_raspberry_pi(board):
             pi = models_dir / NAMED_MODELS["pi"]
             if pi.is_file():
-                return ModelChoice(pi, "pi", f"auto: {board} is a Raspberry Pi")
+                return ModelChoice(pi, "pi", f"auto: {board} is a Raspberry Pi", auto=True)
             return ModelChoice(small, "small", f"auto: {board} is a Raspberry Pi, but this install ships no "
-                                               f"pi model ({NAMED_MODELS['pi']})")
+                                               f"pi model ({NAMED_MODELS['pi']})", auto=True)
         where = f"{board} is not a Raspberry Pi" if board else "not a Raspberry Pi (no device-tree model)"
-        return ModelChoice(small, "small", f"auto: {where}")
+        return ModelChoice(small, "small", f"auto: {where}", auto=True)
     if spec in NAMED_MODELS:
         return _named(spec, models_dir, "")
     return _path(spec, "")
+
+
+def load_choice(choice: ModelChoice, load: Callable[[Path], T]) -> tuple[ModelChoice, T]:
+    """``(choice, load(choice.path))``; when ``auto`` picked the pi model and it does not load with
+    this install's interpreter (``ValueError``: e.g. tflite-runtime 2.14, the 32-bit OS's only
+    interpreter, has no int8 ``LOG`` kernel), the small model instead, its reason saying why. A model
+    named or given explicitly is never replaced: its error stands."""
+    try:
+        return choice, load(choice.path)
+    except ValueError as e:
+        if not (choice.auto and choice.name == "pi"):
+            raise
+        small = choice.path.with_name(NAMED_MODELS["small"])
+        why = " ".join(str(e).split())
+        fallback = ModelChoice(small, "small", f"{choice.reason}, but the pi model does not load here ({why})",
+                               auto=True)
+        return fallback, load(small)

@@ -93,18 +93,18 @@ def run_command(args: argparse.Namespace) -> int:
         require("ser-edge run --mic", "sounddevice")
     # errors below (bad model, unreadable audio, no backend) are reported by edge_runtime.cli
     from .classifier import DEFAULT_GATE
-    from .model_select import ModelChoice, resolve_model
+    from .model_select import ModelChoice, load_choice, resolve_model
     from .speech_gate import GateConfig
     from .window_policy import WindowPolicy
 
     gate = None if args.no_gate else (
         DEFAULT_GATE if args.gate_margin_db is None else GateConfig(margin_db=args.gate_margin_db))
     choice = args.model if isinstance(args.model, ModelChoice) else resolve_model(args.model)
-    clf = StreamingClassifier.from_model(
-        choice.path, backend=args.backend, num_threads=args.threads, gate=gate,
+    choice, clf = load_choice(choice, lambda path: StreamingClassifier.from_model(
+        path, backend=args.backend, num_threads=args.threads, gate=gate,
         policy=WindowPolicy(min_confidence=args.min_confidence), smooth=args.smooth,
         smooth_mode=args.smooth_mode,
-    )
+    ))
     if args.info:
         print(json.dumps({**clf.info(), "model_selection": {"name": choice.name, "path": str(choice.path),
                                                             "reason": choice.reason}}))

@@ -918,10 +918,10 @@ def _cmd_serve(args) -> int:
 
         require("ser-edge serve --push-mic", "sounddevice")
     _check_port_opens(args.port, args.baud)  # a wrong --port fails now, not in the reconnect loop
-    from .model_select import ModelChoice, resolve_model
+    from .model_select import ModelChoice, load_choice, resolve_model
 
     choice = args.model if isinstance(args.model, ModelChoice) else resolve_model(args.model)
-    engine = StreamingClassifier.from_model(choice.path)
+    choice, engine = load_choice(choice, StreamingClassifier.from_model)
     info = engine.info()
     pub = publisher_from_args(args, labels=info["labels"], model=info.get("model_name") or info["model_hash"])
     if pub is not None:

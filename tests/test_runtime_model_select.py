@@ -152,6 +152,19 @@ def test_run_auto_on_a_fake_pi_runs_the_pi_model(tmp_path, models, capsys, monke
     assert head[0].startswith(f"ser-edge run: model pi ({models / 'pi.tflite'}, "
                               f"{(models / 'pi.tflite').stat().st_size:,} bytes): auto: Raspberry Pi 4")
     assert json.loads(out.splitlines()[-1])["record"] == "summary"
+    # a pi model this interpreter cannot load (here: damaged; on the 32-bit OS: tflite-runtime 2.14
+    # lacks the ensemble's int8 LOG): auto falls back to the small model and says why
+    good = (models / "pi.tflite").read_bytes()
+    (models / "pi.tflite").write_bytes(good[: len(good) // 2])
+    code, out, err = _cli(capsys, "run", wav)
+    assert code == 0, err
+    head = [ln for ln in err.splitlines() if ln.startswith("ser-edge run: model")]
+    assert f"model small ({models / 'default.tflite'}, " in head[0] and "is a Raspberry Pi, but the pi model " \
+        "does not load here (" in head[0] and "pi.tflite: the litert interpreter could not load" in head[0], head
+    assert json.loads(out.splitlines()[-1])["record"] == "summary"
+    code, out, err = _cli(capsys, "run", "--model", "pi", wav)  # named: its error stands
+    assert code == 2 and "pi.tflite: the litert interpreter could not load" in err and "model small" not in err
+    (models / "pi.tflite").write_bytes(good)
     monkeypatch.setattr(ms, "DEVICE_TREE_MODEL", _board(tmp_path, "Hardkernel ODROID-C4\x00"))
     code, out, err = _cli(capsys, "run", "--info")
     assert json.loads(out)["model_hash"] == model_hash(SMALL.read_bytes())

@@ -1,0 +1,30 @@
+"""bench/pretrained_pi.py's install rule: the Pi model ships only when its CV gain pays (issue #11)."""
+from __future__ import annotations
+
+import json
+
+from bench import pretrained_pi as P
+
+
+def test_install_rule():
+    assert P.decide(0.031, 200_000, force=False) == (True, "installed: CV gain +0.031 UAR >= 0.03")
+    ok, why = P.decide(0.029, 200_000, force=False)
+    assert not ok and why == "not installed: CV gain +0.029 UAR < 0.03"
+    ok, why = P.decide(None, 200_000, force=False)
+    assert not ok and "no CV comparison yet" in why
+    assert P.decide(None, 200_000, force=True)[0] is True
+    ok, why = P.decide(0.2, (1 << 20) + 1, force=True)  # over 1 MB never ships, not even on request
+    assert not ok and why == f"not installed: {(1 << 20) + 1} bytes > {1 << 20}"
+
+
+def test_cv_figures_read_the_paired_gain(tmp_path, monkeypatch):
+    cmp = {"keys": {"uar_int8": {"base_mean": 0.52, "option_mean": 0.57, "diff_mean": 0.05}}, "pairs": [1, 2]}
+    (tmp_path / "cmp.json").write_text(json.dumps(cmp))
+    (tmp_path / "acc.json").write_text(json.dumps({"ravdess8_uar_int8": 0.57, "ravdess_folds": [{}]}))
+    monkeypatch.setattr(P, "PI_CV_COMPARE", tmp_path / "cmp.json")
+    monkeypatch.setattr(P, "PI_CV", tmp_path / "acc.json")
+    got = P.cv_figures()
+    assert got["cv_gain_uar_int8"] == 0.05 and "pairs" not in got["cv_compare_pi"]
+    assert got["accuracy_pi"] == {"ravdess8_uar_int8": 0.57}  # per-fold lists stay in accuracy_pi.json
+    monkeypatch.setattr(P, "PI_CV_COMPARE", tmp_path / "absent.json")
+    assert "cv_gain_uar_int8" not in P.cv_figures()
