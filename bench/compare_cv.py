@@ -69,18 +69,23 @@ def group_base(base: dict, groups: dict[int, list[int]]) -> dict:
     return {**base, "ravdess_folds": rows}
 
 
+def check_comparable(a: dict, b: dict, what: str) -> None:
+    """Refuse (``SystemExit`` prefixed by ``what``) two results of other folds, front end or evaluation."""
+    for k in SAME:
+        if a.get(k) != b.get(k):
+            raise SystemExit(f"{what}: differ in {k}, not comparable")
+    for k in ("fold_seed", "folds", "frontend"):
+        if a["config"].get(k) != b["config"].get(k):
+            raise SystemExit(f"{what}: differ in config {k}, not comparable")
+
+
 def with_extra_seeds(base: dict, extras: list[tuple[str, dict]]) -> dict:
     """``base`` with the fold records of ``extras`` (other seeds of the same recipe, same folds and
     evaluation) added; refuses a (seed, fold) held twice."""
     rows = list(base["ravdess_folds"])
     seen = set(_by_pair(base))
     for name, r in extras:
-        for k in SAME:
-            if base.get(k) != r.get(k):
-                raise SystemExit(f"--base-extra {name}: another {k} than the base")
-        for k in ("fold_seed", "folds", "frontend"):
-            if base["config"].get(k) != r["config"].get(k):
-                raise SystemExit(f"--base-extra {name}: another config {k} than the base")
+        check_comparable(base, r, f"--base-extra {name} and the base")
         for key, f in _by_pair(r).items():
             if key in seen:
                 raise SystemExit(f"--base-extra {name}: seed {key[0]} fold {key[1]} is already in the base")
@@ -92,12 +97,7 @@ def with_extra_seeds(base: dict, extras: list[tuple[str, dict]]) -> dict:
 def compare(base: dict, option: dict, groups: dict[int, list[int]] | None = None) -> dict:
     """Paired comparison of two results dicts (see the module docstring); ``groups``: option seed ->
     the base seeds it is paired with (their mean), :func:`parse_groups`."""
-    for k in SAME:
-        if base.get(k) != option.get(k):
-            raise SystemExit(f"the two runs differ in {k}: not comparable")
-    for k in ("fold_seed", "folds", "frontend"):
-        if base["config"].get(k) != option["config"].get(k):
-            raise SystemExit(f"the two runs differ in config {k}: not comparable")
+    check_comparable(base, option, "the two runs")
     if groups:
         base = group_base(base, groups)
     b, o = _by_pair(base), _by_pair(option)
