@@ -239,8 +239,13 @@ def report_md(res: dict) -> str:
     ]
     cmp = res.get("cv_compare_pi", {}).get("keys", {}).get("uar_int8", {})
     if cmp:
-        lines.append(f"| RAVDESS-8 UAR, 5-fold actor-grouped CV, int8 through the runtime | "
-                     f"{cmp.get('option_mean', float('nan')):.3f} | {cmp.get('base_mean', float('nan')):.3f} |")
+        groups = res.get("cv_compare_pi", {}).get("groups", {})
+        lines.append(f"| RAVDESS-8 UAR, 5-fold actor-grouped CV, int8 through the runtime (member groups "
+                     f"{', '.join('{' + ','.join(map(str, g)) + '}' for g in groups.values())}; small = the same "
+                     f"members alone) | {cmp.get('option_mean', float('nan')):.3f} | {cmp.get('base_mean', float('nan')):.3f} |")
+        lines.append(f"| paired difference over folds | {cmp.get('diff_mean', float('nan')):+.3f} (higher in "
+                     f"{cmp.get('fold_runs_higher')} of {cmp.get('fold_runs_higher', 0) + cmp.get('fold_runs_lower', 0)} "
+                     f"fold runs) | |")
     elif cv.get("ravdess8_uar_int8") is not None:
         lines.append(f"| RAVDESS-8 UAR, 5-fold CV, int8 | {cv['ravdess8_uar_int8']:.3f} | |")
     lines += [
@@ -249,9 +254,14 @@ def report_md(res: dict) -> str:
         f"| int8 vs float window top-1 agreement (validation actors) | {v['pi_window_agreement_int8_vs_float']:.3f} | |",
     ]
     lat = res.get("latency", {})
-    if "pi" in lat and "small" in lat:
-        lines.append(f"| ms per 2 s window, LiteRT, 1 thread, this x86 machine (bench/runtime.py) | "
-                     f"{lat['pi']['window_latency_ms_p50']:.2f} | {lat['small']['window_latency_ms_p50']:.2f} |")
+    for b, name in (("litert", "LiteRT"), ("tflite_runtime", "tflite-runtime 2.14")):
+        if "window_latency_ms_p50" in lat.get("pi", {}).get(b, {}) and "window_latency_ms_p50" in lat.get("small", {}).get(b, {}):
+            pi_b, sm_b = lat["pi"][b], lat["small"][b]
+            lines.append(f"| ms per 2 s window p50 (inference CPU ms), {name}, 1 thread, shared x86 machine "
+                         f"(bench/runtime.py) | {pi_b['window_latency_ms_p50']:.2f} ({pi_b['inference_cpu_ms_per_window']:.2f}) | "
+                         f"{sm_b['window_latency_ms_p50']:.2f} ({sm_b['inference_cpu_ms_per_window']:.2f}) |")
+    if res.get("tflm_arena_bytes"):
+        lines.append(f"| TFLite Micro arena | {res['tflm_arena_bytes']:,} bytes | |")
     cal = res.get("calibration") or {}
     lines += ["", f"Temperature {cal.get('temperature')} (clip level, fitted through the runtime on the validation "
                   f"actors; clip ECE {cal.get('val_clip_ece_before')} -> {cal.get('val_clip_ece_after')}). "
@@ -291,6 +301,8 @@ def main_pi(args) -> int:
             return 0
         rec = build(args.data, work, members, seeds)
     ok, why = decide(cv_figures().get("cv_gain_uar_int8"), rec["model_bytes"], args.install)
+    if ok and not args.install and rec["combine"] != cv_combine():  # the CV must have scored this graph
+        ok, why = False, f"not installed: built with {rec['combine']}, the CV measured {cv_combine()}"
     log(why)
     if ok:
         install(rec)

@@ -240,3 +240,64 @@ def test_model_file_type_resolves_names():
 
     assert Path(model_file("small")) == SMALL and Path(model_file("mcu")) == SMALL
     assert model_file(str(SMALL)) == str(SMALL)
+
+
+PI = ROOT / "edge_runtime" / "models" / "pi.tflite"
+
+
+def test_shipped_pi_model(tmp_path):
+    """What ships as ``pi``: a real ser-edge model of <= 1 MB with the small model's front end, labels
+    and window (so either can serve the same host), the CV-measured combination, the build's hash;
+    without one, auto on a Pi says the install has none."""
+    require_module("ai_edge_litert")
+    from edge_runtime.interpreter import IntModel
+    from edge_runtime.model_metadata import model_hash, read_metadata
+
+    if not PI.is_file():  # an install without the Pi model: auto keeps the small one, and says so
+        c = resolve_model("auto", device_tree=_board(tmp_path, PI4), env={})
+        assert c.path == SMALL and "ships no pi model" in c.reason
+        return
+    res = json.loads((ROOT / "bench" / "results" / "pretrained_pi.json").read_text())
+    assert res["installed"] is True and res["cv_gain_uar_int8"] >= 0.03 and res["model_hash"] == model_hash(PI.read_bytes())
+    assert PI.stat().st_size <= 1 << 20 and PI.with_suffix(".json").is_file()
+    pi, small = read_metadata(PI), read_metadata(SMALL)
+    assert (pi.frontend_hash, pi.labels, pi.window_frames, pi.hop_frames) == \
+        (small.frontend_hash, small.labels, small.window_frames, small.hop_frames)
+    assert pi.extra["members"] == 3 and pi.extra["ensemble"]["combine"] == \
+        json.loads((ROOT / "bench" / "results" / "accuracy_pi.json").read_text())["config"]["ensemble_combine"]
+    m = IntModel(PI, backend="litert")
+    c = resolve_model("auto", device_tree=_board(tmp_path, PI4), env={})
+    assert c.path == PI and c.name == "pi"
+    # the two models mostly agree on real-ish audio (they share a member), but are not the same model
+    from edge_runtime.classifier import StreamingClassifier
+
+    x = speechlike(6.0, seed=3)
+    a = [r.scores_int8 for r in StreamingClassifier(m, gate=None).classify(x)]
+    b = [r.scores_int8 for r in StreamingClassifier.from_model(SMALL, gate=None).classify(x)]
+    assert len(a) == len(b) > 3 and any(list(u) != list(v) for u, v in zip(a, b))
+
+
+def test_shipped_pi_model_in_tflite_runtime(tmp_path):
+    """The device install (numpy<2 + tflite-runtime 2.14, the only interpreter of the 32-bit OS) runs
+    the shipped Pi model by name and gives LiteRT's int8 scores."""
+    if not PI.is_file():
+        pytest.skip("this install ships no pi model")  # checked by test_shipped_pi_model
+    require_module("ai_edge_litert")
+    device_py = os.environ.get("SER_EDGE_DEVICE_PYTHON", "")
+    if not (device_py and Path(device_py).exists()):
+        from tests.conftest import _missing
+
+        _missing(f"no device virtualenv (SER_EDGE_DEVICE_PYTHON={device_py!r}); `make test` builds .venv-device")
+    wav = str(_wav(tmp_path / "c.wav", speechlike(4.0, seed=4)))
+    outs = {}
+    for py, backend in ((device_py, "tflite_runtime"), (sys.executable, "litert")):
+        r = subprocess.run([py, "-m", "edge_runtime", "run", "--backend", backend, "--model", "pi", wav],
+                           capture_output=True, text=True, cwd=ROOT, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert "ser-edge run: model pi (edge_runtime/models/pi.tflite, " in r.stderr, r.stderr
+        outs[backend] = [json.loads(ln)["scores_int8"] for ln in r.stdout.splitlines()
+                         if json.loads(ln)["record"] == "window"]
+    assert len(outs["tflite_runtime"]) == len(outs["litert"]) >= 3
+    # the two interpreters' int8 kernels may round one step apart (as for any model: test_runtime_device_install)
+    diff = max(max(abs(a - b) for a, b in zip(u, v)) for u, v in zip(outs["tflite_runtime"], outs["litert"]))
+    assert diff <= 1, diff
