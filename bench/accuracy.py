@@ -251,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--mixup", type=float, default=0.0)
     ap.add_argument("--label-smoothing", type=float, default=0.0)
     ap.add_argument("--focal-gamma", type=float, default=0.0)
+    ap.add_argument("--margin", type=float, default=0.0,
+                    help="additive margin (log-probability units) subtracted from the true class's logit in the "
+                         "loss (model_build.train.masked_loss); 0 = none, the shipped recipe")
     ap.add_argument("--conditions", action="store_true",
                     help="robustness augmentation (model_build.augment: level, babble, coloured noise, band "
                          "limits, reverb, speed) instead of the speed/gain/white-noise copy; extra corpora "
@@ -409,7 +412,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         if unknown:
             ap.error(f"--recipe {first.recipe}: unknown options {unknown}")
         ap.set_defaults(**recipe)
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    if not args.margin >= 0:  # a negative margin would reward sitting on the decision boundary
+        ap.error(f"--margin {args.margin}: must be >= 0")
+    return args
 
 
 def main(argv=None) -> int:
@@ -452,7 +458,7 @@ def main(argv=None) -> int:
     mcfg = ModelConfig(arch="crnn", conv1=32, conv1_kernel=args.conv1_kernel, conv2=args.conv2, lstm=args.lstm,
                        dropout=args.dropout, pooling=args.pooling)
     tcfg = TrainConfig(epochs=args.epochs, patience=args.patience, seed=args.seed,
-                       label_smoothing=args.label_smoothing, focal_gamma=args.focal_gamma,
+                       label_smoothing=args.label_smoothing, focal_gamma=args.focal_gamma, margin=args.margin,
                        time_masks=args.time_masks,
                        freq_masks=args.freq_masks, mixup=args.mixup)
     from edge_runtime.classifier import DEFAULT_GATE

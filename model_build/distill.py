@@ -76,17 +76,18 @@ def masked_kl(teacher_logits, student_logits, mask, temperature: float):
 
 
 def kd_loss(n_classes: int, alpha: float, temperature: float, label_smoothing: float = 0.0,
-            focal_gamma: float = 0.0):
+            focal_gamma: float = 0.0, margin: float = 0.0):
     """Keras loss ``(1 - alpha) * hard + alpha * T**2 * masked_kl`` for a model that outputs
     probabilities. ``y_true`` packs ``[target (C) | mask (C) | teacher logits (C)]``; the hard term
-    is :func:`model_build.train.masked_loss` on the first two blocks. The student's logits are
+    is :func:`model_build.train.masked_loss` on the first two blocks (with its smoothing, focal
+    and margin options). The student's logits are
     ``log p`` (a softmax's logits up to a per-row constant, which no softmax sees)."""
     import tensorflow as tf
 
     from .train import masked_loss
 
     C = n_classes
-    hard = masked_loss(C, label_smoothing, focal_gamma)
+    hard = masked_loss(C, label_smoothing, focal_gamma, margin)
 
     def loss(y_true, p):
         h = hard(y_true[:, :2 * C], p)

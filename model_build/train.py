@@ -33,6 +33,7 @@ class TrainConfig:
     freq_mask_bins: int = 6  # max width of one feature mask
     mixup: float = 0.0  # mixup Beta(a, a) parameter; 0 = no mixup
     focal_gamma: float = 0.0  # focal loss (1 - p)**gamma factor; 0 = plain cross-entropy
+    margin: float = 0.0  # additive margin (log-probability units) off the true class's logit; 0 = none
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -81,7 +82,7 @@ def _uar(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
     return float(np.mean(rec)) if rec else 0.0
 
 
-def masked_loss(n_classes: int, label_smoothing: float = 0.0, focal_gamma: float = 0.0):
+def masked_loss(n_classes: int, label_smoothing: float = 0.0, focal_gamma: float = 0.0, margin: float = 0.0):
     """Cross-entropy over the classes *present in each example's corpus*.
 
     ``y_true`` packs ``[target (C) | mask (C)]``: the mask is 1 for the classes the example's corpus
@@ -89,6 +90,13 @@ def masked_loss(n_classes: int, label_smoothing: float = 0.0, focal_gamma: float
     the unmasked logits), so a class a corpus lacks is *absent* for its examples, not a negative:
     an ASED clip never teaches the model "this is not calm". Label smoothing spreads over the
     present classes only; ``focal_gamma > 0`` multiplies each term by ``(1 - p)**gamma``.
+
+    ``margin > 0`` is an additive margin (AM-softmax style): ``margin`` is subtracted from the true
+    class's logit before the masked softmax, so the loss only gets small once that logit is ``margin``
+    above the others. The logits are ``log p`` (a softmax's logits up to a per-row constant, which no
+    softmax sees), so this is ``p_true * exp(-margin)`` before the renormalisation. The margin follows
+    the target before smoothing (a mixed target gets each class's share of it). ``margin == 0`` takes
+    exactly the code path without it.
     """
     import tensorflow as tf
 
@@ -97,6 +105,10 @@ def masked_loss(n_classes: int, label_smoothing: float = 0.0, focal_gamma: float
     def loss(y_true, p):
         y, m = y_true[:, :C], y_true[:, C:]
         pm = p * m
+        if margin:
+            # the true class's logit minus the margin; a margin pushes the decision away from the
+            # boundary, where int8 rounding would flip it
+            pm = pm * tf.exp(-margin * y)
         pm = pm / tf.maximum(tf.reduce_sum(pm, axis=-1, keepdims=True), 1e-12)
         pm = tf.clip_by_value(pm, 1e-7, 1.0)
         if label_smoothing:
@@ -142,7 +154,7 @@ def train(X: np.ndarray, y: np.ndarray, n_classes: int, model_cfg: ModelConfig, 
     y = np.asarray(y)
     mean, std = feature_stats(X)
     model = build_model(model_cfg, X.shape[1], X.shape[2], n_classes, mean=mean, std=std)
-    loss = masked_loss(n_classes, cfg.label_smoothing, cfg.focal_gamma)
+    loss = masked_loss(n_classes, cfg.label_smoothing, cfg.focal_gamma, cfg.margin)
     Z = None  # teacher logits, packed after the targets and masks
     if teacher_logits is not None:
         from .distill import kd_loss
@@ -155,7 +167,8 @@ def train(X: np.ndarray, y: np.ndarray, n_classes: int, model_cfg: ModelConfig, 
         Z = np.asarray(teacher_logits, np.float32)
         if Z.shape != (len(X), n_classes):
             raise ValueError(f"teacher_logits must be ({len(X)}, {n_classes}), got {Z.shape}")
-        loss = kd_loss(n_classes, distill.alpha, distill.temperature, cfg.label_smoothing, cfg.focal_gamma)
+        loss = kd_loss(n_classes, distill.alpha, distill.temperature, cfg.label_smoothing, cfg.focal_gamma,
+                       cfg.margin)
     model.compile(optimizer=tf_keras.optimizers.Adam(cfg.lr), loss=loss,
                   metrics=[masked_accuracy(n_classes)])
     cw = None

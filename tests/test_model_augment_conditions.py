@@ -153,6 +153,39 @@ def test_focal_term_weights_by_the_present_class_probability():
     assert masked_loss(3, focal_gamma=0.0)(y, p).numpy() == pytest.approx(plain)
 
 
+def test_margin_subtracts_from_the_true_class_logit():
+    require_module("tf_keras")
+    import tensorflow as tf
+
+    from model_build.train import masked_loss
+
+    y = tf.constant([[0, 1, 0, 0, 1, 1], [0, 1, 0, 1, 1, 1]], tf.float32)  # row 0: class 0 absent
+    p = tf.constant([[0.2, 0.6, 0.2], [0.05, 0.9, 0.05]])
+    plain = masked_loss(3)(y, p).numpy()
+    assert np.array_equal(masked_loss(3, margin=0.0)(y, p).numpy(), plain)  # 0: the same code path
+    am = masked_loss(3, margin=1.0)(y, p).numpy()
+    # logits log p, true class's minus 1, softmax over the present classes: e^-1 * 0.6 vs the rest
+    e = np.exp(-1.0)
+    assert am[0] == pytest.approx(-np.log(0.6 * e / (0.6 * e + 0.2)), rel=1e-5)
+    assert am[1] == pytest.approx(-np.log(0.9 * e / (0.9 * e + 0.1)), rel=1e-5)
+    assert np.all(am > plain)  # the same prediction costs more until the true class clears the margin
+    wider = masked_loss(3, margin=2.0)(y, p).numpy()
+    assert np.all(wider > am)
+    # a prediction whose true logit is far more than the margin above the others costs ~nothing
+    sure = masked_loss(3, margin=1.0)(y[1:], tf.constant([[1e-4, 1 - 2e-4, 1e-4]])).numpy()
+    assert sure[0] < 1e-2
+
+
+def test_accuracy_bench_refuses_a_negative_margin(capsys):
+    from bench.accuracy import parse_args
+
+    with pytest.raises(SystemExit) as e:
+        parse_args(["--margin", "-1"])
+    assert e.value.code == 2
+    assert "--margin -1.0: must be >= 0" in capsys.readouterr().err
+    assert parse_args(["--margin", "1"]).margin == 1.0 and parse_args([]).margin == 0.0
+
+
 def test_train_and_convert_with_masks_and_calibration(tmp_path):
     require_module("tf_keras")
     from edge_runtime.frontend import DEFAULT_CONFIG
