@@ -63,7 +63,7 @@ def test_kd_loss_at_alpha_zero_is_the_masked_hard_loss():
     got_m = kd_loss(C, alpha=0.0, temperature=2.0, label_smoothing=0.1, margin=1.0)(packed, p).numpy()
     want_m = masked_loss(C, label_smoothing=0.1, margin=1.0)(tf.constant(np.concatenate([Y, m], 1)), p).numpy()
     np.testing.assert_allclose(got_m, want_m, rtol=1e-6)
-    assert np.all(got_m > got)
+    assert np.max(np.abs(got_m - got)) > 1e-2  # (with smoothing not always larger: the off-class terms gain)
 
 
 @pytest.mark.parametrize("T", [1.0, 2.0, 4.0])
