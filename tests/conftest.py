@@ -21,6 +21,23 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 FULL_ENV = os.environ.get("SER_EDGE_FULL_ENV") == "1"
 
 
+def write_pcm_wav(path, pcm, rate: int = 16000):
+    """Write int16 mono ``pcm`` as a 16-bit WAV at ``path`` (parents created); returns ``path``."""
+    import wave
+    from pathlib import Path
+
+    import numpy as np
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(np.asarray(pcm).astype("<i2").tobytes())
+    return path
+
+
 def _missing(reason: str):
     if FULL_ENV:
         pytest.fail(f"missing in the full test environment: {reason}", pytrace=False)

@@ -11,14 +11,13 @@ import json
 import os
 import subprocess
 import sys
-import wave
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from edge_runtime import records
-from tests.conftest import require_module
+from tests.conftest import require_module, write_pcm_wav
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "SER_EDGE_DEBUG": "1"}
@@ -42,14 +41,6 @@ def assert_valid(lines: list[dict]) -> None:
         assert d["schema"] == records.SCHEMA_VERSION
 
 
-def _wav(path: Path, pcm: np.ndarray) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        w.writeframes(pcm.astype("<i2").tobytes())
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +48,7 @@ def speech_wav(tmp_path_factory) -> Path:
     from edge_runtime.test_signals import dithered_silence, speech_with_pauses
 
     pcm = np.concatenate([speech_with_pauses(7.0), dithered_silence(3.5)])
-    return _wav(tmp_path_factory.mktemp("rec") / "speech.wav", pcm)
+    return write_pcm_wav(tmp_path_factory.mktemp("rec") / "speech.wav", pcm)
 
 
 def _json_lines(text: str) -> list[dict]:

@@ -8,7 +8,6 @@ import os
 import shutil
 import subprocess
 import sys
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ import pytest
 
 from edge_runtime import model_select as ms
 from edge_runtime.model_select import ModelSelectionError, is_raspberry_pi, read_device_model, resolve_model
-from tests.conftest import require_module
+from tests.conftest import require_module, write_pcm_wav
 from tests.test_runtime_helpers import speechlike, write_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,13 +108,6 @@ def test_missing_models_are_one_line_errors(tmp_path, models):
         resolve_model(str(tmp_path), env={}, models_dir=models)
 
 
-def _wav(path: Path, pcm: np.ndarray) -> Path:
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        w.writeframes(pcm.astype("<i2").tobytes())
-    return path
 
 
 def _cli(capsys, *argv: str) -> tuple[int, str, str]:
@@ -138,7 +130,7 @@ def test_run_auto_on_a_fake_pi_runs_the_pi_model(tmp_path, models, capsys, monke
     monkeypatch.delenv("SER_EDGE_MODEL", raising=False)
     monkeypatch.setattr(ms, "MODELS_DIR", models)
     monkeypatch.setattr(ms, "DEVICE_TREE_MODEL", _board(tmp_path, PI4))
-    wav = str(_wav(tmp_path / "c.wav", speechlike(2.5)))
+    wav = str(write_pcm_wav(tmp_path / "c.wav", speechlike(2.5)))
     code, out, err = _cli(capsys, "run", "--info")
     assert code == 0, err
     info = json.loads(out)
@@ -190,7 +182,7 @@ def _ser_edge(*argv: str, env=None) -> subprocess.CompletedProcess:
 def test_run_by_name_equals_run_by_path(tmp_path):
     """``--model small`` / ``mcu`` is the shipped default.tflite: same records as its path."""
     require_module("ai_edge_litert")
-    wav = str(_wav(tmp_path / "c.wav", speechlike(3.0, seed=2)))
+    wav = str(write_pcm_wav(tmp_path / "c.wav", speechlike(3.0, seed=2)))
     by_path = _ser_edge("run", "--model", str(SMALL), wav)
     by_name = _ser_edge("run", "--model", "mcu", wav)
     assert by_path.returncode == 0 and by_name.returncode == 0, by_name.stderr
@@ -288,7 +280,7 @@ def test_shipped_pi_model_in_tflite_runtime(tmp_path):
         from tests.conftest import _missing
 
         _missing(f"no device virtualenv (SER_EDGE_DEVICE_PYTHON={device_py!r}); `make test` builds .venv-device")
-    wav = str(_wav(tmp_path / "c.wav", speechlike(4.0, seed=4)))
+    wav = str(write_pcm_wav(tmp_path / "c.wav", speechlike(4.0, seed=4)))
     outs = {}
     for py, backend in ((device_py, "tflite_runtime"), (sys.executable, "litert")):
         r = subprocess.run([py, "-m", "edge_runtime", "run", "--backend", backend, "--model", "pi", wav],
