@@ -100,18 +100,28 @@ def nonspeech_rate(model_path: Path) -> dict:
             "nonspeech_per_signal": per}
 
 
-def load_manifest(models: Path, seeds: list[int] | None) -> list[dict]:
-    mf = models / "manifest.json"
-    if not mf.exists():
-        raise SystemExit(f"{mf}: no manifest; run bench/accuracy.py first (it keeps every fold's model there)")
-    entries = json.loads(mf.read_text())["models"]
-    if seeds is not None:
-        entries = [e for e in entries if e["seed"] in seeds]
-    missing = [e["path"] for e in entries if not (models / e["path"]).exists()]
-    if missing:
-        raise SystemExit(f"{models}: models listed in manifest.json are missing: {missing}")
+def load_manifest(models: Path | list[Path], seeds: list[int] | None) -> list[dict]:
+    """The fold models listed in each folder's ``manifest.json`` (``dir`` added to every entry), in
+    (seed, fold) order; several folders (e.g. the member groups of ``--ensemble-from`` runs, kept
+    in one folder each) are pooled, but a (seed, fold) listed twice is refused."""
+    entries: list[dict] = []
+    for d in [models] if isinstance(models, Path) else models:
+        mf = d / "manifest.json"
+        if not mf.exists():
+            raise SystemExit(f"{mf}: no manifest; run bench/accuracy.py first (it keeps every fold's model there)")
+        here = [dict(e, dir=d) for e in json.loads(mf.read_text())["models"]]
+        if seeds is not None:
+            here = [e for e in here if e["seed"] in seeds]
+        missing = [e["path"] for e in here if not (d / e["path"]).exists()]
+        if missing:
+            raise SystemExit(f"{d}: models listed in manifest.json are missing: {missing}")
+        entries += here
+    seen = [(e["seed"], e["fold"]) for e in entries]
+    if len(set(seen)) != len(seen):
+        raise SystemExit(f"--models: the same (seed, fold) in more than one folder: "
+                         f"{sorted({k for k in seen if seen.count(k) > 1})}")
     if not entries:
-        raise SystemExit(f"{mf}: no fold models{' for seeds ' + str(seeds) if seeds else ''}")
+        raise SystemExit(f"--models: no fold models{' for seeds ' + str(seeds) if seeds else ''}")
     return sorted(entries, key=lambda e: (e["seed"], e["fold"]))
 
 
@@ -142,7 +152,8 @@ def plot(res: dict, path: Path) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default=str(ROOT / "runs" / "accuracy"),
-                    help="folder with manifest.json + fold models (bench/accuracy.py --out)")
+                    help="folder with manifest.json + fold models (bench/accuracy.py --out); a comma list "
+                         "pools several (e.g. one folder per --ensemble-from member group)")
     ap.add_argument("--data", default=os.environ.get("SER_EDGE_DATA", str(ROOT.parent / "shared" / "data")))
     ap.add_argument("--seeds", default="", help="only fold models of these training seeds (comma list)")
     ap.add_argument("--conditions", default=",".join(CONDITIONS))
@@ -157,17 +168,17 @@ def main(argv=None) -> int:
     from model_build.features import fixed_point_features
 
     t0 = time.time()
-    models = Path(args.models)
+    models = [Path(v) for v in args.models.split(",") if v]
     entries = load_manifest(models, [int(s) for s in args.seeds.split(",")] if args.seeds else None)
     conds = [c for c in args.conditions.split(",") if c]
     for c in conds:
         if c not in CONDITIONS:
             ap.error(f"--conditions: unknown {c!r}; choose from {', '.join(CONDITIONS)}")
-    first = IntModel(models / entries[0]["path"])
+    first = IntModel(entries[0]["dir"] / entries[0]["path"])
     fe, labels = first.frontend_config, list(first.labels)
     clips, audios, _ = load_corpus(open_corpus(Path(args.data) / "ravdess"), progress=False)
     lab = {l: i for i, l in enumerate(labels)}
-    res: dict = {"eval_path": "runtime", "models": str(models), "conditions": conds,
+    res: dict = {"eval_path": "runtime", "models": ",".join(map(str, models)), "conditions": conds,
                  "fold_models": [e["name"] for e in entries], "n_models": len(entries),
                  "seeds": sorted({e["seed"] for e in entries}), "frontend_hash": fe.hash}
     folds: list[dict] = []
@@ -181,7 +192,7 @@ def main(argv=None) -> int:
             te = te[:args.limit]
         y = np.array([lab[clips[i].label] for i in te])
         spk = [clips[i].speaker for i in te]
-        model = IntModel(models / e["path"])
+        model = IntModel(e["dir"] / e["path"])
         if model.frontend_config.hash != fe.hash:
             raise SystemExit(f"{e['path']}: front end {model.frontend_config.hash} differs from {fe.hash}")
         fold = {"name": e["name"], "seed": e["seed"], "fold": e["fold"], "test_speakers": e["test_speakers"],
@@ -233,7 +244,7 @@ def main(argv=None) -> int:
             res["speech_windows_gated_m35"] = gated_num / gated_den
             res["speech_windows_m35_denominator"] = gated_den
         _save(res, args.results)
-    res.update(nonspeech_rate(models / entries[0]["path"]))
+    res.update(nonspeech_rate(entries[0]["dir"] / entries[0]["path"]))
     res["seconds"] = round(time.time() - t0)
     _save(res, args.results)
     png = Path(args.results).with_suffix(".png")
