@@ -12,7 +12,9 @@ Writes bench/results/accuracy.json (updated after every fold) and prints a Markd
 Recipe options (the shipped model's recipe is ``bench/pretrained.py``'s RECIPE): ``--train-tess``
 adds all TESS clips (both speakers, labels mapped to the RAVDESS set) to every RAVDESS fold's
 *training* set (never validation or test); ``--time-masks/--freq-masks/--mixup`` switch on the
-per-epoch SpecAugment / mixup of the training windows; ``--results`` writes elsewhere (experiments).
+per-epoch SpecAugment / mixup of the training windows; ``--p-noise/--p-babble/--snr-db`` (with
+``--conditions``) change how often an augmented copy gets noise, how often that noise is babble, and
+its SNR range (``model_build.augment.AugmentConfig``); ``--results`` writes elsewhere (experiments).
 """
 from __future__ import annotations
 
@@ -69,7 +71,8 @@ def run_split(name, clips, audios, feats, twin, labels, tr, va, te, fe, args, W,
         from model_build.recipe import CorpusData, training_set
 
         rav = CorpusData("ravdess", tuple(clips), tuple(audios), y)
-        ts = training_set(rav, feats, tr, extra_corpora, len(labels), fe, copies=args.augment, seed=args.seed)
+        ts = training_set(rav, feats, tr, extra_corpora, len(labels), fe, copies=args.augment, seed=args.seed,
+                          augment=augment_config(args))
         tr_feats, tr_y, masks = ts.feats, ts.y, ts.masks
     elif args.augment:
         copies = augmented_copies([audios[i] for i in tr], args.augment, seed=args.seed)
@@ -258,6 +261,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="robustness augmentation (model_build.augment: level, babble, coloured noise, band "
                          "limits, reverb, speed) instead of the speed/gain/white-noise copy; extra corpora "
                          "(--extra-corpora) enter as augmented copies with their absent classes masked")
+    ap.add_argument("--p-noise", type=float, default=None, metavar="P",
+                    help="with --conditions: probability that an augmented copy gets noise (default: "
+                         "model_build.augment.AugmentConfig's, 0.6, the shipped recipe)")
+    ap.add_argument("--p-babble", type=float, default=None, metavar="P",
+                    help="with --conditions: probability that this noise is babble of 3-7 other training speakers "
+                         "rather than white/pink/brown noise (default 0.5)")
+    ap.add_argument("--snr-db", default=None, metavar="LO,HI",
+                    help="with --conditions: SNR range of that noise in dB, drawn uniformly (default 0,30)")
     ap.add_argument("--extra-corpora", default="", help="with --conditions: comma list of manifest corpora "
                                                         "added to every fold's training set (tess,ased)")
     ap.add_argument("--no-mask", action="store_true", help="treat a corpus's absent classes as negatives")
@@ -415,7 +426,27 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if not args.margin >= 0:  # a negative margin would reward sitting on the decision boundary
         ap.error(f"--margin {args.margin}: must be >= 0")
+    if args.augment < 0:
+        ap.error(f"--augment {args.augment}: must be >= 0 (augmented copies per clip)")
+    noise_opts = [o for o in ("p_noise", "p_babble", "snr_db") if getattr(args, o) is not None]
+    if noise_opts and not args.conditions:  # the older speed/gain/white-noise copy has no such knobs
+        ap.error(f"--{noise_opts[0].replace('_', '-')}: only with --conditions (the robustness augmentation)")
+    from model_build.augment import AugmentOptionError  # numpy only
+
+    try:
+        augment_config(args)
+    except AugmentOptionError as e:  # name the option as typed, not the dataclass field
+        ap.error(f"--{e.field.replace('_', '-')} {e.value}: {e.reason}")
     return args
+
+
+def augment_config(args: argparse.Namespace):
+    """The robustness augmentation (``--conditions``) these options ask for: ``AugmentConfig``'s
+    defaults (the shipped recipe) with ``--p-noise``, ``--p-babble``, ``--snr-db`` where given."""
+    from model_build.augment import AugmentConfig
+
+    return AugmentConfig.from_options(p_noise=getattr(args, "p_noise", None), p_babble=getattr(args, "p_babble", None),
+                                      snr_db=getattr(args, "snr_db", None))
 
 
 def main(argv=None) -> int:
@@ -465,7 +496,8 @@ def main(argv=None) -> int:
     from edge_runtime.window_policy import WindowPolicy
 
     res: dict = {"config": {**vars(args), "frontend": fe.to_dict(), "window_frames": W, "hop_frames": H,
-                            "model": mcfg.to_dict(), "train": tcfg.to_dict()},
+                            "model": mcfg.to_dict(), "train": tcfg.to_dict(),
+                            **({"augment_config": augment_config(args).to_dict()} if args.conditions else {})},
                  # how the clip labels were made: the runtime's StreamingClassifier (what `ser-edge run` does)
                  "eval_path": "runtime", "window_policy": WindowPolicy().resolve(W, H).to_dict(),
                  "speech_gate": DEFAULT_GATE.to_dict(), "ravdess_folds": []}
@@ -542,7 +574,7 @@ def main(argv=None) -> int:
         if args.conditions and extra_corpora and not args.recalibrate_from and not args.ensemble_from:
             # the same augmented copies in every fold (extra corpora never hold test speakers)
             extra_s = extra_set(extra_corpora, len(labels), fe, copies=args.augment, seed=seed,
-                                mask_absent=not args.no_mask)
+                                augment=augment_config(args), mask_absent=not args.no_mask)
         for f in [int(v) for v in args.folds.split(",") if v.strip()]:
             train_all, te = folds[f]
             rest = [clips[i] for i in train_all]

@@ -153,18 +153,21 @@ def train_final(data: str, recipe: dict, work: Path, *, name: str = "default", f
     masks = None
     extra_names = [c for c in r.get("extra_corpora", "").split(",") if c] if r.get("conditions") else []
     if r.get("conditions"):  # robustness augmentation + extra corpora with class masks
+        from model_build.augment import AugmentConfig
         from model_build.recipe import CorpusData, extra_set, training_set
 
+        # the noise options bench/accuracy.py cross-validates (--p-noise, --p-babble, --snr-db); absent = defaults
+        aug = AugmentConfig.from_options(r.get("p_noise"), r.get("p_babble"), r.get("snr_db"))
         extra = []
         for corpus in extra_names:
             cc, ca, _ = load_corpus(open_corpus(data, corpus), progress=True)
             keep = [i for i, c in enumerate(cc) if c.label in lab]
             extra.append(CorpusData(corpus, tuple(cc[i] for i in keep), tuple(ca[i] for i in keep),
                                     np.array([lab[cc[i].label] for i in keep])))
-        ex = extra_set(extra, len(labels), fe, copies=r["augment"], seed=r["seed"],
+        ex = extra_set(extra, len(labels), fe, copies=r["augment"], seed=r["seed"], augment=aug,
                        mask_absent=not r.get("no_mask", False))
         ts = training_set(CorpusData("ravdess", tuple(clips), tuple(audios), y), feats, tr, ex, len(labels),
-                          fe, copies=r["augment"], seed=r["seed"])
+                          fe, copies=r["augment"], seed=r["seed"], augment=aug)
         tr_feats, tr_y, masks = ts.feats, ts.y, ts.masks
         n_extra = {c.name: len(c.clips) for c in extra}
     elif r["augment"]:

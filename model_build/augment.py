@@ -46,8 +46,57 @@ class AugmentConfig:
     peak_dbfs: tuple[float, float] = (-51.0, -1.0)
     p_clip: float = 0.05
 
+    def __post_init__(self) -> None:
+        # a bad value would silently train another recipe (e.g. p > 1 acts as 1): refuse it here, once,
+        # for every caller (bench/accuracy.py turns the error into a one-line usage error)
+        for name in ("p_reverb", "p_noise", "p_babble", "p_band", "p_telephone", "p_clip"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise AugmentOptionError(name, v, "a probability must be in [0, 1]")
+        lo, hi = self.snr_db
+        if not (np.isfinite(lo) and np.isfinite(hi) and lo <= hi):
+            raise AugmentOptionError("snr_db", f"{lo:g},{hi:g}", "need finite LO <= HI (dB)")
+
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_options(cls, p_noise: float | None = None, p_babble: float | None = None,
+                     snr_db: str | Sequence[float] | None = None) -> "AugmentConfig":
+        """The default config with the noise options a recipe sets (``None`` keeps the default).
+
+        ``snr_db``: ``"LO,HI"`` (a command-line or recipe string) or a pair of numbers. Raises
+        :class:`AugmentOptionError` for a value outside its range.
+        """
+        kw: dict = {}
+        if p_noise is not None:
+            kw["p_noise"] = float(p_noise)
+        if p_babble is not None:
+            kw["p_babble"] = float(p_babble)
+        if snr_db is not None:
+            kw["snr_db"] = parse_snr_range(snr_db)
+        return cls(**kw)
+
+
+class AugmentOptionError(ValueError):
+    """An augmentation option out of range; ``field`` names the :class:`AugmentConfig` field."""
+
+    def __init__(self, field: str, value, reason: str):
+        super().__init__(f"{field} {value}: {reason}")
+        self.field, self.value, self.reason = field, value, reason
+
+
+def parse_snr_range(spec: str | Sequence[float]) -> tuple[float, float]:
+    """``"0,20"`` or ``(0, 20)`` -> ``(0.0, 20.0)``; :class:`AugmentOptionError` unless two numbers."""
+    parts = spec.split(",") if isinstance(spec, str) else list(spec)
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        lo, hi = (float(v) for v in parts)
+    except (TypeError, ValueError):
+        raise AugmentOptionError("snr_db", spec if isinstance(spec, str) else ",".join(map(str, spec)),
+                                 "need two numbers LO,HI (dB)") from None
+    return lo, hi
 
 
 def _f(pcm: np.ndarray) -> np.ndarray:
