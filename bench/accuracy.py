@@ -104,7 +104,7 @@ def run_split(name, clips, audios, feats, twin, labels, tr, va, te, fe, args, W,
                                trained_on=name, n_calib=args.n_calib, log=log, train_masks=masks,
                                calibrate=args.calibrate, distill=distill_config(args),
                                teacher_cache=teacher_path(args, teacher_name or name),
-                               teacher_members=teacher_members)
+                               teacher_members=teacher_members, start_from=qat_start(args, name, clips, te, va, fe.hash))
         if args.calibrate_level == "clip":  # re-fit at the level the runtime reports (model_build.recalibrate)
             from model_build.recalibrate import recalibrate
 
@@ -118,6 +118,28 @@ def run_split(name, clips, audios, feats, twin, labels, tr, va, te, fe, args, W,
                         feats_twin=[twin[i] for i in te])
     val = validate(tm.keras_model, tm.model_bytes, inputs, list(labels), run_tflm=args.tflm, progress=log)
     return tm, val
+
+
+def qat_start(args, name: str, clips, te, va, frontend_hash: str) -> Path | None:
+    """``--qat-from DIR``: this fold's kept float model (``DIR/<name>_float.npz``) of a CV run of the same
+    folds and front end, checked to have the same test and validation actors (so it never saw this
+    fold's test actors, and stopped early on the same validation actors)."""
+    if not args.qat_from:
+        return None
+    d = Path(args.qat_from)
+    man = json.loads((d / "manifest.json").read_text())
+    hit = [m for m in man.get("models", []) if m["name"] == name]
+    if man.get("fold_seed") != args.fold_seed or man.get("frontend_hash") != frontend_hash or not hit:
+        raise SystemExit(f"--qat-from {d}: no kept model {name} of fold seed {args.fold_seed} and front end "
+                         f"{frontend_hash} (it has fold seed {man.get('fold_seed')}, front end {man.get('frontend_hash')})")
+    for key, idx in (("test_speakers", te), ("validation_speakers", va)):
+        want = sorted({clips[i].speaker for i in idx})
+        if sorted(hit[0].get(key, [])) != want:
+            raise SystemExit(f"--qat-from {d}/{hit[0]['path']}: {key} {hit[0].get(key)}, this fold {want}")
+    p = d / (Path(hit[0]["path"]).stem + "_float.npz")
+    if not p.is_file():
+        raise SystemExit(f"--qat-from {p}: no such float model")
+    return p
 
 
 def distill_config(args):
@@ -257,6 +279,14 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--margin", type=float, default=0.0,
                     help="additive margin (log-probability units) subtracted from the true class's logit in the "
                          "loss (model_build.train.masked_loss); 0 = none, the shipped recipe")
+    ap.add_argument("--qat-epochs", type=int, default=0,
+                    help="quantisation-aware fine-tuning epochs after float training (model_build.qat: simulated "
+                         "int8 rounding, straight-through gradient); 0 = none, the shipped recipe")
+    ap.add_argument("--qat-lr", type=float, default=2e-4, help="learning rate of the QAT fine-tuning")
+    ap.add_argument("--qat-from", metavar="DIR", default=None,
+                    help="with --qat-epochs: no float training, start each fold's QAT from the float model a CV run "
+                         "of the same folds kept in DIR (its --out; same seed and fold), so the pair differs only "
+                         "in QAT")
     ap.add_argument("--conditions", action="store_true",
                     help="robustness augmentation (model_build.augment: level, babble, coloured noise, band "
                          "limits, reverb, speed) instead of the speed/gain/white-noise copy; extra corpora "
@@ -437,6 +467,21 @@ def parse_args(argv=None) -> argparse.Namespace:
         augment_config(args)
     except AugmentOptionError as e:  # name the option as typed, not the dataclass field
         ap.error(f"--{e.field.replace('_', '-')} {e.value}: {e.reason}")
+    if args.qat_epochs < 0:
+        ap.error(f"--qat-epochs {args.qat_epochs}: must be >= 0")
+    if not (np.isfinite(args.qat_lr) and args.qat_lr > 0):
+        ap.error(f"--qat-lr {args.qat_lr}: must be > 0")
+    if args.qat_epochs and args.distill_alpha:
+        ap.error("--qat-epochs with --distill-alpha: the QAT fine-tuning uses the hard loss only")
+    if args.qat_epochs and args.pooling != "last":
+        ap.error(f"--qat-epochs with --pooling {args.pooling}: QAT supports the shipped architecture (pooling last)")
+    if args.qat_from:
+        if not args.qat_epochs:
+            ap.error("--qat-from without --qat-epochs: nothing to fine-tune")
+        if not (Path(args.qat_from) / "manifest.json").is_file():
+            ap.error(f"--qat-from {args.qat_from}: no manifest.json (the --out of a bench/accuracy.py run)")
+        if Path(args.qat_from).resolve() == Path(args.out).resolve():
+            ap.error(f"--qat-from {args.qat_from}: is --out; the fine-tuned models would overwrite their starting points")
     return args
 
 
@@ -490,7 +535,7 @@ def main(argv=None) -> int:
                        dropout=args.dropout, pooling=args.pooling)
     tcfg = TrainConfig(epochs=args.epochs, patience=args.patience, seed=args.seed,
                        label_smoothing=args.label_smoothing, focal_gamma=args.focal_gamma, margin=args.margin,
-                       time_masks=args.time_masks,
+                       qat_epochs=args.qat_epochs, qat_lr=args.qat_lr, time_masks=args.time_masks,
                        freq_masks=args.freq_masks, mixup=args.mixup)
     from edge_runtime.classifier import DEFAULT_GATE
     from edge_runtime.window_policy import WindowPolicy

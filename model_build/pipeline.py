@@ -136,7 +136,7 @@ def train_and_convert(train_feats, train_labels, labels, fe_cfg, model_cfg: Mode
                       model_name: str = "ser_edge", trained_on: str = "", n_calib: int = 500,
                       extra_metadata: dict | None = None, log=_log, train_masks=None,
                       calibrate: bool = False, distill=None, teacher_cache=None,
-                      teacher_members=None) -> TrainedModel:
+                      teacher_members=None, start_from=None) -> TrainedModel:
     """Train on raw fixed-point features (lists of (n_frames, F) int arrays), convert to int8,
     check the graph, embed metadata, and write ``out_path`` (+ ``.json`` sidecar) if given.
 
@@ -149,6 +149,11 @@ def train_and_convert(train_feats, train_labels, labels, fe_cfg, model_cfg: Mode
     towards its soft targets as well; recorded as metadata ``distillation``. ``teacher_members``:
     float models (``*_float.npz``) already trained on this training set; their ensemble is the
     teacher instead (:func:`model_build.distill.ensemble_teacher`).
+    ``train_cfg.qat_epochs > 0``: after float training, quantisation-aware fine-tuning
+    (:func:`model_build.qat.qat_finetune`) on the same windows, ranges from the conversion's own
+    calibration windows; recorded as metadata ``qat``. ``start_from``: a float model (``*_float.npz``)
+    already trained on this training set (same windows, front end and architecture): no float
+    training, it is the starting point (of the QAT fine-tuning, if any).
     """
     from . import convert as C
     from .embed_metadata import embed, make_metadata, write_model
@@ -177,8 +182,19 @@ def train_and_convert(train_feats, train_labels, labels, fe_cfg, model_cfg: Mode
             z_teacher, info = teacher_logits(X, np.asarray(y), len(labels), distill, train_cfg, val=val,
                                              class_mask=wmask, cache=teacher_cache, log=log)
         distill_md = {"distillation": {**distill.to_dict(), "teacher_run": info}}
-    res = train(X, np.asarray(y), len(labels), model_cfg, train_cfg, val=val, log=log, class_mask=wmask,
-                teacher_logits=z_teacher, distill=distill)
+    if start_from is not None:
+        res = _start_from(start_from, model_cfg, X, len(labels), log)
+    else:
+        res = train(X, np.asarray(y), len(labels), model_cfg, train_cfg, val=val, log=log, class_mask=wmask,
+                    teacher_logits=z_teacher, distill=distill)
+    qat_md = {}
+    if train_cfg.qat_epochs:
+        from .convert import representative_dataset
+        from .qat import qat_finetune
+
+        calib = np.stack([w[0][0] for w in representative_dataset(X, n_calib)()])  # what the converter sees
+        qat_md = qat_finetune(res.model, X, np.asarray(y), len(labels), train_cfg, calib, val=val,
+                              class_mask=wmask, dropout=model_cfg.dropout, log=log)
     exp = export_model(res.model, model_cfg, window_frames, X.shape[2], len(labels))
     calib_md = {}
     if calibrate and val is not None:
@@ -212,7 +228,7 @@ def train_and_convert(train_feats, train_labels, labels, fe_cfg, model_cfg: Mode
                       "mean": [round(float(v), 5) for v in res.mean],
                       "std": [round(float(v), 5) for v in res.std]},
         output_kind="logits", model_config=model_cfg.to_dict(), ops=graph.op_counts,
-        **calib_md, **distill_md, **(extra_metadata or {}),
+        **calib_md, **distill_md, **qat_md, **(extra_metadata or {}),
     )
     if out_path is not None:
         path = write_model(out_path, raw, md)
@@ -223,6 +239,27 @@ def train_and_convert(train_feats, train_labels, labels, fe_cfg, model_cfg: Mode
     return TrainedModel(keras_model=res.model, model_bytes=model_bytes, metadata=md, graph=graph,
                         history=res.history, best_epoch=res.best_epoch, params=params,
                         train_seconds=res.seconds, path=path)
+
+
+def _start_from(float_npz, model_cfg: ModelConfig, X: np.ndarray, n_classes: int, log):
+    """A kept float model as :func:`model_build.train.train`'s result (no history), after checking it
+    is this recipe's architecture and was normalised with these windows' statistics."""
+    from types import SimpleNamespace
+
+    from .train import feature_stats
+
+    keras, mcfg, calib = load_float(float_npz)
+    if mcfg != model_cfg or calib.shape[1:] != X.shape[1:] or keras.output_shape[-1] != n_classes:
+        raise ValueError(f"{float_npz}: a {mcfg} model on {calib.shape[1:]} windows, {keras.output_shape[-1]} classes; "
+                         f"this run trains a {model_cfg} on {X.shape[1:]}, {n_classes} classes")
+    norm = keras.get_layer("norm")
+    std = 1.0 / np.asarray(norm.scale.numpy(), np.float64)
+    mean = -np.asarray(norm.bias.numpy(), np.float64) * std
+    m2, _ = feature_stats(X)
+    # the model keeps its own normaliser (what its export folds in); a large gap means another training set
+    log(f"starting from {float_npz} (no float training); its feature means vs these training windows': "
+        f"max |diff| {float(np.max(np.abs(mean - m2))):.4f} log2 units")
+    return SimpleNamespace(model=keras, history={"loss": []}, best_epoch=-1, seconds=0.0, mean=mean, std=std)
 
 
 def save_float(model_path: Path, keras_model, X: np.ndarray, n_calib: int, model_cfg: ModelConfig,

@@ -34,6 +34,10 @@ class TrainConfig:
     mixup: float = 0.0  # mixup Beta(a, a) parameter; 0 = no mixup
     focal_gamma: float = 0.0  # focal loss (1 - p)**gamma factor; 0 = plain cross-entropy
     margin: float = 0.0  # additive margin (log-probability units) off the true class's logit; 0 = none
+    # quantisation-aware fine-tuning after float training (model_build.qat): epochs (0 = none) and its
+    # learning rate
+    qat_epochs: int = 0
+    qat_lr: float = 2e-4
 
     def to_dict(self) -> dict:
         return asdict(self)
