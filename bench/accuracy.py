@@ -283,6 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="quantisation-aware fine-tuning epochs after float training (model_build.qat: simulated "
                          "int8 rounding, straight-through gradient); 0 = none, the shipped recipe")
     ap.add_argument("--qat-lr", type=float, default=2e-4, help="learning rate of the QAT fine-tuning")
+    ap.add_argument("--qat-control", action="store_true",
+                    help="with --qat-epochs: the same fine-tuning with every simulated rounding off (a control for "
+                         "what the extra low-learning-rate epochs do without QAT)")
     ap.add_argument("--qat-from", metavar="DIR", default=None,
                     help="with --qat-epochs: no float training, start each fold's QAT from the float model a CV run "
                          "of the same folds kept in DIR (its --out; same seed and fold), so the pair differs only "
@@ -475,6 +478,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         ap.error("--qat-epochs with --distill-alpha: the QAT fine-tuning uses the hard loss only")
     if args.qat_epochs and args.pooling != "last":
         ap.error(f"--qat-epochs with --pooling {args.pooling}: QAT supports the shipped architecture (pooling last)")
+    if args.qat_control and not args.qat_epochs:
+        ap.error("--qat-control without --qat-epochs: nothing to fine-tune")
     if args.qat_from:
         if not args.qat_epochs:
             ap.error("--qat-from without --qat-epochs: nothing to fine-tune")
@@ -535,7 +540,8 @@ def main(argv=None) -> int:
                        dropout=args.dropout, pooling=args.pooling)
     tcfg = TrainConfig(epochs=args.epochs, patience=args.patience, seed=args.seed,
                        label_smoothing=args.label_smoothing, focal_gamma=args.focal_gamma, margin=args.margin,
-                       qat_epochs=args.qat_epochs, qat_lr=args.qat_lr, time_masks=args.time_masks,
+                       qat_epochs=args.qat_epochs, qat_lr=args.qat_lr, qat_control=args.qat_control,
+                       time_masks=args.time_masks,
                        freq_masks=args.freq_masks, mixup=args.mixup)
     from edge_runtime.classifier import DEFAULT_GATE
     from edge_runtime.window_policy import WindowPolicy

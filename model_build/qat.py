@@ -83,8 +83,9 @@ def _check_supported(model) -> None:
 class QATForward:
     """The fake-quantised forward pass over a trained float crnn model's own variables."""
 
-    def __init__(self, model, dropout: float):
+    def __init__(self, model, dropout: float, rounding: bool = True):
         _check_supported(model)
+        self.rounding = bool(rounding)  # False: the same unrolled forward without any rounding (the control)
         self.model = model
         self.L = {n: model.get_layer(n) for n in ("norm", "conv1", "bn1", "conv2", "bn2", "pool", "lstm", "logits")}
         self.dropout = float(dropout)
@@ -115,6 +116,7 @@ class QATForward:
         import tensorflow as tf
 
         L, R = self.L, self.ranges
+        fake_quant, fake_quant_weights = self._ops()
         x = fake_quant(x, *R["input"])
         norm = L["norm"]
         s = tf.cast(norm.scale, x.dtype)  # per input feature, folded into conv1 by export_model
@@ -138,10 +140,17 @@ class QATForward:
         z = tf.matmul(h, fake_quant_weights(d.kernel, per_channel=True)) + d.bias
         return fake_quant(z, *R["logits"])
 
+    def _ops(self):
+        """The rounding ops, or identities for the control (``rounding=False``)."""
+        if self.rounding:
+            return fake_quant, fake_quant_weights
+        return (lambda x, lo, hi: x), (lambda w, per_channel: w)
+
     def _lstm(self, x):
         """The Keras LSTM (gates i, f, c, o; sigmoid / tanh) unrolled, int8 gate matrices, int8 hidden state."""
         import tensorflow as tf
 
+        _, fake_quant_weights = self._ops()
         cell = self.L["lstm"].cell
         H = cell.units
         W = [fake_quant_weights(cell.kernel[:, g * H:(g + 1) * H], per_channel=False) for g in range(4)]
@@ -157,7 +166,8 @@ class QATForward:
             i, f, cc, o = tf.split(g, 4, axis=1)
             c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(cc)
             h = tf.sigmoid(o) * tf.tanh(c)
-            h = tf.quantization.fake_quant_with_min_max_vars(h, LSTM_H_MIN, LSTM_H_MAX, num_bits=8)
+            if self.rounding:
+                h = tf.quantization.fake_quant_with_min_max_vars(h, LSTM_H_MIN, LSTM_H_MAX, num_bits=8)
         return h
 
     def probabilities(self, x, training: bool = False):
@@ -174,6 +184,8 @@ def qat_finetune(model, X: np.ndarray, y: np.ndarray, n_classes: int, train_cfg,
     rate ``train_cfg.qat_lr``). ``calib``: the
     windows the converter will calibrate on (activation ranges). ``val = (Xv, clip_index, clip_labels)``:
     the epoch with the best validation clip UAR *of the fake-quantised model* is kept (ties: the later).
+    ``train_cfg.qat_control``: the same fine-tuning with every rounding switched off (a control: what the
+    extra low-learning-rate epochs alone do).
     Returns a record for the model's metadata (per-epoch losses and validation UARs)."""
     import tensorflow as tf
     import tf_keras
@@ -186,7 +198,7 @@ def qat_finetune(model, X: np.ndarray, y: np.ndarray, n_classes: int, train_cfg,
     if train_cfg.qat_epochs == 0:
         return {}
     tf_keras.utils.set_random_seed(train_cfg.seed + 1000)
-    fw = QATForward(model, dropout)
+    fw = QATForward(model, dropout, rounding=not train_cfg.qat_control)
     loss_fn = masked_loss(n_classes, train_cfg.label_smoothing, train_cfg.focal_gamma, train_cfg.margin)
     opt = tf_keras.optimizers.Adam(train_cfg.qat_lr)
     variables = [v for v in model.trainable_variables if "bn" not in v.name]  # BN frozen (folded)
@@ -228,20 +240,20 @@ def qat_finetune(model, X: np.ndarray, y: np.ndarray, n_classes: int, train_cfg,
             tb = np.concatenate([Y[j], M[j]], axis=1)
             losses.append(float(step_ep(Xf[j], tb, Y[j] @ wv)))
         hist["loss"].append(float(np.mean(losses)))
-        msg = f"qat epoch {ep + 1}/{train_cfg.qat_epochs}  loss {hist['loss'][-1]:.3f}"
+        msg = f"{'qat' if fw.rounding else 'qat control (no rounding)'} epoch {ep + 1}/{train_cfg.qat_epochs}  loss {hist['loss'][-1]:.3f}"
         if val is not None:
             Xv, civ, yv = val
             pv = np.concatenate([np.asarray(pred_ep(np.asarray(Xv[s:s + 256], np.float32)))
                                  for s in range(0, len(Xv), 256)])
             vuar = _uar(np.asarray(yv), aggregate(pv, civ, len(yv)).argmax(1), n_classes)
             hist["val_uar"].append(vuar)
-            msg += f"  val_uar (fake-quant) {vuar:.3f}"
+            msg += f"  val_uar {vuar:.3f}"
             if vuar >= best[0]:
                 best = (vuar, ep, model.get_weights())
         log(msg + f"  [{time.time() - t0:.0f}s]")
     if best[2] is not None:
         model.set_weights(best[2])
-    return {"qat": {"epochs": train_cfg.qat_epochs, "lr": train_cfg.qat_lr,
+    return {"qat": {"epochs": train_cfg.qat_epochs, "lr": train_cfg.qat_lr, "control_without_rounding": fw.rounding is False,
                     "kept_epoch": (best[1] + 1) if best[2] is not None else train_cfg.qat_epochs,
                     "history": {k: [round(v, 4) for v in vs] for k, vs in hist.items()},
                     "seconds": round(time.time() - t0, 1),

@@ -38,6 +38,7 @@ class TrainConfig:
     # learning rate
     qat_epochs: int = 0
     qat_lr: float = 2e-4
+    qat_control: bool = False  # the same fine-tuning without rounding (what the extra epochs alone do)
 
     def to_dict(self) -> dict:
         return asdict(self)
