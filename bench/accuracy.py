@@ -286,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--qat-control", action="store_true",
                     help="with --qat-epochs: the same fine-tuning with every simulated rounding off (a control for "
                          "what the extra low-learning-rate epochs do without QAT)")
+    ap.add_argument("--qat-consistency", type=float, default=0.0,
+                    help="with --qat-epochs: weight of KL(float || simulated int8) added to the QAT loss "
+                         "(model_build.qat.consistency_kl; asks the two to agree); 0 = none")
     ap.add_argument("--qat-from", metavar="DIR", default=None,
                     help="with --qat-epochs: no float training, start each fold's QAT from the float model a CV run "
                          "of the same folds kept in DIR (its --out; same seed and fold), so the pair differs only "
@@ -478,6 +481,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         ap.error("--qat-epochs with --distill-alpha: the QAT fine-tuning uses the hard loss only")
     if args.qat_epochs and args.pooling != "last":
         ap.error(f"--qat-epochs with --pooling {args.pooling}: QAT supports the shipped architecture (pooling last)")
+    if not (np.isfinite(args.qat_consistency) and args.qat_consistency >= 0):
+        ap.error(f"--qat-consistency {args.qat_consistency}: must be >= 0")
+    if args.qat_consistency and (not args.qat_epochs or args.qat_control):
+        ap.error("--qat-consistency needs --qat-epochs and no --qat-control (it compares float with simulated int8)")
     if args.qat_control and not args.qat_epochs:
         ap.error("--qat-control without --qat-epochs: nothing to fine-tune")
     if args.qat_from:
@@ -541,6 +548,7 @@ def main(argv=None) -> int:
     tcfg = TrainConfig(epochs=args.epochs, patience=args.patience, seed=args.seed,
                        label_smoothing=args.label_smoothing, focal_gamma=args.focal_gamma, margin=args.margin,
                        qat_epochs=args.qat_epochs, qat_lr=args.qat_lr, qat_control=args.qat_control,
+                       qat_consistency=args.qat_consistency,
                        time_masks=args.time_masks,
                        freq_masks=args.freq_masks, mixup=args.mixup)
     from edge_runtime.classifier import DEFAULT_GATE

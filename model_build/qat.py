@@ -39,12 +39,15 @@ import numpy as np
 LSTM_H_MIN, LSTM_H_MAX = -127 * 2.0 / 255, 128 * 2.0 / 255
 
 
-def check_options(epochs, lr) -> None:
-    """Raise ``ValueError`` naming the first bad QAT option (``TrainConfig.qat_epochs`` / ``qat_lr``)."""
+def check_options(epochs, lr, consistency: float = 0.0) -> None:
+    """Raise ``ValueError`` naming the first bad QAT option (``TrainConfig.qat_epochs``, ``qat_lr``,
+    ``qat_consistency``)."""
     if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
         raise ValueError(f"qat epochs must be a whole number >= 0, got {epochs!r}")
     if not (isinstance(lr, (int, float)) and np.isfinite(lr) and lr > 0):
         raise ValueError(f"qat learning rate must be > 0, got {lr!r}")
+    if not (isinstance(consistency, (int, float)) and np.isfinite(consistency) and consistency >= 0):
+        raise ValueError(f"qat consistency weight must be >= 0, got {consistency!r}")
 
 
 def fake_quant(x, lo: float, hi: float):
@@ -111,12 +114,14 @@ class QATForward:
         z = m.predict(np.asarray(calib, np.float32), batch_size=256, verbose=0)
         return float(np.min(z)), float(np.max(z))
 
-    def logits(self, x, training: bool):
-        """Fake-quantised logits of windows ``x`` (batch, T, F)."""
+    def logits(self, x, training: bool, rounding: bool | None = None):
+        """Fake-quantised logits of windows ``x`` (batch, T, F); ``rounding=False``: the same forward
+        without rounding (the float model, unrolled); default: this object's ``rounding``."""
         import tensorflow as tf
 
         L, R = self.L, self.ranges
-        fake_quant, fake_quant_weights = self._ops()
+        rounding = self.rounding if rounding is None else rounding
+        fake_quant, fake_quant_weights = self._ops(rounding)
         x = fake_quant(x, *R["input"])
         norm = L["norm"]
         s = tf.cast(norm.scale, x.dtype)  # per input feature, folded into conv1 by export_model
@@ -133,24 +138,25 @@ class QATForward:
         x = L["pool"](x)
         if training and self.dropout:
             x = tf.nn.dropout(x, self.dropout / 2)
-        h = self._lstm(x)
+        h = self._lstm(x, rounding)
         if training and self.dropout:
             h = tf.nn.dropout(h, self.dropout)
         d = L["logits"]
         z = tf.matmul(h, fake_quant_weights(d.kernel, per_channel=True)) + d.bias
         return fake_quant(z, *R["logits"])
 
-    def _ops(self):
-        """The rounding ops, or identities for the control (``rounding=False``)."""
-        if self.rounding:
+    @staticmethod
+    def _ops(rounding: bool):
+        """The rounding ops, or identities (``rounding=False``: the control, the float reference)."""
+        if rounding:
             return fake_quant, fake_quant_weights
         return (lambda x, lo, hi: x), (lambda w, per_channel: w)
 
-    def _lstm(self, x):
+    def _lstm(self, x, rounding: bool):
         """The Keras LSTM (gates i, f, c, o; sigmoid / tanh) unrolled, int8 gate matrices, int8 hidden state."""
         import tensorflow as tf
 
-        _, fake_quant_weights = self._ops()
+        _, fake_quant_weights = self._ops(rounding)
         cell = self.L["lstm"].cell
         H = cell.units
         W = [fake_quant_weights(cell.kernel[:, g * H:(g + 1) * H], per_channel=False) for g in range(4)]
@@ -166,7 +172,7 @@ class QATForward:
             i, f, cc, o = tf.split(g, 4, axis=1)
             c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(cc)
             h = tf.sigmoid(o) * tf.tanh(c)
-            if self.rounding:
+            if rounding:
                 h = tf.quantization.fake_quant_with_min_max_vars(h, LSTM_H_MIN, LSTM_H_MAX, num_bits=8)
         return h
 
@@ -174,6 +180,15 @@ class QATForward:
         import tensorflow as tf
 
         return tf.nn.softmax(self.logits(x, training))
+
+
+def consistency_kl(z_float, z_int8):
+    """Per-window ``KL(softmax(z_float) || softmax(z_int8))`` in nats: how far the simulated int8
+    model's window distribution is from the float model's (0 when they agree exactly)."""
+    import tensorflow as tf
+
+    lf = tf.nn.log_softmax(z_float)
+    return tf.reduce_sum(tf.exp(lf) * (lf - tf.nn.log_softmax(z_int8)), axis=-1)
 
 
 def qat_finetune(model, X: np.ndarray, y: np.ndarray, n_classes: int, train_cfg, calib: np.ndarray,
@@ -185,7 +200,9 @@ def qat_finetune(model, X: np.ndarray, y: np.ndarray, n_classes: int, train_cfg,
     windows the converter will calibrate on (activation ranges). ``val = (Xv, clip_index, clip_labels)``:
     the epoch with the best validation clip UAR *of the fake-quantised model* is kept (ties: the later).
     ``train_cfg.qat_control``: the same fine-tuning with every rounding switched off (a control: what the
-    extra low-learning-rate epochs alone do).
+    extra low-learning-rate epochs alone do). ``train_cfg.qat_consistency`` (lambda > 0): the loss adds
+    ``lambda * KL(float || simulated int8)`` (:func:`consistency_kl`, both forwards without dropout, the
+    gradient through both), which asks the two to agree, not only the int8 one to be right.
     Returns a record for the model's metadata (per-epoch losses and validation UARs)."""
     import tensorflow as tf
     import tf_keras
@@ -193,12 +210,13 @@ def qat_finetune(model, X: np.ndarray, y: np.ndarray, n_classes: int, train_cfg,
     from .train import _uar, masked_loss
     from .windows import aggregate
 
-    check_options(train_cfg.qat_epochs, train_cfg.qat_lr)
+    check_options(train_cfg.qat_epochs, train_cfg.qat_lr, train_cfg.qat_consistency)
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     if train_cfg.qat_epochs == 0:
         return {}
     tf_keras.utils.set_random_seed(train_cfg.seed + 1000)
     fw = QATForward(model, dropout, rounding=not train_cfg.qat_control)
+    lam = float(train_cfg.qat_consistency)
     loss_fn = masked_loss(n_classes, train_cfg.label_smoothing, train_cfg.focal_gamma, train_cfg.margin)
     opt = tf_keras.optimizers.Adam(train_cfg.qat_lr)
     variables = [v for v in model.trainable_variables if "bn" not in v.name]  # BN frozen (folded)
@@ -216,6 +234,8 @@ def qat_finetune(model, X: np.ndarray, y: np.ndarray, n_classes: int, train_cfg,
         with tf.GradientTape() as tape:
             p = fw.probabilities(xb, training=True)
             lv = tf.reduce_mean(loss_fn(tb, p) * wb)  # as Keras weighs sample_weight
+            if lam:
+                lv += lam * tf.reduce_mean(consistency_kl(fw.logits(xb, False, rounding=False), fw.logits(xb, False)))
         opt.apply_gradients(zip(tape.gradient(lv, variables), variables))
         return lv
 
@@ -254,6 +274,7 @@ def qat_finetune(model, X: np.ndarray, y: np.ndarray, n_classes: int, train_cfg,
     if best[2] is not None:
         model.set_weights(best[2])
     return {"qat": {"epochs": train_cfg.qat_epochs, "lr": train_cfg.qat_lr, "control_without_rounding": fw.rounding is False,
+                    "consistency": lam,
                     "kept_epoch": (best[1] + 1) if best[2] is not None else train_cfg.qat_epochs,
                     "history": {k: [round(v, 4) for v in vs] for k, vs in hist.items()},
                     "seconds": round(time.time() - t0, 1),

@@ -39,6 +39,7 @@ class TrainConfig:
     qat_epochs: int = 0
     qat_lr: float = 2e-4
     qat_control: bool = False  # the same fine-tuning without rounding (what the extra epochs alone do)
+    qat_consistency: float = 0.0  # weight of KL(float || simulated int8) in the QAT loss; 0 = none
 
     def to_dict(self) -> dict:
         return asdict(self)

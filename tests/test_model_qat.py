@@ -123,7 +123,8 @@ def test_qat_finetune_from_a_kept_model_gives_a_normal_int8_model(tiny_model_bui
     W = md0["window_frames"]
     out = tmp_path / "qat.tflite"
     tm = train_and_convert(feats, y, labels, DEFAULT_CONFIG, mcfg,
-                           TrainConfig(epochs=3, batch_size=16, seed=0, verbose=False, qat_epochs=1, qat_lr=1e-3),
+                           TrainConfig(epochs=3, batch_size=16, seed=0, verbose=False, qat_epochs=1, qat_lr=1e-3,
+                                       qat_consistency=1.0),
                            window_frames=W, hop_frames=W // 2, train_hop_frames=max(1, W // 4), out_path=out,
                            val_feats=feats[::5], val_labels=np.array(y[::5]), model_name="tiny_qat",
                            trained_on="synth (test)", n_calib=200, extra_metadata={"licence": LICENCES["synth"]},
@@ -139,6 +140,7 @@ def test_qat_finetune_from_a_kept_model_gives_a_normal_int8_model(tiny_model_bui
         for a, b in zip(before.get_layer(name).get_weights(), after.get_layer(name).get_weights()):
             np.testing.assert_array_equal(a, b)
     q = tm.metadata["qat"]
+    assert q["consistency"] == 1.0 and q["control_without_rounding"] is False
     assert q["epochs"] == 1 and q["kept_epoch"] == 1 and len(q["history"]["loss"]) == 1 and len(q["history"]["val_uar"]) == 1
     # a normal model: pure int8, one fused LSTM, the same operators and metadata keys as the float-trained one
     rep = check_int8_graph(tm.model_bytes, require_fused_lstm=True)
@@ -151,6 +153,23 @@ def test_qat_finetune_from_a_kept_model_gives_a_normal_int8_model(tiny_model_bui
     assert np.abs(outs["litert"].astype(int) - outs["tflm"].astype(int)).max() <= 1  # TFLite Micro runs it too
 
 
+def test_consistency_kl_is_the_float_to_int8_kl():
+    require_module("tensorflow")
+    import tensorflow as tf
+
+    from model_build.qat import consistency_kl
+
+    zf = np.array([[2.0, 0.0, -1.0], [0.5, 0.4, 0.0]])
+    zq = np.array([[1.8, 0.1, -1.0], [0.5, 0.4, 0.0]])
+    pf = np.exp(zf) / np.exp(zf).sum(1, keepdims=True)
+    pq = np.exp(zq) / np.exp(zq).sum(1, keepdims=True)
+    want = (pf * np.log(pf / pq)).sum(1)
+    got = consistency_kl(tf.constant(zf), tf.constant(zq)).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert got[1] == 0.0 and got[0] > 0  # identical logits: no cost
+    np.testing.assert_allclose(consistency_kl(tf.constant(zf + 3.0), tf.constant(zq)).numpy(), want, rtol=1e-5, atol=1e-12)  # shift-free
+
+
 def test_bad_qat_options_are_refused(tmp_path, capsys):
     require_module("tensorflow")
     from bench.accuracy import parse_args
@@ -159,6 +178,8 @@ def test_bad_qat_options_are_refused(tmp_path, capsys):
     for argv, msg in ((["--qat-epochs", "-1"], "--qat-epochs -1: must be >= 0"),
                       (["--qat-epochs", "2", "--qat-lr", "0"], "--qat-lr 0.0: must be > 0"),
                       (["--qat-control"], "--qat-control without --qat-epochs"),
+                      (["--qat-epochs", "2", "--qat-consistency", "-1"], "--qat-consistency -1.0: must be >= 0"),
+                      (["--qat-epochs", "2", "--qat-control", "--qat-consistency", "1"], "--qat-consistency needs"),
                       (["--qat-from", str(tmp_path)], "--qat-from without --qat-epochs"),
                       (["--qat-epochs", "2", "--qat-from", str(tmp_path)], "no manifest.json"),
                       (["--qat-epochs", "2", "--pooling", "mean"], "--qat-epochs with --pooling mean"),
@@ -171,9 +192,9 @@ def test_bad_qat_options_are_refused(tmp_path, capsys):
     a = parse_args(["--qat-epochs", "3"])
     assert (a.qat_epochs, a.qat_lr, a.qat_from) == (3, 2e-4, None)
     assert parse_args([]).qat_epochs == 0
-    for epochs, lr in ((-1, 1e-3), (1.5, 1e-3), (2, 0.0), (2, float("nan"))):
+    for epochs, lr, lam in ((-1, 1e-3, 0), (1.5, 1e-3, 0), (2, 0.0, 0), (2, float("nan"), 0), (2, 1e-3, -0.5)):
         with pytest.raises(ValueError, match="qat"):
-            check_options(epochs, lr)
+            check_options(epochs, lr, lam)
     check_options(0, 1e-3)
 
 
