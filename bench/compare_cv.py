@@ -7,7 +7,7 @@ seeds' mean differences, plus in how many seeds and fold runs the option's figur
 ``ece_clip`` lower is better). Fold noise (4 test actors
 per fold) is large, so only a difference that holds in every seed is worth reading as one.
 
-    python bench/compare_cv.py bench/results/accuracy.json bench/results/accuracy_ased.json \\
+    python bench/compare_cv.py bench/results/accuracy_preqat.json bench/results/accuracy_ased.json \\
         --name ased --results bench/results/cv_compare_ased.json
 
 An option whose "seed" stands for a group of base seeds (an ensemble of those seeds' fold models,
@@ -15,12 +15,15 @@ An option whose "seed" stands for a group of base seeds (an ensemble of those se
 "0=0,1,2;1=3,4,5"`` pairs option seed 0 fold f with the mean over base seeds 0, 1, 2 of fold f (each
 key averaged over the members), and so on; the base's per-seed sd is then that of the group means.
 
-    python bench/compare_cv.py bench/results/accuracy.json bench/results/accuracy_pi.json \\
+    python bench/compare_cv.py bench/results/accuracy_preqat.json bench/results/accuracy_pi.json \\
         --base-extra bench/results/accuracy_pi_singles.json --name pi --groups "0=0,1,2;1=3,4,5;2=6,7,8" \\
         --results bench/results/cv_compare_pi.json
 
 ``--base-extra`` adds other seeds of the base recipe scored in other runs (their fold records join the
 base's; the same checks as between base and option, and no (seed, fold) twice).
+
+The ``cv_compare_*.json`` files in bench/results were all written against the CV of the recipe as it was
+before the QAT phase joined it (``accuracy_preqat.json``; ``accuracy.json`` is now the QAT recipe's CV).
 
 Prints a Markdown table and writes the JSON.
 """

@@ -13,9 +13,9 @@ teachers are float models, never converted: their row is a ceiling for the stude
 figure.
 
     python bench/distill_teachers.py --models runs/cv_distill_s0 --teachers runs/teachers \\
-        --distill bench/results/accuracy_distill.json --base bench/results/accuracy.json
+        --distill bench/results/accuracy_distill.json --base bench/results/accuracy_preqat.json
     python bench/distill_teachers.py --models runs/cv_distill_ens_s0 --ensemble runs/ensemble_base \\
-        --distill bench/results/accuracy_distill_ens.json --base bench/results/accuracy.json \\
+        --distill bench/results/accuracy_distill_ens.json --base bench/results/accuracy_preqat.json \\
         --results bench/results/distill_teachers_ens.json
 
 Prints a Markdown table and writes ``bench/results/distill_teachers.json``.

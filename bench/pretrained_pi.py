@@ -6,8 +6,12 @@
 An ensemble of ``--members`` (3) trainings of the shipped recipe (``RECIPE``: RAVDESS actors 01-20 +
 TESS, fold-0 early-stopping actors, the same data and augmentation), training seeds 0..N-1, in ONE
 int8 .tflite (:func:`model_build.ensemble.build_ensemble`, ``mean_logits``: the mean of the members'
-logits, the combination the CV measured). Member seed 0 is the shipped small model's own training (its ``default_float.npz``),
-checked against the shipped ``default.tflite`` (same labels, normaliser and window labels). Seeds
+logits, the combination the CV measured). Member seed 0 is the training of the small model installed at build
+time (the ``default_float.npz`` its ``bench/pretrained.py`` build kept), checked against the installed
+``default.tflite`` (same labels, normaliser and window labels). The ``pi.tflite`` shipped now was built before
+the QAT phase joined ``RECIPE``: its members, seed 0 included, are trainings of the pre-QAT recipe (its
+metadata's ``recipe`` has no ``qat_epochs``), so it shares no member with today's ``default.tflite``; a rebuild
+trains QAT members, which ``cv_compare_pi.json`` (pre-QAT members) has not measured. Seeds
 1..N-1 are trained one after the other, their float weights kept under ``WORK/pi/`` (a later run
 reuses them). The temperature is fitted at clip level through the runtime on the same validation
 actors as the small model's (:mod:`model_build.recalibrate`).
@@ -235,7 +239,7 @@ def report_md(res: dict) -> str:
     lines = [
         "# ser-edge Raspberry Pi model (`edge_runtime/models/pi.tflite`)", "",
         f"An int8 ensemble of {res['members']} trainings of the shipped recipe (training seeds "
-        f"{', '.join(map(str, res['member_seeds']))}; seed 0 is the shipped small model's training), "
+        f"{', '.join(map(str, res['member_seeds']))}; seed 0 is the training of the small model installed when it was built), "
         f"combined in one graph (`{res['combine']}`: the mean of their logits, as in the CV): "
         f"{res['model_bytes']:,} bytes, {res['params']:,} parameters. Selected by `ser-edge run` / `serve` "
         "on a Raspberry Pi (`--model auto`); the firmware keeps the small model (64 KB flash budget).", "",

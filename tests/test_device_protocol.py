@@ -534,14 +534,15 @@ def test_stream_reset_continues_window_numbering(dut, reference):
         host.close()
 
 
-@pytest.mark.parametrize("seed,seconds,level", [(268, 2.3, 0.47268434939293985), (727, 0.7, 0.19871201029267033)],
+@pytest.mark.parametrize("seed,seconds,level", [(809, 2.3, 0.5082425997909483), (863, 0.7, 0.7492107704932053)],
                          ids=["sums-tie", "short-tie"])
 def test_exact_ties_are_broken_as_the_window_policy_says(dut, reference, seed, seconds, level):
     """Clips found by search where the window policy's tie rules decide (docs/window_policy.md):
     ``sums-tie``: two classes' int8 score sums tie over the clip's windows, and the mean probability
     picks the label; ``short-tie``: a short clip's single window ties in both, so STOP classifies it
     again centred in the window. Both devices send exactly the reference's records. (Searched again
-    for the recalibrated shipped model: the clips depend on its int8 scores.)"""
+    for the QAT shipped model, random seeds and levels until the reference meets the tie: the clips
+    depend on its int8 scores.)"""
     if not dut.has_engine:
         pytest.skip("firmware built without inference kernels")
     feats = features_int8(speechlike(seconds, seed=seed, level=level))
@@ -550,7 +551,7 @@ def test_exact_ties_are_broken_as_the_window_policy_says(dut, reference, seed, s
     wins = [m for m in want if not m.flags & ResultFlags.UTTERANCE]
     summary = want[-1]
     sums = np.sum([m.scores for m in wins], axis=0)
-    if seed == 268:  # the reference really meets an exact tie of the top sums, broken by probability
+    if seed == 809:  # the reference really meets an exact tie of the top sums, broken by probability
         assert np.sort(sums)[-1] == np.sort(sums)[-2] and not summary.flags & ResultFlags.UNCERTAIN
     else:  # ... or a short window tied in both, classified again
         assert len(wins) == 2 and wins[0].t_end_ms == wins[1].t_end_ms

@@ -260,7 +260,8 @@ def test_shipped_pi_model(tmp_path):
     m = IntModel(PI, backend="litert")
     c = resolve_model("auto", device_tree=_board(tmp_path, PI4), env={})
     assert c.path == PI and c.name == "pi"
-    # the two models mostly agree on real-ish audio (they share a member), but are not the same model
+    # the two models mostly agree on real-ish audio (same data and recipe up to the small model's QAT phase), but
+    # are not the same model
     from edge_runtime.classifier import StreamingClassifier
 
     x = speechlike(6.0, seed=3)
