@@ -404,12 +404,15 @@ class DeviceClient:
         self.session = 0
         self._session_offsets: dict[int, int] = {}  # session -> START offset (stream units)
         self.offset = 0  # next stream offset (samples for AUDIO, frames for FEATURES)
+        # +1 at every START/STOP the host completes: a recovery's INFO is only compared with the
+        # session state it was asked under (see _recover)
+        self._session_epoch = 0
         self._counters = {"reconnects": 0, "device_restarts": 0, "recoveries": 0,
                           "stale_results": 0, "results": 0, "gap_results": 0, "errors_rx": 0,
                           "tx_frames": 0, "tx_dropped": 0, "timeouts": 0, "pings": 0,
                           "session_restarts": 0, "resend_requests": 0, "resent_items": 0,
                           "resend_unavailable": 0, "syncs": 0, "duplicate_results": 0,
-                          "result_resend_requests": 0, "tx_timeouts": 0}
+                          "result_resend_requests": 0, "tx_timeouts": 0, "stale_infos": 0}
         self._tx_resync = False  # a write timed out mid-frame: start the next one with a delimiter
 
     # ------------------------------------------------------------------ lifecycle
@@ -580,6 +583,8 @@ class DeviceClient:
             except Exception:
                 self.mode, self.session = old
                 raise
+            finally:
+                self._session_epoch += 1
         return session
 
     def stop(self) -> None:
@@ -590,6 +595,7 @@ class DeviceClient:
                 self._request(Stop(), lambda s: ("ack", s))
             finally:
                 self.mode = Mode.IDLE
+                self._session_epoch += 1
 
     def get_stats(self) -> dict:
         """The device's counters (STATS)."""
@@ -916,10 +922,21 @@ class DeviceClient:
     def _recover(self) -> None:
         """Re-handshake; restart the session if the device lost it."""
         self._counters["recoveries"] += 1
+        # The INFO describes the device when it read our HELLO. A START or STOP the host completed
+        # after the HELLO left (it may have queued ahead of them on a slow link, e.g. QEMU's UART on
+        # a loaded machine) makes that INFO older than the session: its IDLE does not mean the
+        # device lost the session, and restarting would reset the device's window history mid-clip
+        # (windows then classified from other frames than the host's). Taken under the state lock,
+        # so a START in flight is acknowledged before the HELLO goes out.
+        with self._state_lock:
+            epoch = self._session_epoch
         info = self._request(Hello(PROTOCOL_REVISION, MAX_PAYLOAD, self.client_name), lambda s: ("info", s),
                              timeout=max(0.2, self.timeout / 2), retries=1)  # short tries: the loop retries
         self.info = info
         with self._state_lock:
+            if epoch != self._session_epoch:
+                self._counters["stale_infos"] += 1
+                return  # a session that really was lost answers its next frame NO_SESSION: recover then
             if self.mode in (Mode.AUDIO, Mode.FEATURES, Mode.MIC_PUSH) and info.mode != self.mode:
                 session = (self.session + 1) & 0xFFFF
                 off = self.offset  # frames sent from now on start here (a racing one is zero-filled)
@@ -927,6 +944,7 @@ class DeviceClient:
                 self.session = session
                 self._windows_seen, self._window_asks = set(), {}
                 self._request(Start(int(self.mode), session, off), lambda s: ("ack", s))
+                self._session_epoch += 1
                 self._counters["session_restarts"] += 1
 
 
