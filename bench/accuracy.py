@@ -400,9 +400,11 @@ def summarise_seeds(res: dict, folds: list[int]) -> dict:
     return out
 
 
-# options that do not change what a fold model is or how it is scored (a merge may differ in these)
+# options that do not change what a fold model is or how it is scored (a merge may differ in these);
+# ``qat_from``: where each seed's kept float models of the same float recipe were read (each training
+# seed's own CV folder, checked per fold by qat_start), not what was trained
 _RUN_ONLY = {"seed", "seeds", "out", "results", "reuse_models", "resummarise", "merge", "recalibrate_from", "data",
-             "recipe", "train", "distill_teachers", "ensemble_from"}
+             "recipe", "train", "distill_teachers", "ensemble_from", "qat_from"}
 
 
 def merge_results(paths: list[Path]) -> dict:

@@ -72,6 +72,17 @@ def group_base(base: dict, groups: dict[int, list[int]]) -> dict:
     return {**base, "ravdess_folds": rows}
 
 
+def load_results(path: str) -> dict:
+    """A bench/accuracy.py results file; one line naming it (``SystemExit``) if it is missing or not JSON."""
+    try:
+        res = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"{path}: cannot read a results file ({exc.__class__.__name__}: {exc})") from None
+    if not isinstance(res, dict) or "ravdess_folds" not in res:
+        raise SystemExit(f"{path}: not a bench/accuracy.py results file (no ravdess_folds)")
+    return res
+
+
 def check_comparable(a: dict, b: dict, what: str) -> None:
     """Refuse (``SystemExit`` prefixed by ``what``) two results of other folds, front end or evaluation."""
     for k in SAME:
@@ -141,9 +152,8 @@ def main(argv=None) -> int:
                     help="option seed G pairs with the mean of base seeds S,S,... (an ensemble vs its members)")
     ap.add_argument("--results", default=None, help="output JSON (default: none)")
     a = ap.parse_args(argv)
-    base = with_extra_seeds(json.loads(Path(a.base).read_text()),
-                            [(p, json.loads(Path(p).read_text())) for p in a.base_extra])
-    res = compare(base, json.loads(Path(a.option).read_text()), parse_groups(a.groups) if a.groups else None)
+    base = with_extra_seeds(load_results(a.base), [(p, load_results(p)) for p in a.base_extra])
+    res = compare(base, load_results(a.option), parse_groups(a.groups) if a.groups else None)
     res.update({"base": a.base, "option": a.option, "name": a.name,
                 **({"base_extra": a.base_extra} if a.base_extra else {})})
     print(f"| key | base (mean ± seed sd) | {a.name} | Δ {a.name} − base (mean ± sd over seeds) "

@@ -117,7 +117,8 @@ def test_cv_merge_of_seed_runs(tmp_path):
 
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     a.write_text(json.dumps(run([0], {0: 0.5})))
-    b.write_text(json.dumps(run([1, 2], {1: 0.4, 2: 0.6}, out="y")))  # where models were kept does not matter
+    # where models were kept, or which folder each seed's QAT started from, does not matter
+    b.write_text(json.dumps(run([1, 2], {1: 0.4, 2: 0.6}, out="y", qat_from="cv_s1")))
     res = merge_results([a, b])
     assert res["seeds"] == 3 and res["seeds_done"] == [0, 1, 2] and len(res["ravdess_folds"]) == 6
     assert res["n_seeds"] == 3  # complete seeds, as a number (a goal can compare it)
@@ -156,6 +157,18 @@ def test_compare_cv_pairs_by_seed_and_fold():
     assert v["seeds_higher"] == 2 and (v["fold_runs_higher"], v["fold_runs_lower"]) == (2, 2)
     with pytest.raises(SystemExit, match="fold_seed"):
         compare(base, run(lambda s, f: 0.5, fold_seed=1))
+
+
+def test_compare_cv_names_an_unreadable_results_file(tmp_path):
+    """A missing or non-results file is one line naming it, not a traceback."""
+    from bench.compare_cv import main
+
+    bad = tmp_path / "not_results.json"
+    bad.write_text("[1, 2]")
+    with pytest.raises(SystemExit, match="missing.json: cannot read"):
+        main([str(tmp_path / "missing.json"), str(bad)])
+    with pytest.raises(SystemExit, match="not_results.json: not a bench/accuracy.py results file"):
+        main([str(bad), str(bad)])
 
 
 def _shipped_like(tiny_model_build, tmp_path):
