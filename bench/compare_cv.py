@@ -15,8 +15,8 @@ An option whose "seed" stands for a group of base seeds (an ensemble of those se
 "0=0,1,2;1=3,4,5"`` pairs option seed 0 fold f with the mean over base seeds 0, 1, 2 of fold f (each
 key averaged over the members), and so on; the base's per-seed sd is then that of the group means.
 
-    python bench/compare_cv.py bench/results/accuracy_preqat.json bench/results/accuracy_pi.json \\
-        --base-extra bench/results/accuracy_pi_singles.json --name pi --groups "0=0,1,2;1=3,4,5;2=6,7,8" \\
+    python bench/compare_cv.py bench/results/accuracy.json bench/results/accuracy_pi.json \\
+        --base-extra bench/results/accuracy_qat_singles.json --name pi --groups "0=0,1,2;1=3,4,5;2=6,7,8" \\
         --results bench/results/cv_compare_pi.json
 
 ``--base-extra`` adds other seeds of the base recipe scored in other runs (their fold records join the

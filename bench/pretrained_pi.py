@@ -8,10 +8,9 @@ TESS, fold-0 early-stopping actors, the same data and augmentation), training se
 int8 .tflite (:func:`model_build.ensemble.build_ensemble`, ``mean_logits``: the mean of the members'
 logits, the combination the CV measured). Member seed 0 is the training of the small model installed at build
 time (the ``default_float.npz`` its ``bench/pretrained.py`` build kept), checked against the installed
-``default.tflite`` (same labels, normaliser and window labels). The ``pi.tflite`` shipped now was built before
-the QAT phase joined ``RECIPE``: its members, seed 0 included, are trainings of the pre-QAT recipe (its
-metadata's ``recipe`` has no ``qat_epochs``), so it shares no member with today's ``default.tflite``; a rebuild
-trains QAT members, which ``cv_compare_pi.json`` (pre-QAT members) has not measured. Seeds
+``default.tflite`` (same labels, normaliser and window labels). Members are trainings of today's ``RECIPE``
+(with the QAT phase), and ``cv_compare_pi.json`` measured ensembles of the same recipe's fold models (the
+first Pi model, of pre-QAT members, is kept in ``*_pi_preqat.json``). Seeds
 1..N-1 are trained one after the other, their float weights kept under ``WORK/pi/`` (a later run
 reuses them). The temperature is fitted at clip level through the runtime on the same validation
 actors as the small model's (:mod:`model_build.recalibrate`).
