@@ -64,6 +64,16 @@ def member_float(work: Path, seed: int) -> Path:
     return work / "pi" / f"member_s{seed}_float.npz"
 
 
+def check_seed0(seed0_float: Path) -> None:
+    """Refuse (one line) a member seed 0 whose int8 model is not beside its float weights: the ensemble
+    builder reads front end, labels and window from ``<stem>.tflite`` next to ``<stem>_float.npz``."""
+    if seed0_float.is_file():
+        t = seed0_float.with_name(seed0_float.name.removesuffix("_float.npz") + ".tflite")
+        if not t.is_file():
+            raise SystemExit(f"--seed0-float {seed0_float}: no {t.name} beside it (member seed 0 needs the "
+                             "int8 model its bench/pretrained.py build wrote)")
+
+
 def train_members(data: str, work: Path, seeds: list[int], seed0_float: Path | None) -> list[Path]:
     """The float weights (``<stem>_float.npz``) of every member, training (one at a time) those not kept.
 
@@ -303,6 +313,7 @@ def main_pi(args) -> int:
         rec = json.loads(build_json.read_text())
     else:
         seed0 = Path(args.seed0_float) if args.seed0_float else work / "default_float.npz"
+        check_seed0(seed0)  # before hours of member training, not after
         members = train_members(args.data, work, seeds, seed0)
         if args.members_only:
             return 0

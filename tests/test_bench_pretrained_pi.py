@@ -28,3 +28,19 @@ def test_cv_figures_read_the_paired_gain(tmp_path, monkeypatch):
     assert got["accuracy_pi"] == {"ravdess8_uar_int8": 0.57}  # per-fold lists stay in accuracy_pi.json
     monkeypatch.setattr(P, "PI_CV_COMPARE", tmp_path / "absent.json")
     assert "cv_gain_uar_int8" not in P.cv_figures()
+
+
+def test_seed0_without_its_tflite_is_refused_in_one_line(tmp_path):
+    """A member seed 0 (``default_float.npz``) without the ``default.tflite`` its build wrote beside it is
+    refused before any member trains, naming both files; with it, or without seed 0 at all, it passes."""
+    import pytest
+
+    from bench.pretrained_pi import check_seed0
+
+    npz = tmp_path / "default_float.npz"
+    check_seed0(npz)  # absent: member 0 is trained afresh
+    npz.write_bytes(b"x")
+    with pytest.raises(SystemExit, match="default_float.npz: no default.tflite beside it"):
+        check_seed0(npz)
+    (tmp_path / "default.tflite").write_bytes(b"x")
+    check_seed0(npz)
