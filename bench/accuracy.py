@@ -314,7 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "probabilities the runtime reports (mean over speech windows; model_build.recalibrate)")
     ap.add_argument("--recalibrate-from", metavar="DIR", default=None,
                     help="no training: take each fold model kept in DIR (a CV run's --out), re-fit its temperature "
-                         "on the fold's validation clips at the clip level, write it to --out and evaluate it")
+                         "on the fold's validation clips at the clip level, write it to --out and evaluate it "
+                         "(recorded as --calibrate-level clip: the models are then what that option trains)")
     ap.add_argument("--robustness", action="store_true",
                     help="also score every fold's int8 model on its test clips at peak -35 / -1 dBFS, with babble "
                          "of the other test actors at 10 dB SNR and through a telephone band (bench/campaign.py's "
@@ -400,6 +401,17 @@ def summarise_seeds(res: dict, folds: list[int]) -> dict:
     return out
 
 
+def effective_config(config: dict) -> dict:
+    """A results file's ``config`` as the recipe its fold models end up with. ``--recalibrate-from``
+    re-fits kept fold models' temperature at the clip level from their float weights, which is what
+    ``--calibrate-level clip`` does right after training (:func:`run_split`), so such a run counts as
+    ``calibrate_level: clip`` whatever it recorded (runs before :func:`parse_args` said so recorded
+    the window default)."""
+    if config.get("recalibrate_from"):
+        return {**config, "calibrate_level": "clip"}
+    return dict(config)
+
+
 # options that do not change what a fold model is or how it is scored (a merge may differ in these);
 # ``qat_from``: where each seed's kept float models of the same float recipe were read (each training
 # seed's own CV folder, checked per fold by qat_start), not what was trained
@@ -417,9 +429,10 @@ def merge_results(paths: list[Path]) -> dict:
     res = {k: v for k, v in base.items() if k not in SUMMARY_KEYS}
     res["ravdess_folds"] = []
     seen: dict[tuple, str] = {}
+    base_cfg = effective_config(base["config"])
     for p, r in zip(paths, runs):
-        diff = sorted(k for k in set(base["config"]) | set(r["config"])
-                      if k not in _RUN_ONLY and base["config"].get(k) != r["config"].get(k))
+        cfg = effective_config(r["config"])
+        diff = sorted(k for k in set(base_cfg) | set(cfg) if k not in _RUN_ONLY and base_cfg.get(k) != cfg.get(k))
         if diff:
             raise SystemExit(f"--merge: {p} differs from {paths[0]} in {', '.join(diff)} (not the same recipe)")
         if bool(r["config"].get("ensemble_from")) != bool(base["config"].get("ensemble_from")):
@@ -489,6 +502,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         ap.error("--qat-consistency needs --qat-epochs and no --qat-control (it compares float with simulated int8)")
     if args.qat_control and not args.qat_epochs:
         ap.error("--qat-control without --qat-epochs: nothing to fine-tune")
+    if args.recalibrate_from:  # what it does: the clip-level fit (see effective_config)
+        args.calibrate_level = "clip"
     if args.qat_from:
         if not args.qat_epochs:
             ap.error("--qat-from without --qat-epochs: nothing to fine-tune")

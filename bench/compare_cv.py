@@ -15,15 +15,18 @@ An option whose "seed" stands for a group of base seeds (an ensemble of those se
 "0=0,1,2;1=3,4,5"`` pairs option seed 0 fold f with the mean over base seeds 0, 1, 2 of fold f (each
 key averaged over the members), and so on; the base's per-seed sd is then that of the group means.
 
-    python bench/compare_cv.py bench/results/accuracy.json bench/results/accuracy_pi.json \\
+    python bench/compare_cv.py bench/results/accuracy_qat.json bench/results/accuracy_pi.json \\
         --base-extra bench/results/accuracy_qat_singles.json --name pi --groups "0=0,1,2;1=3,4,5;2=6,7,8" \\
         --results bench/results/cv_compare_pi.json
 
 ``--base-extra`` adds other seeds of the base recipe scored in other runs (their fold records join the
 base's; the same checks as between base and option, and no (seed, fold) twice).
 
-The ``cv_compare_*.json`` files in bench/results were all written against the CV of the recipe as it was
-before the QAT phase joined it (``accuracy_preqat.json``; ``accuracy.json`` is now the QAT recipe's CV).
+Each ``cv_compare_*.json`` in bench/results names its base (``base``, ``base_extra``): the recipe campaign's were
+written against the CV of the recipe as it was before the QAT phase joined it (``accuracy_preqat.json``); the QAT Pi
+model's (``cv_compare_pi.json``, ``_pi_qat``, ``_pi_vs_qat``) against the QAT recipe's fold models as trained,
+window-level temperature (``accuracy_qat.json`` + ``accuracy_qat_singles.json``).
+``accuracy.json`` is the shipped recipe's CV: the same QAT fold models with the clip-level temperature.
 
 Prints a Markdown table and writes the JSON.
 """

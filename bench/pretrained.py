@@ -13,9 +13,15 @@ calm masked out of the loss); augmentation model_build.augment (level, babble, c
 limits, reverb, speed); early stopping on the clip UAR of 4 held-out RAVDESS actors (the
 speaker-grouped fold 0 of 5); then 3 epochs of quantisation-aware fine-tuning at 2e-4 (model_build.qat,
 the epoch with the best validation UAR of the simulated int8 model kept); temperature fitted on the same
-actors and folded into the logits layer; full int8 (fused LSTM, metadata embedded). The shipped model's
-temperature is then re-fitted at clip level (python -m model_build.recalibrate, README "Calibrated clip
-confidence"). The options compared before choosing it: docs/model_card.md.
+actors' clips as the runtime reports them (mean over speech windows: ``calibrate_level`` clip,
+model_build.recalibrate, README "Calibrated clip confidence") and folded into the logits layer; full int8
+(fused LSTM, metadata embedded). The options compared before choosing it: docs/model_card.md.
+
+The shipped default.tflite was built before the clip level joined RECIPE: trained with the window-level
+fit, then re-fitted at clip level by ``python -m model_build.recalibrate`` from its float weights
+(bench/results/recalibration.json). That is the same model RECIPE now builds in one go (the clip-level fit
+starts from the uncalibrated float weights either way), so it was not retrained; pretrained.json says so
+(``model_recipe_note``). ``model_build.recalibrate`` stays for models built without the clip level.
 
 Accuracy is *not* measured on the shipped model's training data: ``ravdess8_uar_int8`` is the
 speaker-independent 5-fold CV estimate of the same recipe (bench/accuracy.py with RECIPE's flags,
@@ -59,6 +65,11 @@ RECIPE = {
     "extra_corpora": "tess",
     "no_mask": False,
     "calibrate": True,
+    # the temperature is fitted on the validation actors' clip probabilities through the runtime (what
+    # `ser-edge run` reports and --min-confidence reads), not on single windows (adopted on the CV of the
+    # same fold models re-fitted both ways: bench/results/accuracy_qat.json vs accuracy.json, README
+    # "Calibrated clip confidence")
+    "calibrate_level": "clip",
     "train_tess": False,
     "tess_augment": 0,
     "time_masks": 0,
@@ -87,9 +98,13 @@ RECIPE = {
 # re-evaluated, not retrained. ``qat_from``: each fold's QAT fine-tuning starts from the float model an
 # earlier CV of the same float recipe kept for that fold (same seed, fold actors and front end, checked
 # by bench/accuracy.py's qat_start) instead of training it again in the same process: float training then
-# QAT, which is what train_final() does in one go.
+# QAT, which is what train_final() does in one go. ``recalibrate_from``: each fold model is an earlier run's
+# kept model with its temperature re-fitted at the clip level from its float weights -- the clip-level fit
+# train_final() does right after training (bench/accuracy.py's effective_config() counts such a run as
+# ``calibrate_level: clip``; the kept models must be the recipe's, as for ``reuse_models``).
 CV_BOOKKEEPING = frozenset({"data", "out", "results", "recipe", "seed", "seeds", "folds", "no_tess", "tflm",
-                            "robustness", "urdu", "resummarise", "merge", "reuse_models", "qat_from"})
+                            "robustness", "urdu", "resummarise", "merge", "reuse_models", "qat_from",
+                            "recalibrate_from"})
 
 
 def log(msg: str) -> None:
@@ -113,12 +128,13 @@ def cv_matches(cv: dict, recipe: dict) -> bool:
 
     Every bench/accuracy.py option outside :data:`CV_BOOKKEEPING` must be the recipe's (its default
     where ``recipe`` does not name it): a CV of another variant (e.g. ``--qat-control``) never stands
-    in for the recipe's.
+    in for the recipe's. A ``--recalibrate-from`` run counts as ``calibrate_level`` clip
+    (``bench.accuracy.effective_config``).
     """
     from bench import accuracy  # its option defaults stand in for keys older results lack
 
     defaults = vars(accuracy.build_parser().parse_args([]))
-    c = {**defaults, **cv.get("config", {})}
+    c = {**defaults, **accuracy.effective_config(cv.get("config", {}))}
     want = {**defaults, **recipe}
     same = all(c.get(k) == v for k, v in want.items() if k not in CV_BOOKKEEPING)
     return same and cv.get("n_folds_done", 0) >= 5 and ("tess7_acc_int8" in cv or recipe.get("conditions"))
@@ -237,8 +253,11 @@ def train_final(data: str, recipe: dict, work: Path, *, name: str = "default", f
         extra_metadata={"licence": licence, "recipe": r, "validation_speakers": spk(va),
                         "accuracy_note": "speaker-independent estimate: bench/results/pretrained.json "
                                          "(5-fold actor-grouped CV of the same recipe)"})
+    if report and r.get("calibrate") and r.get("calibrate_level") == "clip":
+        tm = clip_calibrate(tm, work / f"{name}.tflite", [audios[i] for i in va], y[va], [feats[i] for i in va])
     log(f"int8 model: {len(tm.model_bytes)} bytes, ops {tm.graph.op_counts}")
-    if not report:  # an ensemble member: its float weights are what the Pi build needs
+    if not report:  # an ensemble member: its float weights are what the Pi build needs (the ensemble fits
+        # its own clip-level temperature, so a member's own window-level one is never used)
         member = {"name": name, "seed": r["seed"], "float_npz": str(work / f"{name}_float.npz"),
                   "validation_speakers": spk(va), "best_epoch": tm.best_epoch + 1, "history": tm.history,
                   "train_seconds": round(tm.train_seconds, 1), "params": tm.params,
@@ -270,6 +289,39 @@ def train_final(data: str, recipe: dict, work: Path, *, name: str = "default", f
     }
     write_report(report, work / "report")
     return report
+
+
+def clip_calibrate(tm, path: Path, val_audios, val_y, val_feats):
+    """Re-fit the temperature of the model ``train_and_convert`` wrote at ``path`` on the validation clips
+    at the level the runtime reports (:func:`model_build.recalibrate.recalibrate`: from the uncalibrated
+    float weights, through the runtime, int8 re-converted in place), as bench/accuracy.py does for
+    ``--calibrate-level clip``; returns ``tm`` with the new bytes, metadata and graph."""
+    from dataclasses import replace
+
+    from model_build.convert import inspect_graph
+    from model_build.embed_metadata import read_metadata
+    from model_build.recalibrate import recalibrate
+
+    recalibrate(path, val_audios, val_y, path, val_feats=val_feats, log=log)
+    data = path.read_bytes()
+    return replace(tm, model_bytes=data, metadata=read_metadata(path), graph=inspect_graph(data))
+
+
+def model_recipe_note(metadata: dict) -> str | None:
+    """How the installed model's own recipe (its metadata ``recipe``) relates to :data:`RECIPE`: None when
+    they are equal; a note when the model was built before the clip-level temperature joined RECIPE and
+    recalibrated at clip level afterwards (``python -m model_build.recalibrate``), which is the model RECIPE
+    builds; otherwise a note naming the keys that differ (the model is then not RECIPE's)."""
+    built = dict(metadata.get("recipe") or {})
+    if built == RECIPE:
+        return None
+    level = (metadata.get("calibration") or {}).get("level")
+    if {**built, "calibrate_level": "clip"} == RECIPE and level == "clip" and "calibrate_level" not in built:
+        return ("built with the window-level temperature fit, then re-fitted at clip level from its float "
+                "weights by python -m model_build.recalibrate (bench/results/recalibration.json): the same "
+                "model as RECIPE's calibrate_level clip, which fits that temperature right after training")
+    keys = sorted(k for k in set(built) | set(RECIPE) if built.get(k) != RECIPE.get(k))
+    return f"the installed model's recipe differs from RECIPE in {', '.join(keys)}"
 
 
 def install(work: Path) -> None:
@@ -337,7 +389,8 @@ def main(argv=None) -> int:
         "int8_float_agreement": cv.get("int8_float_agreement"),
         "protocol": ("speaker-independent CV of the same recipe (bench/accuracy.py, results copied from "
                      "bench/results/accuracy.json): RAVDESS actors 01-20 in 5 actor-grouped folds (test 4 actors, "
-                     "early stopping and temperature on 4 others, train the rest + all TESS), per training seed in "
+                     "early stopping and the clip-level temperature on 4 others, train the rest + all TESS), per "
+                     "training seed in "
                      "`seeds_done`; int8 in LiteRT on the fixed-point front end, clip = mean of window "
                      "probabilities; robustness keys: the fold's test clips peak-normalised to -35 / -1 dBFS, "
                      "with babble of the other test actors at 10 dB SNR, through a telephone band; URDU-4: every "
@@ -375,6 +428,7 @@ def main(argv=None) -> int:
         "early_stopping_actors_uar_int8": rows["int8_litert"]["uar"],
         "early_stopping_actors_agreement_int8_vs_float": rows["int8_litert"]["window_agreement_vs_float_fixed"],
         "recipe": RECIPE,
+        "model_recipe_note": model_recipe_note(rep["metadata"]),
         "seconds": round(time.time() - t0) if not args.json_only else None,
     }
     if RESULTS.exists():  # keep what other benchmarks measured on the shipped model (bench/demo_time.py)

@@ -27,7 +27,10 @@ def test_recipe_has_the_qat_phase_the_cv_measured():
 
 @pytest.mark.parametrize("config", [{}, {"qat_from": "/elsewhere/runs/cv_seeds"}, {"seed": 2, "seeds": "2"},
                                     {"out": "runs/x", "results": "x.json", "reuse_models": True},
-                                    {"folds": "0,1,2,3,4", "tflm": True}])
+                                    {"folds": "0,1,2,3,4", "tflm": True},
+                                    # kept fold models re-fitted at clip level (older runs recorded "window")
+                                    {"recalibrate_from": "runs/cv", "calibrate_level": "window"},
+                                    {"recalibrate_from": "runs/cv", "calibrate_level": "clip"}])
 def test_bookkeeping_options_do_not_make_another_recipe(config):
     from bench.pretrained import RECIPE, cv_matches
 
@@ -36,8 +39,8 @@ def test_bookkeeping_options_do_not_make_another_recipe(config):
 
 @pytest.mark.parametrize("config", [{"qat_epochs": 0}, {"qat_lr": 1e-3}, {"qat_control": True},
                                     {"qat_consistency": 50.0}, {"pooling": "attention"}, {"p_noise": 0.8},
-                                    {"margin": 1.0}, {"calibrate_level": "clip"}, {"fold_seed": 1},
-                                    {"recalibrate_from": "runs/cv"}])
+                                    {"margin": 1.0}, {"calibrate_level": "window"}, {"fold_seed": 1},
+                                    {"calibrate": False}])
 def test_any_training_option_makes_another_recipe(config):
     from bench.pretrained import RECIPE, cv_matches
 
@@ -50,12 +53,101 @@ def test_incomplete_cv_is_not_the_recipes():
     assert not cv_matches({**_cv(), "n_folds_done": 4}, RECIPE)
 
 
+def test_recipe_fits_the_temperature_per_clip():
+    # the level the runtime reports; the flags bench/pretrained.py hands bench/accuracy.py say so
+    from bench.accuracy import parse_args
+    from bench.pretrained import RECIPE, recipe_flags
+
+    assert RECIPE["calibrate"] and RECIPE["calibrate_level"] == "clip"
+    assert parse_args(recipe_flags(RECIPE)).calibrate_level == "clip"
+
+
+def test_recalibrate_from_is_recorded_as_the_clip_level():
+    from bench.accuracy import effective_config, parse_args
+
+    assert parse_args(["--recalibrate-from", "runs/cv"]).calibrate_level == "clip"
+    assert parse_args([]).calibrate_level == "window"
+    assert effective_config({"recalibrate_from": "runs/cv", "calibrate_level": "window"})["calibrate_level"] == "clip"
+    assert effective_config({"recalibrate_from": None, "calibrate_level": "window"})["calibrate_level"] == "window"
+
+
+def test_merge_counts_a_recalibration_run_as_clip_level(tmp_path):
+    # an older --recalibrate-from run (recorded "window") merges with a --calibrate-level clip run of the
+    # same recipe, never with a window-level one
+    from bench.accuracy import merge_results
+
+    fold = {"fold": 0, "uar_int8": 0.5, "clips_without_label": 0}
+
+    def write(name, seed, **cfg):
+        p = tmp_path / name
+        p.write_text(json.dumps({"config": {**_cv(**cfg)["config"], "folds": "0"},
+                                 "ravdess_folds": [{**fold, "seed": seed}]}))
+        return p
+
+    old = write("recal.json", 0, recalibrate_from="runs/cv", calibrate_level="window")
+    clip = write("clip.json", 1, calibrate_level="clip")
+    window = write("window.json", 2, calibrate_level="window")
+    assert merge_results([old, clip])["seeds_done"] == [0, 1]
+    with pytest.raises(SystemExit, match="calibrate_level"):
+        merge_results([old, window])
+
+
+def test_model_recipe_note():
+    # the shipped model: window-level fit, then model_build.recalibrate at clip level = RECIPE's model
+    from bench.pretrained import RECIPE, model_recipe_note
+
+    before = {k: v for k, v in RECIPE.items() if k != "calibrate_level"}
+    assert model_recipe_note({"recipe": dict(RECIPE), "calibration": {"level": "clip"}}) is None
+    assert "model_build.recalibrate" in model_recipe_note({"recipe": before, "calibration": {"level": "clip"}})
+    # not recalibrated, or another recipe: named as a difference
+    assert "calibrate_level" in model_recipe_note({"recipe": before, "calibration": {"temperature": 2.0}})
+    assert "qat_epochs" in model_recipe_note({"recipe": {**RECIPE, "qat_epochs": 0}, "calibration": {"level": "clip"}})
+
+
 def test_committed_results():
-    # accuracy.json is the shipped recipe's CV (QAT fine-tuned from kept float models: --qat-from);
-    # the pre-QAT CV and the no-rounding control are other recipes
-    from bench.pretrained import RECIPE, cv_matches
+    # accuracy.json is the shipped recipe's CV (QAT fine-tuned from kept float models: --qat-from; the
+    # temperature of those fold models re-fitted per clip: --recalibrate-from); the same models with the
+    # window-level temperature, the pre-QAT CV and the no-rounding control are other recipes
+    from bench.pretrained import RECIPE, cv_matches, model_recipe_note
 
     res = ROOT / "bench" / "results"
     assert cv_matches(json.loads((res / "accuracy.json").read_text()), RECIPE)
-    for other in ("accuracy_preqat.json", "accuracy_qat_control.json", "accuracy_babble.json"):
+    assert cv_matches(json.loads((res / "accuracy_clip_calibration_qat.json").read_text()), RECIPE)
+    for other in ("accuracy_qat.json", "accuracy_preqat.json", "accuracy_clip_calibration.json",
+                  "accuracy_qat_control.json", "accuracy_babble.json"):
         assert not cv_matches(json.loads((res / other).read_text()), RECIPE), other
+    # pretrained.json copies the CV it matched and says how the installed model relates to RECIPE
+    pre = json.loads((res / "pretrained.json").read_text())
+    cv = json.loads((res / "accuracy.json").read_text())
+    assert pre["cv_recipe_matches"] is True and pre["recipe"] == RECIPE
+    assert pre["ece_clip"] == cv["ece_clip"] and pre["ravdess8_uar_int8"] == cv["ravdess8_uar_int8"]
+    md = json.loads((ROOT / "edge_runtime" / "models" / "default.json").read_text())
+    assert pre["model_recipe_note"] == model_recipe_note(md)
+
+
+@pytest.mark.slow
+def test_clip_calibrate_refits_the_trained_model_in_place(tiny_model_build, tmp_path):
+    """train_final()'s clip-level step: the model train_and_convert wrote is re-fitted on the validation
+    clips through the runtime and re-converted in place; the returned TrainedModel is that model."""
+    import dataclasses
+    import shutil
+
+    import numpy as np
+
+    from bench.pretrained import clip_calibrate
+    from tests.conftest import require_module
+    from tests.test_runtime_helpers import speechlike
+
+    require_module("tf_keras")
+    src = tmp_path / "default.tflite"
+    shutil.copyfile(tiny_model_build.path, src)
+    shutil.copyfile(tiny_model_build.path.with_name("tiny_float.npz"), tmp_path / "default_float.npz")
+    tm = dataclasses.replace(tiny_model_build, path=src)
+    audios = [speechlike(s, seed=i) for i, s in enumerate((1.1, 1.6, 2.3, 1.3, 2.8, 1.9))]
+    out = clip_calibrate(tm, src, audios, np.array([0, 1, 2, 3, 1, 0]), None)
+    assert out.metadata["calibration"]["level"] == "clip"
+    assert out.metadata["calibration"]["n_clips"] == 6
+    assert out.model_bytes == src.read_bytes() != tiny_model_build.model_bytes
+    assert json.loads((tmp_path / "default.json").read_text())["calibration"] == out.metadata["calibration"]
+    assert out.graph.op_counts == tiny_model_build.graph.op_counts  # same graph, new scales
+    assert out.keras_model is tm.keras_model and out.history is tm.history
