@@ -456,11 +456,41 @@ def qemu_validate(n_clips: int) -> dict:
     rep = json.loads((tmp / "report.json").read_text())
     return {"exit_code": r.returncode, "files": rep["files"], "windows": rep["windows"], "missing": rep["missing"],
             "agreement": rep["agreement"], "scores_identical": rep["scores_identical"],
+            # each clip's summary record vs the host's summary of the frames it sent (validate used to
+            # stop reading before the summary of 18 of these 24 clips: tests/test_firmware_validate_summary.py)
+            "summaries_missing": rep["summaries_missing"], "summary_agreement": rep["summary_agreement"],
+            "summaries_no_emotion": rep["summaries_no_emotion"],
             "device_latency_ms": rep["device_latency_ms"],
             # link recoveries during the run: a session restarted mid-clip is classified from other
             # frames than the host's (the 0.978 of b75c445 came with 5 restarts on a stale INFO)
             "link": {k: rep["link"].get(k) for k in ("recoveries", "session_restarts", "stale_infos",
                                                      "resend_requests", "gap_results")}}
+
+
+def _validate_keys(val: dict) -> dict:
+    """The top-level keys of a :func:`qemu_validate` run (README markers)."""
+    return {"qemu_validate_agreement": val["agreement"],
+            "qemu_validate_scores_identical": val["scores_identical"],
+            "qemu_validate_summary_agreement": val["summary_agreement"],
+            "qemu_validate_summaries_missing": val["summaries_missing"]}
+
+
+def main_validate_only(n_clips: int = 24) -> None:
+    """Re-run only ``ser-edge validate`` against the firmware in QEMU (~30 s), keeping the rest of
+    bench/results/firmware.json."""
+    import json
+
+    path = ROOT / "bench" / "results" / "firmware.json"
+    old = json.loads(path.read_text()) if path.exists() else {}
+    val = qemu_validate(n_clips)
+    old.update(_validate_keys(val))
+    old.setdefault("qemu", {})["validate"] = val
+    old["machine"] = machine()
+    out = write_result("firmware", old)
+    print(markdown_table([(k, str(v)) for k, v in val.items() if k not in ("link", "device_latency_ms")]
+                         + [(f"link.{k}", str(v)) for k, v in val["link"].items()],
+                         ("ser-edge validate vs firmware in QEMU", "value")))
+    print(f"\nwrote {out}")
 
 
 def _model_with_frontend_version(version: int, out_dir: Path) -> tuple[Path, object]:
@@ -527,8 +557,7 @@ def qemu_section(speech: list[np.ndarray], min_windows: int = 200) -> dict:
         "m4_frontend_algorithm_version": md.frontend_config().algorithm_version,
         "qemu_bit_exact": win["bit_exact"],
         "qemu_windows_compared": win["windows"],
-        "qemu_validate_agreement": val["agreement"],
-        "qemu_validate_scores_identical": val["scores_identical"],
+        **_validate_keys(val),
         **_selftest_instructions(st, md),
         "m4_image_flash_bytes": img.flash_bytes,
         "m4_image_ram_bytes": img.ram_bytes,
@@ -550,6 +579,8 @@ def print_qemu(q: dict) -> None:
         ("firmware scores == tflite-micro on every window (qemu_bit_exact)",
          f"{q['qemu_bit_exact']} ({q['qemu_windows_compared']} windows)"),
         ("ser-edge validate vs firmware, agreement", f"{q['qemu_validate_agreement']}"),
+        ("ser-edge validate vs firmware, summary records agreeing (missing)",
+         f"{q.get('qemu_validate_summary_agreement')} ({q.get('qemu_validate_summaries_missing')})"),
         ("instructions per inference (M4, measured)", f"{q['m4_instructions_per_inference']:,}"),
         ("instructions per front-end frame (M4, measured, shipped model)", f"{q['m4_instructions_per_frame']:,}"),
         *[(f"instructions per front-end frame, v{v} (M4, bit-exact {q[f'm4_frontend_bit_exact_v{v}']})",
@@ -642,12 +673,18 @@ def main() -> None:
     ap.add_argument("--no-qemu", action="store_true", help="skip the firmware image in QEMU")
     ap.add_argument("--qemu-only", action="store_true",
                     help="only the QEMU section; other keys are kept from bench/results/firmware.json")
+    ap.add_argument("--validate-only", action="store_true",
+                    help="only `ser-edge validate` against the firmware in QEMU (24 generated clips, ~30 s); "
+                         "other keys are kept from bench/results/firmware.json")
     ap.add_argument("--selftest-only", action="store_true",
                     help="only the QEMU self-test instruction counts (shipped model, front end v1 and v2); "
                          "other keys are kept from bench/results/firmware.json")
     args = ap.parse_args()
     if args.selftest_only:
         main_selftest_only()
+        return
+    if args.validate_only:
+        main_validate_only()
         return
     if args.qemu_only:
         main_qemu_only(args.clips)

@@ -130,7 +130,11 @@ FIELDS: tuple[Field, ...] = (
     Field("pred", ("string",), "", _F, frozenset(), "validate",
           "the device's summary label for the clip (`missing` if none arrived)"),
     Field("host_pred", ("string",), "", _F, frozenset(), "validate",
-          "the host's summary label for the same audio and model"),
+          "the host's summary label for what the device was sent (the audio; in `features` mode the int8 "
+          "frames, not gated, as the device runs them) and the same model, as a summary record carries it "
+          "(`too_short` travels as `silence`)"),
+    Field("summary_agree", ("boolean",), "", _F, frozenset(), "validate",
+          "`pred == host_pred`: the device's summary record arrived with the host's label"),
     Field("received", ("integer",), "windows", _F, frozenset(), "validate",
           "window records that came back from the device", minimum=0),
     Field("agree", ("integer",), "windows", _F, frozenset(), "validate",
@@ -141,10 +145,19 @@ FIELDS: tuple[Field, ...] = (
     Field("gap_flagged", ("integer",), "windows", _V, frozenset(), "validate",
           "windows the device flagged `gap`", minimum=0),
     Field("agreement", ("number", "null"), "fraction", _V, frozenset(), "validate",
-          "device top-1 = host top-1, over all windows (1.0 is the goal; the exit code is 0 only then)",
+          "device top-1 = host top-1, over all windows (1.0 is the goal; the exit code is 0 only then, "
+          "with every summary record back and agreeing)",
           minimum=0, maximum=1),
     Field("scores_identical", ("number", "null"), "fraction", _V, frozenset(), "validate",
           "windows whose int8 scores are bit-identical", minimum=0, maximum=1),
+    Field("summaries_missing", ("integer",), "", _V, frozenset(), "validate",
+          "clips whose summary record never came back (a device sends one for every session, even with no "
+          "speech window; the exit code is 0 only with none)", minimum=0),
+    Field("summary_agreement", ("number", "null"), "fraction", _V, frozenset(), "validate",
+          "clips with `summary_agree`, over all clips (a missing summary disagrees; the exit code is 0 only "
+          "at 1.0)", minimum=0, maximum=1),
+    Field("summaries_no_emotion", ("integer",), "", _V, frozenset(), "validate",
+          "of the agreeing clips, those both sides call `silence`, `no_speech` or `uncertain`", minimum=0),
     Field("clip_accuracy", ("number", "null"), "fraction", _V, frozenset(), "validate",
           "`pred == truth` over the clips with a `truth`; null without any", minimum=0, maximum=1),
     Field("labelled_clips", ("integer",), "", _V, frozenset(), "validate", "clips with a `truth`", minimum=0),

@@ -66,6 +66,7 @@ class _Sender:
     def __init__(self, dev, mode, feats, chunk: int, realtime: bool):
         self.dev, self.mode, self.feats, self.chunk, self.realtime = dev, mode, feats, chunk, realtime
         self.sent_at: list[tuple[int, float]] = []  # (samples sent so far, time.monotonic())
+        self.frames: list[np.ndarray] = []  # FEATURES mode: the int8 frames sent, in order
 
     def send(self, pcm: np.ndarray, t0: float | None = None, base: int = 0) -> None:
         from edge_runtime.protocol import Mode
@@ -82,6 +83,7 @@ class _Sender:
                 fr = self.feats.push(piece)
                 if len(fr):
                     self.dev.send_features(fr)
+                    self.frames.append(fr)
             self.sent_at.append((base + i + piece.size, time.monotonic()))
 
     def time_sent(self, sample: int) -> float | None:
@@ -253,14 +255,44 @@ def _clip_label(path: Path, root: Path, labels) -> str | None:
     return hits[0] if len(hits) == 1 else None
 
 
+def _host_reference(clf, mode, pcm: np.ndarray, frames: list[np.ndarray]):
+    """The host's ``(windows, summary)`` for what the device was given: the clip's audio in AUDIO
+    mode; in FEATURES mode the int8 frames sent, which the device classifies without its speech gate
+    (features carry no level), so the host must not gate them either for the summaries to compare."""
+    from edge_runtime.protocol import Mode
+
+    if mode == Mode.AUDIO:
+        wins, _, summary = clf.classify_clip(pcm)
+        return wins, summary
+    clf.reset()
+    wins = clf.push_features(np.concatenate(frames)) if frames else []
+    wins += clf.finish()
+    return wins, clf.take_utterances()[-1]
+
+
+def _summary_label(summary, labels) -> str:
+    """A host summary's label as the device's summary record carries it (``too_short`` travels as
+    ``silence``: the wire has no flag for it), by the rule the host reads RESULTs with."""
+    from edge_runtime.serial_device import result_to_message
+
+    from .serial_host import result_label
+
+    return result_label(result_to_message(summary, 0), labels)
+
+
+NO_EMOTION = ("silence", "no_speech", "uncertain")  # summary labels that are not emotions
+
+
 def validate_corpus(dev, clf, files: list[Path], root: Path, *, mode, feats=None,
-                    realtime: bool = False, timeout: float = 2.0, log=None) -> dict:
-    """Send each file through the device and compare every RESULT with the host's int8 prediction."""
+                    realtime: bool = False, log=None) -> dict:
+    """Send each file through the device and compare every RESULT with the host's int8 prediction:
+    every window (top-1 and int8 scores) and each clip's summary record (its label)."""
     from edge_runtime.protocol import Mode
 
     labels = list(dev.info.labels)
     sr = dev.info.sample_rate
     n_win = n_agree = n_scores_equal = n_missing = n_gap = 0
+    n_sum_missing = n_sum_agree = n_sum_no_emotion = 0
     clip_ok = clip_total = 0
     dev_lat, link_lat = [], []
     per_file = []
@@ -272,7 +304,6 @@ def validate_corpus(dev, clf, files: list[Path], root: Path, *, mode, feats=None
             if log:
                 log(f"skip: {exc}")
             continue
-        ref, ref_utts, ref_summary = clf.classify_clip(pcm)
         if feats is not None:
             feats.reset()
         dev.drain_results()
@@ -280,12 +311,18 @@ def validate_corpus(dev, clf, files: list[Path], root: Path, *, mode, feats=None
         sender = _Sender(dev, mode, feats, chunk, realtime)
         sender.send(pcm)
         dev.stop()  # the device flushes its tail window and sends utterance + summary records
+        # The device sends its summary (after the tail window and the last utterance) before the
+        # ACK of STOP, and the reader thread queues RESULTs in arrival order: once stop() returned,
+        # all the device sent for this clip is queued. (Reading a count of records the host expected
+        # stopped before the summary whenever the device sent more utterance records than the host's
+        # reference: FEATURES mode, whose windows the device does not gate.)
         got, summary = {}, None
-        for r in dev.results(timeout=timeout, count=len(ref) + len(ref_utts) + 1):
+        for r in dev.drain_results():
             if r.record == "window":
                 got[r.window_index] = r
             elif r.record == "summary":
                 summary = r
+        ref, ref_summary = _host_reference(clf, mode, pcm, sender.frames)
         f_agree = 0
         for w in ref:
             r = got.get(w.window_index)
@@ -305,20 +342,29 @@ def validate_corpus(dev, clf, files: list[Path], root: Path, *, mode, feats=None
                 link_lat.append((r.t_rx - ts) * 1000)
         truth = _clip_label(path, root, labels)
         # the clip's label is the device's summary record (window policy: mean log-probability over
-        # speech windows), not a vote
+        # speech windows), not a vote; a device always sends one, so none is a failure
         pred = summary.label if summary is not None else "missing"
+        host_pred = _summary_label(ref_summary, labels)
+        n_sum_missing += summary is None
+        n_sum_agree += pred == host_pred
+        n_sum_no_emotion += pred == host_pred and pred in NO_EMOTION
         if truth is not None:
             clip_total += 1
             clip_ok += pred == truth
         per_file.append({"file": str(path.relative_to(root)), "windows": len(ref), "received": len(got),
-                         "agree": f_agree, "truth": truth, "pred": pred, "host_pred": ref_summary.label})
+                         "agree": f_agree, "truth": truth, "pred": pred, "host_pred": host_pred,
+                         "summary_agree": pred == host_pred})
         if log:
             log(f"{path.relative_to(root)}: {f_agree}/{len(ref)} windows agree, pred {pred}"
-                + (f" (truth {truth})" if truth else ""))
+                + ("" if pred == host_pred else f" (host {host_pred})") + (f" (truth {truth})" if truth else ""))
+    n_files = len(per_file)
     return {
-        "files": len(per_file), "windows": n_win, "missing": n_missing, "gap_flagged": n_gap,
+        "files": n_files, "windows": n_win, "missing": n_missing, "gap_flagged": n_gap,
         "agreement": round(n_agree / n_win, 4) if n_win else None,
         "scores_identical": round(n_scores_equal / n_win, 4) if n_win else None,
+        "summaries_missing": n_sum_missing,
+        "summary_agreement": round(n_sum_agree / n_files, 4) if n_files else None,
+        "summaries_no_emotion": n_sum_no_emotion,
         "clip_accuracy": round(clip_ok / clip_total, 4) if clip_total else None,
         "labelled_clips": clip_total,
         "device_latency_ms": _percentiles(dev_lat), "label_latency_ms": _percentiles(link_lat),
@@ -327,6 +373,14 @@ def validate_corpus(dev, clf, files: list[Path], root: Path, *, mode, feats=None
         # label latency then includes that queueing; use --realtime for a live-stream figure
         "label_latency_includes_queueing": not realtime, "per_file": per_file,
     }
+
+
+def validation_passed(rep: dict) -> bool:
+    """``validate``'s verdict: every window came back with the host's top-1, and every clip's
+    summary record came back with the host's summary label (a clip both sides call ``no_speech``
+    agrees; a summary on one side only does not)."""
+    return (rep["agreement"] == 1.0 and rep["missing"] == 0 and rep["summaries_missing"] == 0
+            and rep["summary_agreement"] == 1.0)
 
 
 def _cmd_validate(args) -> int:
@@ -348,7 +402,7 @@ def _cmd_validate(args) -> int:
                   "disagreement is expected", file=sys.stderr)
         mode, feats = _choose_mode(args, dev)
         rep = validate_corpus(dev, clf, files, root, mode=mode, feats=feats, realtime=args.realtime,
-                              timeout=max(2.0, args.timeout), log=lambda s: print(s, file=sys.stderr))
+                              log=lambda s: print(s, file=sys.stderr))
         rep["link"] = dev.counters()
     finally:
         dev.close()
@@ -361,11 +415,12 @@ def _cmd_validate(args) -> int:
     if args.out:
         Path(args.out).write_text(json.dumps(rep, indent=2))
     print("\n| metric | value |\n|---|---|", file=sys.stderr)
-    for k in ("files", "windows", "missing", "agreement", "scores_identical", "clip_accuracy"):
+    for k in ("files", "windows", "missing", "agreement", "scores_identical", "summaries_missing",
+              "summary_agreement", "summaries_no_emotion", "clip_accuracy"):
         print(f"| {k} | {rep[k]} |", file=sys.stderr)
     for k in ("device_latency_ms", "label_latency_ms"):
         print(f"| {k} p50/p90 | {rep[k].get('p50')} / {rep[k].get('p90')} |", file=sys.stderr)
-    return 0 if rep["agreement"] == 1.0 and rep["missing"] == 0 else 1
+    return 0 if validation_passed(rep) else 1
 
 
 # ---------------------------------------------------------------------------------- registration

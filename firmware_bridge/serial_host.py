@@ -40,7 +40,7 @@ from edge_runtime.protocol.framing import CRC_SIZE, HEADER_SIZE
 from edge_runtime.records import make as make_record
 
 __all__ = ["DeviceClient", "DeviceError", "DeviceResult", "HostFeatures", "LinkPlan", "SentHistory",
-           "audio_baud_needed", "features_baud_needed", "frame_wire_bytes", "plan_link"]
+           "audio_baud_needed", "features_baud_needed", "frame_wire_bytes", "plan_link", "result_label"]
 
 BITS_PER_BYTE = 10  # 8N1: start + 8 data + stop
 STANDARD_BAUDS = (9600, 19200, 38400, 57600, 115200, 230400, 460800, 500000, 576000, 921600,
@@ -165,6 +165,20 @@ class HostFeatures:
 
 
 # ---------------------------------------------------------------------------------- results
+def result_label(msg: Result, labels) -> str:
+    """The label a host shows for a RESULT: its emotion's name, or why it has none (``gap``: input
+    lost on the link, never a label; ``silence``, ``no_speech``, ``uncertain``: the device's flags)."""
+    if msg.flags & ResultFlags.GAP:
+        return "gap"
+    if msg.flags & ResultFlags.SILENCE:
+        return "silence"
+    if msg.flags & ResultFlags.NO_SPEECH:
+        return "no_speech"
+    if msg.flags & ResultFlags.UNCERTAIN:
+        return "uncertain"
+    return labels[msg.label_index] if msg.label_index < len(labels) else str(msg.label_index)
+
+
 @dataclass(frozen=True)
 class DeviceResult:
     """A RESULT as received: the message plus host-side context."""
@@ -865,18 +879,7 @@ class DeviceClient:
             self._counters["stale_results"] += 1
             return
         labels = self.info.labels if self.info else ()
-        if msg.flags & ResultFlags.GAP:
-            label = "gap"  # input lost on the link: never shown as a label
-        elif msg.flags & ResultFlags.SILENCE:
-            label = "silence"
-        elif msg.flags & ResultFlags.NO_SPEECH:
-            label = "no_speech"
-        elif msg.flags & ResultFlags.UNCERTAIN:
-            label = "uncertain"
-        elif msg.label_index < len(labels):
-            label = labels[msg.label_index]
-        else:
-            label = str(msg.label_index)
+        label = result_label(msg, labels)
         if not push and not msg.flags & ResultFlags.UTTERANCE:
             if msg.window_index in self._windows_seen:  # a RESEND answer we no longer need
                 self._counters["duplicate_results"] += 1
