@@ -279,6 +279,15 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--margin", type=float, default=0.0,
                     help="additive margin (log-probability units) subtracted from the true class's logit in the "
                          "loss (model_build.train.masked_loss); 0 = none, the shipped recipe")
+    from model_build.train import LR_SCHEDULES, TrainConfig as _TC  # numpy only at import
+
+    ap.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="constant",
+                    help="learning rate of the float phase: constant Adam 2e-3 (the shipped recipe), or cosine decay "
+                         "per step from 2e-3 to 2e-3 x --lr-floor over --epochs (model_build.train.learning_rate_at); "
+                         "the QAT phase keeps its constant --qat-lr")
+    ap.add_argument("--lr-floor", type=float, default=_TC.lr_floor,
+                    help="with --lr-schedule cosine: the last step's learning rate as a fraction of the first "
+                         f"(default {_TC.lr_floor})")
     ap.add_argument("--qat-epochs", type=int, default=0,
                     help="quantisation-aware fine-tuning epochs after float training (model_build.qat: simulated "
                          "int8 rounding, straight-through gradient); 0 = none, the shipped recipe")
@@ -488,6 +497,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         augment_config(args)
     except AugmentOptionError as e:  # name the option as typed, not the dataclass field
         ap.error(f"--{e.field.replace('_', '-')} {e.value}: {e.reason}")
+    from model_build.train import check_lr_options
+
+    try:
+        check_lr_options(args.lr_schedule, args.lr_floor)
+    except ValueError:
+        ap.error(f"--lr-floor {args.lr_floor}: must be in [0, 1] (a fraction of the first learning rate)")
     if args.qat_epochs < 0:
         ap.error(f"--qat-epochs {args.qat_epochs}: must be >= 0")
     if not (np.isfinite(args.qat_lr) and args.qat_lr > 0):
@@ -563,6 +578,7 @@ def main(argv=None) -> int:
     mcfg = ModelConfig(arch="crnn", conv1=32, conv1_kernel=args.conv1_kernel, conv2=args.conv2, lstm=args.lstm,
                        dropout=args.dropout, pooling=args.pooling)
     tcfg = TrainConfig(epochs=args.epochs, patience=args.patience, seed=args.seed,
+                       lr_schedule=args.lr_schedule, lr_floor=args.lr_floor,
                        label_smoothing=args.label_smoothing, focal_gamma=args.focal_gamma, margin=args.margin,
                        qat_epochs=args.qat_epochs, qat_lr=args.qat_lr, qat_control=args.qat_control,
                        qat_consistency=args.qat_consistency,

@@ -7,6 +7,7 @@ best epoch's weights are restored.
 """
 from __future__ import annotations
 
+import math
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -15,12 +16,19 @@ import numpy as np
 
 from .models import ModelConfig, build_model
 
+# learning-rate schedules of the float phase (TrainConfig.lr_schedule); the QAT phase keeps its constant qat_lr
+LR_SCHEDULES = ("constant", "cosine")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 40
     batch_size: int = 32
     lr: float = 2e-3
+    # "constant": Adam at ``lr`` throughout; "cosine": per optimizer step from ``lr`` down to ``lr * lr_floor``
+    # over ``epochs`` (the maximum, whether or not early stopping ends training sooner); see learning_rate_at
+    lr_schedule: str = "constant"
+    lr_floor: float = 0.05
     patience: int = 10
     class_weight: bool = True
     label_smoothing: float = 0.0
@@ -81,6 +89,46 @@ def spec_augment(X: np.ndarray, fill: np.ndarray, rng: np.random.Generator, time
         m = (ar >= s[:, None]) & (ar < (s + w)[:, None])  # (N, F)
         X = np.where(m[:, None, :], fill[None, None, :], X)
     return X
+
+
+def learning_rate_at(step: int, total_steps: int, lr: float, schedule: str = "constant",
+                     floor: float = 0.05) -> float:
+    """The float phase's learning rate at optimizer step ``step`` (0-based) of ``total_steps``.
+
+    ``constant``: ``lr``. ``cosine``: ``lr * (floor + (1 - floor) * (1 + cos(pi * t)) / 2)`` with
+    ``t = min(step, total_steps) / total_steps``: ``lr`` at the first step, ``lr * (1 + floor) / 2`` half way,
+    ``lr * floor`` from the last step on (tf_keras's ``CosineDecay`` with ``alpha = floor``, which
+    :func:`optimizer_learning_rate` hands the optimizer).
+    """
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"learning-rate schedule {schedule!r}: expected one of {', '.join(LR_SCHEDULES)}")
+    if schedule == "constant":
+        return float(lr)
+    if total_steps < 1:
+        raise ValueError(f"cosine schedule over {total_steps} steps: need >= 1")
+    t = min(max(step, 0), total_steps) / total_steps
+    return float(lr * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * t))))
+
+
+def check_lr_options(schedule: str, floor: float) -> None:
+    """Raise ``ValueError`` naming the bad option (``TrainConfig.lr_schedule`` / ``lr_floor``)."""
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule {schedule!r}: expected one of {', '.join(LR_SCHEDULES)}")
+    if not (isinstance(floor, (int, float)) and math.isfinite(floor) and 0.0 <= floor <= 1.0):
+        raise ValueError(f"lr_floor {floor!r}: must be in [0, 1] (a fraction of lr)")
+
+
+def optimizer_learning_rate(cfg: TrainConfig, steps_per_epoch: int):
+    """What the float phase's Adam gets as its learning rate: ``cfg.lr`` (constant) or a tf_keras
+    ``CosineDecay`` over ``cfg.epochs * steps_per_epoch`` steps, equal to :func:`learning_rate_at`.
+    The optimizer's step counter runs on across the per-epoch ``fit`` calls, so the decay spans them all."""
+    check_lr_options(cfg.lr_schedule, cfg.lr_floor)
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    import tf_keras
+
+    return tf_keras.optimizers.schedules.CosineDecay(cfg.lr, decay_steps=max(1, cfg.epochs * steps_per_epoch),
+                                                     alpha=cfg.lr_floor)
 
 
 def _uar(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
@@ -175,7 +223,8 @@ def train(X: np.ndarray, y: np.ndarray, n_classes: int, model_cfg: ModelConfig, 
             raise ValueError(f"teacher_logits must be ({len(X)}, {n_classes}), got {Z.shape}")
         loss = kd_loss(n_classes, distill.alpha, distill.temperature, cfg.label_smoothing, cfg.focal_gamma,
                        cfg.margin)
-    model.compile(optimizer=tf_keras.optimizers.Adam(cfg.lr), loss=loss,
+    steps_per_epoch = -(-len(X) // cfg.batch_size)  # fit() runs the last partial batch too
+    model.compile(optimizer=tf_keras.optimizers.Adam(optimizer_learning_rate(cfg, steps_per_epoch)), loss=loss,
                   metrics=[masked_accuracy(n_classes)])
     cw = None
     if cfg.class_weight:
@@ -187,7 +236,9 @@ def train(X: np.ndarray, y: np.ndarray, n_classes: int, model_cfg: ModelConfig, 
     if not np.all(M[np.arange(len(y)), y] == 1):
         raise ValueError("class_mask excludes some windows' own label")
     Y = tf_keras.utils.to_categorical(y, n_classes)
-    hist: dict[str, list] = {"loss": [], "accuracy": [], "val_loss": [], "val_uar": [], "val_acc": []}
+    # lr: the learning rate the optimizer applied at each epoch's last step (tf_keras keeps the last value
+    # a schedule gave it), so the history shows the schedule was followed
+    hist: dict[str, list] = {"loss": [], "accuracy": [], "val_loss": [], "val_uar": [], "val_acc": [], "lr": []}
     best = (-1.0, 0, None)
     t0 = time.time()
     rng = np.random.default_rng(cfg.seed)
@@ -216,7 +267,9 @@ def train(X: np.ndarray, y: np.ndarray, n_classes: int, model_cfg: ModelConfig, 
                       sample_weight=sw, shuffle=False)
         hist["loss"].append(float(h.history["loss"][-1]))
         hist["accuracy"].append(float(h.history["accuracy"][-1]))
-        msg = f"epoch {ep + 1:3d}/{cfg.epochs}  loss {hist['loss'][-1]:.3f}  acc {hist['accuracy'][-1]:.3f}"
+        hist["lr"].append(float(np.asarray(model.optimizer.learning_rate)))
+        msg = (f"epoch {ep + 1:3d}/{cfg.epochs}  lr {hist['lr'][-1]:.2e}  loss {hist['loss'][-1]:.3f}  "
+               f"acc {hist['accuracy'][-1]:.3f}")
         if val is not None:
             Xv, civ, yv_clip = val
             pv = model.predict(np.asarray(Xv, np.float32), batch_size=256, verbose=0)
