@@ -82,12 +82,12 @@ RECIPE = {
     "conv2": 64,
     "dropout": 0.3,
     "n_calib": 1000,
-    # quantisation-aware fine-tuning after float training (model_build.qat): 3 epochs at 2e-4, the best
-    # validation UAR of the simulated int8 model kept (adopted on its CV: bench/results/accuracy.json
-    # vs accuracy_preqat.json, docs/model_card.md)
     # float phase: constant Adam 2e-3 (a cosine decay, --lr-schedule cosine, is measured against it in
     # docs/model_card.md)
     "lr_schedule": "constant",
+    # quantisation-aware fine-tuning after float training (model_build.qat): 3 epochs at 2e-4, the best
+    # validation UAR of the simulated int8 model kept (adopted on its CV: bench/results/accuracy.json
+    # vs accuracy_preqat.json, docs/model_card.md)
     "qat_epochs": 3,
     "qat_lr": 2e-4,
     "seed": 0,
