@@ -316,15 +316,21 @@ def model_recipe_note(metadata: dict) -> str | None:
     they are equal; a note when the model was built before the clip-level temperature joined RECIPE and
     recalibrated at clip level afterwards (``python -m model_build.recalibrate``), which is the model RECIPE
     builds; otherwise a note naming the keys that differ (the model is then not RECIPE's)."""
-    built = dict(metadata.get("recipe") or {})
-    if built == RECIPE:
+    from bench import accuracy  # an option a model's recipe predates had its default (e.g. lr_schedule)
+
+    defaults = vars(accuracy.build_parser().parse_args([]))
+    raw = dict(metadata.get("recipe") or {})
+    keys = set(raw) | set(RECIPE)
+    built = {k: raw.get(k, defaults.get(k)) for k in keys}
+    want = {k: RECIPE.get(k, defaults.get(k)) for k in keys}
+    if built == want:
         return None
     level = (metadata.get("calibration") or {}).get("level")
-    if {**built, "calibrate_level": "clip"} == RECIPE and level == "clip" and "calibrate_level" not in built:
+    if {**built, "calibrate_level": "clip"} == want and level == "clip" and "calibrate_level" not in raw:
         return ("built with the window-level temperature fit, then re-fitted at clip level from its float "
                 "weights by python -m model_build.recalibrate (bench/results/recalibration.json): the same "
                 "model as RECIPE's calibrate_level clip, which fits that temperature right after training")
-    keys = sorted(k for k in set(built) | set(RECIPE) if built.get(k) != RECIPE.get(k))
+    keys = sorted(k for k in keys if built.get(k) != want.get(k))
     return f"the installed model's recipe differs from RECIPE in {', '.join(keys)}"
 
 

@@ -102,6 +102,16 @@ def test_model_recipe_note():
     # not recalibrated, or another recipe: named as a difference
     assert "calibrate_level" in model_recipe_note({"recipe": before, "calibration": {"temperature": 2.0}})
     assert "qat_epochs" in model_recipe_note({"recipe": {**RECIPE, "qat_epochs": 0}, "calibration": {"level": "clip"}})
+    # an option the model's recipe predates counts as its default (what that model was trained with)
+    older = {k: v for k, v in RECIPE.items() if k != "lr_schedule"}
+    note = model_recipe_note({"recipe": older, "calibration": {"level": "clip"}})
+    if RECIPE["lr_schedule"] == "constant":
+        assert note is None
+    else:
+        assert "lr_schedule" in note
+    other = "cosine" if RECIPE["lr_schedule"] == "constant" else "constant"
+    assert "lr_schedule" in model_recipe_note({"recipe": {**RECIPE, "lr_schedule": other},
+                                               "calibration": {"level": "clip"}})
 
 
 def test_committed_results():
