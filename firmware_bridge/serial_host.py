@@ -421,12 +421,20 @@ class DeviceClient:
         # +1 at every START/STOP the host completes: a recovery's INFO is only compared with the
         # session state it was asked under (see _recover)
         self._session_epoch = 0
+        # where the current session's frames begin (our seq and frame count at its START), so an
+        # ERROR answering a frame sent before it is not taken for the loss of this session
+        self._session_first_seq, self._session_first_frame = 0, 0
+        # True from the ACK of a START to the sending of its STOP: SYNCs and re-sent input go out only
+        # then (checked under the send lock), so none can precede the START or follow the STOP on the
+        # wire, where the device answers them NO_SESSION (and STOP takes in or zero-fills what it holds)
+        self._streaming = False
         self._counters = {"reconnects": 0, "device_restarts": 0, "recoveries": 0,
                           "stale_results": 0, "results": 0, "gap_results": 0, "errors_rx": 0,
                           "tx_frames": 0, "tx_dropped": 0, "timeouts": 0, "pings": 0,
                           "session_restarts": 0, "resend_requests": 0, "resent_items": 0,
                           "resend_unavailable": 0, "syncs": 0, "duplicate_results": 0,
-                          "result_resend_requests": 0, "tx_timeouts": 0, "stale_infos": 0}
+                          "result_resend_requests": 0, "tx_timeouts": 0, "stale_infos": 0,
+                          "stale_errors": 0}
         self._tx_resync = False  # a write timed out mid-frame: start the next one with a delimiter
 
     # ------------------------------------------------------------------ lifecycle
@@ -520,9 +528,12 @@ class DeviceClient:
             self._port_failed()  # port gone: the reader reopens it
             return False
 
-    def send(self, msg: Message) -> int | None:
-        """Send one message; returns its seq, or None if the link is down (counted tx_dropped)."""
+    def send(self, msg: Message, *, streaming_only: bool = False) -> int | None:
+        """Send one message; returns its seq, or None if the link is down (counted tx_dropped).
+        ``streaming_only``: only between the ACK of a START and its STOP, else not at all (None)."""
         with self._tx_lock:
+            if streaming_only and not self._streaming:
+                return None
             seq, frame = self.tx.encode(msg)
             ok = self._write_raw(frame)
         if ok:
@@ -592,8 +603,11 @@ class DeviceClient:
             self._session_offsets[session] = start_offset
             self.offset = start_offset
             self._reset_history(mode, start_offset)
+            self._set_streaming(False)
+            self._mark_session_start()
             try:
                 self._request(Start(int(mode), session, start_offset), lambda s: ("ack", s))
+                self._set_streaming(True)
             except Exception:
                 self.mode, self.session = old
                 raise
@@ -605,11 +619,27 @@ class DeviceClient:
         """STOP the session. The device flushes its tail window and sends the utterance and summary
         records before its ACK, so they are accepted as this session's results."""
         with self._state_lock:
+            self._set_streaming(False)  # no SYNC after the STOP
             try:
                 self._request(Stop(), lambda s: ("ack", s))
             finally:
                 self.mode = Mode.IDLE
                 self._session_epoch += 1
+
+    def _set_streaming(self, on: bool) -> None:
+        with self._tx_lock:  # ordered with every frame sent
+            self._streaming = on
+
+    def _mark_session_start(self) -> None:
+        """Remember where this session's frames begin (call just before sending its START)."""
+        with self._tx_lock:
+            self._session_first_seq, self._session_first_frame = self.tx.next_seq, self.tx.frames
+
+    def _sent_this_session(self, seq: int) -> bool:
+        """Whether our frame ``seq`` was sent at or after the current session's START (when more
+        than 65536 frames were sent since, seq numbers are ambiguous: assume it was)."""
+        sent = self.tx.frames - self._session_first_frame
+        return sent > 0x10000 or (seq - self._session_first_seq) & 0xFFFF < sent
 
     def get_stats(self) -> dict:
         """The device's counters (STATS)."""
@@ -683,8 +713,8 @@ class DeviceClient:
             msg = Features(self.offset, np.zeros((0, self.info.n_features), np.int8))
         else:
             return
-        self._counters["syncs"] += 1
-        self.send(msg)
+        if self.send(msg, streaming_only=True) is not None:
+            self._counters["syncs"] += 1
 
     @property
     def max_payload(self) -> int:
@@ -789,7 +819,8 @@ class DeviceClient:
             self._close_port()
 
     def _check_liveness(self, now: float) -> None:
-        if (self.mode in (Mode.AUDIO, Mode.FEATURES) and self.resend_supported and self.sync_interval_s
+        if (self.mode in (Mode.AUDIO, Mode.FEATURES) and self._streaming and self.resend_supported
+                and self.sync_interval_s
                 and now - self._last_data_tx > self.sync_interval_s
                 and now - self._last_sync > self.sync_interval_s and self._syncs_since_data < 50):
             # the stream paused (or ended): say where it is, so a lost last frame gets asked for
@@ -832,7 +863,10 @@ class DeviceClient:
                 del self.errors[:500]
             if not self._resolve(("err", msg.ref_seq), msg):
                 if msg.code == ErrorCode.NO_SESSION and self.mode in (Mode.AUDIO, Mode.FEATURES):
-                    self._recover_needed.set()  # the device lost our session (restart)
+                    if self._sent_this_session(msg.ref_seq):
+                        self._recover_needed.set()  # the device lost our session (restart)
+                    else:  # answers a frame of an earlier session (e.g. a SYNC that followed its STOP)
+                        self._counters["stale_errors"] += 1
         elif t == MsgType.PING:
             self.send(Pong(msg.data))
         elif t == MsgType.RESEND:
@@ -856,7 +890,7 @@ class DeviceClient:
                         if session != self.session:  # a new session started meanwhile
                             break
                         msg = Audio(off, items) if mode == Mode.AUDIO else Features(off, items)
-                        if self.send(msg) is not None:
+                        if self.send(msg, streaming_only=True) is not None:
                             self._counters["resent_items"] += len(items)
             except Exception:  # noqa: BLE001 - never let this thread die; the device will ask again
                 self._counters["resend_failures"] = self._counters.get("resend_failures", 0) + 1
@@ -946,7 +980,10 @@ class DeviceClient:
                 self._session_offsets[session] = off
                 self.session = session
                 self._windows_seen, self._window_asks = set(), {}
+                self._set_streaming(False)
+                self._mark_session_start()
                 self._request(Start(int(self.mode), session, off), lambda s: ("ack", s))
+                self._set_streaming(True)
                 self._session_epoch += 1
                 self._counters["session_restarts"] += 1
 

@@ -63,3 +63,39 @@ def test_recovery_info_older_than_start_keeps_the_session():
     assert sorted(got) == [w.window_index for w in ref]
     for w in ref:
         assert list(got[w.window_index].msg.scores) == [int(v) for v in w.scores_int8], w.window_index
+
+
+def test_no_session_answering_a_frame_from_before_start_keeps_the_session():
+    """The device answers NO_SESSION to an input frame of the previous session that reaches it after
+    STOP (QEMU's UART queues them: SYNCs the host sent while waiting for the STOP's ACK did, 12 per
+    8 clips of ``validate``). Arriving after the host's next START, that error must not be taken for
+    the loss of the new session (a recovery: HELLO, and a restart if its INFO looked idle)."""
+    require_module("serial")
+    require_tool("qemu-system-arm")
+    require_tool("arm-none-eabi-gcc")
+    from edge_runtime.protocol import Features, Mode
+    from firmware_bridge.image import build_image
+    from firmware_bridge.qemu import QemuDevice
+    from firmware_bridge.serial_host import DeviceClient
+
+    with QemuDevice(build_image().elf) as q:
+        dev = DeviceClient(q.port, 921600, timeout=30.0, liveness_s=60.0).open()
+        try:
+            n_features = dev.info.n_features
+            q.monitor("stop")  # the guest reads nothing: what the host sends queues up in order
+            # a late SYNC of an earlier session, then the next START, in this order on the wire
+            late = dev.send(Features(0, np.zeros((0, n_features), np.int8)))
+            started = threading.Thread(target=dev.start, args=(Mode.FEATURES,))
+            started.start()
+            time.sleep(0.3)
+            q.monitor("cont")  # device: the SYNC -> ERROR NO_SESSION, then START -> ACK
+            started.join(30)
+            assert dev.mode == Mode.FEATURES
+            time.sleep(1.0)  # a recovery would HELLO now
+            c = dev.counters()
+            errors = [(e.code, e.ref_seq) for e in dev.errors]
+        finally:
+            dev.close()
+    assert errors == [(3, late)]  # NO_SESSION, answering the late frame
+    assert c["recoveries"] == 0 and c["session_restarts"] == 0, c
+    assert c["stale_errors"] == 1
