@@ -455,8 +455,9 @@ def register_commands(subparsers) -> None:
     p = subparsers.add_parser("validate", help=needs("compare device RESULTs with host int8 predictions", "serial"),
                               description="Send every audio file of a corpus folder through the device "
                                           "and compare each RESULT with the host's prediction of the same "
-                                          "int8 model on the same audio: agreement, accuracy (labels "
-                                          "from folder names), latency percentiles.")
+                                          "int8 model on the same input: every window and each clip's "
+                                          "summary record; agreement, accuracy (labels from folder names), "
+                                          "latency percentiles. Exit 0 only if all came back and agreed.")
     _add_link_args(p)
     p.add_argument("corpus", type=existing_dir, help="folder of WAV/FLAC files (label = a folder name that is a label)")
     p.add_argument("--realtime", action="store_true",
