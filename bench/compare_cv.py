@@ -25,7 +25,9 @@ base's; the same checks as between base and option, and no (seed, fold) twice).
 Each ``cv_compare_*.json`` in bench/results names its base (``base``, ``base_extra``): the recipe campaign's were
 written against the CV of the recipe as it was before the QAT phase joined it (``accuracy_preqat.json``); the QAT Pi
 model's (``cv_compare_pi.json``, ``_pi_qat``, ``_pi_vs_qat``) against the QAT recipe's fold models as trained,
-window-level temperature (``accuracy_qat.json`` + ``accuracy_qat_singles.json``).
+window-level temperature (``accuracy_qat.json`` + ``accuracy_qat_singles.json``); the cosine learning-rate decay's
+(``cv_compare_lrsched.json``) against the shipped recipe's CV with the clip-level temperature
+(``accuracy_clip_calibration_qat.json``).
 ``accuracy.json`` is the shipped recipe's CV: the same QAT fold models with the clip-level temperature.
 
 Prints a Markdown table and writes the JSON.
