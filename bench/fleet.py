@@ -3,6 +3,7 @@ the dashboard in a real browser, and parallel corpus feature extraction.
 
     python bench/fleet.py                       # 100 devices x 1 record/s x 60 s, restart at 25 s
     python bench/fleet.py --devices 200 --seconds 120
+    python bench/fleet.py --features-only       # part 1 alone; the other parts' figures are kept
 
 What it does (loopback only, everything real):
 
@@ -409,6 +410,9 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=600, help="clips for the feature-extraction speed-up")
     ap.add_argument("--repeats", type=int, default=7, help="interleaved timing rounds (medians)")
     ap.add_argument("--skip-features", action="store_true", help="keep the feature figures of the last run")
+    ap.add_argument("--features-only", action="store_true",
+                    help="measure part 1 (features) alone and update only its figures in fleet.json, keeping the "
+                         "other parts' recorded figures; parts_measured_utc says when each part was measured")
     ap.add_argument("--boost", action="store_true",
                     help="raise this session's scheduling-group weight (Linux autogroup, needs root) for the "
                          "benchmark's duration: a shared machine's other jobs then count for less")
@@ -430,6 +434,20 @@ def _run(args, boosted: bool) -> None:
     import tempfile
 
     old = json.loads((RESULTS / "fleet.json").read_text()) if (RESULTS / "fleet.json").exists() else {}
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    if args.features_only:
+        if not old.get("devices"):
+            sys.exit("bench/fleet.py: error: --features-only updates an existing bench/results/fleet.json; "
+                     "run the whole benchmark first")
+        print("features: 1 worker vs 2 ...", file=sys.stderr)
+        feats = bench_features(args.clips, args.repeats, boosted)
+        old["features"] = feats
+        old["feature_extraction_speedup_2cores"] = feats["speedup"]
+        old["parts_measured_utc"] = {**old.get("parts_measured_utc", {}), "features": now}
+        path = write_result("fleet", old)
+        _print_features(feats)
+        print(f"wrote {path} (features only; the other parts are those of {old['parts_measured_utc'].get('fleet')})")
+        return
     if args.skip_features and "features" in old:
         feats = old["features"]
     else:
@@ -440,6 +458,9 @@ def _run(args, boosted: bool) -> None:
         res = bench_fleet(args.devices, args.seconds, args.restart_at, args.down, args.procs, Path(work))
     res["feature_extraction_speedup_2cores"] = feats["speedup"]
     res["features"] = feats
+    measured = {"fleet": now}  # fleet, security and dashboard: one run
+    measured["features"] = old.get("parts_measured_utc", {}).get("features") if args.skip_features else now
+    res["parts_measured_utc"] = measured
     res["machine"] = machine()
     res["scheduling_group_nice"] = -20 if boosted else 0
     res["loadavg_1min_end"] = round(os.getloadavg()[0], 2)
@@ -451,9 +472,15 @@ def _run(args, boosted: bool) -> None:
                                   "cross_device_publish_refused", "dashboard_browser_ok",
                                   "feature_extraction_speedup_2cores")]
     print(markdown_table(rows, ("measure", "value")))
-    print(f"features: {feats['corpus']}, {feats['audio_s']} s audio: {feats['seconds_1_worker']} s on 1 worker, "
-          f"{feats['seconds_2_workers']} s on 2 (load {feats['loadavg_1min_before']})")
+    _print_features(feats)
     print(f"wrote {path}")
+
+
+def _print_features(feats: dict) -> None:
+    print(f"features: {feats['corpus']}, {feats['audio_s']} s audio: {feats['seconds_1_worker']} s on 1 worker, "
+          f"{feats['seconds_2_workers']} s on 2 (speed-up {feats['speedup']}; two independent halves "
+          f"{feats['seconds_two_independent_halves']} s, {feats['ceiling_speedup_two_independent_halves']}; "
+          f"load {feats['loadavg_1min_before']})")
 
 
 if __name__ == "__main__":

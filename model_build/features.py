@@ -113,6 +113,34 @@ def _work(kind: str, cfg, clips: list[np.ndarray], cache: Path | None) -> list[n
 # (copy-on-write) and receive only indices, instead of every clip pickled through a pipe.
 _FORKED_AUDIOS: Sequence[np.ndarray] | None = None
 
+#: Largest batch (clips) when several processes share a corpus, and the smallest one the plan ends
+#: with. Batches shrink towards the end of the corpus so that the processes finish together: the
+#: last batch someone is still computing while the others are idle is a few clips (~10 ms), not a
+#: sixteenth of the corpus.
+_POOL_BATCH_MAX = 32
+_POOL_BATCH_MIN = 4
+
+
+def _plan(n: int, workers: int, batch: int) -> list[range]:
+    """Contiguous batches of ``n`` clips, in the order they are handed out.
+
+    One process: batches of ``batch`` (at most an eighth of the corpus). Several: guided
+    self-scheduling, i.e. each batch is a fraction of what is left (``left / (2 * workers)``)
+    between :data:`_POOL_BATCH_MIN` and ``min(batch, _POOL_BATCH_MAX)`` clips, so there are few
+    batches while much is left (little per-batch overhead) and small ones at the end (a short
+    tail)."""
+    if workers == 1:
+        per = max(1, min(batch, -(-n // 8)))
+        return [range(s, min(n, s + per)) for s in range(0, n, per)]
+    hi = max(1, min(batch, _POOL_BATCH_MAX))
+    lo = min(hi, _POOL_BATCH_MIN)
+    out, s = [], 0
+    while s < n:
+        per = max(lo, min(hi, -(-(n - s) // (2 * workers))))
+        out.append(range(s, min(n, s + per)))
+        s += per
+    return out
+
 
 def _work_forked(kind: str, cfg, idx: list[int], cache: Path | None) -> list[np.ndarray]:
     return _work(kind, cfg, [_FORKED_AUDIOS[i] for i in idx], cache)  # type: ignore[index]
@@ -121,12 +149,25 @@ def _work_forked(kind: str, cfg, idx: list[int], cache: Path | None) -> list[np.
 def _init_worker() -> None:
     """One BLAS thread per worker: the front end's DCT is a float64 matrix product, and OpenBLAS
     would otherwise start a thread per core in every worker (2 workers x 2 threads on 2 cores
-    made the pool no faster than one process for some batch sizes)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # optional: without it the pool still works, just oversubscribed
-        return
-    threadpool_limits(limits=1)
+    made the pool no faster than one process for some batch sizes). For the rest of the process."""
+    _limit_blas()
+
+
+_BLAS = None  # this process's threadpoolctl controller: finding the libraries takes ~7 ms, once
+
+
+def _limit_blas():
+    """Limit the BLAS libraries loaded in this process to one thread; returns the limiter (its
+    ``restore_original_limits()`` undoes it), or ``None`` without threadpoolctl (optional: the
+    pool then works, just oversubscribed)."""
+    global _BLAS
+    if _BLAS is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:
+            return None
+        _BLAS = ThreadpoolController()
+    return _BLAS.limit(limits=1)
 
 
 def _start_method() -> str:
@@ -141,6 +182,98 @@ def _start_method() -> str:
     return "fork"
 
 
+def _forked_worker(kind: str, cfg, cache: Path | None, batches: list[range], nxt, lock, results) -> None:
+    """A forked worker's life: take the next batch of the plan, compute it, queue its features;
+    until the plan is exhausted. The queue's feeder thread sends them while the next batch is
+    computed, so a worker never waits for the parent, which computes batches too."""
+    try:
+        while True:
+            with lock:
+                b = nxt.value
+                nxt.value = b + 1
+            if b >= len(batches):
+                break
+            results.put((b, _work(kind, cfg, [_FORKED_AUDIOS[i] for i in batches[b]], cache)))  # type: ignore[index]
+    except BaseException as e:  # noqa: BLE001 -- handed to the parent, which raises it
+        import pickle
+        import traceback
+
+        try:
+            pickle.dumps(e)
+        except Exception:  # noqa: BLE001
+            e = RuntimeError(traceback.format_exc())
+        results.put((-1, e))
+
+
+def _run_forked(kind: str, cfg, audios: Sequence[np.ndarray], cache: Path | None, batches: list[range],
+                workers: int, out: list, bar) -> None:
+    """``workers - 1`` forked children and this process take batches from one shared counter in
+    plan order; children return features through a queue, which this process drains between its
+    own batches. Compared with a ``ProcessPoolExecutor`` of ``workers`` processes: one fork fewer,
+    no process idles waiting for results, no executor threads competing for the cores, and no
+    per-task messages (a batch is taken by incrementing a counter in shared memory)."""
+    import multiprocessing
+    import queue as queue_mod
+
+    global _FORKED_AUDIOS
+    ctx = multiprocessing.get_context("fork")
+    nxt = ctx.RawValue("q", 0)
+    lock = ctx.Lock()
+    results = ctx.Queue()
+    # One BLAS thread here too, set before forking: the children inherit it and skip their own
+    # (importing threadpoolctl and finding the libraries cost each new process ~10-25 ms).
+    blas = _limit_blas()
+    _FORKED_AUDIOS = audios
+    children = []
+    try:
+        for _ in range(workers - 1):
+            p = ctx.Process(target=_forked_worker, args=(kind, cfg, cache, batches, nxt, lock, results))
+            p.start()
+            children.append(p)
+        left = len(batches)
+
+        def take(item) -> None:
+            nonlocal left
+            b, feats = item
+            if b < 0:
+                raise feats
+            for i, f in zip(batches[b], feats):
+                out[i] = f
+            left -= 1
+            bar.update(len(batches[b]))
+
+        while True:
+            with lock:
+                b = nxt.value
+                nxt.value = b + 1
+            if b >= len(batches):
+                break
+            take((b, _work(kind, cfg, [audios[i] for i in batches[b]], cache)))
+            while True:  # what the children finished meanwhile
+                try:
+                    take(results.get_nowait())
+                except queue_mod.Empty:
+                    break
+        while left:
+            try:
+                take(results.get(timeout=0.1))
+            except queue_mod.Empty:
+                if all(p.exitcode is not None for p in children):  # exited without sending a batch
+                    codes = [p.exitcode for p in children]
+                    raise RuntimeError(f"a feature-extraction worker died (exit codes {codes}); "
+                                       f"{left} batches were not computed") from None
+        for p in children:
+            p.join()
+    finally:
+        _FORKED_AUDIOS = None
+        for p in children:
+            if p.exitcode is None:
+                p.terminate()
+                p.join()
+        if blas is not None:
+            blas.restore_original_limits()
+
+
 def _cached(audios: Sequence[np.ndarray], cfg, kind: str, cache_dir, progress: bool, batch: int,
             desc: str, workers: int | None) -> list[np.ndarray]:
     cache = Path(cache_dir) / cfg.hash if cache_dir is not None else None
@@ -152,11 +285,9 @@ def _cached(audios: Sequence[np.ndarray], cfg, kind: str, cache_dir, progress: b
     from tqdm.auto import tqdm
 
     workers = default_workers() if workers is None else max(1, int(workers))
-    # Enough batches per worker to balance uneven clip lengths; never more clips per batch than
-    # ``batch`` (the vectorised front end's sweet spot). Identical clips in one batch are computed
-    # once; in different batches, twice (same entry, same bytes: harmless and rare).
-    per = max(1, min(batch, -(-n // (workers * 8))))
-    batches = [list(range(s, min(n, s + per))) for s in range(0, n, per)]
+    # Identical clips in one batch are computed once; in different batches, twice (same entry,
+    # same bytes: harmless and rare).
+    batches = _plan(n, workers, batch)
     out: list[np.ndarray | None] = [None] * n
     with tqdm(total=n, desc=desc, unit="clip", disable=not progress, leave=False) as bar:
         if workers == 1 or len(batches) == 1:
@@ -164,29 +295,20 @@ def _cached(audios: Sequence[np.ndarray], cfg, kind: str, cache_dir, progress: b
                 for i, f in zip(idx, _work(kind, cfg, [audios[i] for i in idx], cache)):
                     out[i] = f
                 bar.update(len(idx))
+        elif _start_method() == "fork":
+            _run_forked(kind, cfg, audios, cache, batches, min(workers, len(batches)), out, bar)
         else:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor, as_completed
 
-            global _FORKED_AUDIOS
-            method = _start_method()
-            if method == "fork":
-                _FORKED_AUDIOS = audios
-            try:
-                with ProcessPoolExecutor(min(workers, len(batches)), initializer=_init_worker,
-                                         mp_context=multiprocessing.get_context(method)) as ex:
-                    if method == "fork":
-                        futs = {ex.submit(_work_forked, kind, cfg, idx, cache): idx for idx in batches}
-                    else:
-                        futs = {ex.submit(_work, kind, cfg, [audios[i] for i in idx], cache): idx
-                                for idx in batches}
-                    for fut in as_completed(futs):
-                        idx = futs[fut]
-                        for i, f in zip(idx, fut.result()):
-                            out[i] = f
-                        bar.update(len(idx))
-            finally:
-                _FORKED_AUDIOS = None
+            with ProcessPoolExecutor(min(workers, len(batches)), initializer=_init_worker,
+                                     mp_context=multiprocessing.get_context("spawn")) as ex:
+                futs = {ex.submit(_work, kind, cfg, [audios[i] for i in idx], cache): idx for idx in batches}
+                for fut in as_completed(futs):
+                    idx = futs[fut]
+                    for i, f in zip(idx, fut.result()):
+                        out[i] = f
+                    bar.update(len(idx))
     return out  # type: ignore[return-value]
 
 

@@ -103,3 +103,95 @@ def test_bad_worker_env(monkeypatch, workers):
     else:
         with pytest.raises(ValueError, match="SER_EDGE_WORKERS"):
             default_workers()
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_same_features_for_any_worker_count_and_start_method(monkeypatch, method):
+    """fork: this process computes batches too, with forked children; spawn (what a process
+    running TensorFlow uses): a ProcessPoolExecutor of fresh interpreters. Same features, in
+    order, for 1, 2 and 3 workers, with batches handed out in the shrinking plan's order."""
+    import model_build.features as features
+
+    monkeypatch.setattr(features, "_start_method", lambda: method)
+    clips = _clips(40, seed=4)
+    clips.append(clips[0].copy())
+    clips.append(np.zeros(100, np.int16))  # shorter than a frame: zero frames
+    ref = [compute_features(c, DEFAULT_CONFIG) for c in clips]
+    for workers in (1, 2, 3):
+        got = fixed_point_features(clips, DEFAULT_CONFIG, cache_dir=None, progress=False, workers=workers, batch=8)
+        assert len(got) == len(clips)
+        for r, g in zip(ref, got):
+            assert g.dtype == np.int32
+            np.testing.assert_array_equal(g, r)
+    import multiprocessing
+
+    assert multiprocessing.active_children() == []  # every worker was joined
+
+
+def test_plan_covers_every_clip_once_and_shrinks_towards_the_end():
+    from model_build.features import _POOL_BATCH_MAX, _POOL_BATCH_MIN, _plan
+
+    for n, workers, batch in [(600, 2, 64), (601, 3, 64), (37, 2, 4), (5, 2, 64), (1, 2, 64), (10, 1, 64)]:
+        plan = _plan(n, workers, batch)
+        assert [i for r in plan for i in r] == list(range(n))
+        sizes = [len(r) for r in plan]
+        assert max(sizes) <= min(batch, _POOL_BATCH_MAX if workers > 1 else batch)
+        if workers > 1:
+            assert sizes == sorted(sizes, reverse=True)  # large first, small last
+            if n >= 4 * workers * _POOL_BATCH_MIN:
+                assert sizes[-2] <= _POOL_BATCH_MIN  # the tail is a few clips, not 1/16 of the corpus
+    assert [len(r) for r in _plan(600, 1, 64)] == [64] * 9 + [24]  # one process: as before
+
+
+@pytest.mark.parametrize("where", [0, 10, -1])
+def test_worker_error_is_raised_in_the_caller(where):
+    """A clip the front end refuses raises the front end's own error from the call, whoever
+    computed it, and no child is left behind. The first clip is long (the calling process is busy
+    with the first batch for a while), so the child usually computes the batches after it."""
+    import multiprocessing
+
+    from edge_runtime.frontend import FrontendInputError
+
+    clips = _clips(30, seed=5)
+    clips[0] = _clips(1, seed=7)[0].repeat(200)  # ~1 min of audio
+    clips[where] = clips[where].astype(np.float32)
+    with pytest.raises(FrontendInputError, match="float"):
+        fixed_point_features(clips, DEFAULT_CONFIG, cache_dir=None, progress=False, workers=2, batch=4)
+    assert multiprocessing.active_children() == []
+
+
+def test_forked_worker_hands_its_error_to_the_parent():
+    """The child's side on its own (run in this process): batches in plan order until the shared
+    counter passes the plan, features queued per batch, an error queued as the exception itself."""
+    import multiprocessing
+
+    import model_build.features as features
+    from edge_runtime.frontend import FrontendInputError
+
+    ctx = multiprocessing.get_context("fork")
+    clips = _clips(6, seed=8)
+    clips[4] = clips[4].astype(np.float64)
+    batches = [range(0, 2), range(2, 4), range(4, 6)]
+    nxt, lock, results = ctx.RawValue("q", 0), ctx.Lock(), ctx.Queue()
+    features._FORKED_AUDIOS = clips
+    try:
+        features._forked_worker("", DEFAULT_CONFIG, None, batches, nxt, lock, results)
+    finally:
+        features._FORKED_AUDIOS = None
+    got = [results.get(timeout=10) for _ in range(3)]
+    assert [b for b, _ in got] == [0, 1, -1]
+    for b, feats in got[:2]:
+        for i, f in zip(batches[b], feats):
+            np.testing.assert_array_equal(f, compute_features(clips[i], DEFAULT_CONFIG))
+    assert isinstance(got[2][1], FrontendInputError) and "float64" in str(got[2][1])
+    assert nxt.value == 3  # it stopped at the bad batch
+
+
+def test_blas_threads_restored_after_a_pool_call():
+    """The pool limits BLAS to one thread while it runs (in this process and, inherited, its
+    children) and gives the caller its own setting back."""
+    from threadpoolctl import threadpool_info
+
+    before = [m["num_threads"] for m in threadpool_info()]
+    fixed_point_features(_clips(12, seed=6), DEFAULT_CONFIG, cache_dir=None, progress=False, workers=2, batch=4)
+    assert [m["num_threads"] for m in threadpool_info()] == before
