@@ -142,10 +142,6 @@ def _plan(n: int, workers: int, batch: int) -> list[range]:
     return out
 
 
-def _work_forked(kind: str, cfg, idx: list[int], cache: Path | None) -> list[np.ndarray]:
-    return _work(kind, cfg, [_FORKED_AUDIOS[i] for i in idx], cache)  # type: ignore[index]
-
-
 def _init_worker() -> None:
     """One BLAS thread per worker: the front end's DCT is a float64 matrix product, and OpenBLAS
     would otherwise start a thread per core in every worker (2 workers x 2 threads on 2 cores
