@@ -4,9 +4,10 @@ Every model input is the fixed-point front end's output (``edge_runtime.frontend
 real log2 units (``q / 2**frac_bits``); the float64 twin is computed only to measure what the
 fixed-point arithmetic costs. Features are cached per clip as ``<cache>/<cfg.hash>/<sha1>.npz``
 where ``sha1`` hashes the int16 PCM bytes, so augmented copies and re-runs reuse work and any
-front-end change (new hash) invalidates everything automatically. A corpus is computed by a pool of
-worker processes (one per core); every cache entry is written to a unique temporary file and renamed
-into place, so concurrent workers, concurrent runs and killed runs never leave a torn entry.
+front-end change (new hash) invalidates everything automatically. A corpus is computed by one
+process per core (the calling process and forked children; a spawned pool when TensorFlow is
+loaded); every cache entry is written to a unique temporary file and renamed into place, so
+concurrent workers, concurrent runs and killed runs never leave a torn entry.
 """
 from __future__ import annotations
 
@@ -178,10 +179,14 @@ def _start_method() -> str:
     return "fork"
 
 
-def _forked_worker(kind: str, cfg, cache: Path | None, batches: list[range], nxt, lock, results) -> None:
-    """A forked worker's life: take the next batch of the plan, compute it, queue its features;
-    until the plan is exhausted. The queue's feeder thread sends them while the next batch is
-    computed, so a worker never waits for the parent, which computes batches too."""
+def _forked_worker(kind: str, cfg, cache: Path | None, batches: list[range], nxt, lock, conn) -> None:
+    """A forked worker's life: take the next batch of the plan from the shared counter, compute
+    it, send its features to the parent; until the plan is exhausted. A thread sends while the
+    next batch is computed, so the worker never waits for the parent (which computes batches too
+    and reads only between them). An error is sent as the exception itself."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    sender = ThreadPoolExecutor(1)
     try:
         while True:
             with lock:
@@ -189,7 +194,8 @@ def _forked_worker(kind: str, cfg, cache: Path | None, batches: list[range], nxt
                 nxt.value = b + 1
             if b >= len(batches):
                 break
-            results.put((b, _work(kind, cfg, [_FORKED_AUDIOS[i] for i in batches[b]], cache)))  # type: ignore[index]
+            feats = _work(kind, cfg, [_FORKED_AUDIOS[i] for i in batches[b]], cache)  # type: ignore[index]
+            sender.submit(conn.send, (b, feats))
     except BaseException as e:  # noqa: BLE001 -- handed to the parent, which raises it
         import pickle
         import traceback
@@ -198,45 +204,61 @@ def _forked_worker(kind: str, cfg, cache: Path | None, batches: list[range], nxt
             pickle.dumps(e)
         except Exception:  # noqa: BLE001
             e = RuntimeError(traceback.format_exc())
-        results.put((-1, e))
+        sender.submit(conn.send, (-1, e))
+    finally:
+        sender.shutdown(wait=True)
+        conn.close()
 
 
 def _run_forked(kind: str, cfg, audios: Sequence[np.ndarray], cache: Path | None, batches: list[range],
                 workers: int, out: list, bar) -> None:
     """``workers - 1`` forked children and this process take batches from one shared counter in
-    plan order; children return features through a queue, which this process drains between its
-    own batches. Compared with a ``ProcessPoolExecutor`` of ``workers`` processes: one fork fewer,
-    no process idles waiting for results, no executor threads competing for the cores, and no
-    per-task messages (a batch is taken by incrementing a counter in shared memory)."""
+    plan order; each child sends its features through its own pipe, which this process reads
+    between its own batches. Compared with a ``ProcessPoolExecutor`` of ``workers`` processes: one
+    fork fewer, no process idles waiting for results, no executor threads competing for the
+    cores, and no per-task messages (a batch is taken by incrementing a counter in shared memory).
+    This process keeps no write end of a child's pipe, so a child that dies (even in the middle of
+    a message) reads as the end of its pipe: an error, never a hang."""
     import multiprocessing
-    import queue as queue_mod
+    from multiprocessing.connection import wait
 
     global _FORKED_AUDIOS
     ctx = multiprocessing.get_context("fork")
     nxt = ctx.RawValue("q", 0)
     lock = ctx.Lock()
-    results = ctx.Queue()
     # One BLAS thread here too, set before forking: the children inherit it and skip their own
     # (importing threadpoolctl and finding the libraries cost each new process ~10-25 ms).
     blas = _limit_blas()
     _FORKED_AUDIOS = audios
-    children = []
+    children, readers = [], []
     try:
         for _ in range(workers - 1):
-            p = ctx.Process(target=_forked_worker, args=(kind, cfg, cache, batches, nxt, lock, results))
+            r, w = ctx.Pipe(duplex=False)
+            p = ctx.Process(target=_forked_worker, args=(kind, cfg, cache, batches, nxt, lock, w))
             p.start()
+            w.close()
             children.append(p)
+            readers.append(r)
         left = len(batches)
 
-        def take(item) -> None:
+        def take(b: int, feats) -> None:
             nonlocal left
-            b, feats = item
-            if b < 0:
-                raise feats
             for i, f in zip(batches[b], feats):
                 out[i] = f
             left -= 1
             bar.update(len(batches[b]))
+
+        def receive(timeout: float | None) -> None:
+            for r in wait(readers, timeout):
+                try:
+                    b, feats = r.recv()
+                except (EOFError, OSError):  # the child is done (or died, maybe mid-message)
+                    readers.remove(r)
+                    r.close()
+                    continue
+                if b < 0:
+                    raise feats
+                take(b, feats)
 
         while True:
             with lock:
@@ -244,24 +266,20 @@ def _run_forked(kind: str, cfg, audios: Sequence[np.ndarray], cache: Path | None
                 nxt.value = b + 1
             if b >= len(batches):
                 break
-            take((b, _work(kind, cfg, [audios[i] for i in batches[b]], cache)))
-            while True:  # what the children finished meanwhile
-                try:
-                    take(results.get_nowait())
-                except queue_mod.Empty:
-                    break
-        while left:
-            try:
-                take(results.get(timeout=0.1))
-            except queue_mod.Empty:
-                if all(p.exitcode is not None for p in children):  # exited without sending a batch
-                    codes = [p.exitcode for p in children]
-                    raise RuntimeError(f"a feature-extraction worker died (exit codes {codes}); "
-                                       f"{left} batches were not computed") from None
+            take(b, _work(kind, cfg, [audios[i] for i in batches[b]], cache))
+            receive(0)  # what the children finished meanwhile
+        while readers:
+            receive(None)
         for p in children:
             p.join()
+        if left:
+            codes = [p.exitcode for p in children]
+            raise RuntimeError(f"a feature-extraction worker died (exit codes {codes}); "
+                               f"{left} batches were not computed")
     finally:
         _FORKED_AUDIOS = None
+        for r in readers:
+            r.close()
         for p in children:
             if p.exitcode is None:
                 p.terminate()

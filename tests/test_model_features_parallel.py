@@ -162,7 +162,8 @@ def test_worker_error_is_raised_in_the_caller(where):
 
 def test_forked_worker_hands_its_error_to_the_parent():
     """The child's side on its own (run in this process): batches in plan order until the shared
-    counter passes the plan, features queued per batch, an error queued as the exception itself."""
+    counter passes the plan, features sent per batch, an error sent as the exception itself, then
+    the end of the pipe."""
     import multiprocessing
 
     import model_build.features as features
@@ -172,13 +173,16 @@ def test_forked_worker_hands_its_error_to_the_parent():
     clips = _clips(6, seed=8)
     clips[4] = clips[4].astype(np.float64)
     batches = [range(0, 2), range(2, 4), range(4, 6)]
-    nxt, lock, results = ctx.RawValue("q", 0), ctx.Lock(), ctx.Queue()
+    nxt, lock = ctx.RawValue("q", 0), ctx.Lock()
+    r, w = ctx.Pipe(duplex=False)
     features._FORKED_AUDIOS = clips
     try:
-        features._forked_worker("", DEFAULT_CONFIG, None, batches, nxt, lock, results)
+        features._forked_worker("", DEFAULT_CONFIG, None, batches, nxt, lock, w)  # pipe: ~7 KB, fits
     finally:
         features._FORKED_AUDIOS = None
-    got = [results.get(timeout=10) for _ in range(3)]
+    got = [r.recv() for _ in range(3)]
+    with pytest.raises(EOFError):
+        r.recv()
     assert [b for b, _ in got] == [0, 1, -1]
     for b, feats in got[:2]:
         for i, f in zip(batches[b], feats):
@@ -195,3 +199,35 @@ def test_blas_threads_restored_after_a_pool_call():
     before = [m["num_threads"] for m in threadpool_info()]
     fixed_point_features(_clips(12, seed=6), DEFAULT_CONFIG, cache_dir=None, progress=False, workers=2, batch=4)
     assert [m["num_threads"] for m in threadpool_info()] == before
+
+
+def test_a_killed_worker_is_an_error_not_a_hang():
+    """A child killed mid-batch (as the OOM killer would) makes the call fail with a clear error
+    once the other batches are done, instead of waiting forever for the lost batch."""
+    import multiprocessing
+    import os
+    import signal
+    import threading
+    import time
+
+    clips = [c.repeat(120) for c in _clips(8, seed=9)]  # ~40 s of audio each: one clip per batch
+    killed = []
+
+    def kill_child():
+        t_end = time.monotonic() + 20
+        while not killed and time.monotonic() < t_end:
+            kids = multiprocessing.active_children()
+            if kids:
+                time.sleep(0.15)  # into its first batch
+                os.kill(kids[0].pid, signal.SIGKILL)
+                killed.append(kids[0].pid)
+            time.sleep(0.005)
+
+    t = threading.Thread(target=kill_child)
+    t.start()
+    try:
+        with pytest.raises(RuntimeError, match=r"worker died \(exit codes \[-9\]\)"):
+            fixed_point_features(clips, DEFAULT_CONFIG, cache_dir=None, progress=False, workers=2, batch=1)
+    finally:
+        t.join()
+    assert killed and multiprocessing.active_children() == []
