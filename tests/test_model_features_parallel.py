@@ -210,7 +210,9 @@ def test_a_killed_worker_is_an_error_not_a_hang():
     import threading
     import time
 
-    clips = [c.repeat(120) for c in _clips(8, seed=9)]  # ~40 s of audio each: one clip per batch
+    # ~40 s of audio each, one clip per batch: ~25 ms batches with microseconds between them, and
+    # enough of them that the child is still busy when it is killed
+    clips = [c.repeat(120) for c in _clips(24, seed=9)]
     killed = []
 
     def kill_child():
@@ -218,7 +220,7 @@ def test_a_killed_worker_is_an_error_not_a_hang():
         while not killed and time.monotonic() < t_end:
             kids = multiprocessing.active_children()
             if kids:
-                time.sleep(0.15)  # into its first batch
+                time.sleep(0.1)  # into one of its batches
                 os.kill(kids[0].pid, signal.SIGKILL)
                 killed.append(kids[0].pid)
             time.sleep(0.005)
