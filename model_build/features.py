@@ -179,6 +179,14 @@ def _start_method() -> str:
     return "fork"
 
 
+def _take_next(nxt, lock) -> int:
+    """The next batch number of the plan from the counter shared by the caller and its children."""
+    with lock:
+        b = nxt.value
+        nxt.value = b + 1
+    return b
+
+
 def _forked_worker(kind: str, cfg, cache: Path | None, batches: list[range], nxt, lock, conn) -> None:
     """A forked worker's life: take the next batch of the plan from the shared counter, compute
     it, send its features to the parent; until the plan is exhausted. A thread sends while the
@@ -189,9 +197,7 @@ def _forked_worker(kind: str, cfg, cache: Path | None, batches: list[range], nxt
     sender = ThreadPoolExecutor(1)
     try:
         while True:
-            with lock:
-                b = nxt.value
-                nxt.value = b + 1
+            b = _take_next(nxt, lock)
             if b >= len(batches):
                 break
             feats = _work(kind, cfg, [_FORKED_AUDIOS[i] for i in batches[b]], cache)  # type: ignore[index]
@@ -261,9 +267,7 @@ def _run_forked(kind: str, cfg, audios: Sequence[np.ndarray], cache: Path | None
                 take(b, feats)
 
         while True:
-            with lock:
-                b = nxt.value
-                nxt.value = b + 1
+            b = _take_next(nxt, lock)
             if b >= len(batches):
                 break
             take(b, _work(kind, cfg, [audios[i] for i in batches[b]], cache))
