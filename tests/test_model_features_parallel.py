@@ -201,9 +201,10 @@ def test_blas_threads_restored_after_a_pool_call():
     assert [m["num_threads"] for m in threadpool_info()] == before
 
 
-def test_a_killed_worker_is_an_error_not_a_hang():
+def test_a_killed_worker_is_an_error_not_a_hang(monkeypatch):
     """A child killed mid-batch (as the OOM killer would) makes the call fail with a clear error
-    once the other batches are done, instead of waiting forever for the lost batch."""
+    once the other batches are done, instead of waiting forever for the lost batch. The fork path
+    is forced: earlier tests of the suite import TensorFlow, which would otherwise select spawn."""
     import multiprocessing
     import os
     import signal
@@ -225,6 +226,9 @@ def test_a_killed_worker_is_an_error_not_a_hang():
                 killed.append(kids[0].pid)
             time.sleep(0.005)
 
+    import model_build.features as features
+
+    monkeypatch.setattr(features, "_start_method", lambda: "fork")
     t = threading.Thread(target=kill_child)
     t.start()
     try:
