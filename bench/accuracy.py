@@ -106,13 +106,10 @@ def run_split(name, clips, audios, feats, twin, labels, tr, va, te, fe, args, W,
                                teacher_cache=teacher_path(args, teacher_name or name),
                                teacher_members=teacher_members, start_from=qat_start(args, name, clips, te, va, fe.hash))
         if args.calibrate_level == "clip":  # re-fit at the level the runtime reports (model_build.recalibrate)
-            from model_build.recalibrate import recalibrate
+            from model_build.recalibrate import recalibrate_trained
 
-            from dataclasses import replace
-
-            recalibrate(out_path, [audios[i] for i in va], y[va], out_path, val_feats=[feats[i] for i in va], log=log)
-            new = _load_trained(out_path)
-            tm = replace(tm, model_bytes=new.model_bytes, metadata=new.metadata)
+            tm = recalibrate_trained(tm, out_path, [audios[i] for i in va], y[va],
+                                     val_feats=[feats[i] for i in va], log=log)
     # every row through the runtime (StreamingClassifier: window policy + speech gate), cached features
     inputs = EvalInputs(audios=[audios[i] for i in te], y_clip=y[te], feats_fixed=[feats[i] for i in te],
                         feats_twin=[twin[i] for i in te])

@@ -258,7 +258,10 @@ def train_final(data: str, recipe: dict, work: Path, *, name: str = "default", f
                         "accuracy_note": "speaker-independent estimate: bench/results/pretrained.json "
                                          "(5-fold actor-grouped CV of the same recipe)"})
     if report and r.get("calibrate") and r.get("calibrate_level") == "clip":
-        tm = clip_calibrate(tm, work / f"{name}.tflite", [audios[i] for i in va], y[va], [feats[i] for i in va])
+        from model_build.recalibrate import recalibrate_trained
+
+        tm = recalibrate_trained(tm, work / f"{name}.tflite", [audios[i] for i in va], y[va],
+                                 val_feats=[feats[i] for i in va], log=log)
     log(f"int8 model: {len(tm.model_bytes)} bytes, ops {tm.graph.op_counts}")
     if not report:  # an ensemble member: its float weights are what the Pi build needs (the ensemble fits
         # its own clip-level temperature, so a member's own window-level one is never used)
@@ -293,22 +296,6 @@ def train_final(data: str, recipe: dict, work: Path, *, name: str = "default", f
     }
     write_report(report, work / "report")
     return report
-
-
-def clip_calibrate(tm, path: Path, val_audios, val_y, val_feats):
-    """Re-fit the temperature of the model ``train_and_convert`` wrote at ``path`` on the validation clips
-    at the level the runtime reports (:func:`model_build.recalibrate.recalibrate`: from the uncalibrated
-    float weights, through the runtime, int8 re-converted in place), as bench/accuracy.py does for
-    ``--calibrate-level clip``; returns ``tm`` with the new bytes, metadata and graph."""
-    from dataclasses import replace
-
-    from model_build.convert import inspect_graph
-    from model_build.embed_metadata import read_metadata
-    from model_build.recalibrate import recalibrate
-
-    recalibrate(path, val_audios, val_y, path, val_feats=val_feats, log=log)
-    data = path.read_bytes()
-    return replace(tm, model_bytes=data, metadata=read_metadata(path), graph=inspect_graph(data))
 
 
 def model_recipe_note(metadata: dict) -> str | None:

@@ -54,6 +54,24 @@ def recalibrate(model_path, val_audios, val_y, out_path, *, val_feats=None, log=
     return cal
 
 
+
+def recalibrate_trained(tm, path, val_audios, val_y, *, val_feats=None, log=print):
+    """:func:`recalibrate` in place for a model just trained and written to ``path``
+    (``train_and_convert``'s ``TrainedModel`` ``tm``): the clip-level fit the recipe's
+    ``calibrate_level: clip`` adds after training (bench/pretrained.py for the shipped model,
+    bench/accuracy.py for every fold model). Returns ``tm`` with the re-converted model's bytes,
+    metadata and graph; its float model and training record are unchanged."""
+    from dataclasses import replace
+
+    from edge_runtime.model_metadata import read_metadata_json
+
+    from .convert import inspect_graph
+
+    path = Path(path)
+    recalibrate(path, val_audios, val_y, path, val_feats=val_feats, log=log)
+    data = path.read_bytes()
+    return replace(tm, model_bytes=data, metadata=read_metadata_json(data, str(path)), graph=inspect_graph(data))
+
 # What the shipped model must keep through a recalibration (edge_runtime.interpreter checks the front
 # end and its tables at load; the firmware limits are docs/model_card.md's).
 MAX_MODEL_BYTES = 65536

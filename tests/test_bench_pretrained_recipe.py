@@ -136,15 +136,15 @@ def test_committed_results():
 
 
 @pytest.mark.slow
-def test_clip_calibrate_refits_the_trained_model_in_place(tiny_model_build, tmp_path):
-    """train_final()'s clip-level step: the model train_and_convert wrote is re-fitted on the validation
+def test_recalibrate_trained_refits_the_trained_model_in_place(tiny_model_build, tmp_path):
+    """The recipe's clip-level step (train_final(), bench/accuracy.py's --calibrate-level clip): the model train_and_convert wrote is re-fitted on the validation
     clips through the runtime and re-converted in place; the returned TrainedModel is that model."""
     import dataclasses
     import shutil
 
     import numpy as np
 
-    from bench.pretrained import clip_calibrate
+    from model_build.recalibrate import recalibrate_trained
     from tests.conftest import require_module
     from tests.test_runtime_helpers import speechlike
 
@@ -154,7 +154,7 @@ def test_clip_calibrate_refits_the_trained_model_in_place(tiny_model_build, tmp_
     shutil.copyfile(tiny_model_build.path.with_name("tiny_float.npz"), tmp_path / "default_float.npz")
     tm = dataclasses.replace(tiny_model_build, path=src)
     audios = [speechlike(s, seed=i) for i, s in enumerate((1.1, 1.6, 2.3, 1.3, 2.8, 1.9))]
-    out = clip_calibrate(tm, src, audios, np.array([0, 1, 2, 3, 1, 0]), None)
+    out = recalibrate_trained(tm, src, audios, np.array([0, 1, 2, 3, 1, 0]))
     assert out.metadata["calibration"]["level"] == "clip"
     assert out.metadata["calibration"]["n_clips"] == 6
     assert out.model_bytes == src.read_bytes() != tiny_model_build.model_bytes
