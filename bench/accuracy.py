@@ -89,7 +89,8 @@ def run_split(name, clips, audios, feats, twin, labels, tr, va, te, fe, args, W,
         src = Path(args.recalibrate_from) / f"{name}.tflite"
         if not src.exists():
             raise SystemExit(f"{src}: no such fold model (--recalibrate-from needs the --out of a CV run)")
-        recalibrate(src, [audios[i] for i in va], y[va], out_path, val_feats=[feats[i] for i in va], log=log)
+        recalibrate(src, [audios[i] for i in va], y[va], out_path, val_feats=[feats[i] for i in va], log=log,
+                    input_range=input_range(args))
         tm = _load_trained(out_path)
     elif args.reuse_models and kept:
         tm = _load_trained(out_path)  # evaluation only: the fold's kept model (e.g. a new gate or policy)
@@ -104,7 +105,8 @@ def run_split(name, clips, audios, feats, twin, labels, tr, va, te, fe, args, W,
                                trained_on=name, n_calib=args.n_calib, log=log, train_masks=masks,
                                calibrate=args.calibrate, distill=distill_config(args),
                                teacher_cache=teacher_path(args, teacher_name or name),
-                               teacher_members=teacher_members, start_from=qat_start(args, name, clips, te, va, fe.hash))
+                               teacher_members=teacher_members, start_from=qat_start(args, name, clips, te, va, fe.hash),
+                               input_range=input_range(args))
         if args.calibrate_level == "clip":  # re-fit at the level the runtime reports (model_build.recalibrate)
             from model_build.recalibrate import recalibrate_trained
 
@@ -115,6 +117,13 @@ def run_split(name, clips, audios, feats, twin, labels, tr, va, te, fe, args, W,
                         feats_twin=[twin[i] for i in te])
     val = validate(tm.keras_model, tm.model_bytes, inputs, list(labels), run_tflm=args.tflm, progress=log)
     return tm, val
+
+
+def input_range(args):
+    """How the conversion takes the int8 input range (``--input-range-percentile``)."""
+    from model_build.convert import InputRange
+
+    return InputRange(args.input_range_percentile)
 
 
 def qat_start(args, name: str, clips, te, va, frontend_hash: str) -> Path | None:
@@ -322,6 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="no training: take each fold model kept in DIR (a CV run's --out), re-fit its temperature "
                          "on the fold's validation clips at the clip level, write it to --out and evaluate it "
                          "(recorded as --calibrate-level clip: the models are then what that option trains)")
+    ap.add_argument("--input-range-percentile", type=float, default=0.0, metavar="P",
+                    help="int8 input range from the [P, 100-P] percentiles of the calibration windows' values "
+                         "(they are clipped to it before conversion; QAT rounds its input the same way; "
+                         "model_build.convert.InputRange); 0 = their min/max, the converter's own rule")
     ap.add_argument("--robustness", action="store_true",
                     help="also score every fold's int8 model on its test clips at peak -35 / -1 dBFS, with babble "
                          "of the other test actors at 10 dB SNR and through a telephone band (bench/campaign.py's "
@@ -412,7 +425,9 @@ def effective_config(config: dict) -> dict:
     re-fits kept fold models' temperature at the clip level from their float weights, which is what
     ``--calibrate-level clip`` does right after training (:func:`run_split`), so such a run counts as
     ``calibrate_level: clip`` whatever it recorded (runs before :func:`parse_args` said so recorded
-    the window default)."""
+    the window default). Runs before ``--input-range-percentile`` count as its default (min/max)."""
+    # runs before --input-range-percentile took the converter's min/max, which is its default 0
+    config = {"input_range_percentile": 0.0, **config}
     if config.get("recalibrate_from"):
         return {**config, "calibrate_level": "clip"}
     return dict(config)
@@ -514,6 +529,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         ap.error("--qat-consistency needs --qat-epochs and no --qat-control (it compares float with simulated int8)")
     if args.qat_control and not args.qat_epochs:
         ap.error("--qat-control without --qat-epochs: nothing to fine-tune")
+    from model_build.convert import InputRange  # numpy only
+
+    try:
+        InputRange(args.input_range_percentile)
+    except ValueError as e:
+        ap.error(f"--input-range-percentile {args.input_range_percentile}: {e}")
+    if args.input_range_percentile and args.ensemble_from:
+        ap.error("--input-range-percentile with --ensemble-from: the ensemble conversion keeps min/max")
     if args.recalibrate_from:  # what it does: the clip-level fit (see effective_config)
         args.calibrate_level = "clip"
     if args.qat_from:

@@ -1,7 +1,8 @@
 """``ser-edge`` subcommands of the host-side model builder (registered via ``register``).
 
     ser-edge build [--corpus DIR|synth] [--out DIR] [--epochs N] ...   train -> int8 -> validate -> report
-    ser-edge convert BUILD_DIR/model.tflite [--n-calib N]               redo int8 conversion from saved float weights
+    ser-edge convert BUILD_DIR/model.tflite [--n-calib N] [--input-range-percentile P]
+                                                                        redo int8 conversion from saved float weights
     ser-edge check-model MODEL.tflite                                   op list, int8 check, metadata, TFLM arena
     ser-edge report BUILD_DIR                                           re-render report.md / PNGs from report.json
 
@@ -33,6 +34,16 @@ def _corpus(text: str) -> str:
     return text if text == "synth" else existing_dir(text)
 
 
+def _percentile(text: str) -> float:
+    """argparse type of ``--input-range-percentile``: a number in [0, 50) (0 = min/max)."""
+    from .convert import InputRange  # numpy only
+
+    try:
+        return InputRange(float(text)).percentile
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 50) (0 = min/max), got {text}") from None
+
+
 def _cmd_build(a: argparse.Namespace) -> int:
     require("ser-edge build", *TRAIN_MODULES, "tflite_micro" if not a.no_tflm else "tensorflow")
     if a.corpus != "synth":  # an unusable corpus fails in a second, before TensorFlow loads
@@ -57,6 +68,7 @@ def _cmd_build(a: argparse.Namespace) -> int:
     cfg = BuildConfig(corpus=a.corpus, out_dir=a.out, model_name=a.name, feature=a.feature, window_s=a.window,
                       hop_s=a.hop, model=mc, train=tc, k_folds=a.folds, test_fold=a.test_fold,
                       augment_copies=a.augment, merge_calm=a.merge_calm, tflm=not a.no_tflm, seed=a.seed,
+                      input_range_percentile=a.input_range_percentile,
                       cache_dir=None if a.no_cache else (a.cache or "default"), **kw)
     r = build(cfg)
     rows = r["validation"]["rows"]
@@ -79,8 +91,11 @@ def _cmd_convert(a: argparse.Namespace) -> int:
     float_npz = model.with_name(model.stem + "_float.npz")
     if not float_npz.exists():
         raise BadInput(f"{float_npz}: not found (convert needs the float weights a build saves next to the model)")
+    from .convert import InputRange
+
+    rng = None if a.input_range_percentile is None else InputRange(a.input_range_percentile)
     try:  # the recorded temperature is folded in again: the float weights are saved uncalibrated
-        out, graph = reconvert(model, a.out or model, n_calib=a.n_calib)
+        out, graph = reconvert(model, a.out or model, n_calib=a.n_calib, input_range=rng)
     except GraphCheckError as e:
         raise Failure(str(e)) from None
     print(f"{out}: {out.stat().st_size} bytes; ops {graph.op_counts}")
@@ -158,6 +173,9 @@ def register(subparsers) -> None:
     p.add_argument("--clips-per-label", type=nonnegative_int, default=0, help="synthetic corpus size per label (default 64)")
     p.add_argument("--no-class-weight", action="store_true")
     p.add_argument("--no-tflm", action="store_true", help="skip the TFLite Micro row and arena measurement")
+    p.add_argument("--input-range-percentile", type=_percentile, default=0.0, metavar="P",
+                   help="int8 input range from the [P, 100-P] percentiles of the calibration windows' values "
+                        "(outliers saturate; a finer input step), 0 = their min/max (default)")
     p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--cache", default=None, help="feature cache dir (default ~/.cache/ser-edge/features)")
     p.add_argument("--no-cache", action="store_true")
@@ -168,6 +186,9 @@ def register(subparsers) -> None:
     p.add_argument("model", type=existing_file, help="a .tflite written by 'build' (its _float.npz must be next to it)")
     p.add_argument("--out", default=None, type=output_file, help="output .tflite (default: overwrite)")
     p.add_argument("--n-calib", type=positive_int, default=500, help="calibration windows")
+    p.add_argument("--input-range-percentile", type=_percentile, default=None, metavar="P",
+                   help="int8 input range from the [P, 100-P] percentiles of the calibration windows' values, "
+                        "0 = their min/max (default: the rule the model's metadata records, min/max if none)")
     p.set_defaults(func=_cmd_convert)
 
     p = subparsers.add_parser("check-model", help=needs("check a .tflite is pure int8 builtins; ops, metadata, arena",

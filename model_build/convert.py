@@ -141,15 +141,24 @@ def check_int8_graph(model_bytes: bytes, require_fused_lstm: bool = False) -> Gr
     return rep
 
 
-def representative_dataset(windows: np.ndarray, n: int = 300, seed: int = 0) -> Callable[[], Iterable]:
-    """Calibration generator over ``n`` windows (float32, batch 1) drawn evenly from ``windows``.
+def calibration_windows(windows: np.ndarray, n: int = 300, seed: int = 0) -> np.ndarray:
+    """The ``n`` calibration windows (float32) drawn from ``windows``: a seeded random subset.
 
     Calibration sets the int8 input range and every activation range, so it must cover loud,
     quiet and padded windows; we take a seeded random subset of the training windows.
     """
     rng = np.random.default_rng(seed)
     idx = rng.permutation(len(windows))[: min(n, len(windows))]
-    sel = np.asarray(windows, np.float32)[idx]
+    return np.asarray(windows, np.float32)[idx]
+
+
+def representative_dataset(windows: np.ndarray, n: int = 300, seed: int = 0) -> Callable[[], Iterable]:
+    """Calibration generator over :func:`calibration_windows` (batch 1), as the converter wants it."""
+    return _batch1(calibration_windows(windows, n, seed))
+
+
+def _batch1(sel: np.ndarray) -> Callable[[], Iterable]:
+    """A converter's ``representative_dataset``: each of the windows ``sel`` in order, batch 1."""
 
     def gen():
         for w in sel:
@@ -158,18 +167,78 @@ def representative_dataset(windows: np.ndarray, n: int = 300, seed: int = 0) -> 
     return gen
 
 
+@dataclass(frozen=True)
+class InputRange:
+    """How the int8 *input* range is taken from the calibration windows' feature values.
+
+    ``percentile == 0``: their min/max, the converter's own rule (every model before this option).
+    ``percentile == p > 0``: the ``[p, 100 - p]`` percentiles of all their values; the calibration
+    windows are clipped to that range before the converter sees them, so the converter sets the
+    input scale/zero point from it (and the activation ranges from what the int8 input can carry).
+    The log-mel's min/max is set by rare outliers (onsets after silence, the log floor): a
+    percentile range gives a finer input step for the bulk of the values, and the runtime's
+    :class:`edge_runtime.interpreter.FeatureQuantizer` (and the C firmware) saturate the rest to
+    -128/127, so the device side is unchanged. :mod:`model_build.qat` fake-quantises the input with
+    the same :meth:`bounds` (one owner of the range).
+    """
+
+    percentile: float = 0.0
+
+    def __post_init__(self):
+        p = self.percentile
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not np.isfinite(p) or not 0 <= p < 50:
+            raise ValueError(f"input range percentile must be a number in [0, 50), got {p!r}")
+
+    def bounds(self, calib: np.ndarray) -> tuple[float, float]:
+        """``(lo, hi)`` of the int8 input for calibration windows ``calib`` (before TFLite's nudge of
+        the range to hold 0)."""
+        v = np.asarray(calib, np.float64).ravel()
+        if not v.size:
+            raise ValueError("no calibration values to take an input range from")
+        if not self.percentile:
+            return float(v.min()), float(v.max())
+        lo, hi = np.percentile(v, [self.percentile, 100.0 - self.percentile])
+        return float(lo), float(hi)
+
+    def clip(self, calib: np.ndarray) -> np.ndarray:
+        """``calib`` (float32) clipped to :meth:`bounds` (unchanged, not copied, for min/max)."""
+        calib = np.asarray(calib, np.float32)
+        if not self.percentile:
+            return calib
+        lo, hi = self.bounds(calib)
+        return np.clip(calib, np.float32(lo), np.float32(hi))
+
+    def record(self, calib: np.ndarray) -> dict:
+        """The model metadata's ``input_range``: how its input range was set, and the range itself."""
+        lo, hi = self.bounds(calib)
+        how = ("min/max of the calibration windows' values" if not self.percentile else
+               f"percentiles {self.percentile:g}/{100 - self.percentile:g} of the calibration windows' values "
+               "(the windows clipped to them before conversion; the runtime saturates the rest)")
+        return {"method": how, "percentile": float(self.percentile), "lo": round(lo, 5), "hi": round(hi, 5),
+                "n_windows": int(len(calib))}
+
+    @classmethod
+    def from_metadata(cls, md: dict) -> "InputRange":
+        """The rule a model's metadata records (``input_range``); min/max for a model without one."""
+        return cls(float((md.get("input_range") or {}).get("percentile", 0.0)))
+
+
 def convert_int8(batch1_model, calib_windows: np.ndarray, n_calib: int = 300,
-                 check: bool = True, require_fused_lstm: bool | None = None) -> tuple[bytes, GraphReport | None]:
+                 check: bool = True, require_fused_lstm: bool | None = None,
+                 input_range: InputRange | None = None) -> tuple[bytes, GraphReport | None]:
     """Convert a batch-1 tf-keras model to full-integer int8 (int8 in, int8 out) and check it.
 
-    ``calib_windows``: (N, T, F) raw float features (the model's input units). Returns the
-    flatbuffer bytes and the :class:`GraphReport` (``None`` if ``check=False``).
+    ``calib_windows``: (N, T, F) raw float features (the model's input units); ``n_calib`` of them
+    calibrate (:func:`calibration_windows`). ``input_range``: how the input range is taken from those
+    (:class:`InputRange`; default min/max, the converter's own). Returns the flatbuffer bytes and the
+    :class:`GraphReport` (``None`` if ``check=False``).
     """
     import tensorflow as tf
 
+    calib = (input_range or InputRange()).clip(calibration_windows(calib_windows, n_calib))
     conv = tf.lite.TFLiteConverter.from_keras_model(batch1_model)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = representative_dataset(calib_windows, n_calib)
+    conv.representative_dataset = _batch1(calib)
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     conv.inference_input_type = tf.int8
     conv.inference_output_type = tf.int8

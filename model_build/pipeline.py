@@ -54,6 +54,7 @@ class BuildConfig:
     synth_labels: tuple[str, ...] | None = None
     synth_duration: tuple[float, float] = (1.5, 3.5)
     n_calib: int = 500
+    input_range_percentile: float = 0.0  # int8 input range: 0 = min/max, p = [p, 100-p] percentiles (convert.InputRange)
     tflm: bool = True
     seed: int = 0
     cache_dir: str | None = "default"
@@ -136,7 +137,7 @@ def train_and_convert(train_feats, train_labels, labels, fe_cfg, model_cfg: Mode
                       model_name: str = "ser_edge", trained_on: str = "", n_calib: int = 500,
                       extra_metadata: dict | None = None, log=_log, train_masks=None,
                       calibrate: bool = False, distill=None, teacher_cache=None,
-                      teacher_members=None, start_from=None) -> TrainedModel:
+                      teacher_members=None, start_from=None, input_range=None) -> TrainedModel:
     """Train on raw fixed-point features (lists of (n_frames, F) int arrays), convert to int8,
     check the graph, embed metadata, and write ``out_path`` (+ ``.json`` sidecar) if given.
 
@@ -153,7 +154,9 @@ def train_and_convert(train_feats, train_labels, labels, fe_cfg, model_cfg: Mode
     (:func:`model_build.qat.qat_finetune`) on the same windows, ranges from the conversion's own
     calibration windows; recorded as metadata ``qat``. ``start_from``: a float model (``*_float.npz``)
     already trained on this training set (same windows, front end and architecture): no float
-    training, it is the starting point (of the QAT fine-tuning, if any).
+    training, it is the starting point (of the QAT fine-tuning, if any). ``input_range``: how the int8
+    input range is taken from the calibration windows (:class:`model_build.convert.InputRange`, default
+    min/max; the QAT fine-tuning rounds its input the same way); recorded as metadata ``input_range``.
     """
     from . import convert as C
     from .embed_metadata import embed, make_metadata, write_model
@@ -187,14 +190,14 @@ def train_and_convert(train_feats, train_labels, labels, fe_cfg, model_cfg: Mode
     else:
         res = train(X, np.asarray(y), len(labels), model_cfg, train_cfg, val=val, log=log, class_mask=wmask,
                     teacher_logits=z_teacher, distill=distill)
+    input_range = input_range or C.InputRange()
+    calib = C.calibration_windows(X, n_calib)  # what the converter sees
     qat_md = {}
     if train_cfg.qat_epochs:
-        from .convert import representative_dataset
         from .qat import qat_finetune
 
-        calib = np.stack([w[0][0] for w in representative_dataset(X, n_calib)()])  # what the converter sees
         qat_md = qat_finetune(res.model, X, np.asarray(y), len(labels), train_cfg, calib, val=val,
-                              class_mask=wmask, dropout=model_cfg.dropout, log=log)
+                              class_mask=wmask, dropout=model_cfg.dropout, log=log, input_range=input_range)
     exp = export_model(res.model, model_cfg, window_frames, X.shape[2], len(labels))
     calib_md = {}
     if calibrate and val is not None:
@@ -214,7 +217,7 @@ def train_and_convert(train_feats, train_labels, labels, fe_cfg, model_cfg: Mode
         log(f"temperature {t:.3f}: validation window ECE {calib_md['calibration']['val_window_ece_before']:.3f}"
             f" -> {calib_md['calibration']['val_window_ece_after']:.3f}")
     log(f"converting to int8 (calibration: {min(n_calib, len(X))} training windows)")
-    raw, graph = C.convert_int8(exp, X, n_calib=n_calib)
+    raw, graph = C.convert_int8(exp, X, n_calib=n_calib, input_range=input_range)
     quant = C.io_quant(raw)
     params = count_params(res.model)
     md = make_metadata(
@@ -228,7 +231,7 @@ def train_and_convert(train_feats, train_labels, labels, fe_cfg, model_cfg: Mode
                       "mean": [round(float(v), 5) for v in res.mean],
                       "std": [round(float(v), 5) for v in res.std]},
         output_kind="logits", model_config=model_cfg.to_dict(), ops=graph.op_counts,
-        **calib_md, **distill_md, **qat_md, **(extra_metadata or {}),
+        input_range=input_range.record(calib), **calib_md, **distill_md, **qat_md, **(extra_metadata or {}),
     )
     if out_path is not None:
         path = write_model(out_path, raw, md)
@@ -266,9 +269,9 @@ def save_float(model_path: Path, keras_model, X: np.ndarray, n_calib: int, model
                n_classes: int) -> Path:
     """Save the float weights and the calibration windows next to the model, so
     ``ser-edge convert`` can redo the int8 conversion without retraining."""
-    from .convert import representative_dataset
+    from .convert import calibration_windows
 
-    calib = np.stack([w[0][0] for w in representative_dataset(X, n_calib)()])
+    calib = calibration_windows(X, n_calib)
     p = Path(model_path).with_name(Path(model_path).stem + "_float.npz")
     ws = {f"w{i:03d}": w for i, w in enumerate(keras_model.get_weights())}
     np.savez_compressed(p, calib=calib.astype(np.float32), model_config=json.dumps(model_cfg.to_dict()),
@@ -291,17 +294,19 @@ def load_float(float_npz) -> tuple[object, ModelConfig, np.ndarray]:
 
 
 def reconvert(model_path, out_path=None, *, temperature: float | None = None, calibration: dict | None = None,
-              n_calib: int | None = None):
+              n_calib: int | None = None, input_range=None):
     """Redo a kept model's int8 conversion from the float weights saved next to it
     (:func:`save_float`), with the logits divided by ``temperature`` (default: the one its metadata
     records, so a calibrated model stays calibrated; 1 if none). ``calibration`` replaces the
     metadata's ``calibration`` record. Writes ``out_path`` (default: in place) and, when that is
-    elsewhere, a copy of the float weights next to it. Returns ``(path, GraphReport)``.
+    elsewhere, a copy of the float weights next to it. ``input_range``: how the int8 input range is
+    taken from the calibration windows (:class:`model_build.convert.InputRange`; default: the rule the
+    metadata records, min/max if none), recorded as metadata ``input_range``. Returns ``(path, GraphReport)``.
     """
     import shutil
 
     from .calibrate import fold_temperature
-    from .convert import convert_int8, io_quant
+    from .convert import InputRange, calibration_windows, convert_int8, io_quant
     from .embed_metadata import read_metadata, write_model
     from .models import count_params, export_model
 
@@ -315,8 +320,11 @@ def reconvert(model_path, out_path=None, *, temperature: float | None = None, ca
     t = temperature if temperature is not None else float(md.get("calibration", {}).get("temperature", 1.0))
     if t != 1.0:
         fold_temperature(exp, t)
-    raw, graph = convert_int8(exp, calib, n_calib=n_calib or len(calib))
+    input_range = input_range or InputRange.from_metadata(md)
+    n = n_calib or len(calib)
+    raw, graph = convert_int8(exp, calib, n_calib=n, input_range=input_range)
     md.update(io_quant(raw))
+    md["input_range"] = input_range.record(calibration_windows(calib, n))
     md["params"] = count_params(keras)
     md["ops"] = graph.op_counts
     out = write_model(out_path or model_path, raw, md)
@@ -338,6 +346,7 @@ def _arch_string(m: ModelConfig) -> str:
 
 def build(cfg: BuildConfig) -> dict:
     """Run the whole pipeline; returns the report dict (also written to ``out_dir/report.json``)."""
+    from .convert import InputRange
     from .evaluate import EvalInputs, validate
     from .features import fixed_point_features, float_twin_features
     from .report import write_report
@@ -378,7 +387,8 @@ def build(cfg: BuildConfig) -> dict:
         train_feats, train_y, labels, fe, cfg.model, cfg.train, window_frames=W, hop_frames=H,
         train_hop_frames=TH, val_feats=[feats[i] for i in va], val_labels=y[va],
         out_path=out / f"{cfg.model_name}.tflite", model_name=cfg.model_name, trained_on=trained_on,
-        n_calib=cfg.n_calib, extra_metadata={"licence": licence, "test_speakers": spk(te)})
+        n_calib=cfg.n_calib, extra_metadata={"licence": licence, "test_speakers": spk(te)},
+        input_range=InputRange(cfg.input_range_percentile))
     _log(f"int8 model: {len(tm.model_bytes)} bytes, ops {tm.graph.op_counts}")
 
     # validation on the held-out speakers

@@ -7,8 +7,9 @@ Rounding is simulated with ``tf.quantization.fake_quant_*`` ops, whose gradient 
 straight-through estimator (identity inside the range, zero outside). Where, and how (what the
 shipped graph does, read from its flatbuffer; ``bench/qat_diagnose.py`` measures what each costs):
 
-* **input**: per-tensor asymmetric int8 over the calibration windows' range (the runtime's
-  integer quantiser feeds exactly such codes);
+* **input**: per-tensor asymmetric int8 over the calibration windows' range as the conversion takes
+  it (:class:`model_build.convert.InputRange`: min/max, or percentiles with the windows clipped to
+  them; the runtime's integer quantiser feeds exactly such codes, saturated);
 * **conv1, conv2 kernels**: per-output-channel symmetric int8 (narrow range, scale ``max|w| / 127``)
   of the kernel the converter quantises: conv1's with the feature normaliser folded in (per *input*
   feature, so it changes which weights round where); batch normalisation's per-output-channel factor
@@ -86,8 +87,11 @@ def _check_supported(model) -> None:
 class QATForward:
     """The fake-quantised forward pass over a trained float crnn model's own variables."""
 
-    def __init__(self, model, dropout: float, rounding: bool = True):
+    def __init__(self, model, dropout: float, rounding: bool = True, input_range=None):
+        from .convert import InputRange
+
         _check_supported(model)
+        self.input_range = input_range or InputRange()  # the conversion's rule (one owner: convert.InputRange)
         self.rounding = bool(rounding)  # False: the same unrolled forward without any rounding (the control)
         self.model = model
         self.L = {n: model.get_layer(n) for n in ("norm", "conv1", "bn1", "conv2", "bn2", "pool", "lstm", "logits")}
@@ -95,12 +99,16 @@ class QATForward:
         self.ranges: dict[str, tuple[float, float]] = {}
 
     def measure_ranges(self, calib: np.ndarray) -> dict[str, tuple[float, float]]:
-        """Min/max of the input and every requantised activation over ``calib`` windows (float model)."""
+        """The input range (:attr:`input_range`'s rule) and the min/max of every requantised activation over
+        ``calib`` windows (float model), as the converter measures them: on the windows clipped to the
+        input range when it is a percentile one (what the conversion feeds its calibrator)."""
         import tf_keras
 
+        lo, hi = self.input_range.bounds(calib)
+        calib = np.clip(np.asarray(calib, np.float32), np.float32(lo), np.float32(hi))
         m = tf_keras.Model(self.model.inputs, [self.model.get_layer(n).output for n in ("relu1", "relu2", "logits")])
         r1, r2, z = m.predict(np.asarray(calib, np.float32), batch_size=256, verbose=0)
-        self.ranges = {"input": (float(np.min(calib)), float(np.max(calib))),
+        self.ranges = {"input": (lo, hi),
                        "relu1": (0.0, float(np.max(r1))), "relu2": (0.0, float(np.max(r2))),
                        # the Keras model ends in a softmax; its logits are the Dense layer's input to it
                        "logits": self._logit_range(calib)}
@@ -192,12 +200,14 @@ def consistency_kl(z_float, z_int8):
 
 
 def qat_finetune(model, X: np.ndarray, y: np.ndarray, n_classes: int, train_cfg, calib: np.ndarray,
-                 val=None, class_mask: np.ndarray | None = None, dropout: float = 0.3, log=None) -> dict:
+                 val=None, class_mask: np.ndarray | None = None, dropout: float = 0.3, log=None,
+                 input_range=None) -> dict:
     """Fine-tune the trained float crnn ``model`` in place for ``train_cfg.qat_epochs`` epochs through
     :class:`QATForward` on windows ``X`` / labels ``y`` (masked cross-entropy with the float training's
     options, class weights and batch size, ``train_cfg``: :class:`model_build.train.TrainConfig`, learning
     rate ``train_cfg.qat_lr``). ``calib``: the
-    windows the converter will calibrate on (activation ranges). ``val = (Xv, clip_index, clip_labels)``:
+    windows the converter will calibrate on (activation ranges); ``input_range``: the conversion's
+    :class:`model_build.convert.InputRange` (default min/max), so the input rounds as it will. ``val = (Xv, clip_index, clip_labels)``:
     the epoch with the best validation clip UAR *of the fake-quantised model* is kept (ties: the later).
     ``train_cfg.qat_control``: the same fine-tuning with every rounding switched off (a control: what the
     extra low-learning-rate epochs alone do). ``train_cfg.qat_consistency`` (lambda > 0): the loss adds
@@ -215,7 +225,7 @@ def qat_finetune(model, X: np.ndarray, y: np.ndarray, n_classes: int, train_cfg,
     if train_cfg.qat_epochs == 0:
         return {}
     tf_keras.utils.set_random_seed(train_cfg.seed + 1000)
-    fw = QATForward(model, dropout, rounding=not train_cfg.qat_control)
+    fw = QATForward(model, dropout, rounding=not train_cfg.qat_control, input_range=input_range)
     lam = float(train_cfg.qat_consistency)
     loss_fn = masked_loss(n_classes, train_cfg.label_smoothing, train_cfg.focal_gamma, train_cfg.margin)
     opt = tf_keras.optimizers.Adam(train_cfg.qat_lr)

@@ -18,10 +18,12 @@ from pathlib import Path
 import numpy as np
 
 
-def recalibrate(model_path, val_audios, val_y, out_path, *, val_feats=None, log=print) -> dict:
+def recalibrate(model_path, val_audios, val_y, out_path, *, val_feats=None, log=print, input_range=None) -> dict:
     """Fit the clip-level temperature of the model at ``model_path`` on validation clips
     (``val_audios``: int16 PCM, ``val_y``: label indices, ``val_feats``: their cached raw
-    front-end features, optional) and write the recalibrated model to ``out_path``.
+    front-end features, optional) and write the recalibrated model to ``out_path``; ``input_range``:
+    how its re-conversion takes the int8 input range (:class:`model_build.convert.InputRange`; default:
+    the rule its metadata records, min/max if none).
     Returns the metadata's new ``calibration`` record (validation clip ECE/NLL before and after).
     """
     from edge_runtime.model_metadata import read_metadata
@@ -50,7 +52,7 @@ def recalibrate(model_path, val_audios, val_y, out_path, *, val_feats=None, log=
            "val_clip_nll_after": round(clip_nll(r.speech_log_probs, y, t), 4)}
     log(f"{model_path.name}: clip-level temperature {t:.3f} (window-level {t_window}): validation clip ECE "
         f"{cal['val_clip_ece_before']:.3f} -> {cal['val_clip_ece_after']:.3f}")
-    reconvert(model_path, out_path, temperature=t, calibration=cal)
+    reconvert(model_path, out_path, temperature=t, calibration=cal, input_range=input_range)
     return cal
 
 
@@ -77,7 +79,7 @@ def recalibrate_trained(tm, path, val_audios, val_y, *, val_feats=None, log=prin
 MAX_MODEL_BYTES = 65536
 MAX_ARENA_BYTES = 32768
 _CHANGED_KEYS = {"calibration", "output_scale", "output_zero_point", "input_scale", "input_zero_point", "ops",
-                 "params"}  # what a re-conversion may rewrite; every other metadata key must survive as is
+                 "params", "input_range"}  # what a re-conversion may rewrite; every other metadata key must survive as is
 
 
 def recalibrate_shipped(model_path, float_npz, data_root, out_path, *, report_path=None, log=print) -> dict:
