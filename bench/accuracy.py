@@ -342,7 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--urdu", action="store_true",
                     help="score every fold's int8 model on all URDU clips (never in training; argmax over "
                          "URDU's 4 classes), peak-normalised to -21 dBFS (urdu4_uar_int8) and as recorded")
-    ap.add_argument("--conv1-kernel", type=int, default=5)
+    ap.add_argument("--conv1", type=int, default=32, help="filters of the first convolution (32 = the shipped model)")
+    ap.add_argument("--conv1-kernel", type=int, default=5, help="frames the first convolution sees per step (5 = shipped)")
     ap.add_argument("--frontend-version", type=int, default=0,
                     help="front-end algorithm_version (0: the runtime's default)")
     ap.add_argument("--lstm", type=int, default=64)
@@ -595,7 +596,7 @@ def main(argv=None) -> int:
     W = int(round(args.window * fe.sample_rate / fe.hop_length))
     H = W // 2
     TH = max(1, int(round(args.train_hop * fe.sample_rate / fe.hop_length)))
-    mcfg = ModelConfig(arch="crnn", conv1=32, conv1_kernel=args.conv1_kernel, conv2=args.conv2, lstm=args.lstm,
+    mcfg = ModelConfig(arch="crnn", conv1=args.conv1, conv1_kernel=args.conv1_kernel, conv2=args.conv2, lstm=args.lstm,
                        dropout=args.dropout, pooling=args.pooling)
     tcfg = TrainConfig(epochs=args.epochs, patience=args.patience, seed=args.seed,
                        lr_schedule=args.lr_schedule, lr_floor=args.lr_floor,

@@ -178,7 +178,7 @@ def train_final(data: str, recipe: dict, work: Path, *, name: str = "default", f
     W = int(round(r["window"] * fe.sample_rate / fe.hop_length))
     H = W // 2
     TH = max(1, int(round(r["train_hop"] * fe.sample_rate / fe.hop_length)))
-    mcfg = ModelConfig(arch="crnn", conv1=32, conv1_kernel=r.get("conv1_kernel", 5), conv2=r["conv2"],
+    mcfg = ModelConfig(arch="crnn", conv1=r.get("conv1", 32), conv1_kernel=r.get("conv1_kernel", 5), conv2=r["conv2"],
                        lstm=r["lstm"], dropout=r["dropout"])
     tcfg = TrainConfig(epochs=r["epochs"], patience=r["patience"], seed=r["seed"],
                        lr_schedule=r.get("lr_schedule", "constant"), lr_floor=r.get("lr_floor", TrainConfig.lr_floor),
