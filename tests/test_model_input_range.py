@@ -22,8 +22,11 @@ def _windows(seed: int = 0, n: int = 60, t: int = 12, f: int = 4) -> np.ndarray:
 
 
 def _tflite_scale(lo: float, hi: float) -> float:
-    """TFLite's asymmetric int8 scale of a calibrated range (widened to hold 0)."""
-    return (max(hi, 0.0) - min(lo, 0.0)) / 255.0
+    """TFLite's asymmetric int8 scale of a calibrated range (bench/input_range.py's grid, checked against the
+    converter below)."""
+    from bench.input_range import int8_grid
+
+    return int8_grid(lo, hi)[0]
 
 
 def test_bounds_are_min_max_by_default_and_percentiles_otherwise():
@@ -88,7 +91,12 @@ def test_conversion_takes_the_percentile_range_and_the_default_is_unchanged():
     lo, hi = InputRange(0.5).bounds(x)
     assert q1["input_scale"] == pytest.approx(_tflite_scale(lo, hi), rel=1e-5)
     assert q1["input_scale"] < 0.5 * q0["input_scale"]  # the outliers no longer set the step
-    # the zero point still maps 0.0 exactly and the range's ends to the int8 ends
+    # the zero point still maps 0.0 exactly and the range's ends to the int8 ends; bench/input_range.py's grid
+    # (what its input-only agreement rounds to) is the converter's
+    from bench.input_range import int8_grid
+
+    assert int8_grid(lo, hi) == pytest.approx((q1["input_scale"], q1["input_zero_point"]), rel=1e-5)
+    assert int8_grid(float(x.min()), float(x.max()))[1] == q0["input_zero_point"]
     assert (lo / q1["input_scale"] + q1["input_zero_point"]) == pytest.approx(-128, abs=1.0)
     assert (hi / q1["input_scale"] + q1["input_zero_point"]) == pytest.approx(127, abs=1.0)
 
@@ -96,12 +104,12 @@ def test_conversion_takes_the_percentile_range_and_the_default_is_unchanged():
 def test_runtime_quantiser_saturates_the_outliers_of_a_percentile_range():
     """The device side needs no change: FeatureQuantizer (what the runtime and the C firmware compute)
     clamps features beyond the narrower range to -128/127 and quantises the rest on the finer step."""
+    from bench.input_range import int8_grid, round_trip
     from edge_runtime.interpreter import FeatureQuantizer
 
     x = _windows().astype(np.float64)
+    scale, zp = int8_grid(*InputRange(0.5).bounds(x))  # the converter's grid (checked above)
     lo, hi = InputRange(0.5).bounds(x)
-    scale = _tflite_scale(lo, hi)
-    zp = int(round(-128 - lo / scale))
     frac_bits = 16
     q16 = np.rint(x * 2 ** frac_bits).astype(np.int32)  # the front end's Q16 log2 units
     codes = FeatureQuantizer(2.0 ** -frac_bits, scale, zp)(q16).astype(int)
@@ -109,6 +117,8 @@ def test_runtime_quantiser_saturates_the_outliers_of_a_percentile_range():
     inside = (x > lo + scale) & (x < hi - scale)
     np.testing.assert_array_equal(codes[inside], np.rint(q16[inside] * 2.0 ** -frac_bits / scale) + zp)
     assert np.abs((codes[inside] - zp) * scale - x[inside]).max() <= scale / 2 + 1e-6
+    # bench/input_range.py's input-only look rounds and saturates as the runtime does
+    np.testing.assert_allclose(round_trip(x, scale, zp), (codes - zp) * scale, atol=1e-5)
 
 
 @pytest.mark.slow
