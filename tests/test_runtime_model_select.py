@@ -296,9 +296,12 @@ def test_shipped_pi_model_in_tflite_runtime(tmp_path):
                            capture_output=True, text=True, cwd=ROOT, timeout=120)
         assert r.returncode == 0, r.stderr
         assert "ser-edge run: model pi (edge_runtime/models/pi.tflite, " in r.stderr, r.stderr
-        outs[backend] = [json.loads(ln)["scores_int8"] for ln in r.stdout.splitlines()
-                         if json.loads(ln)["record"] == "window"]
+        outs[backend] = [json.loads(ln) for ln in r.stdout.splitlines() if json.loads(ln)["record"] == "window"]
     assert len(outs["tflite_runtime"]) == len(outs["litert"]) >= 3
-    # the two interpreters' int8 kernels may round one step apart (as for any model: test_runtime_device_install)
-    diff = max(max(abs(a - b) for a, b in zip(u, v)) for u, v in zip(outs["tflite_runtime"], outs["litert"]))
-    assert diff <= 1, diff
+    # the two interpreters' int8 kernels may round one step apart in each member's logits (as for any model:
+    # test_runtime_device_install), and the combination's two requantising ops (ADD, MUL) each round again,
+    # so the ensemble's scores may be two steps apart; the window labels must not differ
+    pairs = list(zip(outs["tflite_runtime"], outs["litert"]))
+    diff = max(max(abs(a - b) for a, b in zip(u["scores_int8"], v["scores_int8"])) for u, v in pairs)
+    assert diff <= 2, diff
+    assert [u["label"] for u, _ in pairs] == [v["label"] for _, v in pairs]
