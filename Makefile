@@ -16,13 +16,17 @@ DEVICE_STAMP := $(DEVICE_VENV)/.installed-$(shell sha1sum pyproject.toml | cut -
 install: $(STAMP)
 
 # First install: ~2.8 GB on disk in $(VENV) (TensorFlow is 1.9 GB of it), a ~0.8 GB download; pip shows
-# its progress. Later runs reinstall only when pyproject.toml changes.
+# its progress. Later runs reinstall only when pyproject.toml changes. --no-cache-dir: pip's cache would
+# keep a second copy of the download (~0.8 GB) that nothing here reads again; a CI machine ran out of
+# disk during this step once.
+PIP_INSTALL := -m pip install --no-cache-dir
 $(STAMP): pyproject.toml
+	@bash .ci/disk-check.sh "$(CURDIR)" 3600 "the .venv install"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) $(PIP_INSTALL) --quiet --upgrade pip
 	@echo "installing ser-edge[all] into $(VENV): TensorFlow, LiteRT, TFLite Micro, librosa, matplotlib, pyserial, ..."
 	@echo "  about 2.8 GB on disk after a ~0.8 GB download; a few minutes on first install"
-	$(PY) -m pip install --progress-bar on -e ".[all]"
+	$(PY) $(PIP_INSTALL) --progress-bar on -e ".[all]"
 	rm -f $(VENV)/.installed-* && touch $@
 
 demo: $(STAMP)
@@ -30,9 +34,9 @@ demo: $(STAMP)
 
 $(DEVICE_STAMP): pyproject.toml
 	test -x $(DEVICE_VENV)/bin/python || $(PYTHON) -m venv $(DEVICE_VENV)
-	$(DEVICE_VENV)/bin/python -m pip install --quiet "tflite-runtime>=2.14" "numpy<2" \
+	$(DEVICE_VENV)/bin/python $(PIP_INSTALL) --quiet "tflite-runtime>=2.14" "numpy<2" \
 	  || { echo "make: no tflite-runtime wheel for $$($(PYTHON) --version) on this machine: the device-install test cannot run (use CPython <= 3.11)" >&2; exit 1; }
-	$(DEVICE_VENV)/bin/python -m pip install --quiet --no-deps -e .
+	$(DEVICE_VENV)/bin/python $(PIP_INSTALL) --quiet --no-deps -e .
 	rm -f $(DEVICE_VENV)/.installed-* && touch $@
 
 system-deps:

@@ -17,5 +17,8 @@ if [ "$(id -u)" -eq 0 ]; then SUDO=""; elif command -v sudo >/dev/null; then SUD
   exit 0
 fi
 echo "installing Debian packages: ${missing[*]}"
+bash ./disk-check.sh / 2000 "the Debian packages (ARM toolchain, QEMU, Chromium, ...)"
 $SUDO apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# The downloaded .debs are not needed once installed; the Python install that follows needs the room.
+$SUDO apt-get clean
