@@ -7,10 +7,9 @@ set -euo pipefail
 dir=$1 need=$2 what=$3
 seen=""
 for d in "$dir" "${TMPDIR:-/tmp}"; do
-  mnt=$(df -Pm "$d" | awk 'NR==2 {print $6}')
+  read -r free mnt < <(df -Pm "$d" | awk 'NR==2 {print $4, $6}')
   case " $seen " in *" $mnt "*) continue ;; esac
   seen="$seen $mnt"
-  free=$(df -Pm "$d" | awk 'NR==2 {print $4}')
   if [ "$free" -lt "$need" ]; then
     echo "!! $what needs about $need MB free; $d has $free MB (df -h $d): it may fail with 'No space left on device'" >&2
   fi
