@@ -81,7 +81,7 @@ ROWS: tuple[Row, ...] = (
     Row("specaug", "SpecAugment", ONE_COPY, "not adopted"),
     Row("conv7", "conv1 kernel 7", ONE_COPY, "not adopted"),
     Row("inrange", "int8 input range 0.01 % pct (conversion)", ONE_COPY, "not adopted",
-        "agreement row: conversion only, on the kept fold models"),
+        "agreement row, conversion only on the kept fold models; own rule: dagreement >= +0.002 in 2 of 3 seeds, dUAR >= -0.005; fails"),
     Row("aug3", "three augmented copies", TWO_COPY, "not adopted"),
     Row("conv1w40", "conv1 40 filters", TWO_COPY, "not adopted"),
     Row("cos2", "cosine LR decay", TWO_COPY, "not adopted"),
