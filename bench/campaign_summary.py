@@ -88,6 +88,7 @@ ROWS: tuple[Row, ...] = (
     Row("mix", "mixup 0.2", TWO_COPY, "not adopted"),
     Row("qin", "QAT + int8 input range 0.01 % pct", TWO_COPY, "not adopted",
         "agreement row, own rule: dagreement >= +0.002 in every seed, dUAR >= -0.005; fails"),
+    Row("win3", "3 s windows (hop 1.5 s)", TWO_COPY, "not adopted"),
 )
 
 

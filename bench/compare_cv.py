@@ -19,6 +19,10 @@ key averaged over the members), and so on; the base's per-seed sd is then that o
         --base-extra bench/results/accuracy_qat_singles.json --name pi --groups "0=0,1,2;1=3,4,5;2=6,7,8" \\
         --results bench/results/cv_compare_pi.json
 
+``--window-row``: the option is the window length itself (``--window``), so the two runs' window policies may
+differ in ``window_frames`` / ``hop_frames`` and nothing else. The clip-level keys pair the same clips; the window
+agreement counts each run's own windows (fewer, longer ones for a longer window).
+
 ``--base-extra`` adds other seeds of the base recipe scored in other runs (their fold records join the
 base's; the same checks as between base and option, and no (seed, fold) twice).
 
@@ -88,10 +92,20 @@ def load_results(path: str) -> dict:
     return res
 
 
-def check_comparable(a: dict, b: dict, what: str) -> None:
-    """Refuse (``SystemExit`` prefixed by ``what``) two results of other folds, front end or evaluation."""
+# the window policy's fields a window-length row changes (the model's window and its hop, W // 2)
+WINDOW_SHAPE = ("window_frames", "hop_frames")
+
+
+def check_comparable(a: dict, b: dict, what: str, window_row: bool = False) -> None:
+    """Refuse (``SystemExit`` prefixed by ``what``) two results of other folds, front end or evaluation.
+    ``window_row``: the option is the window length, so the policy's window and hop may differ (every
+    other policy field must not)."""
     for k in SAME:
-        if a.get(k) != b.get(k):
+        va, vb = a.get(k), b.get(k)
+        if window_row and k == "window_policy" and isinstance(va, dict) and isinstance(vb, dict):
+            va = {f: v for f, v in va.items() if f not in WINDOW_SHAPE}
+            vb = {f: v for f, v in vb.items() if f not in WINDOW_SHAPE}
+        if va != vb:
             raise SystemExit(f"{what}: differ in {k}, not comparable")
     for k in ("fold_seed", "folds", "frontend"):
         if a["config"].get(k) != b["config"].get(k):
@@ -113,10 +127,13 @@ def with_extra_seeds(base: dict, extras: list[tuple[str, dict]]) -> dict:
     return {**base, "ravdess_folds": rows}
 
 
-def compare(base: dict, option: dict, groups: dict[int, list[int]] | None = None) -> dict:
+def compare(base: dict, option: dict, groups: dict[int, list[int]] | None = None,
+            window_row: bool = False) -> dict:
     """Paired comparison of two results dicts (see the module docstring); ``groups``: option seed ->
-    the base seeds it is paired with (their mean), :func:`parse_groups`."""
-    check_comparable(base, option, "the two runs")
+    the base seeds it is paired with (their mean), :func:`parse_groups`; ``window_row``: the option is
+    the window length (:func:`check_comparable`; clip-level keys pair the same clips, window-level
+    ones count each run's own windows)."""
+    check_comparable(base, option, "the two runs", window_row)
     if groups:
         base = group_base(base, groups)
     b, o = _by_pair(base), _by_pair(option)
@@ -155,10 +172,16 @@ def main(argv=None) -> int:
                     help="more seeds of the base recipe scored in other runs (bench/accuracy.py results)")
     ap.add_argument("--groups", default="", metavar="G=S,S,...;...",
                     help="option seed G pairs with the mean of base seeds S,S,... (an ensemble vs its members)")
+    ap.add_argument("--window-row", action="store_true",
+                    help="the option is the window length: its policy's window_frames/hop_frames may differ")
     ap.add_argument("--results", default=None, help="output JSON (default: none)")
     a = ap.parse_args(argv)
     base = with_extra_seeds(load_results(a.base), [(p, load_results(p)) for p in a.base_extra])
-    res = compare(base, load_results(a.option), parse_groups(a.groups) if a.groups else None)
+    option = load_results(a.option)
+    res = compare(base, option, parse_groups(a.groups) if a.groups else None, window_row=a.window_row)
+    if a.window_row:
+        res["window_frames"] = {"base": base["window_policy"]["window_frames"],
+                                "option": option["window_policy"]["window_frames"]}
     res.update({"base": a.base, "option": a.option, "name": a.name,
                 **({"base_extra": a.base_extra} if a.base_extra else {})})
     print(f"| key | base (mean ± seed sd) | {a.name} | Δ {a.name} − base (mean ± sd over seeds) "

@@ -233,3 +233,20 @@ def test_compare_cv_base_extra_adds_seeds_once():
         with_extra_seeds(base, [("x", base)])
     with pytest.raises(SystemExit, match="fold_seed"):
         with_extra_seeds(base, [("x", {**extra, "config": {**common["config"], "fold_seed": 1}})])
+
+
+def test_compare_cv_window_row_allows_only_the_window_shape_to_differ():
+    from bench.compare_cv import compare
+
+    def run(window, hop, gap=2, uar=0.5):
+        return {"eval_path": "runtime", "speech_gate": {},
+                "window_policy": {"window_frames": window, "hop_frames": hop, "utterance_gap_windows": gap},
+                "config": {"fold_seed": 0, "folds": "0", "frontend": {}},
+                "ravdess_folds": [{"seed": 0, "fold": 0, "uar_int8": uar}]}
+
+    base, longer = run(125, 62), run(188, 94, uar=0.45)
+    with pytest.raises(SystemExit, match="window_policy"):
+        compare(base, longer)  # a window-length change is refused unless the row says it is one
+    assert compare(base, longer, window_row=True)["keys"]["uar_int8"]["diff_mean"] == pytest.approx(-0.05)
+    with pytest.raises(SystemExit, match="window_policy"):
+        compare(base, run(188, 94, gap=3), window_row=True)  # any other policy field still refuses
