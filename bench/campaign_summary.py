@@ -90,6 +90,7 @@ ROWS: tuple[Row, ...] = (
         "agreement row, own rule: dagreement >= +0.002 in every seed, dUAR >= -0.005; fails"),
     Row("win3", "3 s windows (hop 1.5 s)", TWO_COPY, "not adopted"),
     Row("win15", "1.5 s windows (hop 0.75 s)", TWO_COPY, "not adopted"),
+    Row("hop25", "training hop 0.25 s", TWO_COPY, "not adopted"),
 )
 
 
