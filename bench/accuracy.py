@@ -294,6 +294,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--lr-floor", type=float, default=_TC.lr_floor,
                     help="with --lr-schedule cosine: the last step's learning rate as a fraction of the first "
                          f"(default {_TC.lr_floor})")
+    ap.add_argument("--weight-ema", type=float, default=0.0,
+                    help="float phase: exponential moving average of the weights per optimizer step with this "
+                         "decay (model_build.weight_average, e.g. 0.999); early stopping and the kept model use "
+                         "the averaged weights, QAT starts from them; 0 = off, the shipped recipe")
     ap.add_argument("--qat-epochs", type=int, default=0,
                     help="quantisation-aware fine-tuning epochs after float training (model_build.qat: simulated "
                          "int8 rounding, straight-through gradient); 0 = none, the shipped recipe")
@@ -516,6 +520,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         check_lr_options(args.lr_schedule, args.lr_floor)
     except ValueError:
         ap.error(f"--lr-floor {args.lr_floor}: must be in [0, 1] (a fraction of the first learning rate)")
+    from model_build.weight_average import check_decay
+
+    try:
+        check_decay(args.weight_ema)
+    except ValueError:
+        ap.error(f"--weight-ema {args.weight_ema}: must be 0 (off) or in (0, 1), e.g. 0.999")
     if args.qat_epochs < 0:
         ap.error(f"--qat-epochs {args.qat_epochs}: must be >= 0")
     if not (np.isfinite(args.qat_lr) and args.qat_lr > 0):
@@ -602,7 +612,7 @@ def main(argv=None) -> int:
                        lr_schedule=args.lr_schedule, lr_floor=args.lr_floor,
                        label_smoothing=args.label_smoothing, focal_gamma=args.focal_gamma, margin=args.margin,
                        qat_epochs=args.qat_epochs, qat_lr=args.qat_lr, qat_control=args.qat_control,
-                       qat_consistency=args.qat_consistency,
+                       qat_consistency=args.qat_consistency, weight_ema=args.weight_ema,
                        time_masks=args.time_masks,
                        freq_masks=args.freq_masks, mixup=args.mixup)
     from edge_runtime.classifier import DEFAULT_GATE

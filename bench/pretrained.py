@@ -186,7 +186,7 @@ def train_final(data: str, recipe: dict, work: Path, *, name: str = "default", f
                        lr_schedule=r.get("lr_schedule", "constant"), lr_floor=r.get("lr_floor", TrainConfig.lr_floor),
                        label_smoothing=r["label_smoothing"], focal_gamma=r.get("focal_gamma", 0.0), time_masks=r["time_masks"],
                        freq_masks=r["freq_masks"], mixup=r["mixup"], qat_epochs=r.get("qat_epochs", 0),
-                       qat_lr=r.get("qat_lr", TrainConfig.qat_lr))
+                       qat_lr=r.get("qat_lr", TrainConfig.qat_lr), weight_ema=r.get("weight_ema", 0.0))
 
     idx = open_corpus(Path(data) / "ravdess")
     clips, audios, _ = load_corpus(idx, progress=True)

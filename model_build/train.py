@@ -48,6 +48,9 @@ class TrainConfig:
     qat_lr: float = 2e-4
     qat_control: bool = False  # the same fine-tuning without rounding (what the extra epochs alone do)
     qat_consistency: float = 0.0  # weight of KL(float || simulated int8) in the QAT loss; 0 = none
+    # float phase: exponential moving average of the weights per optimizer step (model_build.weight_average);
+    # early stopping reads, and training returns, the averaged weights. 0 = off (the plain iterates)
+    weight_ema: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -224,6 +227,11 @@ def train(X: np.ndarray, y: np.ndarray, n_classes: int, model_cfg: ModelConfig, 
         loss = kd_loss(n_classes, distill.alpha, distill.temperature, cfg.label_smoothing, cfg.focal_gamma,
                        cfg.margin)
     steps_per_epoch = -(-len(X) // cfg.batch_size)  # fit() runs the last partial batch too
+    ema = None
+    if cfg.weight_ema:
+        from .weight_average import weight_ema_callback
+
+        ema = weight_ema_callback(model, cfg.weight_ema)
     model.compile(optimizer=tf_keras.optimizers.Adam(optimizer_learning_rate(cfg, steps_per_epoch)), loss=loss,
                   metrics=[masked_accuracy(n_classes)])
     cw = None
@@ -264,7 +272,11 @@ def train(X: np.ndarray, y: np.ndarray, n_classes: int, model_cfg: ModelConfig, 
             sw = Ye @ wv
         packed = [Ye, Me] if Z is None else [Ye, Me, Z[perm]]
         h = model.fit(Xe, np.concatenate(packed, axis=1), batch_size=cfg.batch_size, epochs=1, verbose=0,
-                      sample_weight=sw, shuffle=False)
+                      sample_weight=sw, shuffle=False, callbacks=[ema] if ema is not None else None)
+        live = None
+        if ema is not None:  # validate (and keep) the averaged weights; training resumes from the live ones
+            live = model.get_weights()
+            model.set_weights(ema.averaged())
         hist["loss"].append(float(h.history["loss"][-1]))
         hist["accuracy"].append(float(h.history["accuracy"][-1]))
         hist["lr"].append(float(np.asarray(model.optimizer.learning_rate)))
@@ -290,6 +302,8 @@ def train(X: np.ndarray, y: np.ndarray, n_classes: int, model_cfg: ModelConfig, 
                 msg += " *"
             else:
                 wait += 1
+        if live is not None:
+            model.set_weights(live)
         if cfg.verbose:
             log(msg + f"  [{time.time() - t0:.0f}s]")
         if val is not None and wait >= cfg.patience:
@@ -297,6 +311,8 @@ def train(X: np.ndarray, y: np.ndarray, n_classes: int, model_cfg: ModelConfig, 
                 log(f"early stop: no val UAR gain for {cfg.patience} epochs; best epoch {best[1] + 1}")
             break
     best_epoch = len(hist["loss"]) - 1
+    if ema is not None and best[2] is None:  # no validation: the last epoch's average
+        model.set_weights(ema.averaged())
     if best[2] is not None:
         model.set_weights(best[2])
         best_epoch = best[1]
