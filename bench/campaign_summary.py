@@ -91,6 +91,7 @@ ROWS: tuple[Row, ...] = (
     Row("win3", "3 s windows (hop 1.5 s)", TWO_COPY, "not adopted"),
     Row("win15", "1.5 s windows (hop 0.75 s)", TWO_COPY, "not adopted"),
     Row("hop25", "training hop 0.25 s", TWO_COPY, "not adopted"),
+    Row("ema", "weight EMA 0.999 (float phase)", TWO_COPY, "not adopted"),
 )
 
 
