@@ -92,6 +92,7 @@ ROWS: tuple[Row, ...] = (
     Row("win15", "1.5 s windows (hop 0.75 s)", TWO_COPY, "not adopted"),
     Row("hop25", "training hop 0.25 s", TWO_COPY, "not adopted"),
     Row("ema", "weight EMA 0.999 (float phase)", TWO_COPY, "not adopted"),
+    Row("aug4", "four augmented copies", TWO_COPY, "passes, not yet shipped"),
 )
 
 
@@ -163,6 +164,9 @@ def plot(rows: list[dict], path: Path, rule: Rule = Rule()) -> None:
             ax.plot([r[f"{key}_diff"]] * 2, [y - 0.3, y + 0.3], color=c, lw=2.5, zorder=4)
             if r["decision"] == "adopted":
                 ax.scatter([r[f"{key}_diff"]], [y], marker="*", s=90, color="black", zorder=5)
+            elif r["passes_rule"]:  # passed, not (yet) adopted: hollow star
+                ax.scatter([r[f"{key}_diff"]], [y], marker="*", s=90, facecolors="none", edgecolors="black",
+                           zorder=5)
         ax.axvline(0, color="black", lw=0.8)
         ax.axvline(threshold, color="tab:red", lw=0.8, ls="--")
         ax.set_title(title, fontsize=10)
@@ -171,8 +175,10 @@ def plot(rows: list[dict], path: Path, rule: Rule = Rule()) -> None:
     axes[0].set_yticklabels([r["label"] for r in rows], fontsize=8)
     handles = [plt.Line2D([], [], color=c, lw=2.5, label=f"base: {b}") for b, c in colours.items()]
     handles += [plt.Line2D([], [], color="tab:red", ls="--", label="rule threshold"),
-                plt.Line2D([], [], marker="*", color="black", ls="", label="adopted")]
-    fig.legend(handles=handles, loc="lower center", ncol=5, fontsize=8, frameon=False)
+                plt.Line2D([], [], marker="*", color="black", ls="", label="adopted"),
+                plt.Line2D([], [], marker="*", color="black", markerfacecolor="none", ls="",
+                           label="passes the rule, not adopted")]
+    fig.legend(handles=handles, loc="lower center", ncol=6, fontsize=8, frameon=False)
     fig.suptitle("Recipe campaign: paired differences vs each row's base (dots: seeds, bar: mean), 5-fold RAVDESS CV",
                  fontsize=11)
     fig.tight_layout(rect=(0, 0.05, 1, 0.97))
