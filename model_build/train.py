@@ -274,7 +274,7 @@ def train(X: np.ndarray, y: np.ndarray, n_classes: int, model_cfg: ModelConfig, 
         h = model.fit(Xe, np.concatenate(packed, axis=1), batch_size=cfg.batch_size, epochs=1, verbose=0,
                       sample_weight=sw, shuffle=False, callbacks=[ema] if ema is not None else None)
         live = None
-        if ema is not None:  # validate (and keep) the averaged weights; training resumes from the live ones
+        if ema is not None and val is not None:  # validate and keep the average; train on from the live weights
             live = model.get_weights()
             model.set_weights(ema.averaged())
         hist["loss"].append(float(h.history["loss"][-1]))
