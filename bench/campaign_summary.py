@@ -60,7 +60,7 @@ class Row:
 
 PREQAT = "pre-QAT recipe"
 ONE_COPY = "one copy + QAT"
-TWO_COPY = "two copies + QAT (shipped)"
+TWO_COPY = "two copies + QAT"
 
 # in the order they ran; cv_compare_<name>.json each
 ROWS: tuple[Row, ...] = (
@@ -92,7 +92,7 @@ ROWS: tuple[Row, ...] = (
     Row("win15", "1.5 s windows (hop 0.75 s)", TWO_COPY, "not adopted"),
     Row("hop25", "training hop 0.25 s", TWO_COPY, "not adopted"),
     Row("ema", "weight EMA 0.999 (float phase)", TWO_COPY, "not adopted"),
-    Row("aug4", "four augmented copies", TWO_COPY, "passes, not yet shipped"),
+    Row("aug4", "four augmented copies", TWO_COPY, "adopted"),
 )
 
 
