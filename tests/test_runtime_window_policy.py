@@ -94,10 +94,10 @@ def test_window_label_follows_the_utterance_rule():
 def test_window_records_of_exact_ties_are_uncertain(shipped):
     """Real windows of the shipped model whose two top int8 scores are equal are `uncertain`, never the
     lower index; every other speech window is the argmax of its scores (min_confidence off). Exact ties
-    are rare with the clip-calibrated model (output step 0.057: 1 of 228 speech windows over seeds
-    0-11, found by search in seed 10), so seed 10 is among the clips."""
+    are rare with the clip-calibrated model (the four-copy model: 1 of 3 800 speech windows over seeds
+    0-199, found by search in seed 199; searched again for each shipped model), so seed 199 is among the clips."""
     ties = 0
-    for seed in (0, 1, 10):
+    for seed in (0, 1, 199):
         for r in shipped.classify(speech_with_pauses(20.0, seed=seed)):
             if r.gated:
                 continue
