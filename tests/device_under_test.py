@@ -79,6 +79,26 @@ def open_device(kind: str, require_tool, require_module):
         yield Dut("qemu", dev.port, img.engine != "none", dev.resume)
 
 
+def reference_session(reference, chunks, session, features=False, gap=None):
+    """The RESULT messages the Python device sends for a session fed ``chunks`` then STOP, in order:
+    each chunk's windows then the utterances they closed; at STOP the flushed tail window, the open
+    utterance and the summary (``SerialDevice._send_results`` / ``_finish_stream``)."""
+    from edge_runtime.serial_device import result_to_message
+
+    reference.reset()
+    out = []
+
+    def emit(windows):
+        for r in windows:
+            out.append(result_to_message(r, session, gap(r) if gap else 0))
+        out.extend(result_to_message(u, session) for u in reference.take_utterances())
+
+    for c in chunks:
+        emit(reference.push_features(c) if features else reference.push_audio(c))
+    emit(reference.finish())
+    return out
+
+
 def features_int8(pcm: np.ndarray) -> np.ndarray:
     """The int8 frames a FEATURES host sends for ``pcm`` (the model's front end + quantiser)."""
     from edge_runtime.frontend import compute_features

@@ -21,6 +21,8 @@ from edge_runtime.protocol import (STATS_FIELDS, Ack, Audio, Error, ErrorCode, F
 from edge_runtime.protocol.framing import build_raw_frame
 from tests.conftest import require_module, require_tool
 from tests.device_under_test import DEVICES, Host, features_int8, open_device, reference_classifier
+from tests.device_under_test import reference_session as _reference_session
+from tests.golden.regen_model_clips import load as load_model_clips
 from tests.test_runtime_helpers import speechlike
 
 pytestmark = pytest.mark.slow
@@ -57,26 +59,6 @@ def _stats(host) -> dict:
 
 def _f32(x: float) -> float:
     return struct.unpack("<f", struct.pack("<f", x))[0]
-
-
-def _reference_session(reference, chunks, session, features=False, gap=None):
-    """The RESULT messages the Python device sends for a session fed ``chunks`` then STOP, in order:
-    each chunk's windows then the utterances they closed; at STOP the flushed tail window, the open
-    utterance and the summary (``SerialDevice._send_results`` / ``_finish_stream``)."""
-    from edge_runtime.serial_device import result_to_message
-
-    reference.reset()
-    out = []
-
-    def emit(windows):
-        for r in windows:
-            out.append(result_to_message(r, session, gap(r) if gap else 0))
-        out.extend(result_to_message(u, session) for u in reference.take_utterances())
-
-    for c in chunks:
-        emit(reference.push_features(c) if features else reference.push_audio(c))
-    emit(reference.finish())
-    return out
 
 
 def _fields(msgs):
@@ -473,9 +455,9 @@ def test_unanswered_hole_is_given_up_after_hold(dut, reference):
     if not dut.has_engine:
         pytest.skip("firmware built without inference kernels")
     # window 0 only (130 frames): what waits behind the hole fits the firmware's 6 KiB reorder pool; a clip
-    # whose zero-filled window 0 meets no exact tie (one that does is classified again at STOP: searched
-    # again for each shipped model, like the tie clips below)
-    feats = features_int8(speechlike(2.5, seed=11))[:130]
+    # whose zero-filled window 0 meets no exact tie (one that does is classified again at STOP): searched
+    # for each shipped model, like the tie clips below (tests/golden/regen_model_clips.py)
+    feats = features_int8(speechlike(2.5, seed=load_model_clips().hole_seed))[:130]
     host = _host(dut)
     try:
         host.send(Hello())
@@ -536,19 +518,18 @@ def test_stream_reset_continues_window_numbering(dut, reference):
         host.close()
 
 
-@pytest.mark.parametrize("kind,seed,seconds,level", [("sums", 60186, 2.3, 0.38794843792090494),
-                                                   ("short", 70026, 0.7, 0.6226513334667061)],
-                         ids=["sums-tie", "short-tie"])
-def test_exact_ties_are_broken_as_the_window_policy_says(dut, reference, kind, seed, seconds, level):
+@pytest.mark.parametrize("kind", ["sums", "short"], ids=["sums-tie", "short-tie"])
+def test_exact_ties_are_broken_as_the_window_policy_says(dut, reference, kind):
     """Clips found by search where the window policy's tie rules decide (docs/window_policy.md):
     ``sums-tie``: two classes' int8 score sums tie over the clip's windows, and the mean probability
     picks the label; ``short-tie``: a short clip's single window ties in both, so STOP classifies it
-    again centred in the window. Both devices send exactly the reference's records. (Searched again
-    for each shipped model, now the four-copy one, random seeds and levels until the reference meets the
-    tie: the clips depend on its int8 scores.)"""
+    again centred in the window. Both devices send exactly the reference's records. (The clips depend
+    on the shipped model's int8 scores: tests/golden/model_clips.json holds the ones searched for it by
+    tests/golden/regen_model_clips.py, random seeds and levels until the reference meets the tie.)"""
     if not dut.has_engine:
         pytest.skip("firmware built without inference kernels")
-    feats = features_int8(speechlike(seconds, seed=seed, level=level))
+    clip = getattr(load_model_clips(), f"{kind}_tie")
+    feats = features_int8(speechlike(clip.seconds, seed=clip.seed, level=clip.level))
     chunks = [feats[i:i + 20] for i in range(0, len(feats), 20)]
     want = _reference_session(reference, chunks, 31, features=True)
     wins = [m for m in want if not m.flags & ResultFlags.UTTERANCE]
