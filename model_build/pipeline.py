@@ -168,6 +168,7 @@ def train_and_convert(train_feats, train_labels, labels, fe_cfg, model_cfg: Mode
     pad = silence_frame(fe_cfg)
     Xq, tci, y = make_windows(train_feats, window_frames, train_hop_frames, pad, labels=train_labels)
     X = to_real(Xq, fe_cfg)
+    del Xq  # as large as X: not needed again
     wmask = None if train_masks is None else np.asarray(train_masks, np.float32)[tci]
     val = None
     if val_feats is not None and len(val_feats):
