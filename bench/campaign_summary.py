@@ -2,8 +2,8 @@
 
 Each row of issue #11's campaign was cross-validated (``bench/accuracy.py``, RAVDESS 5 folds, 3 seeds,
 int8 through the runtime) and paired by (seed, fold) with the recipe it was meant to replace
-(``bench/compare_cv.py`` -> ``bench/results/cv_compare_<row>.json``). The recipe moved twice during the
-campaign (the QAT phase, then two augmented copies per clip were adopted), so rows have different bases;
+(``bench/compare_cv.py`` -> ``bench/results/cv_compare_<row>.json``). The recipe moved three times during the
+campaign (the QAT phase, then two, then four augmented copies per clip were adopted), so rows have different bases;
 ``ROWS`` below names each row's base, and the base's UAR is read from the comparison itself.
 
 For every row: the mean paired difference in RAVDESS-8 clip UAR (int8) with its sd over seeds and the
@@ -61,6 +61,7 @@ class Row:
 PREQAT = "pre-QAT recipe"
 ONE_COPY = "one copy + QAT"
 TWO_COPY = "two copies + QAT"
+FOUR_COPY = "four copies + QAT"
 
 # in the order they ran; cv_compare_<name>.json each
 ROWS: tuple[Row, ...] = (
@@ -93,6 +94,7 @@ ROWS: tuple[Row, ...] = (
     Row("hop25", "training hop 0.25 s", TWO_COPY, "not adopted"),
     Row("ema", "weight EMA 0.999 (float phase)", TWO_COPY, "not adopted"),
     Row("aug4", "four augmented copies", TWO_COPY, "adopted"),
+    Row("aug6", "six augmented copies", FOUR_COPY, "not adopted"),
 )
 
 
