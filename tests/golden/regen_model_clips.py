@@ -65,11 +65,16 @@ def shipped_hash() -> str:
     return model_hash(Path(DEFAULT_MODEL).read_bytes())
 
 
+def read(path: Path = PATH) -> ModelClips:
+    """The clips recorded in ``path`` (no check)."""
+    d = json.loads(path.read_text())
+    return ModelClips(d["model_hash"], int(d["window_tie_seed"]), Clip(**d["sums_tie"]), Clip(**d["short_tie"]),
+                      int(d["hole_seed"]))
+
+
 def load(path: Path = PATH) -> ModelClips:
     """The recorded clips; fails (pytest) when they were searched for another model than the shipped one."""
-    d = json.loads(path.read_text())
-    clips = ModelClips(d["model_hash"], int(d["window_tie_seed"]), Clip(**d["sums_tie"]), Clip(**d["short_tie"]),
-                       int(d["hole_seed"]))
+    clips = read(path)
     now = shipped_hash()
     if clips.model_hash != now:
         import pytest
@@ -174,9 +179,7 @@ def main(argv: list[str] | None = None) -> int:
                                                         "write nothing (exit 1 if any fails)")
     p.add_argument("--limit", type=int, default=50_000, help="candidates per search (default %(default)s)")
     a = p.parse_args(argv)
-    d = json.loads(PATH.read_text()) if PATH.exists() else None
-    old = None if d is None else ModelClips(d["model_hash"], d["window_tie_seed"], Clip(**d["sums_tie"]),
-                                            Clip(**d["short_tie"]), d["hole_seed"])
+    old = read() if PATH.exists() else None
     if a.check:
         from edge_runtime.classifier import StreamingClassifier
         from tests.device_under_test import reference_classifier
