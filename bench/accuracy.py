@@ -270,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--seeds", default="", help="comma list of training seeds, each run on every fold (folds stay "
                                                  "fixed by --fold-seed); overrides --seed")
     ap.add_argument("--fold-seed", type=int, default=0, help="seed of the actor-grouped fold assignment")
+    ap.add_argument("--val-folds", type=int, default=5,
+                    help="the validation speakers (early stopping, temperature) are one of this many speaker folds of "
+                         "a CV fold's 16 training speakers: 5 (3-4 speakers, the shipped recipe), 8 (2 speakers)")
     ap.add_argument("--resummarise", metavar="JSON", help="only recompute the headline keys of a results file "
                                                           "from its per-fold records (complete seeds only)")
     ap.add_argument("--merge", nargs="+", metavar="JSON", default=None,
@@ -490,6 +493,16 @@ def merge_results(paths: list[Path]) -> dict:
     return res
 
 
+def validation_split(clips, train_all: np.ndarray, fold: int, fold_seed: int, val_folds: int = 5):
+    """``(train, validation)`` clip indices of CV fold ``fold``'s training speakers ``train_all``: the validation
+    speakers (early stopping, temperature) are the first of ``val_folds`` speaker folds of them, never divided."""
+    from model_build.corpora import speaker_folds
+
+    rest = [clips[i] for i in train_all]
+    tr_rel, va_rel = speaker_folds(rest, k=val_folds, seed=fold_seed + 1 + fold)[0]
+    return train_all[tr_rel], train_all[va_rel]
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     """Options; ``--recipe FILE.json`` supplies defaults (any option, by its dest name)."""
     ap = build_parser()
@@ -526,6 +539,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         check_decay(args.weight_ema)
     except ValueError:
         ap.error(f"--weight-ema {args.weight_ema}: must be 0 (off) or in (0, 1), e.g. 0.999")
+    if args.val_folds < 2:
+        ap.error(f"--val-folds {args.val_folds}: must be >= 2 (one fold validates, the rest train)")
     if args.qat_epochs < 0:
         ap.error(f"--qat-epochs {args.qat_epochs}: must be >= 0")
     if not (np.isfinite(args.qat_lr) and args.qat_lr > 0):
@@ -700,9 +715,7 @@ def main(argv=None) -> int:
                                 augment=augment_config(args), mask_absent=not args.no_mask)
         for f in [int(v) for v in args.folds.split(",") if v.strip()]:
             train_all, te = folds[f]
-            rest = [clips[i] for i in train_all]
-            tr_rel, va_rel = speaker_folds(rest, k=5, seed=args.fold_seed + 1 + f)[0]
-            tr, va = train_all[tr_rel], train_all[va_rel]
+            tr, va = validation_split(clips, train_all, f, args.fold_seed, args.val_folds)
             log(f"== seed {seed} RAVDESS fold {f}: test {sorted({clips[i].speaker for i in te})}, "
                 f"val {sorted({clips[i].speaker for i in va})} [{time.time() - t0:.0f}s]")
             name = f"ravdess_s{seed}_fold{f}"
