@@ -30,6 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+from bench.common import rss_mb  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results" / "accuracy.json"
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "runs" / "accuracy"  # every fold's int8 model + float weights + manifest.json (gitignored)
@@ -717,7 +719,7 @@ def main(argv=None) -> int:
             train_all, te = folds[f]
             tr, va = validation_split(clips, train_all, f, args.fold_seed, args.val_folds)
             log(f"== seed {seed} RAVDESS fold {f}: test {sorted({clips[i].speaker for i in te})}, "
-                f"val {sorted({clips[i].speaker for i in va})} [{time.time() - t0:.0f}s]")
+                f"val {sorted({clips[i].speaker for i in va})} [{time.time() - t0:.0f}s, rss {rss_mb():.0f} MB]")
             name = f"ravdess_s{seed}_fold{f}"
             members = ensemble_fold_members(args, f, sorted({clips[i].speaker for i in te}),
                                             sorted({clips[i].speaker for i in va}), fe.hash)

@@ -52,6 +52,15 @@ def interleaved_wall_and_cpu_medians(fns: dict[str, Callable[[], object]],
     return ({k: statistics.median(v) for k, v in wall.items()}, {k: statistics.median(v) for k, v in cpu.items()})
 
 
+def rss_mb() -> float:
+    """This process's resident memory now (MB), from ``/proc/self/statm``; NaN where there is no procfs."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 def machine() -> dict:
     """The machine a result was measured on, with its load average when the result was written
     (speed ratios are measured within one run, but a busy machine still moves them)."""
