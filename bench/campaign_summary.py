@@ -95,6 +95,7 @@ ROWS: tuple[Row, ...] = (
     Row("ema", "weight EMA 0.999 (float phase)", TWO_COPY, "not adopted"),
     Row("aug4", "four augmented copies", TWO_COPY, "adopted"),
     Row("aug6", "six augmented copies", FOUR_COPY, "not adopted"),
+    Row("val8", "2 validation speakers, 14 training", FOUR_COPY, "not adopted"),
 )
 
 
