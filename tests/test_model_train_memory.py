@@ -8,12 +8,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from bench.common import rss_mb
 from tests.conftest import require_module
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * 4096 / 2**20
 
 
 def test_to_real_equals_the_float64_route_on_all_of_int32():
@@ -59,7 +55,7 @@ def test_training_does_not_grow_by_the_training_set_each_epoch():
     def log(msg: str) -> None:
         m = re.match(r"epoch\s+(\d+)/", msg)
         if m:
-            rss[int(m.group(1))] = _rss_mb()
+            rss[int(m.group(1))] = rss_mb()
 
     train(X, y, 4, ModelConfig(arch="mlp", dense=8, dropout=0.0),
           TrainConfig(epochs=5, batch_size=256, seed=0, class_weight=True), log=log)
