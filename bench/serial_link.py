@@ -26,6 +26,10 @@ Metrics (goal):
 * ``wrong_labels_accepted`` (0): FEATURES mode with 1 % byte errors both ways through the device:
   RESULTs the host accepted as reliable (CRC ok, no GAP flag) whose label differs from the host's
   own int8 prediction for the same audio;
+* ``pulled_resent_per_recovered`` / ``pulled_settle_s`` (report, ``_unguarded`` beside them): the
+  cable pulled for 0.6 s while AUDIO streams at 4x real time; items the host sent again per item the
+  device recovered, and seconds from replug until no window is missing, median of alternating runs
+  with the host's resend guard (default) and without it (``resend_guard_s=None``);
 * ``firmware_gapless_windows_ratio_0p1pct`` / ``_1pct`` (report): the same noisy-wire runs against
   the Cortex-M4 firmware (protocol revision 2) in QEMU, its UART behind the same faulty cable.
   QEMU's emulated UART moves only ~13-18 KB/s, so the AUDIO run goes at 0.15x real time (at 0.25x
@@ -61,6 +65,9 @@ GOALS = {"label_latency_ms_p50_115200": ("<=", 20.0), "audio_rtf_921600": (">=",
          "wrong_labels_accepted": ("==", 0), "wrong_labels_checked": (">=", 500),
          "replug_recovered": ("==", True), "replug_recovery_s": ("<=", 2.0),
          "serve_cpu_unplugged_pct": ("<=", 5.0), "stalled_host_deadlock": ("==", False)}
+
+
+CLIENT_OPTIONS: dict = {}  # DeviceClient keyword arguments for every section (--resend-guard-s)
 
 
 def log(msg: str) -> None:
@@ -185,6 +192,7 @@ def _client(port: str, baud: int, **kw):
     from firmware_bridge.serial_host import DeviceClient
 
     # generous: the device process may still be loading the model when we say HELLO
+    kw = {**CLIENT_OPTIONS, **kw}
     return DeviceClient(port, baud, timeout=1.0, retries=30, **kw).open()
 
 
@@ -390,6 +398,7 @@ def _link_counters(db: dict, dc: dict, hb: dict, hc: dict) -> dict:
     return {
         "device_resend_requests": dc.get("resend_requests", 0) - db.get("resend_requests", 0),
         "host_items_resent": hc["resent_items"] - hb["resent_items"],
+        "host_items_resend_suppressed": hc.get("resend_suppressed", 0) - hb.get("resend_suppressed", 0),
         "device_frames_rejected": sum(dc.get(k, 0) - db.get(k, 0) for k in ("rx_crc", "rx_cobs", "rx_short")),
         "host_frames_rejected": hc["rx_dropped_total"] - hb["rx_dropped_total"],
         "gap_items_zero_filled": (dc.get("gap_samples", 0) - db.get("gap_samples", 0))
@@ -561,6 +570,62 @@ def measure_replug(model, unplugged_s: float = 4.0) -> dict:
             "replug_unplugged_s": unplugged_s}
 
 
+def measure_pulled(model, repeats: int = 5, pulled_s: float = 0.6, speed: float = 4.0) -> dict:
+    """The cable pulled for ``pulled_s`` while AUDIO streams at ``speed`` x real time (faster than
+    921600 baud carries it, so the link is full): the device asks for the hole by offset (RESEND)
+    until it has it. Host with and without the resend guard, alternating, ``repeats`` each: items
+    re-sent per item recovered, seconds from replug until no window is missing, windows GAP."""
+    from edge_runtime.protocol import Mode
+    from firmware_bridge.ptylink import PtyLink
+    from firmware_bridge.serial_host import DeviceClient
+
+    pcm = speech_like(8.0, seed=12)
+    runs: dict = {"guarded": [], "unguarded": []}
+    with PtyLink(baud=921600, seed=19) as link, device_process(link.port_b, 921600, model):
+        for rep in range(repeats):
+            for name, guarded in (("guarded", True), ("unguarded", False)):
+                kw = {} if guarded else {"resend_guard_s": None}  # guarded: the client's default
+                dev = _client(link.port_a, 921600, liveness_s=0.15, **kw)
+                try:
+                    hb, db = dev.counters(), dev.get_stats()
+                    dev.start(Mode.AUDIO)
+                    sr = dev.info.sample_rate
+                    t0, plugged = time.monotonic(), None
+                    for i in range(0, pcm.size, 512):
+                        if plugged is None and i >= 2 * sr:
+                            plugged = time.monotonic() + pulled_s
+                            link.pull_for(pulled_s)
+                        time.sleep(max(0.0, t0 + i / sr / speed - time.monotonic()))
+                        dev.send_audio(pcm[i:i + 512])
+                    t_end = time.monotonic() + 20
+                    while time.monotonic() < t_end and dev.missing_windows():
+                        time.sleep(0.02)
+                    settle = time.monotonic() - plugged
+                    results = dev.drain_results()
+                    dev.stop()
+                    hc, dc = dev.counters(), dev.get_stats()
+                finally:
+                    dev.close()
+                recovered = dc["resend_recovered"] - db["resend_recovered"]
+                resent = hc["resent_items"] - hb["resent_items"]
+                runs[name].append({"items_resent": resent, "items_recovered": recovered,
+                                   "resent_per_recovered": round(resent / max(1, recovered), 3),
+                                   "settle_s": round(settle, 3), "windows": len(results),
+                                   "gap_windows": sum(not r.reliable for r in results),
+                                   "suppressed": hc["resend_suppressed"] - hb["resend_suppressed"]})
+                log(f"  {name} #{rep}: {runs[name][-1]}")
+    med = {n: {k: float(np.median([r[k] for r in rs])) for k in ("resent_per_recovered", "settle_s", "gap_windows")}
+           for n, rs in runs.items()}
+    return {"pulled_resent_per_recovered": med["guarded"]["resent_per_recovered"],
+            "pulled_resent_per_recovered_unguarded": med["unguarded"]["resent_per_recovered"],
+            "pulled_settle_s": med["guarded"]["settle_s"],
+            "pulled_settle_s_unguarded": med["unguarded"]["settle_s"],
+            "pulled_gap_windows": med["guarded"]["gap_windows"],
+            "pulled_gap_windows_unguarded": med["unguarded"]["gap_windows"],
+            "pulled": {"pulled_s": pulled_s, "speed_x_realtime": speed, "audio_seconds": 8.0, "repeats": repeats,
+                       "resend_guard_s": DeviceClient.__init__.__kwdefaults__["resend_guard_s"], "runs": runs}}
+
+
 def measure_stalled_host(model, seconds: float = 12.0) -> dict:
     """A host that sends AUDIO flat out and never reads, over a link with flow control (the device's
     writes block when the host's buffer is full): does anything deadlock? Then the host reads again
@@ -622,9 +687,12 @@ def main() -> None:
     ap.add_argument("--firmware-features-seconds", type=float, default=120.0,
                     help="audio of the firmware's 1 %% FEATURES run (QEMU, real time)")
     ap.add_argument("--only", default=None,
-                    help="comma-separated sections to re-measure (latency,rtf,corruption,noisy,replug,stall,"
+                    help="comma-separated sections to re-measure (latency,rtf,corruption,noisy,replug,stall,pulled,"
                          "firmware); "
                          "the other keys of bench/results/serial_link.json are kept")
+    ap.add_argument("--resend-guard-s", default=None,
+                    help="the host's resend guard for every section but 'pulled' (seconds, or 'off'; "
+                         "default: DeviceClient's)")
     ap.add_argument("--device-child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--port", help=argparse.SUPPRESS)
     ap.add_argument("--baud", type=int, default=921600, help=argparse.SUPPRESS)
@@ -633,6 +701,8 @@ def main() -> None:
         _device_child(args.port, args.baud)
         return
 
+    if args.resend_guard_s is not None:
+        CLIENT_OPTIONS["resend_guard_s"] = None if args.resend_guard_s == "off" else float(args.resend_guard_s)
     tmp = Path(tempfile.mkdtemp(prefix="ser_edge_serial_bench_"))
     model, engine_desc = resolve_model(args.model, tmp)
     log(f"engine: {engine_desc}")
@@ -651,6 +721,8 @@ def main() -> None:
          lambda: measure_noisy(model, args.noisy_audio_seconds, args.noisy_features_seconds)),
         ("replug", "replug: the device's port vanishes for 4 s mid-stream ...", lambda: measure_replug(model)),
         ("stall", "stalled host: sends, never reads ...", lambda: measure_stalled_host(model)),
+        ("pulled", "pulled cable: 0.6 s mid-stream at 4x real time, resend guard on/off ...",
+         lambda: measure_pulled(model, args.repeats + 2)),
         ("firmware", "noisy wire against the firmware in QEMU (0.1 % AUDIO at 0.15x, 1 % FEATURES) ...",
          lambda: measure_noisy_firmware(model, args.firmware_audio_seconds, args.firmware_features_seconds)),
     ]

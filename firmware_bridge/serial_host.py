@@ -293,6 +293,10 @@ class ResultProbabilities:
 
 
 # ---------------------------------------------------------------------------------- resend buffer
+# a revision-2 device asks for a missing range again this often (docs/protocol.md §6.1)
+RESEND_ASK_INTERVAL_S = 0.1
+
+
 class SentHistory:
     """The last ``capacity`` items (samples or frames) sent, by stream position, so ranges a device
     reports lost (RESEND) can be sent again. Bounded: older items are forgotten. Lookups bisect the
@@ -307,10 +311,36 @@ class SentHistory:
         self._end = 0  # unwrapped position after the newest item
         self._lock = threading.Lock()
 
+        # (start, end, when) of ranges sent again recently, unwrapped: see not_resent_since
+        self._resent: list[tuple[int, int, float]] = []
+
     def reset(self, offset: int = 0) -> None:
         with self._lock:
             self._pos, self._chunks, self._head, self._items = [], [], 0, 0
             self._end = offset
+            self._resent = []
+
+    def _unwrap(self, offset: int) -> int:
+        """The unwrapped position of wire ``offset`` nearest the newest item (lock held)."""
+        d = (offset - self._end) % (1 << 32)
+        return self._end + (d - (1 << 32) if d >= 1 << 31 else d)
+
+    def mark_resent(self, offset: int, count: int, when: float) -> None:
+        """``[offset, offset + count)`` was sent again and will have left the host by ``when``."""
+        with self._lock:
+            start = self._unwrap(offset)
+            self._resent.append((start, start + count, when))
+
+    def not_resent_since(self, offset: int, count: int, since: float) -> list[tuple[int, int]]:
+        """The parts of ``[offset, offset + count)`` not marked re-sent at or after ``since``, as
+        wire ``(offset, count)`` ranges, in order."""
+        with self._lock:
+            self._resent = [r for r in self._resent if r[2] >= since]
+            todo = [(self._unwrap(offset), self._unwrap(offset) + count)]
+            for rs, re_, _ in self._resent:
+                todo = [piece for lo, hi in todo
+                        for piece in ((lo, min(hi, rs)), (max(lo, re_), hi)) if piece[0] < piece[1]]
+            return [(lo & 0xFFFFFFFF, hi - lo) for lo, hi in todo]
 
     def add(self, items: np.ndarray) -> None:
         with self._lock:
@@ -329,8 +359,7 @@ class SentHistory:
     def get(self, offset: int, count: int) -> list[tuple[int, np.ndarray]]:
         """``(wire offset, items)`` pieces of ``[offset, offset + count)`` still held (may be fewer)."""
         with self._lock:
-            d = (offset - self._end) % (1 << 32)
-            start = self._end + (d - (1 << 32) if d >= 1 << 31 else d)
+            start = self._unwrap(offset)
             end = start + count
             i = max(self._head, bisect.bisect_right(self._pos, start, self._head) - 1)
             out = []
@@ -360,6 +389,14 @@ class DeviceClient:
             dev.start(Mode.AUDIO)
             dev.send_audio(pcm)
             for r in dev.results(timeout=2.0): print(r.label)
+
+    Lost input is sent again when the device asks (RESEND) from the last ``resend_buffer_s`` seconds
+    sent. The device asks every ~0.1 s until a hole is filled, so asks cross a long answer on the
+    wire: an ask that arrives before all of an earlier answer longer than 0.1 s on the wire has left
+    at ``baud``, plus ``resend_guard_s`` (at most a quarter of the device's hold), is not answered
+    again for that answer's items (counted ``resend_suppressed``); later asks are, however late the
+    resend thread gets to them.
+    ``resend_guard_s=None`` answers every ask in full (a 2.4 s hole then went out ~5 times).
     """
 
     def __init__(self, port: str, baud: int = 921600, *, timeout: float = 1.0, retries: int = 3,
@@ -367,7 +404,8 @@ class DeviceClient:
                  on_result: Callable[[DeviceResult], None] | None = None,
                  accept_push: bool = False, client_name: str = "ser-edge-host",
                  open_timeout: float = 10.0, serial_factory: Callable | None = None,
-                 resend_buffer_s: float = 30.0, sync_interval_s: float = 0.2):
+                 resend_buffer_s: float = 30.0, sync_interval_s: float = 0.2,
+                 resend_guard_s: float | None = 0.05):
         self.port = port
         self.baud = baud
         self.timeout = timeout
@@ -382,6 +420,7 @@ class DeviceClient:
         self._serial_factory = serial_factory
         self.resend_buffer_s = resend_buffer_s
         self.sync_interval_s = sync_interval_s
+        self.resend_guard_s = resend_guard_s
         self._history = SentHistory(0)
         self._resend_q: queue.Queue = queue.Queue()
         self._resender: threading.Thread | None = None
@@ -432,10 +471,11 @@ class DeviceClient:
                           "stale_results": 0, "results": 0, "gap_results": 0, "errors_rx": 0,
                           "tx_frames": 0, "tx_dropped": 0, "timeouts": 0, "pings": 0,
                           "session_restarts": 0, "resend_requests": 0, "resent_items": 0,
-                          "resend_unavailable": 0, "syncs": 0, "duplicate_results": 0,
+                          "resend_unavailable": 0, "resend_suppressed": 0, "syncs": 0, "duplicate_results": 0,
                           "result_resend_requests": 0, "tx_timeouts": 0, "stale_infos": 0,
                           "stale_errors": 0}
         self._tx_resync = False  # a write timed out mid-frame: start the next one with a delimiter
+        self._tx_clear_at = 0.0  # when what was written so far will have left at ``baud`` (estimate)
 
     # ------------------------------------------------------------------ lifecycle
     def open(self) -> "DeviceClient":
@@ -515,6 +555,10 @@ class DeviceClient:
         try:
             ser.write(data)
             self._tx_resync = False
+            # when these bytes will have left at the line rate (8N1: 10 bits a byte); a write returns
+            # once the bytes are buffered, which can be long before they are on the wire
+            now = time.monotonic()
+            self._tx_clear_at = max(now, self._tx_clear_at) + len(data) * 10 / self.baud
             return True
         except Exception as exc:  # noqa: BLE001 - classified below
             if "timeout" in type(exc).__name__.lower():
@@ -873,7 +917,7 @@ class DeviceClient:
             if msg.session == self.session and self.mode in (Mode.AUDIO, Mode.FEATURES):
                 self._counters["resend_requests"] += 1
                 # the session's mode and buffer travel with the job: a START racing it cannot mix them
-                self._resend_q.put((msg.session, self.mode, self._history, msg.ranges))
+                self._resend_q.put((msg.session, self.mode, self._history, msg.ranges, now))
 
     def _resend_loop(self) -> None:
         """Send requested ranges again from the history (own thread: the reader never blocks)."""
@@ -881,19 +925,48 @@ class DeviceClient:
             job = self._resend_q.get()
             if job is None:
                 return
-            session, mode, history, ranges = job
+            session, mode, history, ranges, asked_at = job
+            sent: list[tuple[int, int]] = []
+            sent_bytes = 0
+            guard = self._resend_guard()
             try:
-                for offset, count in ranges:
-                    pieces = history.get(offset, count)
-                    self._counters["resend_unavailable"] += count - sum(len(p) for _, p in pieces)
-                    for off, items in pieces:
-                        if session != self.session:  # a new session started meanwhile
-                            break
-                        msg = Audio(off, items) if mode == Mode.AUDIO else Features(off, items)
-                        if self.send(msg, streaming_only=True) is not None:
-                            self._counters["resent_items"] += len(items)
+                for asked_offset, asked_count in ranges:
+                    # an ask that arrived before a resend of these items could have reached the device
+                    # (and an ask seeing it come back) crossed that resend on the wire: not again yet
+                    fresh = ([(asked_offset, asked_count)] if guard is None else
+                             history.not_resent_since(asked_offset, asked_count, asked_at - guard))
+                    self._counters["resend_suppressed"] += asked_count - sum(n for _, n in fresh)
+                    for offset, count in fresh:
+                        pieces = history.get(offset, count)
+                        self._counters["resend_unavailable"] += count - sum(len(p) for _, p in pieces)
+                        for off, items in pieces:
+                            if session != self.session:  # a new session started meanwhile
+                                break
+                            msg = Audio(off, items) if mode == Mode.AUDIO else Features(off, items)
+                            if self.send(msg, streaming_only=True) is not None:
+                                self._counters["resent_items"] += len(items)
+                                sent.append((off, len(items)))
+                                sent_bytes += items.nbytes
+                # One answer is one unit in flight: none of it is due again until all of it has left.
+                # Only an answer longer on the wire than the device's ask interval is held back: a
+                # shorter one arrives before the next ask anyway, and answering the few asks that
+                # cross it again is cheap and is what recovers a lossy link quickly (holding back
+                # single-frame answers cost windows on the firmware's slow emulated UART).
+                if sent_bytes * 10 / self.baud >= RESEND_ASK_INTERVAL_S:
+                    for off, n in sent:
+                        history.mark_resent(off, n, self._tx_clear_at)
             except Exception:  # noqa: BLE001 - never let this thread die; the device will ask again
                 self._counters["resend_failures"] = self._counters.get("resend_failures", 0) + 1
+
+    def _resend_guard(self) -> float | None:
+        """Seconds after a re-sent item has left (at the line rate) during which asks for it again
+        are taken to have crossed it on the wire. At most a quarter of the device's hold, so an
+        item whose resend was lost is still sent a few more times before the device gives it up.
+        None (``resend_guard_s=None``): every ask is answered in full."""
+        if self.resend_guard_s is None:
+            return None
+        hold_s = (self.info.resend_hold_ms / 1000) if self.info and self.info.resend_hold_ms else 0.0
+        return min(self.resend_guard_s, hold_s / 4) if hold_s else self.resend_guard_s
 
     def _resolve(self, key: tuple, value) -> bool:
         w = self._waiters.get(key)
