@@ -952,7 +952,7 @@ class DeviceClient:
                 # shorter one arrives before the next ask anyway, and answering the few asks that
                 # cross it again is cheap and is what recovers a lossy link quickly (holding back
                 # single-frame answers cost windows on the firmware's slow emulated UART).
-                if sent_bytes * 10 / self.baud >= RESEND_ASK_INTERVAL_S:
+                if guard is not None and sent_bytes * 10 / self.baud >= RESEND_ASK_INTERVAL_S:
                     for off, n in sent:
                         history.mark_resent(off, n, self._tx_clear_at)
             except Exception:  # noqa: BLE001 - never let this thread die; the device will ask again
