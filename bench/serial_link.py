@@ -67,9 +67,6 @@ GOALS = {"label_latency_ms_p50_115200": ("<=", 20.0), "audio_rtf_921600": (">=",
          "serve_cpu_unplugged_pct": ("<=", 5.0), "stalled_host_deadlock": ("==", False)}
 
 
-CLIENT_OPTIONS: dict = {}  # DeviceClient keyword arguments for every section (--resend-guard-s)
-
-
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -192,7 +189,6 @@ def _client(port: str, baud: int, **kw):
     from firmware_bridge.serial_host import DeviceClient
 
     # generous: the device process may still be loading the model when we say HELLO
-    kw = {**CLIENT_OPTIONS, **kw}
     return DeviceClient(port, baud, timeout=1.0, retries=30, **kw).open()
 
 
@@ -690,9 +686,6 @@ def main() -> None:
                     help="comma-separated sections to re-measure (latency,rtf,corruption,noisy,replug,stall,pulled,"
                          "firmware); "
                          "the other keys of bench/results/serial_link.json are kept")
-    ap.add_argument("--resend-guard-s", default=None,
-                    help="the host's resend guard for every section but 'pulled' (seconds, or 'off'; "
-                         "default: DeviceClient's)")
     ap.add_argument("--device-child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--port", help=argparse.SUPPRESS)
     ap.add_argument("--baud", type=int, default=921600, help=argparse.SUPPRESS)
@@ -701,8 +694,6 @@ def main() -> None:
         _device_child(args.port, args.baud)
         return
 
-    if args.resend_guard_s is not None:
-        CLIENT_OPTIONS["resend_guard_s"] = None if args.resend_guard_s == "off" else float(args.resend_guard_s)
     tmp = Path(tempfile.mkdtemp(prefix="ser_edge_serial_bench_"))
     model, engine_desc = resolve_model(args.model, tmp)
     log(f"engine: {engine_desc}")

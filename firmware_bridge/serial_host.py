@@ -310,7 +310,6 @@ class SentHistory:
         self._items = 0
         self._end = 0  # unwrapped position after the newest item
         self._lock = threading.Lock()
-
         # (start, end, when) of ranges sent again recently, unwrapped: see not_resent_since
         self._resent: list[tuple[int, int, float]] = []
 
@@ -336,7 +335,8 @@ class SentHistory:
         wire ``(offset, count)`` ranges, in order."""
         with self._lock:
             self._resent = [r for r in self._resent if r[2] >= since]
-            todo = [(self._unwrap(offset), self._unwrap(offset) + count)]
+            start = self._unwrap(offset)
+            todo = [(start, start + count)]
             for rs, re_, _ in self._resent:
                 todo = [piece for lo, hi in todo
                         for piece in ((lo, min(hi, rs)), (max(lo, re_), hi)) if piece[0] < piece[1]]
