@@ -32,7 +32,10 @@ model's (``cv_compare_pi.json``, ``_pi_qat``, ``_pi_vs_qat``) against the QAT re
 window-level temperature (``accuracy_qat.json`` + ``accuracy_qat_singles.json``); the cosine learning-rate decay's
 (``cv_compare_lrsched.json``) against the shipped recipe's CV with the clip-level temperature
 (``accuracy_clip_calibration_qat.json``).
-``accuracy.json`` is the shipped recipe's CV: the same QAT fold models with the clip-level temperature.
+``accuracy.json`` is the shipped recipe's CV (eight augmented copies per clip since they were adopted; the rows run
+on four copies, ``cv_compare_aug6/val8/aug8.json``, name that CV ``accuracy_aug4.json``). ``cv_compare_pi_vs_small.json``
+pairs the shipped Pi model's four-copy fold ensembles with the eight-copy small recipe's CV seeds, every group with
+the same three seeds (``--groups "0=0,1,2;1=0,1,2;2=0,1,2"``): what the Pi model gains over the small model that ships.
 
 Prints a Markdown table and writes the JSON.
 """

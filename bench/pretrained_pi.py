@@ -19,6 +19,11 @@ The model is installed as ``edge_runtime/models/pi.{tflite,json}`` + ``pi_report
 ensemble's speaker-independent CV through the runtime beats the single model by ``PI_MIN_GAIN``
 (RAVDESS-8 UAR): ``bench/results/cv_compare_pi.json`` (the int8 ensemble of the CV's seed models vs
 those single models, paired by fold; written by ``bench/accuracy.py``'s ensemble evaluation).
+The gain that counts is the one against the small model that ships *today*: while the members are trainings
+of ``RECIPE`` that is ``cv_compare_pi.json``; after ``RECIPE`` moved on without a member rebuild, it is
+``cv_compare_pi_vs_small.json`` (the same ensembles, each fold paired with the mean of the shipped recipe's CV seed
+models of that fold; its base must be the shipped recipe's CV), and ``--json-only`` re-reads the installed model's
+own record and takes it out again when that gain no longer pays.
 ``--install`` overrides that. Either way ``bench/results/pretrained_pi.json`` gets the build's
 figures: bytes, parameters, members, ops, validation-actor UAR of the ensemble and of the small model
 on the same clips (optimistic: those actors chose the epochs), and the CV figures copied from
@@ -40,6 +45,7 @@ RESULTS = ROOT / "bench" / "results"
 PI_RESULTS = RESULTS / "pretrained_pi.json"
 PI_CV = RESULTS / "accuracy_pi.json"
 PI_CV_COMPARE = RESULTS / "cv_compare_pi.json"
+PI_CV_VS_SMALL = RESULTS / "cv_compare_pi_vs_small.json"
 RUNTIME = RESULTS / "runtime.json"
 SMALL_MODEL = MODEL_DIR / "default.tflite"
 PI_MIN_GAIN = 0.03  # issue #11: ship the Pi model only if it beats the small one by this much (CV UAR)
@@ -199,9 +205,16 @@ def build(data: str, work: Path, members: list[Path], seeds: list[int]) -> dict:
     return rec
 
 
-def cv_figures() -> dict:
+def cv_figures(members_recipe: dict | None = None) -> dict:
     """The CV figures of the int8 ensemble (``accuracy_pi.json``) and its paired gain over the single
-    model (``cv_compare_pi.json``), as far as they exist."""
+    model the firmware and every other device run (``cv_gain_uar_int8``), as far as they exist.
+
+    ``members_recipe``: the recipe the members were trained with (default ``RECIPE``). When it is
+    ``RECIPE``, the gain is ``cv_compare_pi.json``'s (ensembles vs their own members); otherwise the
+    small model has moved on and the gain is ``cv_compare_pi_vs_small.json``'s, and only if that file's
+    base is the shipped recipe's CV (else no gain: the model is not shown to pay)."""
+    from bench.pretrained import cv_matches
+
     out: dict = {}
     if PI_CV.exists():
         cv = json.loads(PI_CV.read_text())
@@ -213,13 +226,44 @@ def cv_figures() -> dict:
         out["cv_compare_pi"] = {k: v for k, v in cmp.items() if k != "pairs"}
         gain = cmp.get("keys", {}).get("uar_int8", {}).get("diff_mean")
         out["cv_gain_uar_int8"] = gain
+        out["cv_gain_against"] = PI_CV_COMPARE.name
+    if members_recipe is not None and members_recipe != RECIPE:
+        out.pop("cv_gain_uar_int8", None)
+        out["cv_gain_against"] = None
+        if PI_CV_VS_SMALL.exists():
+            cmp = json.loads(PI_CV_VS_SMALL.read_text())
+            out["cv_compare_pi_vs_small"] = {k: v for k, v in cmp.items() if k != "pairs"}
+            base = ROOT / cmp.get("base", "")
+            if base.is_file() and cv_matches(json.loads(base.read_text()), RECIPE):
+                out["cv_gain_uar_int8"] = cmp.get("keys", {}).get("uar_int8", {}).get("diff_mean")
+                out["cv_gain_against"] = PI_CV_VS_SMALL.name
     return out
 
 
-def write_results(rec: dict, installed: bool, why: str) -> dict:
-    """``bench/results/pretrained_pi.json`` from the build record, the CV files and runtime.json."""
+def installed_record() -> tuple[dict, dict]:
+    """``--json-only`` without a build record: the installed ``pi.tflite``'s own figures (``pretrained_pi.json``,
+    which must name its hash) and the recipe its members were trained with (its metadata)."""
+    from edge_runtime.model_metadata import model_hash, read_metadata
+
+    pi = MODEL_DIR / "pi.tflite"
+    if not (pi.is_file() and PI_RESULTS.is_file()):
+        raise SystemExit(f"{PI_RESULTS.relative_to(ROOT)}: no earlier --pi build and no installed pi model to re-read")
+    old = json.loads(PI_RESULTS.read_text())
+    if old.get("model_hash") != model_hash(pi.read_bytes()):
+        raise SystemExit(f"{PI_RESULTS.relative_to(ROOT)}: figures of another model than the installed pi.tflite")
+    derived = ("installed", "install_decision", "min_gain", "max_bytes", "recipe", "accuracy_pi", "cv_compare_pi",
+               "cv_compare_pi_vs_small", "cv_gain_uar_int8", "cv_gain_against", "goals_met", "latency",
+               "latency_measured")
+    rec = {k: v for k, v in old.items() if k not in derived}
+    return {**rec, "path": str(pi)}, read_metadata(pi).extra["recipe"]
+
+
+def write_results(rec: dict, installed: bool, why: str, members_recipe: dict | None = None) -> dict:
+    """``bench/results/pretrained_pi.json`` from the build record, the CV files and runtime.json;
+    ``members_recipe``: what the members were trained with (default: ``RECIPE``, a fresh build)."""
+    recipe = RECIPE if members_recipe is None else members_recipe
     res = {**{k: v for k, v in rec.items() if k != "path"}, "installed": installed, "install_decision": why,
-           "min_gain": PI_MIN_GAIN, "max_bytes": MAX_BYTES, "recipe": RECIPE, **cv_figures()}
+           "min_gain": PI_MIN_GAIN, "max_bytes": MAX_BYTES, "recipe": recipe, **cv_figures(recipe)}
     res["goals_met"] = {"model_bytes": res["model_bytes"] <= MAX_BYTES}
     if res.get("cv_gain_uar_int8") is not None:
         res["goals_met"]["cv_gain_uar_int8"] = res["cv_gain_uar_int8"] >= PI_MIN_GAIN
@@ -247,9 +291,9 @@ def report_md(res: dict) -> str:
     cv = res.get("accuracy_pi", {})
     lines = [
         "# ser-edge Raspberry Pi model (`edge_runtime/models/pi.tflite`)", "",
-        f"An int8 ensemble of {res['members']} trainings of the shipped recipe (training seeds "
-        f"{', '.join(map(str, res['member_seeds']))}; seed 0 is the training of the small model installed when it was built), "
-        f"combined in one graph (`{res['combine']}`: the mean of their logits, as in the CV): "
+        f"An int8 ensemble of {res['members']} trainings (training seeds "
+        f"{', '.join(map(str, res['member_seeds']))}; seed 0 is the training of the small model installed when it was built) "
+        f"of {recipe_words(res['recipe'])}, combined in one graph (`{res['combine']}`: the mean of their logits, as in the CV): "
         f"{res['model_bytes']:,} bytes, {res['params']:,} parameters. Selected by `ser-edge run` / `serve` "
         "on a Raspberry Pi (`--model auto`); the firmware keeps the small model (64 KB flash budget).", "",
         "| figure | Pi model | small model |", "|---|---|---|",
@@ -265,6 +309,14 @@ def report_md(res: dict) -> str:
                      f"fold runs) | |")
     elif cv.get("ravdess8_uar_int8") is not None:
         lines.append(f"| RAVDESS-8 UAR, 5-fold CV, int8 | {cv['ravdess8_uar_int8']:.3f} | |")
+    vs = res.get("cv_compare_pi_vs_small", {})
+    if res.get("cv_gain_against") == PI_CV_VS_SMALL.name and vs:  # the small model has a newer recipe
+        k = vs["keys"]["uar_int8"]
+        seeds = sorted({s for g in vs.get("groups", {}).values() for s in g})
+        lines.append(f"| the same, against the small model that ships (its recipe's CV seeds "
+                     f"{', '.join(map(str, seeds))}, same folds) | {k['option_mean']:.3f} | {k['base_mean']:.3f} |")
+        lines.append(f"| paired difference over folds | {k['diff_mean']:+.3f} (higher in {k.get('fold_runs_higher')} of "
+                     f"{k.get('fold_runs_higher', 0) + k.get('fold_runs_lower', 0)} fold runs) | |")
     lines += [
         f"| validation actors {', '.join(res['validation_actors'])} ({v['n_clips']} clips; optimistic) UAR int8 | "
         f"{v['pi_uar_int8']:.3f} | {v['small_uar_int8']:.3f} |",
@@ -289,6 +341,13 @@ def report_md(res: dict) -> str:
     return "\n".join(lines)
 
 
+def recipe_words(recipe: dict) -> str:
+    """"the shipped recipe", or which of RECIPE's keys the members' recipe had otherwise."""
+    diff = [f"{k} {recipe.get(k)} where `RECIPE` now has {RECIPE.get(k)}" for k in sorted(set(recipe) | set(RECIPE))
+            if k != "seed" and recipe.get(k) != RECIPE.get(k)]
+    return "the shipped recipe" if not diff else f"an earlier shipped recipe ({'; '.join(diff)})"
+
+
 def decide(res_gain: float | None, model_bytes: int, force: bool) -> tuple[bool, str]:
     """Whether to install, and why (one line)."""
     if model_bytes > MAX_BYTES:
@@ -307,10 +366,13 @@ def main_pi(args) -> int:
     work = Path(args.work)
     seeds = list(range(args.members))
     build_json = work / "pi" / "pi_build.json"
+    members_recipe, reread = None, False
     if args.json_only:
-        if not build_json.is_file():
-            raise SystemExit(f"{build_json}: no earlier --pi build in --work {work}")
-        rec = json.loads(build_json.read_text())
+        if build_json.is_file():
+            rec = json.loads(build_json.read_text())
+        else:  # figures only, for the model that is installed
+            rec, members_recipe = installed_record()
+            reread = True
     else:
         seed0 = Path(args.seed0_float) if args.seed0_float else work / "default_float.npz"
         check_seed0(seed0)  # before hours of member training, not after
@@ -318,13 +380,16 @@ def main_pi(args) -> int:
         if args.members_only:
             return 0
         rec = build(args.data, work, members, seeds)
-    ok, why = decide(cv_figures().get("cv_gain_uar_int8"), rec["model_bytes"], args.install)
+    ok, why = decide(cv_figures(members_recipe).get("cv_gain_uar_int8"), rec["model_bytes"], args.install)
     if ok and not args.install and rec["combine"] != cv_combine():  # the CV must have scored this graph
         ok, why = False, f"not installed: built with {rec['combine']}, the CV measured {cv_combine()}"
     log(why)
-    if ok:
+    if ok and not reread:
         install(rec)
-    res = write_results(rec, ok, why)
+    elif not ok and reread:  # it no longer pays against the small model: a Pi falls back to that one
+        for f in ("pi.tflite", "pi.json", "pi_report.md"):
+            (MODEL_DIR / f).unlink(missing_ok=True)
+    res = write_results(rec, ok, why, members_recipe)
     if ok:
         (MODEL_DIR / "pi_report.md").write_text(report_md(res))
     print("| metric | value |\n|---|---|")

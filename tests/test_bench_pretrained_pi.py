@@ -44,3 +44,38 @@ def test_seed0_without_its_tflite_is_refused_in_one_line(tmp_path):
         check_seed0(npz)
     (tmp_path / "default.tflite").write_bytes(b"x")
     check_seed0(npz)
+
+
+def _shipped_recipe_cv() -> dict:
+    """A complete 5-fold result whose config is what bench/accuracy.py records for RECIPE's flags."""
+    from bench.accuracy import parse_args
+    from bench.pretrained import RECIPE, recipe_flags
+
+    cfg = vars(parse_args(recipe_flags(RECIPE) + ["--seeds", "0,1,2", "--robustness", "--urdu", "--no-tess"]))
+    return {"config": cfg, "n_folds_done": 5, "ravdess_folds": [{}]}
+
+
+def test_after_the_recipe_moved_on_the_gain_is_against_the_small_model_that_ships(tmp_path, monkeypatch):
+    """Members of an older recipe: their own-recipe gain no longer counts; the comparison against the
+    shipped recipe's CV does, and only when its base really is that CV."""
+    from bench.pretrained import RECIPE
+
+    own = {"keys": {"uar_int8": {"diff_mean": 0.045}}}
+    vs = {"keys": {"uar_int8": {"diff_mean": 0.021}}, "pairs": [1], "base": str(tmp_path / "shipped.json")}
+    (tmp_path / "own.json").write_text(json.dumps(own))
+    (tmp_path / "vs.json").write_text(json.dumps(vs))
+    (tmp_path / "shipped.json").write_text(json.dumps(_shipped_recipe_cv()))
+    monkeypatch.setattr(P, "PI_CV_COMPARE", tmp_path / "own.json")
+    monkeypatch.setattr(P, "PI_CV_VS_SMALL", tmp_path / "vs.json")
+    monkeypatch.setattr(P, "PI_CV", tmp_path / "absent.json")
+    assert P.cv_figures(RECIPE)["cv_gain_uar_int8"] == 0.045  # same recipe: ensembles vs their own members
+    older = {**RECIPE, "augment": RECIPE["augment"] // 2}
+    got = P.cv_figures(older)
+    assert got["cv_gain_uar_int8"] == 0.021 and got["cv_gain_against"] == "vs.json"
+    assert "pairs" not in got["cv_compare_pi_vs_small"]
+    assert P.decide(got["cv_gain_uar_int8"], 200_000, force=False)[0] is False  # 0.021 < 0.03: a Pi falls back
+    # a comparison against some other recipe's CV shows nothing about the small model that ships
+    (tmp_path / "shipped.json").write_text(json.dumps({**_shipped_recipe_cv(), "n_folds_done": 4}))
+    got = P.cv_figures(older)
+    assert "cv_gain_uar_int8" not in got and got["cv_gain_against"] is None
+    assert "augment" in P.recipe_words(older) and P.recipe_words(RECIPE) == "the shipped recipe"
