@@ -314,7 +314,8 @@ def report_md(res: dict) -> str:
         k = vs["keys"]["uar_int8"]
         seeds = sorted({s for g in vs.get("groups", {}).values() for s in g})
         lines.append(f"| the same, against the small model that ships (its recipe's CV seeds "
-                     f"{', '.join(map(str, seeds))}, same folds) | {k['option_mean']:.3f} | {k['base_mean']:.3f} |")
+                     f"{', '.join(map(str, seeds))}, same folds) | {k.get('option_mean', float('nan')):.3f} | "
+                     f"{k.get('base_mean', float('nan')):.3f} |")
         lines.append(f"| paired difference over folds | {k['diff_mean']:+.3f} (higher in {k.get('fold_runs_higher')} of "
                      f"{k.get('fold_runs_higher', 0) + k.get('fold_runs_lower', 0)} fold runs) | |")
     lines += [

@@ -79,3 +79,53 @@ def test_after_the_recipe_moved_on_the_gain_is_against_the_small_model_that_ship
     got = P.cv_figures(older)
     assert "cv_gain_uar_int8" not in got and got["cv_gain_against"] is None
     assert "augment" in P.recipe_words(older) and P.recipe_words(RECIPE) == "the shipped recipe"
+
+
+def test_json_only_rejudges_the_installed_model_and_takes_it_out_when_it_no_longer_pays(tmp_path, monkeypatch):
+    """``--pi --json-only`` with no build record re-reads the installed pi.tflite's own figures and the recipe in
+    its metadata; once RECIPE has moved on, the gain against the small model that ships decides: above the bar it
+    stays (and is not copied again), below it pi.tflite, pi.json and pi_report.md are removed."""
+    import argparse
+    import shutil
+
+    from bench.pretrained import MODEL_DIR, RECIPE
+    from edge_runtime.model_metadata import read_metadata
+    from tests.conftest import require_module
+
+    require_module("ai_edge_litert")
+    shipped = MODEL_DIR / "pi.tflite"
+    if not shipped.is_file():
+        import pytest
+
+        pytest.skip("this install ships no pi model")  # test_runtime_model_select checks that case
+    models = tmp_path / "models"
+    models.mkdir()
+    for f in ("pi.tflite", "pi.json", "pi_report.md"):
+        shutil.copyfile(MODEL_DIR / f, models / f)
+    results = tmp_path / "pretrained_pi.json"
+    shutil.copyfile(P.PI_RESULTS, results)
+    members_recipe = read_metadata(shipped).extra["recipe"]
+    (tmp_path / "shipped.json").write_text(json.dumps(_shipped_recipe_cv()))
+    for name, value in (("MODEL_DIR", models), ("PI_RESULTS", results), ("PI_CV", tmp_path / "absent.json"),
+                        ("RUNTIME", tmp_path / "absent.json"), ("PI_CV_COMPARE", tmp_path / "own.json"),
+                        ("PI_CV_VS_SMALL", tmp_path / "vs.json")):
+        monkeypatch.setattr(P, name, value)
+    (tmp_path / "own.json").write_text(json.dumps({"keys": {"uar_int8": {"diff_mean": 0.05}}}))
+    args = argparse.Namespace(work=str(tmp_path / "work"), members=3, json_only=True, install=False,
+                              seed0_float=None, members_only=False, data=None)
+
+    def judge(gain: float) -> dict:
+        (tmp_path / "vs.json").write_text(json.dumps({"keys": {"uar_int8": {"diff_mean": gain, "option_mean": 0.6,
+                                                                    "base_mean": 0.6 - gain}},
+                                                      "base": str(tmp_path / "shipped.json")}))
+        assert P.main_pi(args) == 0
+        return json.loads(results.read_text())
+
+    res = judge(0.04)
+    expected = 0.05 if members_recipe == RECIPE else 0.04  # same recipe: the members' own comparison decides
+    assert res["installed"] is True and res["cv_gain_uar_int8"] == expected and res["recipe"] == members_recipe
+    assert (models / "pi.tflite").read_bytes() == shipped.read_bytes()
+    if members_recipe != RECIPE:
+        res = judge(0.02)
+        assert res["installed"] is False and res["install_decision"] == "not installed: CV gain +0.020 UAR < 0.03"
+        assert not any((models / f).exists() for f in ("pi.tflite", "pi.json", "pi_report.md"))
