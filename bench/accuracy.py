@@ -451,10 +451,11 @@ _RUN_ONLY = {"seed", "seeds", "out", "results", "reuse_models", "resummarise", "
 
 
 def merge_results(paths: list[Path]) -> dict:
-    """One results dict from CV runs of the same recipe and folds that covered different seeds
-    (e.g. seed 0 scored earlier, seeds 1-2 later): their per-fold records side by side, the
-    headline keys recomputed from complete seeds (:func:`summarise_seeds`). Refuses runs whose
-    recipe, folds or evaluation path differ, or that both hold the same (seed, fold)."""
+    """One results dict from CV runs of the same recipe that covered different seeds (e.g. seed 0
+    scored earlier, seeds 1-2 later) or different folds of one seed (two processes sharing a seed's
+    folds): their per-fold records side by side, the headline keys recomputed from the seeds that hold
+    every fold of the union of the runs' ``--folds`` (:func:`summarise_seeds`). Refuses runs whose
+    recipe or evaluation path differ, or that both hold the same (seed, fold)."""
     runs = [json.loads(Path(p).read_text()) for p in paths]
     base = runs[0]
     res = {k: v for k, v in base.items() if k not in SUMMARY_KEYS}
@@ -463,7 +464,9 @@ def merge_results(paths: list[Path]) -> dict:
     base_cfg = effective_config(base["config"])
     for p, r in zip(paths, runs):
         cfg = effective_config(r["config"])
-        diff = sorted(k for k in set(base_cfg) | set(cfg) if k not in _RUN_ONLY and base_cfg.get(k) != cfg.get(k))
+        # --folds may differ: which folds a run covered is bookkeeping, the union is the CV (below)
+        diff = sorted(k for k in set(base_cfg) | set(cfg)
+                      if k not in _RUN_ONLY | {"folds"} and base_cfg.get(k) != cfg.get(k))
         if diff:
             raise SystemExit(f"--merge: {p} differs from {paths[0]} in {', '.join(diff)} (not the same recipe)")
         if bool(r["config"].get("ensemble_from")) != bool(base["config"].get("ensemble_from")):
@@ -479,14 +482,15 @@ def merge_results(paths: list[Path]) -> dict:
             res["ravdess_folds"].append(f)
     res["ravdess_folds"].sort(key=lambda f: (f["seed"], f["fold"]))
     res["seeds"] = sorted({int(f["seed"]) for f in res["ravdess_folds"]})
-    res["config"] = {**base["config"], "seeds": ",".join(map(str, res["seeds"]))}
-    res["merged_from"] = [{"file": str(p), "seeds": r.get("seeds"), "seconds": r.get("seconds"),
+    folds = sorted({int(v) for r in runs for v in str(r["config"]["folds"]).split(",")})
+    res["config"] = {**base["config"], "seeds": ",".join(map(str, res["seeds"])), "folds": ",".join(map(str, folds))}
+    res["merged_from"] = [{"file": str(p), "seeds": r.get("seeds"), "folds": r["config"].get("folds"),
+                           "seconds": r.get("seconds"),
                            "reuse_models": r["config"].get("reuse_models"), "out": r["config"].get("out"),
                            **({"note": r["eval_path_note"]} if "eval_path_note" in r else {})}
                           for p, r in zip(paths, runs)]
     for k in ("seconds", "eval_path_note"):  # per run: kept under merged_from
         res.pop(k, None)
-    folds = [int(v) for v in base["config"]["folds"].split(",")]
     res.update(summarise_seeds(res, folds))
     first_seed = min(int(f["seed"]) for f in res["ravdess_folds"])
     first = [f for f in res["ravdess_folds"] if f["seed"] == first_seed]

@@ -233,3 +233,35 @@ def test_recalibrate_entry_point_keeps_metadata_and_refuses_a_bad_result(tiny_mo
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error: ") and "refused (nothing written)" in err and "> 1000" in err
     assert not out2.exists()
+
+
+def test_cv_merge_of_one_seed_split_by_folds(tmp_path):
+    """Two processes sharing one seed's folds (--folds 0,1 and --folds 2) merge into that seed complete over
+    the union of their folds; a seed that only one of them covered stays out of the headline keys."""
+    import json
+
+    from bench.accuracy import merge_results
+
+    def run(seed, folds, uar):
+        recs = [{"seed": seed, "fold": f, "uar_int8": uar + 0.1 * f, "uar_float": uar,
+                 "window_agreement_int8_vs_float_fixed": 0.98, "ece_clip": 0.1, "clips_without_label": 0}
+                for f in folds]
+        return {"config": {"folds": ",".join(map(str, folds)), "epochs": 20, "seeds": str(seed), "out": "x"},
+                "eval_path": "runtime", "window_policy": {"hop_frames": 62}, "speech_gate": {"margin_db": 9.0},
+                "ravdess_folds": recs, "seeds": [seed], "seconds": 5}
+
+    paths = []
+    for name, seed, folds, uar in (("s0.json", 0, [0, 1, 2], 0.5), ("s2a.json", 2, [0, 1], 0.4),
+                                   ("s2b.json", 2, [2], 0.4)):
+        paths.append(tmp_path / name)
+        paths[-1].write_text(json.dumps(run(seed, folds, uar)))
+    res = merge_results(paths)
+    assert res["config"]["folds"] == "0,1,2" and res["n_folds_done"] == 3
+    assert res["seeds_done"] == [0, 2] and res["partial_seed_runs"] == 0
+    assert res["per_seed"][2]["ravdess8_uar_int8"] == pytest.approx(0.5)  # 0.4, 0.5, 0.6 from two runs
+    assert [m["folds"] for m in res["merged_from"]] == ["0,1,2", "0,1", "2"]
+    # seed 2's fold 2 missing: seed 2 is incomplete over folds 0-2, only seed 0 counts
+    res = merge_results(paths[:2])
+    assert res["seeds_done"] == [0] and res["partial_seed_runs"] == 2
+    with pytest.raises(SystemExit, match="seed 2 fold 0"):
+        merge_results([paths[1], paths[1]])
