@@ -450,6 +450,29 @@ _RUN_ONLY = {"seed", "seeds", "out", "results", "reuse_models", "resummarise", "
              "recipe", "train", "distill_teachers", "ensemble_from", "qat_from"}
 
 
+def record_fold_model(manifest_path: Path, manifest: dict, entry: dict) -> dict:
+    """``manifest`` with ``entry`` listed (replacing an entry of the same name), written to ``manifest_path``.
+
+    Re-reads the file under an exclusive lock first, so entries another process wrote meanwhile stay listed
+    (two runs sharing one ``--out``, e.g. one seed's folds split between two processes); the write goes
+    through a temporary file and a rename, so a reader never sees half a manifest."""
+    import fcntl
+
+    with open(manifest_path.with_name(manifest_path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        models = list(manifest["models"])
+        if manifest_path.exists():
+            disk = json.loads(manifest_path.read_text())
+            if disk.get("fold_seed") == manifest["fold_seed"] and disk.get("frontend_hash") == manifest["frontend_hash"]:
+                names = {m["name"] for m in models}
+                models += [m for m in disk.get("models", []) if m["name"] not in names]
+        out = {**manifest, "models": [m for m in models if m["name"] != entry["name"]] + [entry]}
+        tmp = manifest_path.with_name(manifest_path.name + ".tmp")
+        tmp.write_text(json.dumps(out, indent=1) + "\n")
+        tmp.replace(manifest_path)
+    return out
+
+
 def merge_results(paths: list[Path]) -> dict:
     """One results dict from CV runs of the same recipe that covered different seeds (e.g. seed 0
     scored earlier, seeds 1-2 later) or different folds of one seed (two processes sharing a seed's
@@ -731,11 +754,10 @@ def main(argv=None) -> int:
                                 mcfg, tcfg, extra=extra, extra_corpora=extra_s, teacher_name=f"ravdess_fold{f}",
                                 teacher_members=ensemble_members(args, f, sorted({clips[i].speaker for i in te}),
                                                                  fe.hash), ensemble=members)
-            manifest["models"] = [m for m in manifest["models"] if m["name"] != name] + [{
+            manifest = record_fold_model(manifest_path, manifest, {
                 "name": name, "seed": seed, "fold": f, "path": f"{name}.tflite",
                 "test_speakers": sorted({clips[i].speaker for i in te}),
-                "validation_speakers": sorted({clips[i].speaker for i in va})}]
-            manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
+                "validation_speakers": sorted({clips[i].speaker for i in va})})
             rows = val["rows"]
             fold = {"seed": seed, "fold": f, "test_speakers": sorted({clips[i].speaker for i in te}),
                     "uar_float": rows["keras_float_twin"]["uar"], "uar_float_fixed": rows["keras_float_fixed"]["uar"],

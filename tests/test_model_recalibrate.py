@@ -3,6 +3,7 @@ that folds a temperature into a kept model, and the ECE noise floor."""
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -265,3 +266,35 @@ def test_cv_merge_of_one_seed_split_by_folds(tmp_path):
     assert res["seeds_done"] == [0] and res["partial_seed_runs"] == 2
     with pytest.raises(SystemExit, match="seed 2 fold 0"):
         merge_results([paths[1], paths[1]])
+
+
+def _record_many(manifest_path: str, seed: int, n: int) -> None:
+    from bench.accuracy import record_fold_model
+
+    man = {"corpus": "ravdess", "fold_seed": 0, "k": 5, "frontend_hash": "h", "models": []}
+    for f in range(n):
+        man = record_fold_model(Path(manifest_path), man, {"name": f"ravdess_s{seed}_fold{f}", "seed": seed, "fold": f})
+
+
+def test_two_processes_sharing_an_out_folder_keep_each_others_fold_models(tmp_path):
+    """Two bench/accuracy.py processes with one --out (a seed's folds split between them) each list their fold
+    models in manifest.json; neither write may drop the other's entries (bench/robustness.py reads that list)."""
+    import json
+    import multiprocessing as mp
+
+    path = tmp_path / "manifest.json"
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_record_many, args=(str(path), seed, 25)) for seed in (2, 3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    names = sorted(m["name"] for m in json.loads(path.read_text())["models"])
+    assert names == sorted(f"ravdess_s{s}_fold{f}" for s in (2, 3) for f in range(25))
+    # a manifest of another front end is not merged into this one
+    from bench.accuracy import record_fold_model
+
+    other = {"corpus": "ravdess", "fold_seed": 0, "k": 5, "frontend_hash": "other", "models": []}
+    out = record_fold_model(path, other, {"name": "ravdess_s0_fold0", "seed": 0, "fold": 0})
+    assert [m["name"] for m in out["models"]] == ["ravdess_s0_fold0"]
