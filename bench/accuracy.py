@@ -669,12 +669,9 @@ def main(argv=None) -> int:
                  "eval_path": "runtime", "window_policy": WindowPolicy().resolve(W, H).to_dict(),
                  "speech_gate": DEFAULT_GATE.to_dict(), "ravdess_folds": []}
     manifest_path = Path(args.out) / "manifest.json"
+    # other runs' models kept in --out (same folds, same front end) stay listed: record_fold_model merges them
     manifest = {"corpus": "ravdess", "fold_seed": args.fold_seed, "k": 5, "data": args.data,
                 "frontend_hash": fe.hash, "models": []}
-    if manifest_path.exists():  # other seeds' models kept in --out (same folds, same front end) stay listed
-        old = json.loads(manifest_path.read_text())
-        if old.get("fold_seed") == args.fold_seed and old.get("frontend_hash") == fe.hash:
-            manifest["models"] = list(old.get("models", []))
 
     out_json = Path(args.results)
 
