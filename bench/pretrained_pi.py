@@ -240,6 +240,12 @@ def cv_figures(members_recipe: dict | None = None) -> dict:
     return out
 
 
+def shown(path: Path) -> str:
+    """``path`` as a message names it: relative to the project when inside it."""
+    p = path.resolve()
+    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(path)
+
+
 def installed_record() -> tuple[dict, dict]:
     """``--json-only`` without a build record: the installed ``pi.tflite``'s own figures (``pretrained_pi.json``,
     which must name its hash) and the recipe its members were trained with (its metadata)."""
@@ -247,10 +253,10 @@ def installed_record() -> tuple[dict, dict]:
 
     pi = MODEL_DIR / "pi.tflite"
     if not (pi.is_file() and PI_RESULTS.is_file()):
-        raise SystemExit(f"{PI_RESULTS.relative_to(ROOT)}: no earlier --pi build and no installed pi model to re-read")
+        raise SystemExit(f"{shown(PI_RESULTS)}: no earlier --pi build and no installed pi model to re-read")
     old = json.loads(PI_RESULTS.read_text())
     if old.get("model_hash") != model_hash(pi.read_bytes()):
-        raise SystemExit(f"{PI_RESULTS.relative_to(ROOT)}: figures of another model than the installed pi.tflite")
+        raise SystemExit(f"{shown(PI_RESULTS)}: figures of another model than the installed pi.tflite")
     derived = ("installed", "install_decision", "min_gain", "max_bytes", "recipe", "accuracy_pi", "cv_compare_pi",
                "cv_compare_pi_vs_small", "cv_gain_uar_int8", "cv_gain_against", "goals_met", "latency",
                "latency_measured")
@@ -356,7 +362,7 @@ def decide(res_gain: float | None, model_bytes: int, force: bool) -> tuple[bool,
     if force:
         return True, "installed on request (--install)"
     if res_gain is None:
-        return False, f"not installed: no CV comparison yet ({PI_CV_COMPARE.relative_to(ROOT)} missing)"
+        return False, f"not installed: no CV comparison yet ({shown(PI_CV_COMPARE)} missing)"
     if res_gain < PI_MIN_GAIN:
         return False, f"not installed: CV gain {res_gain:+.3f} UAR < {PI_MIN_GAIN}"
     return True, f"installed: CV gain {res_gain:+.3f} UAR >= {PI_MIN_GAIN}"

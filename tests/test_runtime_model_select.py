@@ -248,6 +248,14 @@ def test_shipped_pi_model(tmp_path):
     if not PI.is_file():  # an install without the Pi model: auto keeps the small one, and says so
         c = resolve_model("auto", device_tree=_board(tmp_path, PI4), env={})
         assert c.path == SMALL and "ships no pi model" in c.reason
+        # and that is the install rule's verdict against the small recipe that ships, not a lost file
+        from bench.pretrained import RECIPE, cv_matches
+
+        res = json.loads((ROOT / "bench" / "results" / "pretrained_pi.json").read_text())
+        against = res["cv_compare_pi"] if res["recipe"] == RECIPE else res["cv_compare_pi_vs_small"]
+        assert res["installed"] is False and res["cv_gain_uar_int8"] < res["min_gain"]
+        assert res["cv_gain_uar_int8"] == against["keys"]["uar_int8"]["diff_mean"]
+        assert cv_matches(json.loads((ROOT / against["base"]).read_text()), RECIPE), against["base"]
         return
     res = json.loads((ROOT / "bench" / "results" / "pretrained_pi.json").read_text())
     assert res["installed"] is True and res["cv_gain_uar_int8"] >= 0.03 and res["model_hash"] == model_hash(PI.read_bytes())
@@ -285,9 +293,8 @@ def test_shipped_pi_model(tmp_path):
 
 def test_shipped_pi_model_in_tflite_runtime(tmp_path):
     """The device install (numpy<2 + tflite-runtime 2.14, the only interpreter of the 32-bit OS) runs
-    the shipped Pi model by name and gives LiteRT's int8 scores."""
-    if not PI.is_file():
-        pytest.skip("this install ships no pi model")  # checked by test_shipped_pi_model
+    the shipped Pi model by name and gives LiteRT's int8 scores; an install without one refuses ``--model pi``
+    there in one line (exit 2) and runs the small model on ``auto``."""
     require_module("ai_edge_litert")
     device_py = os.environ.get("SER_EDGE_DEVICE_PYTHON", "")
     if not (device_py and Path(device_py).exists()):
@@ -295,6 +302,16 @@ def test_shipped_pi_model_in_tflite_runtime(tmp_path):
 
         _missing(f"no device virtualenv (SER_EDGE_DEVICE_PYTHON={device_py!r}); `make test` builds .venv-device")
     wav = str(write_pcm_wav(tmp_path / "c.wav", speechlike(4.0, seed=4)))
+    if not PI.is_file():
+        r = subprocess.run([device_py, "-m", "edge_runtime", "run", "--backend", "tflite_runtime", "--model", "pi", wav],
+                           capture_output=True, text=True, cwd=ROOT, timeout=120)
+        assert r.returncode == 2 and r.stdout == "", (r.returncode, r.stdout)
+        assert r.stderr.strip().count("\n") == 0 and "pi: this install ships no such model" in r.stderr, r.stderr
+        r = subprocess.run([device_py, "-m", "edge_runtime", "run", "--backend", "tflite_runtime", wav],
+                           capture_output=True, text=True, cwd=ROOT, timeout=120)
+        assert r.returncode == 0 and "ser-edge run: model small (edge_runtime/models/default.tflite, " in r.stderr, \
+            r.stderr
+        return
     outs = {}
     for py, backend in ((device_py, "tflite_runtime"), (sys.executable, "litert")):
         r = subprocess.run([py, "-m", "edge_runtime", "run", "--backend", backend, "--model", "pi", wav],
