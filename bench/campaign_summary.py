@@ -2,8 +2,9 @@
 
 Each row of issue #11's campaign was cross-validated (``bench/accuracy.py``, RAVDESS 5 folds, 3 seeds,
 int8 through the runtime) and paired by (seed, fold) with the recipe it was meant to replace
-(``bench/compare_cv.py`` -> ``bench/results/cv_compare_<row>.json``). The recipe moved three times during the
-campaign (the QAT phase, then two, then four augmented copies per clip were adopted), so rows have different bases;
+(``bench/compare_cv.py`` -> ``bench/results/cv_compare_<row>.json``). The recipe moved five times during the
+campaign (the QAT phase, then two, four and eight augmented copies per clip, then the noise-heavier mix of those
+copies were adopted), so rows have different bases;
 ``ROWS`` below names each row's base, and the base's UAR is read from the comparison itself.
 
 For every row: the mean paired difference in RAVDESS-8 clip UAR (int8) with its sd over seeds and the
@@ -35,16 +36,29 @@ AGREEMENT_KEY = "window_agreement_int8_vs_float_fixed"
 
 @dataclass(frozen=True)
 class Rule:
-    """The campaign's decision rule (docs/model_card.md, written down before the first row ran)."""
+    """The campaign's decision rule (docs/model_card.md, written down before the first row ran); a row
+    aimed at one key (``BABBLE_RULE``) fixed its own before it ran."""
 
     min_uar_gain: float = 0.010
     min_babble: float = -0.01
     min_agreement: float = -0.003
+    uar_every_seed: bool = True  # every seed's UAR higher
+    babble_every_seed: bool = False  # every seed's babble 10 dB higher
 
     def passes(self, row: dict) -> bool:
         """True iff ``row`` (see :func:`summarise`) clears every condition."""
-        return (row["uar_diff"] >= self.min_uar_gain and row["uar_seeds_higher"] == row["n_seeds"]
-                and row["babble_diff"] >= self.min_babble and row["agreement_diff"] >= self.min_agreement)
+        return (row["uar_diff"] >= self.min_uar_gain
+                and (not self.uar_every_seed or row["uar_seeds_higher"] == row["n_seeds"])
+                and row["babble_diff"] >= self.min_babble
+                and (not self.babble_every_seed or all(d > 0 for d in row["babble_diff_per_seed"]))
+                and row["agreement_diff"] >= self.min_agreement)
+
+
+# the babble row's rule (session 19, before its CV ran): babble 10 dB up >= +0.02 in every seed, UAR not
+# down by more than 0.005, agreement as the campaign's; plus peak/telephone inside their goals, which
+# bench/robustness.py measures (robustness_babble8.json), not this comparison
+BABBLE_RULE = Rule(min_uar_gain=-0.005, min_babble=0.02, min_agreement=-0.003, uar_every_seed=False,
+                   babble_every_seed=True)
 
 
 @dataclass(frozen=True)
@@ -56,6 +70,7 @@ class Row:
     base: str
     decision: str
     note: str = ""
+    rule: Rule | None = None  # its own rule, fixed before it ran; None: the campaign's
 
 
 PREQAT = "pre-QAT recipe"
@@ -98,11 +113,12 @@ ROWS: tuple[Row, ...] = (
     Row("aug6", "six augmented copies", FOUR_COPY, "not adopted"),
     Row("val8", "2 validation speakers, 14 training", FOUR_COPY, "not adopted"),
     Row("aug8", "eight augmented copies", FOUR_COPY, "adopted",
-        "shipped in default.tflite; the Pi model keeps its four-copy members (cv_compare_pi_vs_small.json)"),
-    Row("babble8", "noise-heavier copies (p_noise 0.8, p_babble 0.7, 0-20 dB)", EIGHT_COPY, "passes own rule, not shipped yet",
-        "babble row, own rule fixed before the run: dbabble >= +0.02 with every seed higher, dUAR >= -0.005, "
-        "dagreement >= -0.003, peak/telephone inside their goals; passes (robustness babble gap 0.088); "
-        "default.tflite to be retrained with it"),
+        "shipped in default.tflite until babble8 on it; the Pi model kept its four-copy members while it shipped "
+        "(cv_compare_pi_vs_small.json then: +0.034)"),
+    Row("babble8", "noise-heavier copies (p_noise 0.8, p_babble 0.7, 0-20 dB)", EIGHT_COPY, "adopted",
+        "babble row, own rule fixed before the run (BABBLE_RULE; peak/telephone inside their goals: "
+        "robustness_babble8.json, babble gap 0.088); shipped in default.tflite; the four-copy Pi model gains "
+        "+0.026 against it (cv_compare_pi_vs_small.json), under +0.03: withdrawn", BABBLE_RULE),
 )
 
 
@@ -125,7 +141,9 @@ def summarise(row: Row, cmp: dict, rule: Rule = Rule()) -> dict:
         "agreement_diff": get(AGREEMENT_KEY, "diff_mean"),
         "agreement_diff_per_seed": get(AGREEMENT_KEY, "diff_per_seed"),
     }
-    out["passes_rule"] = rule.passes(out)
+    own = row.rule is not None
+    out["rule"] = asdict(row.rule) if own else None
+    out["passes_rule"] = (row.rule if own else rule).passes(out)
     return out
 
 
@@ -149,7 +167,8 @@ def table(rows: list[dict]) -> str:
         lines.append(
             f"| {r['label']} | {r['base']} ({r['base_uar']:.3f}) | {r['uar_diff']:+.4f} ± {r['uar_diff_sd']:.3f} "
             f"| {per_seed} | {r['uar_seeds_higher']}/{r['n_seeds']} | {r['babble_diff']:+.3f} "
-            f"| {r['agreement_diff']:+.4f} | {'pass' if r['passes_rule'] else 'fail'} | {decision} |")
+            f"| {r['agreement_diff']:+.4f} | {'pass' if r['passes_rule'] else 'fail'}{' (own rule)' if r.get('rule') else ''} "
+            f"| {decision} |")
     return "\n".join(lines)
 
 

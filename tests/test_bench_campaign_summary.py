@@ -39,6 +39,23 @@ def test_rule_applies_every_condition(uar, babble, agreement, passes):
     assert row["uar_diff"] == pytest.approx(sum(uar) / 3)
 
 
+@pytest.mark.parametrize("uar, babble, agreement, passes", [
+    ([-0.010, 0.026, 0.009], [0.022, 0.064, 0.019], [0.0] * 3, True),  # the babble8 row's figures
+    ([-0.010, 0.026, 0.009], [0.04, 0.04, -0.001], [0.0] * 3, False),  # mean +0.026 but one seed lower
+    ([0.0] * 3, [0.019] * 3, [0.0] * 3, False),  # babble under +0.02
+    ([-0.006] * 3, [0.03] * 3, [0.0] * 3, False),  # UAR down more than 0.005
+    ([0.0] * 3, [0.03] * 3, [-0.0031] * 3, False),  # agreement under -0.003
+])
+def test_a_row_with_its_own_rule_is_judged_by_it(uar, babble, agreement, passes):
+    """The babble row's rule, fixed before it ran, decides for it; the campaign's would have failed it
+    (UAR not higher in every seed) and still decides for every other row."""
+    own = cs.Row("y", "option y", cs.EIGHT_COPY, "adopted", rule=cs.BABBLE_RULE)
+    row = cs.summarise(own, _compare(uar, babble, agreement))
+    assert row["passes_rule"] is passes and row["rule"]["min_babble"] == 0.02
+    assert cs.summarise(ROW, _compare(uar, babble, agreement))["passes_rule"] is False
+    assert cs.summarise(ROW, _compare(uar, babble, agreement))["rule"] is None
+
+
 def test_missing_key_names_the_file():
     cmp = _compare([0.0] * 3, [0.0] * 3, [0.0] * 3)
     del cmp["keys"][cs.BABBLE_KEY]
@@ -60,7 +77,8 @@ def test_main_writes_table_json_and_plot(tmp_path, capsys, monkeypatch):
     assert cs.main(["--results-dir", str(tmp_path), "--results", str(out)]) == 0
     res = json.loads(out.read_text())
     assert res["n_rows"] == 2 and res["n_adopted"] == 1 and res["n_pass_rule"] == 1
-    assert res["rule"] == {"min_uar_gain": 0.010, "min_babble": -0.01, "min_agreement": -0.003}
+    assert res["rule"] == {"min_uar_gain": 0.010, "min_babble": -0.01, "min_agreement": -0.003,
+                           "uar_every_seed": True, "babble_every_seed": False}
     png = out.with_suffix(".png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     table = capsys.readouterr().out.splitlines()
@@ -82,3 +100,6 @@ def test_committed_rows_parse_and_adopted_rows_pass_their_rule():
         assert r["n_seeds"] >= 3, r["name"]
         if r["decision"] == "adopted":
             assert r["passes_rule"], r["name"]
+    # the row whose recipe ships is adopted, by its own rule
+    b8 = next(r for r in rows if r["name"] == "babble8")
+    assert b8["decision"] == "adopted" and b8["rule"] is not None and b8["passes_rule"]
