@@ -1,6 +1,6 @@
 """Which shipped model a command runs: a name (``small``, ``pi``), a path, or ``auto`` for this device.
 
-Two int8 models ship in ``edge_runtime/models/``:
+Up to two int8 models ship in ``edge_runtime/models/`` (this release: ``small`` only):
 
 * ``small`` (alias ``mcu``) = ``default.tflite``: <= 64 KB, fits a microcontroller; the firmware and
   C-export default, and the default everywhere but on a Raspberry Pi.
