@@ -529,7 +529,7 @@ def test_exact_ties_are_broken_as_the_window_policy_says(dut, reference, kind):
     if not dut.has_engine:
         pytest.skip("firmware built without inference kernels")
     clip = getattr(load_model_clips(), f"{kind}_tie")
-    feats = features_int8(speechlike(clip.seconds, seed=clip.seed, level=clip.level))
+    feats = features_int8(clip.audio())
     chunks = [feats[i:i + 20] for i in range(0, len(feats), 20)]
     want = _reference_session(reference, chunks, 31, features=True)
     wins = [m for m in want if not m.flags & ResultFlags.UTTERANCE]

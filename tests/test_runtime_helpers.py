@@ -145,15 +145,19 @@ def write_tiny_model(directory) -> str:
     return p
 
 
-def speechlike(seconds: float, sr: int = 16000, seed: int = 0, level: float = 0.3) -> np.ndarray:
-    """Deterministic voiced-speech-like int16 audio: harmonic bursts with a varying pitch + noise."""
+def speechlike(seconds: float, sr: int = 16000, seed: int = 0, level: float = 0.3, *, f0: float = 140.0,
+               rate: float = 3.0, noise: float = 0.05) -> np.ndarray:
+    """Deterministic voiced-speech-like int16 audio: harmonic bursts with a varying pitch + noise.
+
+    ``f0``: mean pitch (Hz), ``rate``: bursts per second, ``noise``: white-noise amplitude against the
+    harmonics (the defaults are the clip every test has always used)."""
     rng = np.random.default_rng(seed)
     n = int(seconds * sr)
     t = np.arange(n) / sr
-    f0 = 140 + 40 * np.sin(2 * np.pi * 0.7 * t) + 20 * rng.standard_normal()
-    phase = 2 * np.pi * np.cumsum(f0) / sr
+    pitch = f0 + 40 * np.sin(2 * np.pi * 0.7 * t) + 20 * rng.standard_normal()
+    phase = 2 * np.pi * np.cumsum(pitch) / sr
     x = sum(np.sin(k * phase) / k for k in range(1, 8))
-    env = (0.55 + 0.45 * np.sin(2 * np.pi * 3.0 * t + rng.uniform(0, 6))) ** 2
-    x = x * env + 0.05 * rng.standard_normal(n)
+    env = (0.55 + 0.45 * np.sin(2 * np.pi * rate * t + rng.uniform(0, 6))) ** 2
+    x = x * env + noise * rng.standard_normal(n)
     x = level * x / np.max(np.abs(x))
     return np.round(x * 32767).astype(np.int16)
